@@ -1,0 +1,553 @@
+//! MailDomain: one domain the gateway fleet relays for.
+
+use super::validate::{
+    Problems, ValidationError, is_dns1123_label, normalize_address, normalize_domain,
+    normalize_host, normalize_sender_pattern, parse_byte_quantity, parse_client_network,
+    parse_duration,
+};
+use super::{Condition, DeliveryLimits, KeyRef};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One mail domain relayed by a MailGateway: which recipients exist, where accepted mail
+/// goes, which MX record is published for it, and what happens when the domain leaves.
+// Every printcolumn(...) repeats the keys name/type_/json_path, which clippy mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "mx-operator.io",
+    version = "v1alpha1",
+    kind = "MailDomain",
+    namespaced,
+    status = "MailDomainStatus",
+    shortname = "md",
+    category = "mail",
+    doc = "One mail domain relayed by a MailGateway: its recipients, where accepted mail goes, its MX record, and what happens when it leaves.",
+    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
+    printcolumn(
+        name = "Gateway",
+        type_ = "string",
+        json_path = ".spec.gatewayRef.name"
+    ),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MailDomainSpec {
+    /// The mail domain, for example `example.com`. Internationalised names are accepted and
+    /// used in punycode form; case and a trailing dot do not matter. Subdomains are not
+    /// included: each needs its own MailDomain.
+    #[x_kube(validation = Rule::new(r"self.matches('^[^\\s,#@]+$')").message("domain must not contain whitespace, ',', '#' or '@'"))]
+    pub domain: String,
+    /// The MailGateway that relays this domain.
+    pub gateway_ref: GatewayRef,
+    /// `Backup` (default): the gateway is a lower-priority MX that queues mail while the
+    /// customer's own MX is unreachable. `Primary`: the gateway is the domain's inbound MX.
+    #[serde(default)]
+    pub role: DomainRole,
+    /// The server accepted mail is relayed to: the customer's own mail server.
+    pub primary: PrimaryServer,
+    /// The MX record published for this domain.
+    #[serde(default)]
+    pub mx: MxRecord,
+    /// How the MX record is published. Unset: the domain's DNS is managed elsewhere, and
+    /// the operator only observes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsPublishing>,
+    /// The addresses that exist in the domain. Mail to any other address is refused during
+    /// the SMTP dialogue (550 5.1.1), so the gateway never accepts mail it would later bounce.
+    pub recipients: Recipients,
+    /// Acceptance policy. Make it the same as the primary's: a laxer backup MX is where spam
+    /// and backscatter come in.
+    #[serde(default)]
+    pub policy: MailPolicy,
+    /// Delivery limits towards the primary. Unset: the gateway's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryLimits>,
+    /// What happens when the domain's public MX no longer points at this gateway.
+    #[serde(default)]
+    pub departure: Departure,
+}
+
+/// Reference to a MailGateway.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    /// Name of the MailGateway.
+    pub name: String,
+    /// Namespace of the MailGateway. Unset: the MailDomain's own namespace. The gateway must
+    /// allow MailDomains from this namespace (`spec.allowedDomains`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Role of the gateway for the domain: `Backup` or `Primary`.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum DomainRole {
+    #[default]
+    Backup,
+    Primary,
+}
+
+/// The customer's mail server that accepted mail is relayed to.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryServer {
+    /// Host name or IP address of the server. It is used as given (no MX lookup), so mail
+    /// cannot loop back to the gateway through the domain's own MX records.
+    pub host: String,
+    /// SMTP port of the server.
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// TLS towards the server: `None`, `May` (default: opportunistic), `Encrypt` (TLS
+    /// required), `Verify` or `Secure` (TLS required and the certificate checked). Mail
+    /// queued on a relay is readable by its operators; encrypt the hop when you can.
+    #[serde(default)]
+    pub tls: TlsPolicy,
+}
+
+fn default_smtp_port() -> u16 {
+    25
+}
+
+/// TLS towards the primary, as Postfix's `smtp_tls_security_level`.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum TlsPolicy {
+    None,
+    #[default]
+    May,
+    Encrypt,
+    Verify,
+    Secure,
+}
+
+/// The MX record published for the domain.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MxRecord {
+    /// MX preference of the gateway's record. Unset: 10 for role `Primary`, 20 for `Backup`
+    /// (a backup must have a higher number than the customer's own MX).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<u16>,
+    /// TTL of the record in seconds (60–604800).
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+}
+
+impl Default for MxRecord {
+    fn default() -> Self {
+        Self {
+            preference: None,
+            ttl: default_ttl(),
+        }
+    }
+}
+
+fn default_ttl() -> u32 {
+    3_600
+}
+
+/// Where the MX record is published.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsPublishing {
+    /// The DNSProvider (in the MailDomain's namespace) that publishes the record.
+    pub provider_ref: LocalRef,
+}
+
+/// Reference to an object in the same namespace.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalRef {
+    /// Name of the object.
+    pub name: String,
+}
+
+/// The recipients that exist in the domain. The sources are merged.
+#[derive(JsonSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recipients {
+    /// Exact addresses, for example `alice@example.com`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline: Vec<String>,
+    /// A ConfigMap key holding one address per line (`#` starts a comment). Changes to it
+    /// reach the gateway without touching the MailDomain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<KeyRef>,
+    /// A Secret key in the same format, for address lists that must not be world-readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<KeyRef>,
+    /// Accept mail for every address of the domain. Off by default: a catch-all backup MX
+    /// accepts spam for non-existent users and bounces it later to forged senders
+    /// (backscatter). Turn it on only if the primary accepts every address too.
+    #[serde(default)]
+    pub catch_all: bool,
+    /// How old a referenced list may become before the gateway answers 4xx (try later) for
+    /// the domain instead of trusting stale data, for example `24h`. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// The acceptance policy of the domain.
+#[derive(JsonSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MailPolicy {
+    /// Largest message accepted, for example `25Mi`. Unset: the gateway's default (10 MB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<String>,
+    /// DNS block lists checked for the connecting client, for example `zen.spamhaus.org`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rbls: Vec<String>,
+    /// Senders refused: full addresses or whole domains (`example.org` or `@example.org`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sender_deny: Vec<String>,
+    /// Clients refused: IP addresses or CIDR networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_deny: Vec<String>,
+    /// Refuse mail for the domain from clients that did not start TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// What happens when the domain's public MX no longer points at the gateway.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Departure {
+    /// How long the MX must point elsewhere (or the domain be missing) before the action
+    /// runs, for example `72h`.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: String,
+    /// `Remove` (default): stop relaying and withdraw the gateway's MX record, keeping the
+    /// object with `Departed=True`. `Suspend`: answer 4xx for the domain. `Report`: only
+    /// set the condition and emit an Event.
+    #[serde(default)]
+    pub action: DepartureAction,
+}
+
+impl Default for Departure {
+    fn default() -> Self {
+        Self {
+            grace_period: default_grace_period(),
+            action: DepartureAction::default(),
+        }
+    }
+}
+
+fn default_grace_period() -> String {
+    "72h".into()
+}
+
+/// The departure action: `Remove`, `Suspend` or `Report`.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum DepartureAction {
+    #[default]
+    Remove,
+    Suspend,
+    Report,
+}
+
+/// Observed state of a MailDomain.
+#[derive(JsonSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MailDomainStatus {
+    /// The `metadata.generation` the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and the conditions it summarises.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+const MIN_TTL: u32 = 60;
+const MAX_TTL: u32 = 604_800;
+const MIN_MESSAGE_SIZE: u64 = 1 << 10;
+
+impl MailDomainSpec {
+    /// Every problem in the spec, with field paths.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut problems = Problems::default();
+        let domain = problems.check("spec.domain", normalize_domain(&self.domain));
+
+        problems.k8s_name("spec.gatewayRef.name", &self.gateway_ref.name);
+        if let Some(namespace) = &self.gateway_ref.namespace
+            && !is_dns1123_label(namespace)
+        {
+            problems.push(
+                "spec.gatewayRef.namespace",
+                format!("{namespace:?} is not a valid namespace name"),
+            );
+        }
+
+        problems.check("spec.primary.host", normalize_host(&self.primary.host));
+        if self.primary.port == 0 {
+            problems.push("spec.primary.port", "must be between 1 and 65535");
+        }
+        if let Some(domain) = &domain
+            && normalize_host(&self.primary.host).is_ok_and(|host| host == *domain)
+        {
+            problems.push(
+                "spec.primary.host",
+                "must be a mail server host, not the domain itself (mail would loop through the domain's MX)",
+            );
+        }
+
+        if !(MIN_TTL..=MAX_TTL).contains(&self.mx.ttl) {
+            problems.push(
+                "spec.mx.ttl",
+                format!(
+                    "must be between {MIN_TTL} and {MAX_TTL} seconds, not {}",
+                    self.mx.ttl
+                ),
+            );
+        }
+        if let Some(dns) = &self.dns {
+            problems.k8s_name("spec.dns.providerRef.name", &dns.provider_ref.name);
+        }
+
+        self.validate_recipients(domain.as_deref(), &mut problems);
+        self.validate_policy(&mut problems);
+        if let Some(delivery) = &self.delivery {
+            delivery.validate_into("spec.delivery", &mut problems);
+        }
+        problems.check(
+            "spec.departure.gracePeriod",
+            parse_duration(&self.departure.grace_period),
+        );
+        problems.finish()
+    }
+
+    fn validate_recipients(&self, domain: Option<&str>, problems: &mut Problems) {
+        let recipients = &self.recipients;
+        if recipients.inline.is_empty()
+            && recipients.config_map_ref.is_none()
+            && recipients.secret_ref.is_none()
+            && !recipients.catch_all
+        {
+            problems.push(
+                "spec.recipients",
+                "names no recipients: list them (inline, configMapRef or secretRef) or set catchAll: true",
+            );
+        }
+        if let Some(domain) = domain {
+            for (i, address) in recipients.inline.iter().enumerate() {
+                problems.check(
+                    format!("spec.recipients.inline[{i}]"),
+                    normalize_address(address, domain),
+                );
+            }
+        }
+        for (field, reference) in [
+            ("configMapRef", &recipients.config_map_ref),
+            ("secretRef", &recipients.secret_ref),
+        ] {
+            if let Some(reference) = reference {
+                problems.k8s_name(format!("spec.recipients.{field}.name"), &reference.name);
+                problems.k8s_key(format!("spec.recipients.{field}.key"), &reference.key);
+            }
+        }
+        if let Some(max_age) = &recipients.max_age {
+            problems.check("spec.recipients.maxAge", parse_duration(max_age));
+        }
+    }
+
+    fn validate_policy(&self, problems: &mut Problems) {
+        let policy = &self.policy;
+        if let Some(size) = &policy.max_message_size
+            && let Some(bytes) =
+                problems.check("spec.policy.maxMessageSize", parse_byte_quantity(size))
+            && bytes < MIN_MESSAGE_SIZE
+        {
+            problems.push("spec.policy.maxMessageSize", "must be at least 1Ki");
+        }
+        for (i, rbl) in policy.rbls.iter().enumerate() {
+            problems.check(format!("spec.policy.rbls[{i}]"), normalize_domain(rbl));
+        }
+        for (i, sender) in policy.sender_deny.iter().enumerate() {
+            problems.check(
+                format!("spec.policy.senderDeny[{i}]"),
+                normalize_sender_pattern(sender),
+            );
+        }
+        for (i, client) in policy.client_deny.iter().enumerate() {
+            problems.check(
+                format!("spec.policy.clientDeny[{i}]"),
+                parse_client_network(client),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(overrides: serde_json::Value) -> MailDomainSpec {
+        let mut base = json!({
+            "domain": "example.com",
+            "gatewayRef": {"name": "edge"},
+            "primary": {"host": "mail.example.com"},
+            "recipients": {"inline": ["alice@example.com"]},
+        });
+        merge(&mut base, overrides);
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+        match (base, overrides) {
+            (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
+                for (key, value) in overrides {
+                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (base, overrides) => *base = overrides,
+        }
+    }
+
+    fn paths(spec: &MailDomainSpec) -> Vec<String> {
+        match spec.validate() {
+            Ok(()) => vec![],
+            Err(e) => e.problems.into_iter().map(|p| p.path).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_spec_is_valid_with_safe_defaults() {
+        let spec = spec(json!({}));
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!(spec.role, DomainRole::Backup);
+        assert_eq!(spec.primary.port, 25);
+        assert_eq!(spec.primary.tls, TlsPolicy::May);
+        assert!(!spec.recipients.catch_all);
+        assert_eq!(spec.departure.action, DepartureAction::Remove);
+        assert_eq!(spec.departure.grace_period, "72h");
+        assert_eq!(spec.mx.ttl, 3600);
+    }
+
+    #[test]
+    fn full_spec_is_valid() {
+        let spec = spec(json!({
+            "domain": "Bücher.Example.",
+            "gatewayRef": {"name": "edge", "namespace": "mail-system"},
+            "role": "Primary",
+            "primary": {"host": "[2001:db8::25]", "port": 2525, "tls": "Verify"},
+            "mx": {"preference": 10, "ttl": 300},
+            "dns": {"providerRef": {"name": "knot"}},
+            "recipients": {
+                "inline": ["anna@bücher.example", "Bob@XN--BCHER-KVA.EXAMPLE"],
+                "configMapRef": {"name": "users", "key": "addresses.txt"},
+                "secretRef": {"name": "vip-users", "key": "list"},
+                "maxAge": "24h",
+            },
+            "policy": {
+                "maxMessageSize": "25Mi",
+                "rbls": ["zen.spamhaus.org"],
+                "senderDeny": ["spam@bad.example", "@worse.example"],
+                "clientDeny": ["198.51.100.0/24", "2001:db8:bad::/48"],
+                "requireTls": true,
+            },
+            "delivery": {"concurrency": 2, "rateDelay": "1s"},
+            "departure": {"gracePeriod": "7d", "action": "Suspend"},
+        }));
+        assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let spec = spec(json!({
+            "domain": "example.com",
+            "gatewayRef": {"name": "Edge_1", "namespace": "Mail"},
+            "primary": {"host": "mail.example.com\nrelayhost = evil", "port": 0},
+            "mx": {"ttl": 5},
+            "dns": {"providerRef": {"name": ""}},
+            "recipients": {
+                "inline": ["alice@example.com", "bob%evil.com@example.com", "carol@other.com"],
+                "configMapRef": {"name": "users", "key": "bad key"},
+                "maxAge": "soon",
+            },
+            "policy": {
+                "maxMessageSize": "12",
+                "rbls": ["zen spamhaus"],
+                "senderDeny": ["x@y.example OK"],
+                "clientDeny": ["300.1.1.1"],
+            },
+            "delivery": {"concurrency": 1000},
+            "departure": {"gracePeriod": "3 days"},
+        }));
+        assert_eq!(
+            paths(&spec),
+            [
+                "spec.gatewayRef.name",
+                "spec.gatewayRef.namespace",
+                "spec.primary.host",
+                "spec.primary.port",
+                "spec.mx.ttl",
+                "spec.dns.providerRef.name",
+                "spec.recipients.inline[1]",
+                "spec.recipients.inline[2]",
+                "spec.recipients.configMapRef.key",
+                "spec.recipients.maxAge",
+                "spec.policy.maxMessageSize",
+                "spec.policy.rbls[0]",
+                "spec.policy.senderDeny[0]",
+                "spec.policy.clientDeny[0]",
+                "spec.delivery.concurrency",
+                "spec.departure.gracePeriod",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_message_names_each_field() {
+        let spec = spec(json!({"domain": "exa mple.com", "primary": {"port": 0}}));
+        let message = spec.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("spec.domain: \"exa mple.com\" contains whitespace"),
+            "{message}"
+        );
+        assert!(
+            message.contains("spec.primary.port: must be between 1 and 65535"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn no_recipients_and_no_catch_all_is_refused() {
+        let spec = spec(json!({"recipients": {"inline": []}}));
+        assert_eq!(paths(&spec), ["spec.recipients"]);
+        let spec = self::spec(json!({"recipients": {"inline": [], "catchAll": true}}));
+        assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn primary_must_not_be_the_domain_itself() {
+        let spec = spec(json!({"primary": {"host": "EXAMPLE.com."}}));
+        assert_eq!(paths(&spec), ["spec.primary.host"]);
+    }
+
+    #[test]
+    fn injection_in_the_domain_is_refused() {
+        for domain in [
+            "example.com\nmynetworks = 0.0.0.0/0",
+            "example.com,evil.org",
+            "example.com OK",
+            "example.com#",
+            "example.com\r",
+        ] {
+            let spec = spec(json!({"domain": domain, "recipients": {"catchAll": true}}));
+            assert_eq!(paths(&spec), ["spec.domain"], "{domain:?}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! MailGateway: one fleet of Postfix relays with persistent queues.
+
+use super::validate::{
+    Problems, ValidationError, normalize_domain, parse_byte_quantity, parse_duration,
+};
+use super::{Condition, DeliveryLimits};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// A fleet of inbound mail relays (Postfix with a persistent queue, plus the mx-operator
+/// agent) that relays mail for the MailDomains attached to it.
+// Every printcolumn(...) repeats the keys name/type_/json_path, which clippy mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "mx-operator.io",
+    version = "v1alpha1",
+    kind = "MailGateway",
+    namespaced,
+    status = "MailGatewayStatus",
+    shortname = "mgw",
+    category = "mail",
+    doc = "A fleet of inbound mail relays (Postfix with a persistent queue) that relays mail for the MailDomains attached to it.",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "MX", type_ = "string", json_path = ".spec.mxHostnames[0]"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MailGatewaySpec {
+    /// Number of relay replicas. Each keeps its own persistent queue; a replica's queue is
+    /// drained before the replica is removed on scale-in.
+    #[serde(default = "default_replicas")]
+    pub replicas: i32,
+    /// Fully qualified host names this gateway answers for as an MX. The first one is the
+    /// target of the MX records the operator publishes; all of them count as "ours" when
+    /// the operator checks where a domain's public MX points.
+    pub mx_hostnames: Vec<String>,
+    /// Container image with Postfix and the mx-operator agent. Unset: the gateway image of
+    /// the running operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// How the gateway is exposed to the Internet.
+    #[serde(default)]
+    pub service: GatewayService,
+    /// The persistent mail queue of each replica.
+    #[serde(default)]
+    pub queue: QueueSpec,
+    /// TLS certificate offered to senders (STARTTLS). Unset: no STARTTLS is offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTls>,
+    /// Delivery limits for domains that set none of their own.
+    #[serde(default)]
+    pub delivery: DeliveryLimits,
+    /// Which namespaces may attach MailDomains to this gateway.
+    #[serde(default)]
+    pub allowed_domains: AllowedDomains,
+    /// CPU and memory for the Postfix container. Unset: modest requests suited to a
+    /// backup MX.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+/// The Service in front of the relays.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayService {
+    /// Service type: `LoadBalancer` (default), `NodePort` or `ClusterIP`.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// `Local` (default) keeps the client's IP address visible to Postfix, which RBLs and
+    /// client deny lists need; `Cluster` hides it.
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+    /// The load balancer address to request. It is also written to Postfix's
+    /// `proxy_interfaces`, so the relay knows mail for an MX at that address is its own and
+    /// does not loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_ip: Option<String>,
+    /// Annotations for the Service (cloud load balancer settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for GatewayService {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::LoadBalancer,
+            external_traffic_policy: TrafficPolicy::Local,
+            load_balancer_ip: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// Kubernetes Service type: `LoadBalancer`, `NodePort` or `ClusterIP`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    LoadBalancer,
+    NodePort,
+    ClusterIP,
+}
+
+/// `externalTrafficPolicy` of the Service: `Local` or `Cluster`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum TrafficPolicy {
+    #[default]
+    Local,
+    Cluster,
+}
+
+/// Persistent queue storage of each replica.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Size of each replica's queue volume, for example `10Gi`.
+    #[serde(default = "default_queue_size")]
+    pub size: String,
+    /// StorageClass of the queue volumes. Unset: the cluster's default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// How long undeliverable mail stays queued before it is returned to the sender
+    /// (Postfix `maximal_queue_lifetime`), for example `5d`. A backup MX needs this to
+    /// outlast the primary's longest plausible outage.
+    #[serde(default = "default_max_queue_lifetime")]
+    pub max_queue_lifetime: String,
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        Self {
+            size: default_queue_size(),
+            storage_class_name: None,
+            max_queue_lifetime: default_max_queue_lifetime(),
+        }
+    }
+}
+
+fn default_queue_size() -> String {
+    "10Gi".into()
+}
+
+fn default_max_queue_lifetime() -> String {
+    "5d".into()
+}
+
+/// The certificate offered with STARTTLS.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTls {
+    /// Name of a `kubernetes.io/tls` Secret in the gateway's namespace (for example one
+    /// issued by cert-manager).
+    pub secret_name: String,
+}
+
+/// Which namespaces may attach MailDomains.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedDomains {
+    /// `Same` (default): only the gateway's own namespace; `All`: every namespace;
+    /// `Selector`: namespaces whose labels match `selector`.
+    #[serde(default)]
+    pub from: NamespacesFrom,
+    /// Label selector for namespaces, used when `from` is `Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Where attached MailDomains may live: `Same`, `All` or `Selector`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum NamespacesFrom {
+    #[default]
+    Same,
+    All,
+    Selector,
+}
+
+/// Observed state of a MailGateway.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MailGatewayStatus {
+    /// The `metadata.generation` the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and the conditions it summarises.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+const MAX_REPLICAS: i32 = 100;
+const MIN_QUEUE_LIFETIME_SECONDS: u64 = 3_600;
+
+impl MailGatewaySpec {
+    /// Every problem in the spec, with field paths.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut problems = Problems::default();
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            problems.push(
+                "spec.replicas",
+                format!(
+                    "must be between 1 and {MAX_REPLICAS}, not {}",
+                    self.replicas
+                ),
+            );
+        }
+        if self.mx_hostnames.is_empty() {
+            problems.push("spec.mxHostnames", "must name at least one MX host name");
+        }
+        let mut seen = BTreeSet::new();
+        for (i, host) in self.mx_hostnames.iter().enumerate() {
+            let path = format!("spec.mxHostnames[{i}]");
+            if let Some(host) = problems.check(path.clone(), normalize_domain(host))
+                && !seen.insert(host.clone())
+            {
+                problems.push(path, format!("{host} is listed twice"));
+            }
+        }
+        if let Some(image) = &self.image
+            && (image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            problems.push(
+                "spec.image",
+                format!("{image:?} is not a container image reference"),
+            );
+        }
+        if let Some(ip) = &self.service.load_balancer_ip
+            && ip.parse::<IpAddr>().is_err()
+        {
+            problems.push(
+                "spec.service.loadBalancerIP",
+                format!("{ip:?} is not an IP address"),
+            );
+        }
+        problems.check("spec.queue.size", parse_byte_quantity(&self.queue.size));
+        if let Some(class) = &self.queue.storage_class_name {
+            problems.k8s_name("spec.queue.storageClassName", class);
+        }
+        if let Some(lifetime) = problems.check(
+            "spec.queue.maxQueueLifetime",
+            parse_duration(&self.queue.max_queue_lifetime),
+        ) && lifetime.as_secs() < MIN_QUEUE_LIFETIME_SECONDS
+        {
+            problems.push(
+                "spec.queue.maxQueueLifetime",
+                "must be at least 1h: a backup MX that returns mail sooner defeats its purpose",
+            );
+        }
+        if let Some(tls) = &self.tls {
+            problems.k8s_name("spec.tls.secretName", &tls.secret_name);
+        }
+        self.delivery.validate_into("spec.delivery", &mut problems);
+        match (self.allowed_domains.from, &self.allowed_domains.selector) {
+            (NamespacesFrom::Selector, None) => problems.push(
+                "spec.allowedDomains.selector",
+                "is required when allowedDomains.from is Selector",
+            ),
+            (NamespacesFrom::Same | NamespacesFrom::All, Some(_)) => problems.push(
+                "spec.allowedDomains.selector",
+                "is only used when allowedDomains.from is Selector",
+            ),
+            _ => {}
+        }
+        problems.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> MailGatewaySpec {
+        serde_json::from_value(serde_json::json!({"mxHostnames": ["mx1.example.net"]})).unwrap()
+    }
+
+    fn problems_of(spec: &MailGatewaySpec) -> Vec<String> {
+        match spec.validate() {
+            Ok(()) => vec![],
+            Err(e) => e.problems.into_iter().map(|p| p.path).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let spec = valid();
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.service.type_, ServiceType::LoadBalancer);
+        assert_eq!(spec.service.external_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(spec.queue.max_queue_lifetime, "5d");
+        assert_eq!(spec.allowed_domains.from, NamespacesFrom::Same);
+        assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let mut spec = valid();
+        spec.replicas = 0;
+        spec.mx_hostnames = vec![
+            "mx1.example.net".into(),
+            "MX1.example.net.".into(),
+            "mx 2".into(),
+        ];
+        spec.image = Some("repo/image:tag\n".into());
+        spec.service.load_balancer_ip = Some("203.0.113.300".into());
+        spec.queue.size = "ten gigs".into();
+        spec.queue.max_queue_lifetime = "30m".into();
+        spec.tls = Some(GatewayTls {
+            secret_name: "Bad_Name".into(),
+        });
+        spec.delivery.concurrency = Some(0);
+        spec.delivery.rate_delay = Some("2h".into());
+        spec.allowed_domains.from = NamespacesFrom::Selector;
+        assert_eq!(
+            problems_of(&spec),
+            [
+                "spec.replicas",
+                "spec.mxHostnames[1]",
+                "spec.mxHostnames[2]",
+                "spec.image",
+                "spec.service.loadBalancerIP",
+                "spec.queue.size",
+                "spec.queue.maxQueueLifetime",
+                "spec.tls.secretName",
+                "spec.delivery.concurrency",
+                "spec.delivery.rateDelay",
+                "spec.allowedDomains.selector",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_hostnames_is_refused() {
+        let mut spec = valid();
+        spec.mx_hostnames.clear();
+        assert_eq!(problems_of(&spec), ["spec.mxHostnames"]);
+    }
+
+    #[test]
+    fn selector_without_selector_mode_is_refused() {
+        let mut spec = valid();
+        spec.allowed_domains.selector = Some(LabelSelector::default());
+        assert_eq!(problems_of(&spec), ["spec.allowedDomains.selector"]);
+        spec.allowed_domains.from = NamespacesFrom::Selector;
+        assert_eq!(problems_of(&spec), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,69 @@
+//! The `mx-operator.io/v1alpha1` API: MailGateway, MailDomain and DNSProvider.
+
+pub mod conditions;
+pub mod crd;
+pub mod dnsprovider;
+pub mod domain;
+pub mod gateway;
+pub mod validate;
+
+pub use conditions::{Condition, ConditionStatus};
+pub use dnsprovider::{DNSProvider, DNSProviderSpec, DNSProviderStatus};
+pub use domain::{MailDomain, MailDomainSpec, MailDomainStatus};
+pub use gateway::{MailGateway, MailGatewaySpec, MailGatewayStatus};
+pub use validate::{Problem, ValidationError};
+
+/// The API group of every mx-operator resource.
+pub const GROUP: &str = "mx-operator.io";
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Names one key of a ConfigMap or Secret in the object's own namespace.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Name of the ConfigMap or Secret.
+    pub name: String,
+    /// Key inside it.
+    pub key: String,
+}
+
+/// Delivery limits towards a primary: how gently queued mail is released after an outage.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryLimits {
+    /// Parallel SMTP connections to the primary (1–100). Unset: Postfix's default (20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<i32>,
+    /// Pause between two deliveries to the primary, for example `1s`, so a queue that grew
+    /// during an outage is not flushed all at once. Unset: no pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_delay: Option<String>,
+}
+
+const MAX_CONCURRENCY: i32 = 100;
+const MAX_RATE_DELAY_SECONDS: u64 = 3_600;
+
+impl DeliveryLimits {
+    pub(crate) fn validate_into(&self, path: &str, problems: &mut validate::Problems) {
+        if let Some(concurrency) = self.concurrency
+            && !(1..=MAX_CONCURRENCY).contains(&concurrency)
+        {
+            problems.push(
+                format!("{path}.concurrency"),
+                format!("must be between 1 and {MAX_CONCURRENCY}, not {concurrency}"),
+            );
+        }
+        if let Some(delay) = &self.rate_delay
+            && let Some(delay) =
+                problems.check(format!("{path}.rateDelay"), validate::parse_duration(delay))
+            && delay.as_secs() > MAX_RATE_DELAY_SECONDS
+        {
+            problems.push(
+                format!("{path}.rateDelay"),
+                format!("must be at most 1h, not {}s", delay.as_secs()),
+            );
+        }
+    }
+}

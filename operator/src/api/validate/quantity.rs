@@ -1,0 +1,49 @@
+/// Parses a byte size written as a Kubernetes quantity: `10240`, `50M`, `25Mi`, `1Gi`.
+pub fn parse_byte_quantity(input: &str) -> Result<u64, String> {
+    let split = input
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(input.len());
+    let (number, suffix) = input.split_at(split);
+    if number.is_empty() {
+        return Err(format!(
+            "{input:?} is not a size (write it like 25Mi, 50M or 1048576)"
+        ));
+    }
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{input:?} has an unknown size suffix (use k, M, G, T, Ki, Mi, Gi or Ti)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{input:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_byte_quantity("1048576"), Ok(1_048_576));
+        assert_eq!(parse_byte_quantity("25Mi"), Ok(26_214_400));
+        assert_eq!(parse_byte_quantity("50M"), Ok(50_000_000));
+        assert_eq!(parse_byte_quantity("10Gi"), Ok(10_737_418_240));
+        for bad in ["", "Mi", "25 Mi", "25mb", "1.5Gi", "-1", "99999999999999Ti"] {
+            assert!(parse_byte_quantity(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

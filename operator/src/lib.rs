@@ -1,0 +1,7 @@
+//! mx-operator: a Kubernetes operator for managed inbound mail gateways (MX relays).
+//!
+//! The binary (`main.rs`) only parses the command line; every behaviour lives here, one
+//! module per concern.
+
+pub mod api;
+pub mod cli;

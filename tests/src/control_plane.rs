@@ -1,0 +1,420 @@
+//! A real Kubernetes control plane on loopback: etcd plus kube-apiserver v1.20 (built by
+//! `tests/harness/bootstrap.sh`), token authentication, RBAC on.
+
+use crate::process::{Guarded, free_port, spawn_tied};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
+/// The field manager the harness uses for what it installs itself (CRDs, namespaces).
+pub const HARNESS_MANAGER: &str = "mx-operator-test-harness";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "kube-apiserver not found at {0}: run `make bootstrap` (tests/harness/bootstrap.sh) first"
+    )]
+    MissingApiServer(PathBuf),
+    #[error("{name} exited during start-up ({status}); its log: {log}")]
+    Exited {
+        name: &'static str,
+        status: std::process::ExitStatus,
+        log: PathBuf,
+    },
+    #[error("kube-apiserver did not answer /readyz within {READY_TIMEOUT:?}; its log: {0}")]
+    NotReady(PathBuf),
+    #[error("{command} failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("API call: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("waiting for the CRD {0} to be established timed out")]
+    CrdNotEstablished(String),
+    #[error("rendering CRDs: {0}")]
+    Crd(#[from] mx_operator::api::crd::RenderError),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let what = what.into();
+    move |source| HarnessError::Io { what, source }
+}
+
+/// Whether the servers die with this process (tests) or keep running after it (demo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    TiedToThisProcess,
+    Detached,
+}
+
+/// A started control plane. In `TiedToThisProcess` mode its servers stop when it is
+/// dropped or when the process ends, whichever comes first.
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub admin_token: String,
+    servers: Vec<Guarded>,
+    namespaces: AtomicUsize,
+}
+
+/// Where the bootstrap script caches the API server binary.
+pub fn cache_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("MX_OPERATOR_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/mx-operator")
+}
+
+fn apiserver_binary() -> PathBuf {
+    std::env::var("KUBE_APISERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache_dir().join("bin/kube-apiserver"))
+}
+
+fn run(command: &mut Command) -> Result<(), HarnessError> {
+    let output = command
+        .output()
+        .map_err(io_error(format!("running {command:?}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(HarnessError::Command {
+            command: format!("{command:?}"),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<fs::File, HarnessError> {
+    let path = dir.join(format!("{name}.log"));
+    fs::File::create(&path).map_err(io_error(format!("creating {}", path.display())))
+}
+
+impl ControlPlane {
+    /// The control plane shared by all tests of this test binary, started on first use.
+    pub async fn shared() -> Result<&'static ControlPlane, HarnessError> {
+        static SHARED: OnceCell<ControlPlane> = OnceCell::const_new();
+        SHARED
+            .get_or_try_init(|| async {
+                let root = std::env::temp_dir().join("mx-operator-tests");
+                remove_stale_runs(&root);
+                let dir = root.join(std::process::id().to_string());
+                let plane = ControlPlane::start(&dir, Lifetime::TiedToThisProcess).await?;
+                plane.install_crds().await?;
+                Ok(plane)
+            })
+            .await
+    }
+
+    /// Starts etcd and kube-apiserver with their state and logs in `dir`.
+    pub async fn start(dir: &Path, lifetime: Lifetime) -> Result<Self, HarnessError> {
+        let apiserver = apiserver_binary();
+        if !apiserver.exists() {
+            return Err(HarnessError::MissingApiServer(apiserver));
+        }
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir.join("certs"))
+            .map_err(io_error(format!("creating {}", dir.display())))?;
+
+        let admin_token = format!(
+            "admin-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        );
+        fs::write(
+            dir.join("tokens.csv"),
+            format!("{admin_token},admin,admin,\"system:masters\"\n"),
+        )
+        .map_err(io_error("writing tokens.csv"))?;
+        run(Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(dir.join("sa.key"))
+            .arg("2048"))?;
+        run(Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(dir.join("sa.key"))
+            .arg("-out")
+            .arg(dir.join("sa.pub")))?;
+
+        let etcd_client = free_port().map_err(io_error("finding a free port"))?;
+        let etcd_peer = free_port().map_err(io_error("finding a free port"))?;
+        let apiserver_port = free_port().map_err(io_error("finding a free port"))?;
+
+        let mut servers = Vec::new();
+        let mut etcd = Command::new("etcd");
+        etcd.arg("--name=local")
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=local=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg("--logger=zap")
+            .arg("--log-level=warn");
+        servers.push(start_server("etcd", etcd, dir, lifetime)?);
+
+        let mut kube = Command::new(&apiserver);
+        kube.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={apiserver_port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--cert-dir={}", dir.join("certs").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                dir.join("tokens.csv").display()
+            ))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!(
+                "--service-account-key-file={}",
+                dir.join("sa.pub").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ))
+            .arg(format!(
+                "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"
+            ))
+            .arg("--endpoint-reconciler-type=none")
+            .arg("--v=1");
+        servers.push(start_server("kube-apiserver", kube, dir, lifetime)?);
+
+        let url = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        let mut plane = ControlPlane {
+            dir: dir.to_path_buf(),
+            url,
+            kubeconfig,
+            admin_token,
+            servers: Vec::new(),
+            namespaces: AtomicUsize::new(0),
+        };
+        plane.wait_until_ready(&mut servers).await?;
+        match lifetime {
+            Lifetime::TiedToThisProcess => plane.servers = servers,
+            // Detached servers keep running: forget their handles instead of killing them.
+            Lifetime::Detached => servers.into_iter().for_each(std::mem::forget),
+        }
+        Ok(plane)
+    }
+
+    async fn wait_until_ready(&self, servers: &mut [Guarded]) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut kubeconfig_written = false;
+        loop {
+            // The API server writes its self-signed certificate shortly after it starts.
+            if !kubeconfig_written && self.dir.join("certs/apiserver.crt").exists() {
+                self.write_kubeconfig()?;
+                kubeconfig_written = true;
+            }
+            if kubeconfig_written && self.answers_ready().await {
+                return Ok(());
+            }
+            if let Some(exited) = first_exited(&self.dir, servers) {
+                return Err(exited);
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::NotReady(self.dir.join("kube-apiserver.log")));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn answers_ready(&self) -> bool {
+        let Ok(client) = self.client().await else {
+            return false;
+        };
+        let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else {
+            return false;
+        };
+        client
+            .request_text(request)
+            .await
+            .is_ok_and(|body| body.trim() == "ok")
+    }
+
+    fn write_kubeconfig(&self) -> Result<(), HarnessError> {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\ncurrent-context: local\n",
+            url = self.url,
+            ca = self.dir.join("certs/apiserver.crt").display(),
+            token = self.admin_token,
+        );
+        fs::write(&self.kubeconfig, kubeconfig).map_err(io_error("writing the kubeconfig"))
+    }
+
+    /// A new client with the admin token. Make one per test: a client belongs to the tokio
+    /// runtime it was made in.
+    pub async fn client(&self) -> Result<Client, HarnessError> {
+        Ok(Client::try_from(self.config().await?)?)
+    }
+
+    /// The client configuration for the admin user.
+    pub async fn config(&self) -> Result<Config, HarnessError> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+    }
+
+    /// Installs (server-side applies) every CRD of the operator and waits until each is
+    /// served. Servers older than 1.25 do not know CEL rules, and server-side apply there
+    /// refuses the undeclared `x-kubernetes-validations` field, so it is left out for them
+    /// (what a client-side create would silently do anyway).
+    pub async fn install_crds(&self) -> Result<(), HarnessError> {
+        let client = self.client().await?;
+        let version = client.apiserver_version().await?;
+        let knows_cel = supports_cel(&version.major, &version.minor);
+        let api: Api<CustomResourceDefinition> = Api::all(client);
+        let params = PatchParams::apply(HARNESS_MANAGER).force();
+        for crd in mx_operator::api::crd::all() {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let mut body = serde_json::to_value(&crd).map_err(|e| HarnessError::Command {
+                command: format!("serializing CRD {name}"),
+                stderr: e.to_string(),
+            })?;
+            if !knows_cel {
+                strip_key(&mut body, "x-kubernetes-validations");
+            }
+            api.patch(&name, &params, &Patch::Apply(&body)).await?;
+            let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(Duration::from_secs(30), established)
+                .await
+                .map_err(|_| HarnessError::CrdNotEstablished(name.clone()))?
+                .map_err(|_| HarnessError::CrdNotEstablished(name.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// A fresh namespace for one test, with a client made in the caller's runtime.
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, HarnessError> {
+        let client = self.client().await?;
+        let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-{n}");
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        Ok(TestNamespace { client, name })
+    }
+}
+
+/// A namespace of its own for one test. Namespaces are not deleted: no namespace
+/// controller runs, and the whole control plane goes away with the test binary.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+fn start_server(
+    name: &'static str,
+    mut command: Command,
+    dir: &Path,
+    lifetime: Lifetime,
+) -> Result<Guarded, HarnessError> {
+    let log = log_file(dir, name)?;
+    let stderr = log
+        .try_clone()
+        .map_err(io_error("duplicating a log handle"))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        .current_dir(dir);
+    let child = match lifetime {
+        Lifetime::TiedToThisProcess => spawn_tied(command),
+        Lifetime::Detached => {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0).spawn()
+        }
+    }
+    .map_err(io_error(format!("starting {name}")))?;
+    if lifetime == Lifetime::Detached {
+        fs::write(dir.join(format!("{name}.pid")), child.id().to_string())
+            .map_err(io_error("writing a pid file"))?;
+    }
+    Ok(Guarded::new(name, child))
+}
+
+fn first_exited(dir: &Path, servers: &mut [Guarded]) -> Option<HarnessError> {
+    servers.iter_mut().find_map(|server| {
+        server.exited().map(|status| HarnessError::Exited {
+            name: server.name,
+            status,
+            log: dir.join(format!("{}.log", server.name)),
+        })
+    })
+}
+
+/// Removes the state of earlier test runs whose process is gone.
+fn remove_stale_runs(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !Path::new("/proc").join(&pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether the server evaluates CEL validation rules (`x-kubernetes-validations`, 1.25+).
+pub fn supports_cel(major: &str, minor: &str) -> bool {
+    let minor: u32 = minor.trim_end_matches('+').parse().unwrap_or(0);
+    major != "1" || minor >= 25
+}
+
+fn strip_key(value: &mut serde_json::Value, key: &str) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove(key);
+            map.values_mut().for_each(|v| strip_key(v, key));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_key(v, key)),
+        _ => {}
+    }
+}

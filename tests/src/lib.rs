@@ -1,0 +1,8 @@
+//! The test harness: real components (etcd, kube-apiserver) started on loopback by the
+//! project itself, for the integration tests and `make demo`.
+
+pub mod control_plane;
+pub mod kubectl;
+pub mod process;
+
+pub use control_plane::{ControlPlane, HarnessError, TestNamespace};

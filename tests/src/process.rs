@@ -1,0 +1,91 @@
+//! Starting server processes so that they never outlive the test binary.
+//!
+//! Children get `PR_SET_PDEATHSIG = SIGKILL`, which fires when the *thread* that spawned them
+//! exits. Test threads come and go, so every child is spawned from one dedicated thread
+//! that lives as long as the process: when the test binary ends — passed, failed, panicked
+//! or killed — the kernel kills what it started.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Mutex, OnceLock};
+
+type Request = (Command, Sender<io::Result<Child>>);
+
+fn spawner() -> &'static Mutex<Sender<Request>> {
+    static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (requests, incoming) = channel::<Request>();
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+                    unsafe {
+                        command.pre_exec(|| {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                                return Err(io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(command.spawn());
+                }
+                // Keep the thread (and with it the death signal) alive for good.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| eprintln!("cannot start the child-spawner thread: {e}"));
+        Mutex::new(requests)
+    })
+}
+
+/// Spawns `command` so that it dies with this process.
+pub fn spawn_tied(command: Command) -> io::Result<Child> {
+    let (reply, answer) = channel();
+    spawner()
+        .lock()
+        .map_err(|_| io::Error::other("child-spawner lock poisoned"))?
+        .send((command, reply))
+        .map_err(|_| io::Error::other("child-spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("child-spawner thread did not answer"))?
+}
+
+/// A running child that is killed and reaped when dropped.
+pub struct Guarded {
+    pub name: &'static str,
+    child: Child,
+}
+
+impl Guarded {
+    pub fn new(name: &'static str, child: Child) -> Self {
+        Self { name, child }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` when the process has already exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (the kernel picks it; the listener is closed again).
+pub fn free_port() -> io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
