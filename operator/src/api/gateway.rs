@@ -93,7 +93,7 @@ pub struct GatewayService {
     /// The load balancer address to request. It is also written to Postfix's
     /// `proxy_interfaces`, so the relay knows mail for an MX at that address is its own and
     /// does not loop.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "loadBalancerIP", skip_serializing_if = "Option::is_none")]
     pub load_balancer_ip: Option<String>,
     /// Annotations for the Service (cloud load balancer settings).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
