@@ -5,3 +5,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
+pub mod manifests;
+pub mod recipients;
+pub mod render;
+pub mod telemetry;

@@ -2,11 +2,12 @@
 # Installs what the tests and the demo need on a Debian bookworm machine, idempotently:
 # the Debian packages (etcd, Knot, Postfix, ...) and a kube-apiserver v1.20.2 built from
 # Debian's `kubernetes` source package. The built binary is cached under
-# ~/.cache/mx-operator, so a second run costs a few seconds.
+# ~/.cache/mx-operator, so a second run costs a few seconds. kube-controller-manager is built
+# beside it: tests need its garbage collector, namespace and service-account token controllers.
 set -euo pipefail
 
 CACHE_DIR="${MX_OPERATOR_CACHE:-$HOME/.cache/mx-operator}"
-APISERVER="$CACHE_DIR/bin/kube-apiserver"
+BINARIES=(kube-apiserver kube-controller-manager)
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
@@ -25,6 +26,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+
+# A fresh machine image ships kubectl; Debian's own client is the fallback.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 
 # Debian's kubernetes source package carries the whole tree with vendor/; only deb-src
 # lines for the suites already configured are added.
@@ -57,10 +61,16 @@ for svc in etcd knot postfix; do
   as_root service "$svc" stop >/dev/null 2>&1 || true
 done
 
-if [ -x "$APISERVER" ] && "$APISERVER" --version 2>/dev/null | grep -q 'v1.20.2'; then
-  log "kube-apiserver cached at $APISERVER"
+cached() {
+  for b in "${BINARIES[@]}"; do
+    "$CACHE_DIR/bin/$b" --version 2>/dev/null | grep -q 'v1.20.2' || return 1
+  done
+}
+if cached; then
+  log "${BINARIES[*]} cached in $CACHE_DIR/bin"
   exit 0
 fi
+started=$(date +%s)
 
 BUILD_DIR="$CACHE_DIR/build"
 rm -rf "$BUILD_DIR"
@@ -80,17 +90,20 @@ rm -f "$TREE/vendor/github.com/modern-go/reflect2/go.mod"
 
 mkdir -p "$BUILD_DIR/.go/src/k8s.io"
 ln -sfn "$TREE" "$BUILD_DIR/.go/src/k8s.io/kubernetes"
-log "building kube-apiserver (about 5 minutes on 2 cores)"
+log "building ${BINARIES[*]} (about 10 minutes on 2 cores)"
 (
   cd "$BUILD_DIR/.go/src/k8s.io/kubernetes"
   export GOPATH="$BUILD_DIR/.go" GOCACHE="$CACHE_DIR/gocache" GOFLAGS=-mod=vendor
   export KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean
-  make WHAT=cmd/kube-apiserver >"$BUILD_DIR/build.log" 2>&1 || { tail -40 "$BUILD_DIR/build.log" >&2; exit 1; }
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$BUILD_DIR/build.log" 2>&1 \
+    || { tail -40 "$BUILD_DIR/build.log" >&2; exit 1; }
 )
-built=$(find "$TREE/_output" -type f -name kube-apiserver -perm -u+x | head -n1)
-[ -n "$built" ] || { log "build produced no kube-apiserver"; exit 1; }
-install -m 0755 "$built" "$APISERVER"
-"$APISERVER" --version
+for b in "${BINARIES[@]}"; do
+  built=$(find "$TREE/_output" -type f -name "$b" -perm -u+x | head -n1)
+  [ -n "$built" ] || { log "build produced no $b"; exit 1; }
+  install -m 0755 "$built" "$CACHE_DIR/bin/$b"
+  "$CACHE_DIR/bin/$b" --version
+done
 cd "$CACHE_DIR"
 rm -rf "$BUILD_DIR"
-log "kube-apiserver cached at $APISERVER"
+log "built ${BINARIES[*]} in $(( $(date +%s) - started ))s, cached in $CACHE_DIR/bin"

@@ -70,7 +70,10 @@ pub struct ControlPlane {
     pub dir: PathBuf,
     pub url: String,
     pub kubeconfig: PathBuf,
+    /// Credentials of the user `mx-operator`, whose requests the audit log tells apart.
+    pub operator_kubeconfig: PathBuf,
     pub admin_token: String,
+    operator_token: String,
     servers: Vec<Guarded>,
     namespaces: AtomicUsize,
 }
@@ -135,16 +138,17 @@ impl ControlPlane {
         fs::create_dir_all(dir.join("certs"))
             .map_err(io_error(format!("creating {}", dir.display())))?;
 
-        let admin_token = format!(
-            "admin-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        );
+        let admin_token = random_token("admin");
+        let operator_token = random_token("operator");
         fs::write(
             dir.join("tokens.csv"),
-            format!("{admin_token},admin,admin,\"system:masters\"\n"),
+            format!(
+                "{admin_token},admin,admin,\"system:masters\"\n{operator_token},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n"
+            ),
         )
         .map_err(io_error("writing tokens.csv"))?;
+        fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY)
+            .map_err(io_error("writing the audit policy"))?;
         run(Command::new("openssl")
             .args(["genrsa", "-out"])
             .arg(dir.join("sa.key"))
@@ -205,6 +209,14 @@ impl ControlPlane {
                 "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"
             ))
             .arg("--endpoint-reconciler-type=none")
+            .arg(format!(
+                "--audit-policy-file={}",
+                dir.join("audit-policy.yaml").display()
+            ))
+            .arg(format!(
+                "--audit-log-path={}",
+                dir.join("audit.log").display()
+            ))
             .arg("--v=1");
         servers.push(start_server("kube-apiserver", kube, dir, lifetime)?);
 
@@ -214,11 +226,19 @@ impl ControlPlane {
             dir: dir.to_path_buf(),
             url,
             kubeconfig,
+            operator_kubeconfig: dir.join("operator.kubeconfig"),
             admin_token,
+            operator_token,
             servers: Vec::new(),
             namespaces: AtomicUsize::new(0),
         };
         plane.wait_until_ready(&mut servers).await?;
+        servers.push(start_server(
+            "kube-controller-manager",
+            plane.controller_manager_command(),
+            dir,
+            lifetime,
+        )?);
         match lifetime {
             Lifetime::TiedToThisProcess => plane.servers = servers,
             // Detached servers keep running: forget their handles instead of killing them.
@@ -233,7 +253,8 @@ impl ControlPlane {
         loop {
             // The API server writes its self-signed certificate shortly after it starts.
             if !kubeconfig_written && self.dir.join("certs/apiserver.crt").exists() {
-                self.write_kubeconfig()?;
+                self.write_kubeconfig(&self.kubeconfig, &self.admin_token)?;
+                self.write_kubeconfig(&self.operator_kubeconfig, &self.operator_token)?;
                 kubeconfig_written = true;
             }
             if kubeconfig_written && self.answers_ready().await {
@@ -262,14 +283,60 @@ impl ControlPlane {
             .is_ok_and(|body| body.trim() == "ok")
     }
 
-    fn write_kubeconfig(&self) -> Result<(), HarnessError> {
+    /// The garbage collector (owner references), namespace deletion and service-account
+    /// tokens need kube-controller-manager; nothing else of it is wanted.
+    fn controller_manager_command(&self) -> Command {
+        let mut command = Command::new(cache_dir().join("bin/kube-controller-manager"));
+        command
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                self.dir.join("sa.key").display()
+            ))
+            .arg(format!(
+                "--root-ca-file={}",
+                self.dir.join("certs/apiserver.crt").display()
+            ))
+            .arg("--leader-elect=false")
+            .arg("--port=0")
+            .arg("--secure-port=0")
+            .arg("--v=1");
+        command
+    }
+
+    /// A client that authenticates as the operator's user.
+    pub async fn operator_client(&self) -> Result<Client, HarnessError> {
+        let kubeconfig = Kubeconfig::read_from(&self.operator_kubeconfig)?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Write requests (create, update, patch, delete) the API server has audited for `user`.
+    pub fn audited_writes(&self, user: &str) -> Result<Vec<AuditedWrite>, HarnessError> {
+        let log = fs::read_to_string(self.dir.join("audit.log"))
+            .map_err(io_error("reading the audit log"))?;
+        Ok(log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| {
+                entry["stage"] == "ResponseComplete" && entry["user"]["username"] == user
+            })
+            .map(|entry| AuditedWrite {
+                verb: entry["verb"].as_str().unwrap_or_default().to_string(),
+                uri: entry["requestURI"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    fn write_kubeconfig(&self, path: &Path, token: &str) -> Result<(), HarnessError> {
         let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\ncurrent-context: local\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: user\ncurrent-context: local\n",
             url = self.url,
             ca = self.dir.join("certs/apiserver.crt").display(),
-            token = self.admin_token,
         );
-        fs::write(&self.kubeconfig, kubeconfig).map_err(io_error("writing the kubeconfig"))
+        fs::write(path, kubeconfig).map_err(io_error("writing a kubeconfig"))
     }
 
     /// A new client with the admin token. Make one per test: a client belongs to the tokio
@@ -400,6 +467,32 @@ fn remove_stale_runs(root: &Path) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// One write request from the audit log.
+#[derive(Clone, Debug)]
+pub struct AuditedWrite {
+    pub verb: String,
+    pub uri: String,
+}
+
+/// The user name of the operator's credentials.
+pub const OPERATOR_USER: &str = "mx-operator";
+
+/// Only write requests are audited: tests count them (a steady-state resync must make none).
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
+
+fn random_token(prefix: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let value = RandomState::new().hash_one((prefix, std::process::id(), Instant::now()));
+    format!("{prefix}-{value:016x}")
 }
 
 /// Whether the server evaluates CEL validation rules (`x-kubernetes-validations`, 1.25+).

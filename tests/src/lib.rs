@@ -3,6 +3,8 @@
 
 pub mod control_plane;
 pub mod kubectl;
+pub mod operator;
 pub mod process;
+pub mod wait;
 
 pub use control_plane::{ControlPlane, HarnessError, TestNamespace};

@@ -114,7 +114,10 @@ async fn objects_round_trip_with_defaults_and_status() {
         .await
         .expect("server-side apply MailGateway");
     assert_eq!(created.spec.replicas, 2);
-    assert_eq!(created.spec.service.load_balancer_ip.as_deref(), Some("203.0.113.25"));
+    assert_eq!(
+        created.spec.service.load_balancer_ip.as_deref(),
+        Some("203.0.113.25")
+    );
     assert_eq!(created.spec.queue.max_queue_lifetime, "5d");
     assert_eq!(created.spec.validate(), Ok(()));
 

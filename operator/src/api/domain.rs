@@ -268,6 +268,15 @@ pub struct MailDomainStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// How many exact addresses the gateway accepts for the domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_count: Option<i64>,
+    /// Fingerprint of the accepted recipient list (changes whenever the list does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients_hash: Option<String>,
+    /// The relay ConfigMap (`namespace/name`) that carries this domain to its gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_config_map: Option<String>,
 }
 
 const MIN_TTL: u32 = 60;

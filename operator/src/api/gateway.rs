@@ -93,7 +93,11 @@ pub struct GatewayService {
     /// The load balancer address to request. It is also written to Postfix's
     /// `proxy_interfaces`, so the relay knows mail for an MX at that address is its own and
     /// does not loop.
-    #[serde(default, rename = "loadBalancerIP", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_ip: Option<String>,
     /// Annotations for the Service (cloud load balancer settings).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -205,6 +209,12 @@ pub struct MailGatewayStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Replicas whose Postfix and agent are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// How many MailDomains the gateway relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<i32>,
 }
 
 const MAX_REPLICAS: i32 = 100;

@@ -1,0 +1,481 @@
+//! MailDomain → one relay ConfigMap in its gateway's namespace, and a status that says
+//! whether the gateway relays the domain and why not.
+
+use super::placement::{claim_winner, gateway_key, namespace_allowed, rivals};
+use super::status::Desired;
+use super::{Context, Error, FINALIZER, apply_if_changed, namespace_of, write_status};
+use crate::api::conditions::READY;
+use crate::api::domain::MailDomainStatus;
+use crate::api::validate::{normalize_address, normalize_domain, parse_duration};
+use crate::api::{KeyRef, MailDomain, MailGateway};
+use crate::manifests::relay::{RelayTarget, relay_configmap, relay_configmap_name, relay_owner};
+use crate::recipients::{fingerprint, parse_list};
+use crate::render::{DomainInput, RelayMode, relay_configmap_data};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const RECIPIENTS_SYNCED: &str = "RecipientsSynced";
+pub const RELAY_CONFIGURED: &str = "RelayConfigured";
+pub const CONFLICT: &str = "Conflict";
+/// Set on a referenced recipient list by whatever keeps it up to date; `maxAge` is
+/// measured from it (otherwise from the object's last write).
+pub const RECIPIENTS_UPDATED_ANNOTATION: &str = "mx-operator.io/recipients-updated-at";
+
+const RETRY: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(domain: Arc<MailDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&domain, &ctx).await;
+    ctx.metrics
+        .observe_reconcile("MailDomain", started.elapsed(), result.as_ref().err());
+    result
+}
+
+pub fn error_policy(domain: Arc<MailDomain>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(maildomain = %domain.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+#[tracing::instrument(skip_all, fields(maildomain = %domain.name_any(), namespace = domain.namespace().unwrap_or_default()))]
+async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
+    let namespace = namespace_of(domain)?;
+    if domain.metadata.deletion_timestamp.is_some() {
+        return finalize(domain, ctx, &namespace).await;
+    }
+    if let Err(problems) = domain.spec.validate() {
+        // Nothing else is touched: the last good relay config keeps serving.
+        let desired = [Desired::new(
+            READY,
+            false,
+            "InvalidSpec",
+            problems.to_string(),
+        )];
+        write_status(domain, domain.status.as_ref(), ctx, &desired, |_| {}).await?;
+        return Ok(Action::await_change());
+    }
+    let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
+    let Some((gateway_namespace, gateway_name)) = gateway_key(domain) else {
+        return Err(Error::NotNamespaced(domain.name_any()));
+    };
+
+    let gateway = ctx
+        .gateways
+        .get(&ObjectRef::<MailGateway>::new(&gateway_name).within(&gateway_namespace));
+    let Some(gateway) = gateway else {
+        let message = format!("MailGateway {gateway_namespace}/{gateway_name} does not exist");
+        not_relayed(domain, ctx, "GatewayNotFound", message).await?;
+        return Ok(Action::requeue(ctx.settings.resync));
+    };
+    if !allowed(ctx, &gateway, &namespace).await? {
+        let message = format!(
+            "MailGateway {gateway_namespace}/{gateway_name} does not accept MailDomains from namespace {namespace} (spec.allowedDomains)"
+        );
+        not_relayed(domain, ctx, "NamespaceNotAllowed", message).await?;
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
+    if let Some(winner) = conflicting_winner(domain, ctx, &gateway, &normalized).await? {
+        let message = format!(
+            "{normalized} is already relayed by MailGateway {gateway_namespace}/{gateway_name} for MailDomain {}/{}, which claimed it first; nothing of this MailDomain is rendered",
+            winner.0, winner.1
+        );
+        let desired = [
+            Desired::new(CONFLICT, true, "DomainClaimed", message.clone()),
+            Desired::new(RELAY_CONFIGURED, false, "Conflict", message.clone()),
+            Desired::new(READY, false, "Conflict", message),
+        ];
+        write_status(domain, domain.status.as_ref(), ctx, &desired, |_| {}).await?;
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
+
+    let recipients = match collect_recipients(domain, ctx, &namespace, &normalized).await? {
+        Ok(recipients) => recipients,
+        Err((reason, message)) => {
+            let desired = [
+                Desired::new(
+                    CONFLICT,
+                    false,
+                    "NoConflict",
+                    "no other MailDomain claims this domain",
+                ),
+                Desired::new(RECIPIENTS_SYNCED, false, reason, message.clone()),
+                Desired::new(
+                    READY,
+                    false,
+                    reason,
+                    format!("{message}; the previous list keeps serving"),
+                ),
+            ];
+            write_status(domain, domain.status.as_ref(), ctx, &desired, |_| {}).await?;
+            return Ok(Action::requeue(ctx.settings.resync));
+        }
+    };
+
+    let mode = if recipients.stale.is_some() {
+        RelayMode::Stale
+    } else {
+        RelayMode::Active
+    };
+    let data = relay_configmap_data(&DomainInput {
+        spec: &domain.spec,
+        recipients: &recipients.addresses,
+        mode,
+    })?;
+    let same_namespace = gateway_namespace == namespace;
+    if !same_namespace {
+        ensure_finalizer(domain, ctx, &namespace).await?;
+    }
+    let target = RelayTarget {
+        gateway_namespace: &gateway_namespace,
+        gateway_name: &gateway_name,
+        domain: &normalized,
+        owner_namespace: &namespace,
+        owner_name: &domain.name_any(),
+        owner_reference: if same_namespace {
+            domain.controller_owner_ref(&())
+        } else {
+            None
+        },
+    };
+    let configmap = relay_configmap(&target, data);
+    let location = format!("{gateway_namespace}/{}", relay_configmap_name(&normalized));
+    remove_moved_relay(domain, ctx, &namespace, &location).await?;
+    apply_if_changed(
+        &Api::<ConfigMap>::namespaced(ctx.client.clone(), &gateway_namespace),
+        &configmap,
+        &["data"],
+    )
+    .await?;
+
+    let count = recipients.addresses.len();
+    let synced = match &recipients.stale {
+        Some(age) => Desired::new(
+            RECIPIENTS_SYNCED,
+            false,
+            "Stale",
+            format!(
+                "{} is older than recipients.maxAge ({age}); the gateway answers 4xx (try later) for the domain",
+                recipients.described
+            ),
+        ),
+        None => Desired::new(
+            RECIPIENTS_SYNCED,
+            true,
+            "Synced",
+            format!("{count} recipient(s) from {}", recipients.described),
+        ),
+    };
+    let ready = match &recipients.stale {
+        Some(_) => Desired::new(
+            READY,
+            false,
+            "Stale",
+            "the recipient list is stale; mail is deferred, not accepted",
+        ),
+        None => Desired::new(
+            READY,
+            true,
+            "Relayed",
+            format!("relayed by MailGateway {gateway_namespace}/{gateway_name}"),
+        ),
+    };
+    let desired = [
+        Desired::new(
+            CONFLICT,
+            false,
+            "NoConflict",
+            "no other MailDomain claims this domain",
+        ),
+        synced,
+        Desired::new(
+            RELAY_CONFIGURED,
+            true,
+            "Configured",
+            format!("relay ConfigMap {location}"),
+        ),
+        ready,
+    ];
+    let hash = fingerprint(&recipients.addresses);
+    write_status(
+        domain,
+        domain.status.as_ref(),
+        ctx,
+        &desired,
+        |status: &mut MailDomainStatus| {
+            status.recipient_count = Some(count as i64);
+            status.recipients_hash = Some(hash);
+            status.relay_config_map = Some(location);
+        },
+    )
+    .await?;
+    Ok(Action::requeue(
+        recipients
+            .becomes_stale_in
+            .map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync)),
+    ))
+}
+
+/// The domain is not relayed for a reason outside it; nothing of it is rendered.
+async fn not_relayed(
+    domain: &MailDomain,
+    ctx: &Context,
+    reason: &'static str,
+    message: String,
+) -> Result<(), Error> {
+    let desired = [
+        Desired::new(RELAY_CONFIGURED, false, reason, message.clone()),
+        Desired::new(READY, false, reason, message),
+    ];
+    write_status(domain, domain.status.as_ref(), ctx, &desired, |_| {}).await
+}
+
+async fn namespace_labels(
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, Error> {
+    Ok(Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(namespace)
+        .await?
+        .map(|ns| ns.metadata.labels.unwrap_or_default()))
+}
+
+pub(crate) async fn allowed(
+    ctx: &Context,
+    gateway: &MailGateway,
+    namespace: &str,
+) -> Result<bool, Error> {
+    let labels = match gateway.spec.allowed_domains.from {
+        crate::api::gateway::NamespacesFrom::Selector => namespace_labels(ctx, namespace).await?,
+        _ => None,
+    };
+    Ok(namespace_allowed(gateway, namespace, labels.as_ref()))
+}
+
+/// The MailDomain (`namespace`, `name`) that holds the domain when it is not this one.
+/// Rivals that are invalid keep their claim (their last config still serves); rivals from
+/// namespaces the gateway refuses never hold one.
+pub(crate) async fn conflicting_winner(
+    domain: &MailDomain,
+    ctx: &Context,
+    gateway: &MailGateway,
+    normalized: &str,
+) -> Result<Option<(String, String)>, Error> {
+    let mut claimants = vec![];
+    for rival in rivals(&ctx.domains, domain, normalized) {
+        if allowed(ctx, gateway, &rival.namespace().unwrap_or_default()).await? {
+            claimants.push(rival);
+        }
+    }
+    let winner = claim_winner(claimants.iter().map(|d| d.as_ref()).chain([domain]));
+    Ok(winner
+        .filter(|w| w.metadata.uid != domain.metadata.uid)
+        .map(|w| (w.namespace().unwrap_or_default(), w.name_any())))
+}
+
+struct Recipients {
+    addresses: BTreeSet<String>,
+    described: String,
+    /// Set to the age when a referenced list is older than `maxAge`.
+    stale: Option<String>,
+    becomes_stale_in: Option<Duration>,
+}
+
+/// Merges the inline list with the referenced ConfigMap and Secret. `Ok(Err(..))` is a
+/// user-fixable problem: `(reason, message)`.
+async fn collect_recipients(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    normalized: &str,
+) -> Result<Result<Recipients, (&'static str, String)>, Error> {
+    let spec = &domain.spec.recipients;
+    let mut addresses: BTreeSet<String> = spec
+        .inline
+        .iter()
+        .filter_map(|a| normalize_address(a, normalized).ok())
+        .collect();
+    let mut sources = vec![format!("{} inline", spec.inline.len())];
+    let max_age = spec.max_age.as_deref().and_then(|a| parse_duration(a).ok());
+    let mut oldest: Option<(Duration, String)> = None;
+
+    let mut referenced = vec![];
+    if let Some(reference) = &spec.config_map_ref {
+        let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
+        let found = api.get_opt(&reference.name).await?;
+        let text = found
+            .as_ref()
+            .and_then(|cm| cm.data.as_ref()?.get(&reference.key).cloned());
+        referenced.push(("ConfigMap", reference, found.map(|cm| cm.metadata), text));
+    }
+    if let Some(reference) = &spec.secret_ref {
+        let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+        let found = api.get_opt(&reference.name).await?;
+        let text = found.as_ref().and_then(|s| {
+            let bytes = s.data.as_ref()?.get(&reference.key)?;
+            String::from_utf8(bytes.0.clone()).ok()
+        });
+        referenced.push(("Secret", reference, found.map(|s| s.metadata), text));
+    }
+    for (kind, reference, metadata, text) in referenced {
+        let KeyRef { name, key } = reference;
+        let Some(metadata) = metadata else {
+            return Ok(Err((
+                "RecipientSourceMissing",
+                format!("{kind} {namespace}/{name} does not exist"),
+            )));
+        };
+        let Some(text) = text else {
+            return Ok(Err((
+                "RecipientSourceMissing",
+                format!("{kind} {namespace}/{name} has no key {key:?} (or it is not UTF-8 text)"),
+            )));
+        };
+        let label = format!("{kind} {namespace}/{name} key {key}");
+        match parse_list(&label, &text, normalized) {
+            Ok(list) => {
+                sources.push(format!("{} from {kind} {name}", list.len()));
+                addresses.extend(list);
+            }
+            Err(invalid) => return Ok(Err(("InvalidRecipients", invalid.to_string()))),
+        }
+        if let Some(age) = age_of(&metadata)
+            && oldest.as_ref().is_none_or(|(o, _)| age > *o)
+        {
+            oldest = Some((age, label));
+        }
+    }
+    let (stale, becomes_stale_in) = match (max_age, &oldest) {
+        (Some(max), Some((age, label))) if *age > max => (
+            Some(format!("{label}: last updated {}s ago", age.as_secs())),
+            None,
+        ),
+        (Some(max), Some((age, _))) => (None, Some(max - *age + Duration::from_secs(1))),
+        _ => (None, None),
+    };
+    if spec.catch_all {
+        sources.push("catch-all".into());
+    }
+    Ok(Ok(Recipients {
+        addresses,
+        described: sources.join(", "),
+        stale,
+        becomes_stale_in,
+    }))
+}
+
+/// How long ago a referenced list was last updated: its annotation when the tool that
+/// keeps it sets one, otherwise the last write recorded in its managed fields.
+fn age_of(metadata: &ObjectMeta) -> Option<Duration> {
+    let annotated = metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RECIPIENTS_UPDATED_ANNOTATION))
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let written = metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .chain(metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .max();
+    let updated = annotated.or(written)?;
+    let age = Timestamp::now().duration_since(updated);
+    Some(Duration::from_secs(age.as_secs().max(0) as u64))
+}
+
+async fn ensure_finalizer(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    if domain.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = domain.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": domain.resource_version()}});
+    Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &domain.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes the relay ConfigMap at `location` (`namespace/name`) if it is this domain's.
+async fn delete_relay(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    location: &str,
+) -> Result<(), Error> {
+    let Some((cm_namespace, cm_name)) = location.split_once('/') else {
+        return Ok(());
+    };
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), cm_namespace);
+    let Some(existing) = api.get_opt(cm_name).await? else {
+        return Ok(());
+    };
+    if relay_owner(&existing.metadata) == Some((namespace.to_string(), domain.name_any())) {
+        api.delete(cm_name, &Default::default()).await?;
+        tracing::info!(configmap = location, "removed relay ConfigMap");
+    }
+    Ok(())
+}
+
+/// A domain moved to another gateway (or namespace) leaves nothing behind.
+async fn remove_moved_relay(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    location: &str,
+) -> Result<(), Error> {
+    let previous = domain
+        .status
+        .as_ref()
+        .and_then(|s| s.relay_config_map.as_deref());
+    match previous {
+        Some(previous) if previous != location => {
+            delete_relay(domain, ctx, namespace, previous).await
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn finalize(domain: &MailDomain, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    if !domain.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    if let Some(location) = domain
+        .status
+        .as_ref()
+        .and_then(|s| s.relay_config_map.as_deref())
+    {
+        delete_relay(domain, ctx, namespace, location).await?;
+    }
+    let remaining: Vec<_> = domain
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": domain.resource_version()}});
+    Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &domain.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,441 @@
+//! The controllers: MailGateway and MailDomain reconciled into Kubernetes objects, with
+//! status that tells the truth.
+
+pub mod domain;
+pub mod gateway;
+mod leader;
+mod placement;
+mod status;
+
+use crate::api::{Condition, MailDomain, MailGateway};
+use crate::telemetry::Metrics;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use leader::{LeaseSettings, run_with_leader_election};
+
+/// Completes when the controllers should stop.
+pub type Shutdown = futures::future::BoxFuture<'static, ()>;
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "mx-operator";
+/// Holds a MailDomain until its children outside its namespace (and DNS records) are gone.
+pub const FINALIZER: &str = "mx-operator.io/cleanup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("rendering the relay configuration: {0}")]
+    Render(#[from] crate::render::RenderError),
+    #[error("encoding {kind} {name}: {source}")]
+    Encode {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0} has no namespace")]
+    NotNamespaced(String),
+}
+
+impl Error {
+    /// A short label for metrics and Event reasons.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Render(_) => "render",
+            Self::Encode { .. } => "encode",
+            Self::NotNamespaced(_) => "not_namespaced",
+        }
+    }
+}
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image of gateways that do not name their own.
+    pub gateway_image: String,
+    /// How often every object is looked at again although nothing changed.
+    pub resync: Duration,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub domains: Store<MailDomain>,
+    pub gateways: Store<MailGateway>,
+    /// Whether the server serves `policy/v1` PodDisruptionBudgets (Kubernetes 1.21+).
+    pub pdb_served: bool,
+}
+
+impl Context {
+    async fn publish(
+        &self,
+        object: &impl Resource<DynamicType = ()>,
+        transitions: Vec<status::Transition>,
+    ) {
+        for transition in transitions {
+            let event = Event {
+                type_: transition.type_,
+                reason: transition.reason,
+                note: Some(transition.message),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+                tracing::warn!(%error, "publishing an Event failed");
+            }
+        }
+    }
+}
+
+/// Server-side applies `desired` unless the live object already has every field of it,
+/// so a steady-state resync makes no write request. `exact` names top-level fields that
+/// must match exactly (a ConfigMap's `data`, where a removed key matters).
+pub(crate) async fn apply_if_changed<K>(
+    api: &Api<K>,
+    desired: &K,
+    exact: &[&str],
+) -> Result<K, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let encode = |source| Error::Encode {
+        kind: std::any::type_name::<K>(),
+        name: name.clone(),
+        source,
+    };
+    let want = serde_json::to_value(desired).map_err(encode)?;
+    let mut foreign_keys = serde_json::Map::new();
+    if let Some(live) = api.get_opt(&name).await? {
+        let have = serde_json::to_value(&live).map_err(encode)?;
+        let same_exact = exact.iter().all(|field| want.get(field) == have.get(field));
+        if same_exact && is_subset(&want, &have) {
+            return Ok(live);
+        }
+        foreign_keys = keys_to_remove(&want, &have, exact);
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = api.patch(&name, &params, &Patch::Apply(desired)).await?;
+    if foreign_keys.is_empty() {
+        return Ok(applied);
+    }
+    // Server-side apply leaves keys another manager added (a hand edit); an exact field
+    // must not keep them.
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    Ok(api
+        .patch(
+            &name,
+            &params,
+            &Patch::Merge(serde_json::Value::Object(foreign_keys)),
+        )
+        .await?)
+}
+
+/// A merge patch that deletes the keys of each `exact` object field that `have` holds and
+/// `want` does not.
+fn keys_to_remove(
+    want: &serde_json::Value,
+    have: &serde_json::Value,
+    exact: &[&str],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut patch = serde_json::Map::new();
+    for field in exact {
+        let Some(live) = have.get(field).and_then(|v| v.as_object()) else {
+            continue;
+        };
+        let wanted = want.get(field).and_then(|v| v.as_object());
+        let extra: serde_json::Map<_, _> = live
+            .keys()
+            .filter(|key| !wanted.is_some_and(|w| w.contains_key(*key)))
+            .map(|key| (key.clone(), serde_json::Value::Null))
+            .collect();
+        if !extra.is_empty() {
+            patch.insert(field.to_string(), serde_json::Value::Object(extra));
+        }
+    }
+    patch
+}
+
+/// Whether every field of `want` is in `have` with the same value (`have` may hold more,
+/// such as fields the server sets).
+fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (want, have) {
+        (Value::Object(want), Value::Object(have)) => want
+            .iter()
+            .all(|(key, value)| have.get(key).is_some_and(|live| is_subset(value, live))),
+        (Value::Array(want), Value::Array(have)) => {
+            want.len() == have.len() && want.iter().zip(have).all(|(w, h)| is_subset(w, h))
+        }
+        (want, have) => want == have,
+    }
+}
+
+/// A status with conditions, written by [`write_status`].
+pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + Serialize {
+    fn conditions(&self) -> &[Condition];
+    fn set_conditions(&mut self, conditions: Vec<Condition>, observed_generation: Option<i64>);
+}
+
+macro_rules! conditioned_status {
+    ($($status:ty),*) => {$(
+        impl ConditionedStatus for $status {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn set_conditions(&mut self, conditions: Vec<Condition>, observed_generation: Option<i64>) {
+                self.conditions = conditions;
+                self.observed_generation = observed_generation;
+            }
+        }
+    )*};
+}
+conditioned_status!(crate::api::MailDomainStatus, crate::api::MailGatewayStatus);
+
+/// Writes status (server-side apply of the status subresource) only when it differs from
+/// what is stored, and publishes an Event for each condition that changed status or reason.
+pub(crate) async fn write_status<K, S>(
+    object: &K,
+    current: Option<&S>,
+    ctx: &Context,
+    desired: &[status::Desired],
+    fill: impl FnOnce(&mut S),
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+    S: ConditionedStatus,
+{
+    let current = current.cloned().unwrap_or_default();
+    let generation = object.meta().generation;
+    let now = Time(Timestamp::now());
+    let mut next = current.clone();
+    next.set_conditions(
+        status::merge(current.conditions(), desired, generation, &now),
+        generation,
+    );
+    fill(&mut next);
+    if next == current {
+        return Ok(());
+    }
+    let name = object.meta().name.clone().unwrap_or_default();
+    let namespace = object
+        .meta()
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": next,
+    });
+    Api::<K>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.publish(
+        object,
+        status::transitions(current.conditions(), next.conditions()),
+    )
+    .await;
+    Ok(())
+}
+
+/// The namespace of an object that must have one.
+pub(crate) fn namespace_of(object: &impl ResourceExt) -> Result<String, Error> {
+    object
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(object.name_any()))
+}
+
+/// Runs both controllers until `shutdown` completes.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: Shutdown) {
+    let pdb_served = policy_v1_served(&client).await;
+    if !pdb_served {
+        tracing::info!(
+            "policy/v1 is not served (Kubernetes < 1.21): gateways get no PodDisruptionBudget"
+        );
+    }
+    let domains_api: Api<MailDomain> = Api::all(client.clone());
+    let gateways_api: Api<MailGateway> = Api::all(client.clone());
+    // Only metadata is watched: what changed is enough to know which domains to look at.
+    let configmaps = Api::<PartialObjectMeta<ConfigMap>>::all(client.clone());
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    let namespaces = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
+
+    let domain_controller = Controller::new(
+        domains_api.clone(),
+        watcher::Config::default().any_semantic(),
+    );
+    let domains = domain_controller.store();
+    let gateway_controller = Controller::new(
+        gateways_api.clone(),
+        watcher::Config::default().any_semantic(),
+    );
+    let gateways = gateway_controller.store();
+
+    let domain_controller = {
+        let by_configmap = domains.clone();
+        let by_secret = domains.clone();
+        let by_gateway = domains.clone();
+        let by_namespace = domains.clone();
+        domain_controller
+            .watches(
+                configmaps,
+                watcher::Config::default(),
+                move |cm: PartialObjectMeta<ConfigMap>| {
+                    placement::domains_using_configmap(&by_configmap, &cm.metadata)
+                },
+            )
+            .watches(
+                secrets,
+                watcher::Config::default(),
+                move |secret: PartialObjectMeta<Secret>| {
+                    placement::domains_using_secret(&by_secret, &secret.metadata)
+                },
+            )
+            .watches(
+                gateways_api.clone(),
+                watcher::Config::default(),
+                move |gw: MailGateway| placement::domains_of_gateway(&by_gateway, &gw),
+            )
+            .watches(
+                namespaces,
+                watcher::Config::default(),
+                move |ns: PartialObjectMeta<Namespace>| {
+                    placement::domains_in_namespace(&by_namespace, &ns.name_any())
+                },
+            )
+    };
+    let gateway_controller = gateway_controller
+        .owns(
+            Api::<k8s_openapi::api::apps::v1::StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<k8s_openapi::api::core::v1::Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
+        )
+        .watches(domains_api, watcher::Config::default(), |md: MailDomain| {
+            placement::gateway_of(&md)
+        });
+
+    metrics.count_domains_from(domains.clone());
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        settings,
+        metrics,
+        domains,
+        gateways,
+        pdb_served,
+    });
+
+    let shutdown = futures::future::FutureExt::shared(shutdown);
+    let domains_done = domain_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(domain::reconcile, domain::error_policy, context.clone())
+        .for_each(|result| {
+            log_result("MailDomain", result);
+            futures::future::ready(())
+        });
+    let gateways_done = gateway_controller
+        .graceful_shutdown_on(shutdown)
+        .run(gateway::reconcile, gateway::error_policy, context)
+        .for_each(|result| {
+            log_result("MailGateway", result);
+            futures::future::ready(())
+        });
+    futures::join!(domains_done, gateways_done);
+}
+
+use futures::StreamExt;
+
+fn log_result<K: Resource, E: std::error::Error, W: std::error::Error>(
+    kind: &str,
+    result: Result<
+        (ObjectRef<K>, kube::runtime::controller::Action),
+        kube::runtime::controller::Error<E, W>,
+    >,
+) {
+    if let Err(error) = result {
+        tracing::debug!(kind, %error, "reconcile did not finish");
+    }
+}
+
+async fn policy_v1_served(client: &Client) -> bool {
+    client
+        .list_api_group_resources("policy/v1")
+        .await
+        .is_ok_and(|list| {
+            list.resources
+                .iter()
+                .any(|r| r.name == "poddisruptionbudgets")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn foreign_keys_of_exact_fields_are_removed() {
+        let want = json!({"data": {"a": "1"}, "metadata": {"labels": {"x": "1"}}});
+        let have = json!({"data": {"a": "2", "injected": "x"}, "metadata": {"labels": {"x": "1", "y": "2"}}});
+        let patch = keys_to_remove(&want, &have, &["data"]);
+        assert_eq!(
+            serde_json::Value::Object(patch),
+            json!({"data": {"injected": null}})
+        );
+    }
+
+    #[test]
+    fn subset_ignores_server_fields_but_not_changes() {
+        let have = json!({"metadata": {"name": "a", "uid": "1", "labels": {"x": "1"}}, "data": {"k": "v"}});
+        assert!(is_subset(
+            &json!({"metadata": {"name": "a", "labels": {"x": "1"}}}),
+            &have
+        ));
+        assert!(!is_subset(
+            &json!({"metadata": {"labels": {"x": "2"}}}),
+            &have
+        ));
+        assert!(!is_subset(&json!({"data": {"k": "v", "new": "1"}}), &have));
+        assert!(!is_subset(&json!({"list": [1]}), &json!({"list": [1, 2]})));
+    }
+}

@@ -1,0 +1,236 @@
+//! Which gateway a domain belongs to, who may attach to a gateway, who wins a contested
+//! domain, and which objects a change of another object concerns. Pure, over the caches.
+
+use crate::api::gateway::NamespacesFrom;
+use crate::api::validate::normalize_domain;
+use crate::api::{MailDomain, MailGateway};
+use crate::manifests::relay::relay_owner;
+use crate::render::RELAY_GATEWAY_LABEL;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::BTreeMap;
+
+/// The gateway (`namespace`, `name`) a MailDomain attaches to.
+pub fn gateway_key(domain: &MailDomain) -> Option<(String, String)> {
+    let namespace = domain
+        .spec
+        .gateway_ref
+        .namespace
+        .clone()
+        .or_else(|| domain.namespace())?;
+    Some((namespace, domain.spec.gateway_ref.name.clone()))
+}
+
+pub fn gateway_of(domain: &MailDomain) -> Option<ObjectRef<MailGateway>> {
+    gateway_key(domain).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+}
+
+pub fn domains_of_gateway(
+    domains: &Store<MailDomain>,
+    gateway: &MailGateway,
+) -> Vec<ObjectRef<MailDomain>> {
+    let key = (gateway.namespace().unwrap_or_default(), gateway.name_any());
+    domains
+        .state()
+        .iter()
+        .filter(|domain| gateway_key(domain).as_ref() == Some(&key))
+        .map(|domain| ObjectRef::from(domain.as_ref()))
+        .collect()
+}
+
+pub fn domains_in_namespace(
+    domains: &Store<MailDomain>,
+    namespace: &str,
+) -> Vec<ObjectRef<MailDomain>> {
+    domains
+        .state()
+        .iter()
+        .filter(|domain| domain.namespace().as_deref() == Some(namespace))
+        .map(|domain| ObjectRef::from(domain.as_ref()))
+        .collect()
+}
+
+/// A ConfigMap concerns the domain whose relay config it is (hand edits are repaired) and
+/// the domains that read recipients from it.
+pub fn domains_using_configmap(
+    domains: &Store<MailDomain>,
+    configmap: &ObjectMeta,
+) -> Vec<ObjectRef<MailDomain>> {
+    let is_relay = configmap
+        .labels
+        .as_ref()
+        .is_some_and(|labels| labels.contains_key(RELAY_GATEWAY_LABEL));
+    if is_relay {
+        return relay_owner(configmap)
+            .map(|(namespace, name)| vec![ObjectRef::new(&name).within(&namespace)])
+            .unwrap_or_default();
+    }
+    domains_referencing(domains, configmap, |domain| {
+        domain
+            .spec
+            .recipients
+            .config_map_ref
+            .as_ref()
+            .map(|r| r.name.as_str())
+    })
+}
+
+pub fn domains_using_secret(
+    domains: &Store<MailDomain>,
+    secret: &ObjectMeta,
+) -> Vec<ObjectRef<MailDomain>> {
+    domains_referencing(domains, secret, |domain| {
+        domain
+            .spec
+            .recipients
+            .secret_ref
+            .as_ref()
+            .map(|r| r.name.as_str())
+    })
+}
+
+fn domains_referencing(
+    domains: &Store<MailDomain>,
+    object: &ObjectMeta,
+    reference: impl Fn(&MailDomain) -> Option<&str>,
+) -> Vec<ObjectRef<MailDomain>> {
+    domains
+        .state()
+        .iter()
+        .filter(|domain| {
+            domain.metadata.namespace == object.namespace
+                && reference(domain) == object.name.as_deref()
+        })
+        .map(|domain| ObjectRef::from(domain.as_ref()))
+        .collect()
+}
+
+/// Whether `gateway` accepts MailDomains from `domain_namespace`, whose labels are given
+/// when the gateway selects namespaces by label.
+pub fn namespace_allowed(
+    gateway: &MailGateway,
+    domain_namespace: &str,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let allowed = &gateway.spec.allowed_domains;
+    match allowed.from {
+        NamespacesFrom::Same => gateway.namespace().as_deref() == Some(domain_namespace),
+        NamespacesFrom::All => true,
+        NamespacesFrom::Selector => {
+            let Some(selector) = allowed.selector.clone() else {
+                return false;
+            };
+            let Ok(selector) = Selector::try_from(selector) else {
+                return false;
+            };
+            namespace_labels.is_some_and(|labels| selector.matches(labels))
+        }
+    }
+}
+
+/// Among MailDomains claiming the same domain on the same gateway, the oldest wins (ties by
+/// namespace and name, so every replica of the operator picks the same one).
+pub fn claim_winner<'a>(
+    claimants: impl IntoIterator<Item = &'a MailDomain>,
+) -> Option<&'a MailDomain> {
+    claimants.into_iter().min_by(|a, b| {
+        let key = |d: &'a MailDomain| {
+            (
+                d.metadata.creation_timestamp.clone(),
+                d.namespace(),
+                d.name_any(),
+            )
+        };
+        key(a).cmp(&key(b))
+    })
+}
+
+/// Other MailDomains that claim the same (normalized) domain on the same gateway.
+pub fn rivals(
+    domains: &Store<MailDomain>,
+    domain: &MailDomain,
+    normalized: &str,
+) -> Vec<std::sync::Arc<MailDomain>> {
+    let gateway = gateway_key(domain);
+    domains
+        .state()
+        .into_iter()
+        .filter(|other| other.metadata.uid != domain.metadata.uid)
+        .filter(|other| gateway_key(other) == gateway)
+        .filter(|other| normalize_domain(&other.spec.domain).is_ok_and(|d| d == normalized))
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn domain(namespace: &str, name: &str, created: &str, gateway_ns: Option<&str>) -> MailDomain {
+        serde_json::from_value(json!({
+            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created, "uid": format!("{namespace}/{name}")},
+            "spec": {"domain": "example.com", "gatewayRef": {"name": "edge", "namespace": gateway_ns},
+                     "primary": {"host": "mail.example.com"}, "recipients": {"catchAll": true}},
+        }))
+        .unwrap()
+    }
+
+    fn gateway(from: &str, selector: Option<serde_json::Value>) -> MailGateway {
+        serde_json::from_value(json!({
+            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway",
+            "metadata": {"name": "edge", "namespace": "mail"},
+            "spec": {"mxHostnames": ["mx1.example.net"], "allowedDomains": {"from": from, "selector": selector}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gateway_defaults_to_the_domains_namespace() {
+        assert_eq!(
+            gateway_key(&domain("a", "x", "2026-01-01T00:00:00Z", None)),
+            Some(("a".into(), "edge".into()))
+        );
+        assert_eq!(
+            gateway_key(&domain("a", "x", "2026-01-01T00:00:00Z", Some("mail"))),
+            Some(("mail".into(), "edge".into()))
+        );
+    }
+
+    #[test]
+    fn namespaces_allowed_by_mode() {
+        assert!(namespace_allowed(&gateway("Same", None), "mail", None));
+        assert!(!namespace_allowed(&gateway("Same", None), "tenant", None));
+        assert!(namespace_allowed(&gateway("All", None), "tenant", None));
+        let selecting = gateway(
+            "Selector",
+            Some(json!({"matchLabels": {"mail": "allowed"}})),
+        );
+        let allowed = BTreeMap::from([("mail".to_string(), "allowed".to_string())]);
+        assert!(namespace_allowed(&selecting, "tenant", Some(&allowed)));
+        assert!(!namespace_allowed(
+            &selecting,
+            "tenant",
+            Some(&BTreeMap::new())
+        ));
+        assert!(!namespace_allowed(&selecting, "tenant", None));
+    }
+
+    #[test]
+    fn oldest_claim_wins_then_namespace_then_name() {
+        let old = domain("b", "x", "2026-01-01T00:00:00Z", Some("mail"));
+        let new = domain("a", "x", "2026-02-01T00:00:00Z", Some("mail"));
+        assert_eq!(
+            claim_winner([&new, &old]).unwrap().namespace().as_deref(),
+            Some("b")
+        );
+        let tie_a = domain("a", "y", "2026-01-01T00:00:00Z", Some("mail"));
+        assert_eq!(
+            claim_winner([&old, &tie_a]).unwrap().namespace().as_deref(),
+            Some("a")
+        );
+    }
+}

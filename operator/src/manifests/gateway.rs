@@ -1,0 +1,561 @@
+//! The workload of a MailGateway: StatefulSet, Services, PodDisruptionBudget, the agent's
+//! RBAC and the gateway ConfigMap.
+
+use super::common_labels;
+use crate::api::gateway::{MailGateway, ServiceType, TrafficPolicy};
+use crate::render::GATEWAY_CONFIG_LABEL;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+const SMTP_PORT: i32 = 25;
+/// Where the agent serves /healthz, /readyz and /metrics.
+pub const AGENT_PORT: i32 = 8080;
+const QUEUE_VOLUME: &str = "queue";
+const CONFIG_VOLUME: &str = "postfix-config";
+const TEMPLATE_VOLUME: &str = "gateway-config";
+const TLS_VOLUME: &str = "tls";
+
+/// Names of the objects of one gateway, derived from its name.
+pub struct GatewayNames {
+    pub workload: String,
+    pub headless: String,
+    pub agent: String,
+    pub config: String,
+}
+
+impl GatewayNames {
+    pub fn of(gateway_name: &str) -> Self {
+        Self {
+            workload: gateway_name.to_string(),
+            headless: format!("{gateway_name}-headless"),
+            agent: format!("{gateway_name}-agent"),
+            config: format!("{gateway_name}-config"),
+        }
+    }
+}
+
+/// Everything needed to build a gateway's objects.
+pub struct GatewayBuild<'a> {
+    pub gateway: &'a MailGateway,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    pub default_image: &'a str,
+}
+
+impl GatewayBuild<'_> {
+    fn metadata(&self, name: &str, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.to_string()),
+            labels: Some(common_labels(component, self.name)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+
+    /// Labels that select the gateway's pods.
+    pub fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "app.kubernetes.io/name".to_string(),
+                "mx-gateway".to_string(),
+            ),
+            (
+                "app.kubernetes.io/instance".to_string(),
+                self.name.to_string(),
+            ),
+        ])
+    }
+
+    fn smtp_port(&self) -> ServicePort {
+        ServicePort {
+            name: Some("smtp".into()),
+            port: SMTP_PORT,
+            target_port: Some(IntOrString::String("smtp".into())),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }
+    }
+
+    /// The ConfigMap with main.cf and master.cf, rendered for the gateway.
+    pub fn config_map(&self, data: BTreeMap<String, String>) -> ConfigMap {
+        let names = GatewayNames::of(self.name);
+        let mut metadata = self.metadata(&names.config, "gateway-config");
+        if let Some(labels) = metadata.labels.as_mut() {
+            labels.insert(GATEWAY_CONFIG_LABEL.to_string(), self.name.to_string());
+        }
+        ConfigMap {
+            metadata,
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    /// The Service senders connect to.
+    pub fn service(&self) -> Service {
+        let spec = &self.gateway.spec.service;
+        let type_ = match spec.type_ {
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::ClusterIP => "ClusterIP",
+        };
+        // externalTrafficPolicy only exists for Services reachable from outside.
+        let traffic_policy =
+            (spec.type_ != ServiceType::ClusterIP).then(|| match spec.external_traffic_policy {
+                TrafficPolicy::Local => "Local".to_string(),
+                TrafficPolicy::Cluster => "Cluster".to_string(),
+            });
+        let mut metadata = self.metadata(&GatewayNames::of(self.name).workload, "smtp");
+        if !spec.annotations.is_empty() {
+            metadata.annotations = Some(spec.annotations.clone());
+        }
+        Service {
+            metadata,
+            spec: Some(ServiceSpec {
+                type_: Some(type_.into()),
+                external_traffic_policy: traffic_policy,
+                load_balancer_ip: spec.load_balancer_ip.clone(),
+                selector: Some(self.selector_labels()),
+                ports: Some(vec![self.smtp_port()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The headless Service that gives each replica a stable DNS name.
+    pub fn headless_service(&self) -> Service {
+        Service {
+            metadata: self.metadata(&GatewayNames::of(self.name).headless, "smtp"),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                selector: Some(self.selector_labels()),
+                ports: Some(vec![self.smtp_port()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Keeps at least all but one replica up during voluntary disruptions.
+    pub fn pod_disruption_budget(&self) -> PodDisruptionBudget {
+        PodDisruptionBudget {
+            metadata: self.metadata(&GatewayNames::of(self.name).workload, "smtp"),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(self.selector_labels()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn service_account(&self) -> ServiceAccount {
+        ServiceAccount {
+            metadata: self.metadata(&GatewayNames::of(self.name).agent, "agent"),
+            ..Default::default()
+        }
+    }
+
+    /// The agent only reads ConfigMaps of its own namespace.
+    pub fn role(&self) -> Role {
+        Role {
+            metadata: self.metadata(&GatewayNames::of(self.name).agent, "agent"),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+                ..Default::default()
+            }]),
+        }
+    }
+
+    pub fn role_binding(&self) -> RoleBinding {
+        let agent = GatewayNames::of(self.name).agent;
+        RoleBinding {
+            metadata: self.metadata(&agent, "agent"),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: agent.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: agent,
+                namespace: Some(self.namespace.to_string()),
+                ..Default::default()
+            }]),
+        }
+    }
+
+    /// The relays: Postfix and the agent in one pod, a persistent queue per replica.
+    pub fn stateful_set(&self) -> StatefulSet {
+        let names = GatewayNames::of(self.name);
+        let spec = &self.gateway.spec;
+        let image = spec
+            .image
+            .clone()
+            .unwrap_or_else(|| self.default_image.to_string());
+        let mounts = vec![
+            mount(QUEUE_VOLUME, "/var/spool/postfix"),
+            mount(CONFIG_VOLUME, "/etc/postfix"),
+        ];
+        let mut postfix_mounts = mounts.clone();
+        if spec.tls.is_some() {
+            postfix_mounts.push(VolumeMount {
+                name: TLS_VOLUME.into(),
+                mount_path: "/etc/mx-gateway/tls".into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        let mut agent_mounts = mounts;
+        agent_mounts.push(VolumeMount {
+            name: TEMPLATE_VOLUME.into(),
+            mount_path: "/etc/mx-gateway/config".into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        let postfix = Container {
+            name: "postfix".into(),
+            image: Some(image.clone()),
+            args: Some(vec!["postfix".into()]),
+            ports: Some(vec![ContainerPort {
+                name: Some("smtp".into()),
+                container_port: SMTP_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            readiness_probe: Some(Probe {
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::String("smtp".into()),
+                    ..Default::default()
+                }),
+                period_seconds: Some(10),
+                ..Default::default()
+            }),
+            resources: Some(
+                spec.resources
+                    .clone()
+                    .unwrap_or_else(|| requests("100m", "128Mi")),
+            ),
+            security_context: Some(postfix_security_context()),
+            volume_mounts: Some(postfix_mounts),
+            ..Default::default()
+        };
+        let agent = Container {
+            name: "agent".into(),
+            image: Some(image),
+            args: Some(vec![
+                "agent".into(),
+                "--gateway".into(),
+                self.name.to_string(),
+            ]),
+            env: Some(vec![EnvVar {
+                name: "POD_NAMESPACE".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.namespace".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![ContainerPort {
+                name: Some("agent".into()),
+                container_port: AGENT_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            readiness_probe: Some(http_probe("/readyz")),
+            liveness_probe: Some(http_probe("/healthz")),
+            resources: Some(requests("20m", "32Mi")),
+            security_context: Some(postfix_security_context()),
+            volume_mounts: Some(agent_mounts),
+            ..Default::default()
+        };
+        let mut volumes = vec![
+            Volume {
+                name: CONFIG_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+            Volume {
+                name: TEMPLATE_VOLUME.into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names.config.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        if let Some(tls) = &spec.tls {
+            volumes.push(Volume {
+                name: TLS_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(tls.secret_name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        let queue_claim = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(QUEUE_VOLUME.into()),
+                labels: Some(common_labels("queue", self.name)),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: spec.queue.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".into(),
+                        Quantity(spec.queue.size.clone()),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut pod_labels = common_labels("smtp", self.name);
+        pod_labels.extend(self.selector_labels());
+        StatefulSet {
+            metadata: self.metadata(&names.workload, "smtp"),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(spec.replicas),
+                service_name: Some(names.headless),
+                selector: LabelSelector {
+                    match_labels: Some(self.selector_labels()),
+                    ..Default::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(pod_labels),
+                        ..Default::default()
+                    }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(names.agent),
+                        // The agent signals the Postfix master (`postfix reload`) across containers.
+                        share_process_namespace: Some(true),
+                        // Time to hand queued mail on before a replica goes away.
+                        termination_grace_period_seconds: Some(120),
+                        security_context: Some(PodSecurityContext {
+                            seccomp_profile: Some(SeccompProfile {
+                                type_: "RuntimeDefault".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        containers: vec![postfix, agent],
+                        volumes: Some(volumes),
+                        ..Default::default()
+                    }),
+                },
+                volume_claim_templates: Some(vec![queue_claim]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("agent".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(10),
+        ..Default::default()
+    }
+}
+
+fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Postfix's master starts as root and drops to the `postfix` user itself; it keeps only
+/// the capabilities that needs, and never gains more.
+fn postfix_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: Some(
+                [
+                    "CHOWN",
+                    "DAC_OVERRIDE",
+                    "FOWNER",
+                    "KILL",
+                    "NET_BIND_SERVICE",
+                    "SETGID",
+                    "SETUID",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource;
+
+    fn gateway(spec: serde_json::Value) -> MailGateway {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway",
+            "metadata": {"name": "edge", "namespace": "mail", "uid": "1234"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn build(gateway: &MailGateway) -> GatewayBuild<'_> {
+        GatewayBuild {
+            gateway,
+            name: "edge",
+            namespace: "mail",
+            owner: gateway.controller_owner_ref(&()).unwrap(),
+            default_image: "mx-operator/gateway:test",
+        }
+    }
+
+    #[test]
+    fn load_balancer_keeps_client_addresses() {
+        let gw = gateway(
+            serde_json::json!({"mxHostnames": ["mx1.example.net"], "service": {"loadBalancerIP": "203.0.113.5"}}),
+        );
+        let service = build(&gw).service();
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+        assert_eq!(spec.load_balancer_ip.as_deref(), Some("203.0.113.5"));
+        assert_eq!(service.metadata.owner_references.unwrap()[0].uid, "1234");
+    }
+
+    #[test]
+    fn cluster_ip_services_have_no_traffic_policy() {
+        let gw = gateway(
+            serde_json::json!({"mxHostnames": ["mx1.example.net"], "service": {"type": "ClusterIP"}}),
+        );
+        assert_eq!(
+            build(&gw).service().spec.unwrap().external_traffic_policy,
+            None
+        );
+    }
+
+    #[test]
+    fn stateful_set_has_queue_claims_probes_and_no_privilege_escalation() {
+        let gw = gateway(serde_json::json!({
+            "mxHostnames": ["mx1.example.net"], "replicas": 3,
+            "queue": {"size": "20Gi", "storageClassName": "fast"},
+            "tls": {"secretName": "mx-tls"},
+        }));
+        let sts = build(&gw).stateful_set();
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("edge-headless"));
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "20Gi"
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("edge-agent"));
+        let names: Vec<_> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["postfix", "agent"]);
+        for container in &pod.containers {
+            assert_eq!(container.image.as_deref(), Some("mx-operator/gateway:test"));
+            let security = container.security_context.as_ref().unwrap();
+            assert_eq!(security.allow_privilege_escalation, Some(false));
+            assert!(container.readiness_probe.is_some());
+        }
+        let agent = &pod.containers[1];
+        assert_eq!(
+            agent
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+        assert!(
+            pod.volumes.unwrap().iter().any(|v| v
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref())
+                == Some("mx-tls"))
+        );
+    }
+
+    #[test]
+    fn agent_role_is_read_only_configmaps() {
+        let gw = gateway(serde_json::json!({"mxHostnames": ["mx1.example.net"]}));
+        let rules = build(&gw).role().rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["configmaps".to_string()][..])
+        );
+        assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    }
+
+    #[test]
+    fn gateway_configmap_is_labelled_for_the_agent() {
+        let gw = gateway(serde_json::json!({"mxHostnames": ["mx1.example.net"]}));
+        let cm = build(&gw).config_map(BTreeMap::from([("main.cf".into(), "x".into())]));
+        assert_eq!(cm.metadata.name.as_deref(), Some("edge-config"));
+        assert_eq!(cm.metadata.labels.unwrap()[GATEWAY_CONFIG_LABEL], "edge");
+    }
+}

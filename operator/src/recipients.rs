@@ -1,0 +1,122 @@
+//! Recipient lists: the exact addresses a gateway accepts for a domain, merged from the
+//! inline list and the referenced ConfigMap and Secret.
+
+use crate::api::validate::normalize_address;
+use std::collections::BTreeSet;
+
+/// How many bad lines a message quotes before it only counts the rest.
+const QUOTED_PROBLEMS: usize = 5;
+
+/// A referenced list with lines that are not addresses of the domain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name} has {count} invalid line(s): {quoted}")]
+pub struct InvalidList {
+    pub source_name: String,
+    pub count: usize,
+    pub quoted: String,
+}
+
+/// Parses a list with one address per line; blank lines and `#` comments are skipped.
+/// A single bad line refuses the whole list: a half-applied list would silently reject
+/// real recipients, and the previous list keeps serving until the list is fixed.
+pub fn parse_list(
+    source_name: &str,
+    text: &str,
+    domain: &str,
+) -> Result<BTreeSet<String>, InvalidList> {
+    let mut addresses = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match normalize_address(line, domain) {
+            Ok(address) => {
+                addresses.insert(address);
+            }
+            Err(message) => problems.push(format!("line {}: {message}", number + 1)),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(addresses);
+    }
+    let mut quoted = problems
+        .iter()
+        .take(QUOTED_PROBLEMS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > QUOTED_PROBLEMS {
+        quoted.push_str(&format!("; and {} more", problems.len() - QUOTED_PROBLEMS));
+    }
+    Err(InvalidList {
+        source_name: source_name.to_string(),
+        count: problems.len(),
+        quoted,
+    })
+}
+
+/// A short, stable fingerprint of a recipient set, shown in status so that a person can
+/// tell whether two gateways or two points in time have the same list.
+pub fn fingerprint(recipients: &BTreeSet<String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for address in recipients {
+        hasher.update(address.as_bytes());
+        hasher.update(b"\n");
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_blank_lines_case_and_duplicates() {
+        let text = "# staff\nalice@example.com\n\n  Bob@Example.com  \nalice@example.com\n";
+        let list = parse_list("ConfigMap users", text, "example.com").unwrap();
+        assert_eq!(
+            list.into_iter().collect::<Vec<_>>(),
+            ["alice@example.com", "bob@example.com"]
+        );
+    }
+
+    #[test]
+    fn one_bad_line_refuses_the_list_and_says_where() {
+        let text = "alice@example.com\nbob%evil.org@example.com\ncarol@other.org\n";
+        let error = parse_list("ConfigMap users/list", text, "example.com").unwrap_err();
+        assert_eq!(error.count, 2);
+        assert!(error.quoted.starts_with("line 2: "), "{}", error.quoted);
+        assert!(error.quoted.contains("line 3: "), "{}", error.quoted);
+        assert!(
+            error
+                .to_string()
+                .starts_with("ConfigMap users/list has 2 invalid line(s)")
+        );
+    }
+
+    #[test]
+    fn long_problem_lists_are_cut() {
+        let text = (0..20)
+            .map(|i| format!("user{i}@other.org\n"))
+            .collect::<String>();
+        let error = parse_list("Secret s/k", &text, "example.com").unwrap_err();
+        assert_eq!(error.count, 20);
+        assert!(error.quoted.ends_with("; and 15 more"), "{}", error.quoted);
+    }
+
+    #[test]
+    fn fingerprint_depends_on_content_only() {
+        let a: BTreeSet<String> = ["a@x.org".to_string(), "b@x.org".to_string()].into();
+        let b: BTreeSet<String> = ["b@x.org".to_string(), "a@x.org".to_string()].into();
+        let c: BTreeSet<String> = ["a@x.org".to_string()].into();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert!(fingerprint(&a).starts_with("sha256:"));
+        assert_eq!(fingerprint(&a).len(), "sha256:".len() + 16);
+    }
+}

@@ -1,0 +1,190 @@
+//! Logs, metrics and health endpoints of the operator.
+
+mod server;
+
+pub use server::{Health, serve};
+
+use crate::api::conditions::READY;
+use crate::api::{ConditionStatus, MailDomain};
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The operator's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<KindLabels, Histogram>,
+    domains: Family<StateLabels, Gauge>,
+    domain_store: Mutex<Option<Store<MailDomain>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mx_operator");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        let domains = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles finished, by kind",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by kind and error",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, by kind",
+            durations.clone(),
+        );
+        registry.register(
+            "maildomains",
+            "MailDomains by the reason of their Ready condition",
+            domains.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            domains,
+            domain_store: Mutex::new(None),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(
+        &self,
+        kind: &str,
+        took: Duration,
+        error: Option<&crate::controller::Error>,
+    ) {
+        let labels = KindLabels {
+            kind: kind.to_string(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if let Some(error) = error {
+            let labels = ErrorLabels {
+                kind: kind.to_string(),
+                reason: error.metric_label().to_string(),
+            };
+            self.errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Domains are counted from this cache when metrics are scraped, so the figures are
+    /// never out of date.
+    pub fn count_domains_from(&self, store: Store<MailDomain>) {
+        if let Ok(mut slot) = self.domain_store.lock() {
+            *slot = Some(store);
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.refresh_domain_counts();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    fn refresh_domain_counts(&self) {
+        let Ok(slot) = self.domain_store.lock() else {
+            return;
+        };
+        let Some(store) = slot.as_ref() else { return };
+        self.domains.clear();
+        for domain in store.state() {
+            self.domains
+                .get_or_create(&StateLabels {
+                    state: domain_state(&domain),
+                })
+                .inc();
+        }
+    }
+}
+
+/// `Ready`, or the reason a domain is not ready (`Conflict`, `InvalidSpec`, ...).
+fn domain_state(domain: &MailDomain) -> String {
+    let ready = domain
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    match ready {
+        Some(c) if c.status == ConditionStatus::True => "Ready".into(),
+        Some(c) => c.reason.clone(),
+        None => "Pending".into(),
+    }
+}
+
+/// Logs as JSON lines (or plain text for a terminal), filtered by `RUST_LOG`.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_and_errors_are_counted() {
+        let metrics = Metrics::default();
+        metrics.observe_reconcile("MailDomain", Duration::from_millis(3), None);
+        let error = crate::controller::Error::NotNamespaced("x".into());
+        metrics.observe_reconcile("MailDomain", Duration::from_millis(3), Some(&error));
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("mx_operator_reconciles_total{kind=\"MailDomain\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("mx_operator_reconcile_errors_total{kind=\"MailDomain\",reason=\"not_namespaced\"} 1"), "{text}");
+        assert!(
+            text.contains("mx_operator_reconcile_duration_seconds_count{kind=\"MailDomain\"} 2"),
+            "{text}"
+        );
+    }
+}

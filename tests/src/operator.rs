@@ -1,0 +1,106 @@
+//! The operator's controllers running in-process against the test control plane, the way
+//! `mx-operator run` runs them, with the operator's own credentials.
+
+use crate::control_plane::{ControlPlane, HarnessError};
+use mx_operator::controller::{LeaseSettings, Settings, run, run_with_leader_election};
+use mx_operator::telemetry::{Health, Metrics};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How often the test operator resyncs: short, so the steady-state test is quick.
+pub const TEST_RESYNC: Duration = Duration::from_secs(3);
+
+pub fn test_settings() -> Settings {
+    Settings {
+        gateway_image: "mx-operator/gateway:test".into(),
+        resync: TEST_RESYNC,
+    }
+}
+
+/// One operator for the whole test binary, on a runtime of its own (a test's runtime ends
+/// with the test). Tests that need their own operators live in a binary of their own.
+pub fn ensure_shared_operator(plane: &'static ControlPlane) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("operator runtime");
+            runtime.block_on(async move {
+                let client = plane.operator_client().await.expect("operator client");
+                run(
+                    client,
+                    test_settings(),
+                    Arc::new(Metrics::default()),
+                    Box::pin(std::future::pending()),
+                )
+                .await;
+            });
+        });
+    });
+}
+
+/// An operator replica competing for leadership; stopped when dropped.
+pub struct Replica {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    pub health: Arc<Health>,
+}
+
+impl Replica {
+    pub async fn start(
+        plane: &ControlPlane,
+        lease_namespace: &str,
+        identity: &str,
+    ) -> Result<Self, HarnessError> {
+        let client = plane.operator_client().await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let health = Arc::new(Health::default());
+        let lease = LeaseSettings {
+            namespace: lease_namespace.into(),
+            name: "mx-operator-leader".into(),
+            identity: identity.into(),
+            duration_seconds: 6,
+        };
+        let replica_health = health.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = Box::pin(async {
+                let _ = stopped.await;
+            });
+            let result = run_with_leader_election(
+                client,
+                test_settings(),
+                Arc::new(Metrics::default()),
+                replica_health,
+                lease,
+                shutdown,
+            )
+            .await;
+            if let Err(error) = result {
+                eprintln!("replica stopped with an error: {error}");
+            }
+        });
+        Ok(Self {
+            stop: Some(stop),
+            task,
+            health,
+        })
+    }
+
+    /// Asks the replica to shut down gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

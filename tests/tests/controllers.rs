@@ -1,0 +1,722 @@
+//! `mx-operator run`'s controllers against the real API server (with the garbage collector
+//! of kube-controller-manager): children, status, repairs, conflicts, and no writes at rest.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator_tests::operator::{TEST_RESYNC, ensure_shared_operator};
+use mx_operator_tests::wait::until;
+use mx_operator_tests::{ControlPlane, TestNamespace};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn setup(prefix: &str) -> (&'static ControlPlane, TestNamespace) {
+    let plane = ControlPlane::shared().await.expect("control plane");
+    ensure_shared_operator(plane);
+    let ns = plane.namespace(prefix).await.expect("namespace");
+    (plane, ns)
+}
+
+async fn apply<K>(ns: &TestNamespace, object: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let object: K = serde_json::from_value(object).expect("fixture");
+    let name = object.meta().name.clone().unwrap();
+    ns.api::<K>()
+        .patch(
+            &name,
+            &PatchParams::apply("test-user").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .expect("apply")
+}
+
+fn gateway(name: &str, extra: Value) -> Value {
+    let mut spec = json!({"mxHostnames": [format!("{name}.mx.example.net")], "replicas": 2});
+    merge(&mut spec, extra);
+    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": name}, "spec": spec})
+}
+
+fn domain(name: &str, domain: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "domain": domain,
+        "gatewayRef": {"name": "edge"},
+        "primary": {"host": "192.0.2.25"},
+        "recipients": {"inline": [format!("alice@{domain}")]},
+    });
+    merge(&mut spec, extra);
+    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name}, "spec": spec})
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+/// The status and reason of a condition, once it is there.
+fn condition(domain: &MailDomain, type_: &str) -> Option<(ConditionStatus, String, String)> {
+    let status = domain.status.as_ref()?;
+    let c = status.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_condition(
+    ns: &TestNamespace,
+    name: &str,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+) -> MailDomain {
+    let api: Api<MailDomain> = ns.api();
+    until(
+        LIMIT,
+        &format!("{name}: {type_}={status:?} ({reason})"),
+        || async {
+            let domain = api.get(name).await.ok()?;
+            let (s, r, _) = condition(&domain, type_)?;
+            (s == status && r == reason).then_some(domain)
+        },
+    )
+    .await
+}
+
+async fn relay_text(api: &Api<ConfigMap>, name: &str) -> Option<String> {
+    let cm = api.get_opt(name).await.ok()??;
+    Some(
+        cm.data
+            .unwrap_or_default()
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+#[tokio::test]
+async fn gateway_and_three_domains_become_children_and_status() {
+    let (_, ns) = setup("children").await;
+    apply::<MailGateway>(
+        &ns,
+        gateway(
+            "edge",
+            json!({"service": {"loadBalancerIP": "203.0.113.10"}}),
+        ),
+    )
+    .await;
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"},
+        "data": {"list": "# staff\ncarol@two.example\ndave@two.example\n"}}),
+    )
+    .await;
+    apply::<Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vip"},
+        "stringData": {"list": "erin@three.example\n"}}),
+    )
+    .await;
+    apply::<MailDomain>(&ns, domain("one", "one.example", json!({}))).await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "two",
+            "two.example",
+            json!({"recipients": {"inline": [], "configMapRef": {"name": "users", "key": "list"}}}),
+        ),
+    )
+    .await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "three",
+            "three.example",
+            json!({"recipients": {"secretRef": {"name": "vip", "key": "list"}}}),
+        ),
+    )
+    .await;
+
+    for (name, count) in [("one", 1), ("two", 2), ("three", 2)] {
+        let md = wait_condition(&ns, name, "Ready", ConditionStatus::True, "Relayed").await;
+        let status = md.status.unwrap();
+        assert_eq!(status.recipient_count, Some(count), "{name}");
+        assert!(status.recipients_hash.unwrap().starts_with("sha256:"));
+        assert_eq!(status.observed_generation, md.metadata.generation);
+    }
+    let configmaps: Api<ConfigMap> = ns.api();
+    let two = relay_text(&configmaps, "relay-two.example")
+        .await
+        .expect("relay ConfigMap of two.example");
+    assert!(
+        two.contains("carol@two.example") && two.contains("dave@two.example"),
+        "{two}"
+    );
+    let three = relay_text(&configmaps, "relay-three.example")
+        .await
+        .expect("relay ConfigMap of three.example");
+    assert!(
+        three.contains("alice@three.example") && three.contains("erin@three.example"),
+        "{three}"
+    );
+
+    let sts: StatefulSet = until(LIMIT, "StatefulSet", || async {
+        ns.api::<StatefulSet>().get_opt("edge").await.ok()?
+    })
+    .await;
+    let sts_spec = sts.spec.unwrap();
+    assert_eq!(sts_spec.replicas, Some(2));
+    assert_eq!(
+        sts_spec.volume_claim_templates.unwrap()[0]
+            .metadata
+            .name
+            .as_deref(),
+        Some("queue")
+    );
+    let service = ns
+        .api::<Service>()
+        .get("edge")
+        .await
+        .expect("LoadBalancer Service");
+    let service_spec = service.spec.unwrap();
+    assert_eq!(service_spec.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(
+        service_spec.external_traffic_policy.as_deref(),
+        Some("Local")
+    );
+    let headless = ns
+        .api::<Service>()
+        .get("edge-headless")
+        .await
+        .expect("headless Service");
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    ns.api::<ServiceAccount>()
+        .get("edge-agent")
+        .await
+        .expect("agent ServiceAccount");
+    ns.api::<Role>()
+        .get("edge-agent")
+        .await
+        .expect("agent Role");
+    ns.api::<RoleBinding>()
+        .get("edge-agent")
+        .await
+        .expect("agent RoleBinding");
+    let config = configmaps
+        .get("edge-config")
+        .await
+        .expect("gateway ConfigMap");
+    let main_cf = &config.data.unwrap()["main.cf"];
+    assert!(
+        main_cf.contains("203.0.113.10"),
+        "proxy_interfaces from the LB address: {main_cf}"
+    );
+
+    let gateways: Api<MailGateway> = ns.api();
+    let gw = until(LIMIT, "gateway status", || async {
+        let gw = gateways.get("edge").await.ok()?;
+        (gw.status.as_ref()?.domains == Some(3)).then_some(gw)
+    })
+    .await;
+    let status = gw.status.unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    // No kubelet runs here: the truth is that no replica is ready.
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "ReplicasNotReady")
+    );
+    let configured = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Configured")
+        .unwrap();
+    assert!(
+        configured.message.contains("no PodDisruptionBudget"),
+        "{}",
+        configured.message
+    );
+}
+
+#[tokio::test]
+async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
+    let (_, ns) = setup("propagate").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"},
+        "data": {"list": "bob@shop.example\n"}}),
+    )
+    .await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "shop",
+            "shop.example",
+            json!({"recipients": {"configMapRef": {"name": "users", "key": "list"}}}),
+        ),
+    )
+    .await;
+    wait_condition(&ns, "shop", "Ready", ConditionStatus::True, "Relayed").await;
+    let configmaps: Api<ConfigMap> = ns.api();
+
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"},
+        "data": {"list": "bob@shop.example\nnew.hire@shop.example\n"}}),
+    )
+    .await;
+    until(LIMIT, "new recipient in the relay ConfigMap", || async {
+        relay_text(&configmaps, "relay-shop.example")
+            .await
+            .filter(|t| t.contains("new.hire@shop.example"))
+    })
+    .await;
+
+    let edit = json!({"data": {"relay_recipients": "evil@shop.example OK\n", "injected": "x"}});
+    configmaps
+        .patch(
+            "relay-shop.example",
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("hand edit");
+    until(
+        LIMIT,
+        "hand edit of the relay ConfigMap repaired",
+        || async {
+            let text = relay_text(&configmaps, "relay-shop.example").await?;
+            (!text.contains("evil@shop.example") && text.contains("new.hire@shop.example"))
+                .then_some(())
+        },
+    )
+    .await;
+    let cm = configmaps.get("relay-shop.example").await.unwrap();
+    assert!(!cm.data.unwrap().contains_key("injected"));
+
+    let sts: Api<StatefulSet> = ns.api();
+    until(LIMIT, "StatefulSet", || async {
+        sts.get_opt("edge").await.ok()?
+    })
+    .await;
+    sts.patch(
+        "edge",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 7}})),
+    )
+    .await
+    .expect("hand edit");
+    until(LIMIT, "StatefulSet replicas repaired", || async {
+        let s = sts.get("edge").await.ok()?;
+        (s.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_domain_removes_its_relay_config() {
+    let (plane, ns) = setup("delete").await;
+    apply::<MailGateway>(
+        &ns,
+        gateway("edge", json!({"allowedDomains": {"from": "All"}})),
+    )
+    .await;
+    apply::<MailDomain>(&ns, domain("local", "local.example", json!({}))).await;
+    let tenant = plane.namespace("delete-tenant").await.unwrap();
+    apply::<MailDomain>(
+        &tenant,
+        domain(
+            "remote",
+            "remote.example",
+            json!({"gatewayRef": {"name": "edge", "namespace": ns.name}}),
+        ),
+    )
+    .await;
+    wait_condition(&ns, "local", "Ready", ConditionStatus::True, "Relayed").await;
+    let remote = wait_condition(&tenant, "remote", "Ready", ConditionStatus::True, "Relayed").await;
+    assert!(
+        remote
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"mx-operator.io/cleanup".to_string())
+    );
+
+    let configmaps: Api<ConfigMap> = ns.api();
+    assert!(
+        configmaps
+            .get_opt("relay-local.example")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        configmaps
+            .get_opt("relay-remote.example")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    ns.api::<MailDomain>()
+        .delete("local", &DeleteParams::default())
+        .await
+        .unwrap();
+    tenant
+        .api::<MailDomain>()
+        .delete("remote", &DeleteParams::default())
+        .await
+        .unwrap();
+    for name in ["relay-local.example", "relay-remote.example"] {
+        until(LIMIT, &format!("{name} deleted"), || async {
+            configmaps.get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+    until(LIMIT, "finalizer released", || async {
+        tenant
+            .api::<MailDomain>()
+            .get_opt("remote")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_specs_get_clear_conditions_and_render_nothing() {
+    let (_, ns) = setup("invalid").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    let cases = [
+        (
+            "newline",
+            json!({"domain": "bad.example\nmynetworks = 0.0.0.0/0"}),
+            "spec.domain",
+        ),
+        (
+            "comma",
+            json!({"domain": "bad.example,evil.example"}),
+            "spec.domain",
+        ),
+        (
+            "percent",
+            json!({"domain": "p.example", "recipients": {"inline": ["a%b@p.example"]}}),
+            "spec.recipients.inline[0]",
+        ),
+        (
+            "foreign",
+            json!({"domain": "f.example", "recipients": {"inline": ["a@other.example"]}}),
+            "spec.recipients.inline[0]",
+        ),
+        (
+            "port",
+            json!({"domain": "port.example", "primary": {"host": "mail.port.example", "port": 0}}),
+            "spec.primary.port",
+        ),
+        (
+            "host",
+            json!({"domain": "host.example", "primary": {"host": "mail host"}}),
+            "spec.primary.host",
+        ),
+        (
+            "ttl",
+            json!({"domain": "ttl.example", "mx": {"ttl": 1}}),
+            "spec.mx.ttl",
+        ),
+        (
+            "grace",
+            json!({"domain": "grace.example", "departure": {"gracePeriod": "soon"}}),
+            "spec.departure.gracePeriod",
+        ),
+        (
+            "rbl",
+            json!({"domain": "rbl.example", "policy": {"rbls": ["zen spamhaus org"]}}),
+            "spec.policy.rbls[0]",
+        ),
+        (
+            "client",
+            json!({"domain": "client.example", "policy": {"clientDeny": ["300.0.0.0/8"]}}),
+            "spec.policy.clientDeny[0]",
+        ),
+        (
+            "size",
+            json!({"domain": "size.example", "policy": {"maxMessageSize": "huge"}}),
+            "spec.policy.maxMessageSize",
+        ),
+        (
+            "empty",
+            json!({"domain": "empty.example", "recipients": {"inline": []}}),
+            "spec.recipients",
+        ),
+        (
+            "rate",
+            json!({"domain": "rate.example", "delivery": {"rateDelay": "fast"}}),
+            "spec.delivery.rateDelay",
+        ),
+    ];
+    for (name, extra, _) in &cases {
+        apply::<MailDomain>(&ns, domain(name, "placeholder.example", extra.clone())).await;
+    }
+    for (name, _, path) in &cases {
+        let md = wait_condition(&ns, name, "Ready", ConditionStatus::False, "InvalidSpec").await;
+        let (_, _, message) = condition(&md, "Ready").unwrap();
+        assert!(message.contains(path), "{name}: {message}");
+        assert!(
+            condition(&md, "RelayConfigured").is_none(),
+            "{name}: nothing else is touched"
+        );
+    }
+    let relays = ns
+        .api::<ConfigMap>()
+        .list(&kube::api::ListParams::default().labels("mx-operator.io/relay-for"))
+        .await
+        .unwrap();
+    assert!(
+        relays.items.is_empty(),
+        "no relay config rendered: {:?}",
+        relays
+            .items
+            .iter()
+            .map(|c| &c.metadata.name)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn the_older_claim_wins_a_contested_domain() {
+    let (plane, ns) = setup("conflict").await;
+    apply::<MailGateway>(
+        &ns,
+        gateway("edge", json!({"allowedDomains": {"from": "All"}})),
+    )
+    .await;
+    apply::<MailDomain>(&ns, domain("first", "contested.example", json!({}))).await;
+    wait_condition(&ns, "first", "Ready", ConditionStatus::True, "Relayed").await;
+    let other = plane.namespace("conflict-other").await.unwrap();
+    apply::<MailDomain>(
+        &other,
+        domain(
+            "second",
+            "Contested.Example.",
+            json!({
+                "gatewayRef": {"name": "edge", "namespace": ns.name},
+                "recipients": {"inline": ["mallory@contested.example"]},
+            }),
+        ),
+    )
+    .await;
+    let second = wait_condition(
+        &other,
+        "second",
+        "Conflict",
+        ConditionStatus::True,
+        "DomainClaimed",
+    )
+    .await;
+    let (_, _, message) = condition(&second, "Conflict").unwrap();
+    assert!(message.contains(&format!("{}/first", ns.name)), "{message}");
+    let configmaps: Api<ConfigMap> = ns.api();
+    let text = relay_text(&configmaps, "relay-contested.example")
+        .await
+        .unwrap();
+    assert!(
+        text.contains("alice@contested.example") && !text.contains("mallory"),
+        "{text}"
+    );
+
+    // When the first claim goes, the second takes over.
+    ns.api::<MailDomain>()
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_condition(&other, "second", "Ready", ConditionStatus::True, "Relayed").await;
+    until(LIMIT, "the relay config of the new holder", || async {
+        relay_text(&configmaps, "relay-contested.example")
+            .await
+            .filter(|t| t.contains("mallory@contested.example"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gateways_accept_only_the_namespaces_they_allow() {
+    let (plane, ns) = setup("tenancy").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({"allowedDomains": {"from": "Selector", "selector": {"matchLabels": {"mail": "yes"}}}}))).await;
+    let stranger = plane.namespace("tenancy-stranger").await.unwrap();
+    apply::<MailDomain>(
+        &stranger,
+        domain(
+            "claim",
+            "tenant.example",
+            json!({"gatewayRef": {"name": "edge", "namespace": ns.name}}),
+        ),
+    )
+    .await;
+    let md = wait_condition(
+        &stranger,
+        "claim",
+        "Ready",
+        ConditionStatus::False,
+        "NamespaceNotAllowed",
+    )
+    .await;
+    assert!(condition(&md, "RelayConfigured").is_some());
+    assert!(
+        ns.api::<ConfigMap>()
+            .get_opt("relay-tenant.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Labelling the namespace admits it, without touching the MailDomain.
+    Api::<Namespace>::all(ns.client.clone())
+        .patch(
+            &stranger.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"mail": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    wait_condition(
+        &stranger,
+        "claim",
+        "Ready",
+        ConditionStatus::True,
+        "Relayed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_recipient_source_is_reported_then_recovers() {
+    let (_, ns) = setup("missing").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "late",
+            "late.example",
+            json!({"recipients": {"configMapRef": {"name": "later", "key": "list"}}}),
+        ),
+    )
+    .await;
+    let md = wait_condition(
+        &ns,
+        "late",
+        "RecipientsSynced",
+        ConditionStatus::False,
+        "RecipientSourceMissing",
+    )
+    .await;
+    assert!(condition(&md, "Ready").unwrap().2.contains("ConfigMap"));
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "later"},
+        "data": {"list": "zoe@late.example\nnot-an-address\n"}}),
+    )
+    .await;
+    let md = wait_condition(
+        &ns,
+        "late",
+        "RecipientsSynced",
+        ConditionStatus::False,
+        "InvalidRecipients",
+    )
+    .await;
+    assert!(
+        condition(&md, "RecipientsSynced")
+            .unwrap()
+            .2
+            .contains("line 2")
+    );
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "later"},
+        "data": {"list": "zoe@late.example\n"}}),
+    )
+    .await;
+    wait_condition(&ns, "late", "Ready", ConditionStatus::True, "Relayed").await;
+
+    let events: Api<Event> = ns.api();
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["RecipientSourceMissing", "InvalidRecipients", "Relayed"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "Event {reason} missing: {reasons:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_steady_state_resync_makes_no_write_request() {
+    let (plane, ns) = setup("steady").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    for i in 0..3 {
+        apply::<MailDomain>(
+            &ns,
+            domain(&format!("d{i}"), &format!("d{i}.steady.example"), json!({})),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        wait_condition(
+            &ns,
+            &format!("d{i}"),
+            "Ready",
+            ConditionStatus::True,
+            "Relayed",
+        )
+        .await;
+    }
+    let in_namespace = |writes: Vec<mx_operator_tests::control_plane::AuditedWrite>| {
+        writes
+            .into_iter()
+            .filter(|w| w.uri.contains(&format!("/namespaces/{}/", ns.name)))
+            .collect::<Vec<_>>()
+    };
+    // Let the first reconciles settle, then watch three resync periods.
+    tokio::time::sleep(TEST_RESYNC * 2).await;
+    let before = in_namespace(plane.audited_writes("mx-operator").unwrap()).len();
+    tokio::time::sleep(TEST_RESYNC * 3).await;
+    let after = in_namespace(plane.audited_writes("mx-operator").unwrap());
+    let new: Vec<_> = after[before..]
+        .iter()
+        .map(|w| format!("{} {}", w.verb, w.uri))
+        .collect();
+    assert!(
+        before > 0,
+        "the audit log shows the operator's writes at all"
+    );
+    assert!(
+        new.is_empty(),
+        "writes during a steady-state resync: {new:#?}"
+    );
+}
