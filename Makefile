@@ -18,6 +18,7 @@ build:
 
 ## test: bootstrap, lint, unit and integration tests (the CI command)
 test: bootstrap lint
+	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked --no-fail-fast
 
 lint:

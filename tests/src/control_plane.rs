@@ -72,8 +72,11 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// Credentials of the user `mx-operator`, whose requests the audit log tells apart.
     pub operator_kubeconfig: PathBuf,
+    /// A second operator user, for a second replica in leader-election tests.
+    pub standby_kubeconfig: PathBuf,
     pub admin_token: String,
     operator_token: String,
+    standby_token: String,
     servers: Vec<Guarded>,
     namespaces: AtomicUsize,
 }
@@ -140,10 +143,11 @@ impl ControlPlane {
 
         let admin_token = random_token("admin");
         let operator_token = random_token("operator");
+        let standby_token = random_token("standby");
         fs::write(
             dir.join("tokens.csv"),
             format!(
-                "{admin_token},admin,admin,\"system:masters\"\n{operator_token},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n"
+                "{admin_token},admin,admin,\"system:masters\"\n{operator_token},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n{standby_token},{STANDBY_USER},{STANDBY_USER},\"system:masters\"\n"
             ),
         )
         .map_err(io_error("writing tokens.csv"))?;
@@ -227,8 +231,10 @@ impl ControlPlane {
             url,
             kubeconfig,
             operator_kubeconfig: dir.join("operator.kubeconfig"),
+            standby_kubeconfig: dir.join("standby.kubeconfig"),
             admin_token,
             operator_token,
+            standby_token,
             servers: Vec::new(),
             namespaces: AtomicUsize::new(0),
         };
@@ -255,6 +261,7 @@ impl ControlPlane {
             if !kubeconfig_written && self.dir.join("certs/apiserver.crt").exists() {
                 self.write_kubeconfig(&self.kubeconfig, &self.admin_token)?;
                 self.write_kubeconfig(&self.operator_kubeconfig, &self.operator_token)?;
+                self.write_kubeconfig(&self.standby_kubeconfig, &self.standby_token)?;
                 kubeconfig_written = true;
             }
             if kubeconfig_written && self.answers_ready().await {
@@ -307,7 +314,16 @@ impl ControlPlane {
 
     /// A client that authenticates as the operator's user.
     pub async fn operator_client(&self) -> Result<Client, HarnessError> {
-        let kubeconfig = Kubeconfig::read_from(&self.operator_kubeconfig)?;
+        Self::client_from(&self.operator_kubeconfig).await
+    }
+
+    /// A client that authenticates as the second operator user.
+    pub async fn standby_client(&self) -> Result<Client, HarnessError> {
+        Self::client_from(&self.standby_kubeconfig).await
+    }
+
+    async fn client_from(path: &Path) -> Result<Client, HarnessError> {
+        let kubeconfig = Kubeconfig::read_from(path)?;
         let config =
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(Client::try_from(config)?)
@@ -478,6 +494,8 @@ pub struct AuditedWrite {
 
 /// The user name of the operator's credentials.
 pub const OPERATOR_USER: &str = "mx-operator";
+/// The user name of the second operator credentials.
+pub const STANDBY_USER: &str = "mx-operator-standby";
 
 /// Only write requests are audited: tests count them (a steady-state resync must make none).
 const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1

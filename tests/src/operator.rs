@@ -51,12 +51,18 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Starts a replica with the operator's credentials, or the standby user's.
     pub async fn start(
         plane: &ControlPlane,
         lease_namespace: &str,
         identity: &str,
+        standby_user: bool,
     ) -> Result<Self, HarnessError> {
-        let client = plane.operator_client().await?;
+        let client = if standby_user {
+            plane.standby_client().await?
+        } else {
+            plane.operator_client().await?
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let health = Arc::new(Health::default());
         let lease = LeaseSettings {

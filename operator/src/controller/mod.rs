@@ -115,6 +115,7 @@ pub(crate) async fn apply_if_changed<K>(
 ) -> Result<K, Error>
 where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
 {
     let name = desired.meta().name.clone().unwrap_or_default();
     let encode = |source| Error::Encode {
@@ -134,6 +135,11 @@ where
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let applied = api.patch(&name, &params, &Patch::Apply(desired)).await?;
+    tracing::info!(
+        kind = K::kind(&Default::default()).as_ref(),
+        name,
+        "applied"
+    );
     if foreign_keys.is_empty() {
         return Ok(applied);
     }
