@@ -29,19 +29,30 @@ lint:
 crds:
 	$(CARGO) run --quiet --locked -p mx-operator -- crd --out-dir crds
 
-## demo: a local control plane with the CRDs and examples/ applied
+## demo: a local control plane, the operator running against it, and examples/ applied
+DEMO_DIR := $(HOME)/.cache/mx-operator/demo
 demo: bootstrap build
 	@$(LOCAL_CLUSTER) up
+	@if [ -f $(DEMO_DIR)/operator.pid ] && kill -0 $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null; then \
+	  echo "operator already running (pid $$(cat $(DEMO_DIR)/operator.pid))"; \
+	else \
+	  KUBECONFIG=$(KUBECONFIG_DEMO) POD_NAMESPACE=default nohup target/debug/mx-operator run \
+	    --metrics-address 127.0.0.1:18080 --log-format text > $(DEMO_DIR)/operator.log 2>&1 & \
+	  echo $$! > $(DEMO_DIR)/operator.pid; \
+	  echo "operator started (pid $$!), log: $(DEMO_DIR)/operator.log"; \
+	fi
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) create namespace mail-demo --dry-run=client -o yaml | kubectl --kubeconfig $(KUBECONFIG_DEMO) apply -f -
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) apply -n mail-demo -f examples/
+	kubectl --kubeconfig $(KUBECONFIG_DEMO) wait -n mail-demo --for=condition=Ready --timeout=60s maildomain/example-com maildomain/shop-example
 	@echo
-	kubectl --kubeconfig $(KUBECONFIG_DEMO) get mail -n mail-demo
+	kubectl --kubeconfig $(KUBECONFIG_DEMO) get mail,configmaps -n mail-demo
 	@echo
-	@echo "The local control plane keeps running. Point kubectl at it with:"
+	@echo "The local control plane and the operator keep running. Point kubectl at them with:"
 	@echo "  export KUBECONFIG=$(KUBECONFIG_DEMO)"
-	@echo "then try: kubectl get md -n mail-demo; kubectl explain maildomain.spec.recipients"
-	@echo "The controllers (mx-operator run) are not built yet, so no status is set."
-	@echo "Stop it with: make demo-down"
+	@echo "then try: kubectl describe md example-com -n mail-demo; curl -s 127.0.0.1:18080/metrics"
+	@echo "No kubelet runs here, so gateway pods never start (the gateway reports 0/2 replicas ready)."
+	@echo "Stop everything with: make demo-down"
 
 demo-down:
+	@if [ -f $(DEMO_DIR)/operator.pid ]; then kill $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/operator.pid; echo "stopped the operator"; fi
 	@$(LOCAL_CLUSTER) down

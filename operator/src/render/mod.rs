@@ -1,6 +1,6 @@
 //! Postfix configuration rendered from the API objects (pure, no I/O).
 
-use crate::api::domain::{DomainRole, MailDomainSpec};
+use crate::api::domain::MailDomainSpec;
 use crate::api::gateway::MailGatewaySpec;
 use crate::api::validate::{normalize_domain, normalize_host};
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,7 +71,7 @@ pub fn relay_configmap_data(input: &DomainInput) -> Result<BTreeMap<String, Stri
 pub fn gateway_configmap_data(
     gateway_name: &str,
     gateway: &MailGatewaySpec,
-    domains: &[DomainInput],
+    _domains: &[DomainInput],
     load_balancer_ip: Option<IpAddr>,
 ) -> Result<BTreeMap<String, String>, RenderError> {
     let hostname = gateway
@@ -81,15 +81,13 @@ pub fn gateway_configmap_data(
         .transpose()
         .map_err(invalid("spec.mxHostnames"))?
         .unwrap_or_else(|| gateway_name.to_string());
-    let primaries = domains
-        .iter()
-        .filter(|d| d.spec.role == DomainRole::Primary)
-        .count();
+    // Per-domain settings live in the maps, so main.cf stays the same (no Postfix reload)
+    // when domains come and go.
     let mut main_cf = format!(
         "myhostname = {hostname}\nmynetworks = 127.0.0.0/8\nrelay_domains = lmdb:$config_directory/maps/relay_domains\n\
          relay_recipient_maps = lmdb:$config_directory/maps/relay_recipients\n\
          transport_maps = lmdb:$config_directory/maps/transport\n\
-         smtpd_recipient_restrictions = reject_unauth_destination\n# primary-role domains: {primaries}\n"
+         smtpd_recipient_restrictions = reject_unauth_destination\n"
     );
     if let Some(ip) = load_balancer_ip {
         main_cf.push_str(&format!("proxy_interfaces = {ip}\n"));

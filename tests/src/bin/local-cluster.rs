@@ -10,7 +10,7 @@ fn demo_dir() -> PathBuf {
 }
 
 fn pids() -> Vec<(String, i32)> {
-    ["kube-apiserver", "etcd"]
+    ["kube-controller-manager", "kube-apiserver", "etcd"]
         .iter()
         .filter_map(|name| {
             let pid = std::fs::read_to_string(demo_dir().join(format!("{name}.pid"))).ok()?;
@@ -37,7 +37,7 @@ fn down() {
 
 async fn up() -> Result<(), String> {
     let running = pids();
-    if running.len() == 2 && running.iter().all(|(_, pid)| alive(*pid)) {
+    if running.len() == 3 && running.iter().all(|(_, pid)| alive(*pid)) {
         println!(
             "already running; kubeconfig: {}",
             demo_dir().join("kubeconfig").display()
