@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod dns;
 pub mod manifests;
 pub mod recipients;
 pub mod render;

@@ -2,6 +2,7 @@
 //! project itself, for the integration tests and `make demo`.
 
 pub mod control_plane;
+pub mod knot;
 pub mod kubectl;
 pub mod operator;
 pub mod process;

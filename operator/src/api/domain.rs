@@ -277,6 +277,13 @@ pub struct MailDomainStatus {
     /// The relay ConfigMap (`namespace/name`) that carries this domain to its gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_config_map: Option<String>,
+    /// The MX records the operator published for the domain (`preference host`); only
+    /// these are ever changed or removed by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_records: Vec<String>,
+    /// The DNS zone the records were published in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_zone: Option<String>,
 }
 
 const MIN_TTL: u32 = 60;

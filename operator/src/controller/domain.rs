@@ -1,6 +1,7 @@
 //! MailDomain → one relay ConfigMap in its gateway's namespace, and a status that says
 //! whether the gateway relays the domain and why not.
 
+use super::dns;
 use super::placement::{claim_winner, gateway_key, namespace_allowed, rivals};
 use super::status::Desired;
 use super::{Context, Error, FINALIZER, apply_if_changed, namespace_of, write_status};
@@ -31,6 +32,17 @@ pub const CONFLICT: &str = "Conflict";
 pub const RECIPIENTS_UPDATED_ANNOTATION: &str = "mx-operator.io/recipients-updated-at";
 
 const RETRY: Duration = Duration::from_secs(30);
+/// How often deletion tries to remove the MX record before it lets the object go.
+const DNS_CLEANUP_ATTEMPTS: u32 = 5;
+const DNS_CLEANUP_ANNOTATION: &str = "mx-operator.io/dns-cleanup-attempts";
+
+fn cleanup_attempts(domain: &MailDomain) -> u32 {
+    domain
+        .annotations()
+        .get(DNS_CLEANUP_ANNOTATION)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
 
 pub async fn reconcile(domain: Arc<MailDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -130,7 +142,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         mode,
     })?;
     let same_namespace = gateway_namespace == namespace;
-    if !same_namespace {
+    if !same_namespace || domain.spec.dns.is_some() {
         ensure_finalizer(domain, ctx, &namespace).await?;
     }
     let target = RelayTarget {
@@ -155,6 +167,15 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
     )
     .await?;
 
+    let published = dns::sync(
+        domain,
+        ctx,
+        &namespace,
+        &normalized,
+        dns::desired_mx(domain, &gateway).as_ref(),
+    )
+    .await?;
+
     let count = recipients.addresses.len();
     let synced = match &recipients.stale {
         Some(age) => Desired::new(
@@ -173,21 +194,30 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             format!("{count} recipient(s) from {}", recipients.described),
         ),
     };
-    let ready = match &recipients.stale {
-        Some(_) => Desired::new(
+    let ready = match (&recipients.stale, &published) {
+        (Some(_), _) => Desired::new(
             READY,
             false,
             "Stale",
             "the recipient list is stale; mail is deferred, not accepted",
         ),
-        None => Desired::new(
+        (None, Err(problem)) => Desired::new(
+            READY,
+            false,
+            problem.reason,
+            format!(
+                "relayed, but the MX record is not published: {}",
+                problem.message
+            ),
+        ),
+        (None, Ok(_)) => Desired::new(
             READY,
             true,
             "Relayed",
             format!("relayed by MailGateway {gateway_namespace}/{gateway_name}"),
         ),
     };
-    let desired = [
+    let mut desired = vec![
         Desired::new(
             CONFLICT,
             false,
@@ -201,9 +231,26 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             "Configured",
             format!("relay ConfigMap {location}"),
         ),
-        ready,
     ];
+    if domain.spec.dns.is_some() {
+        desired.push(match &published {
+            Ok(published) => Desired::new(
+                dns::DNS_SYNCED,
+                true,
+                "Published",
+                format!("MX {} via {}", published.records.join(", "), published.via),
+            ),
+            Err(problem) => Desired::new(
+                dns::DNS_SYNCED,
+                false,
+                problem.reason,
+                problem.message.clone(),
+            ),
+        });
+    }
+    desired.push(ready);
     let hash = fingerprint(&recipients.addresses);
+    let dns_retry = published.is_err();
     write_status(
         domain,
         domain.status.as_ref(),
@@ -213,9 +260,17 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             status.recipient_count = Some(count as i64);
             status.recipients_hash = Some(hash);
             status.relay_config_map = Some(location);
+            // On a DNS failure the records published before stay on record: they may still be out there.
+            if let Ok(published) = published {
+                status.published_records = published.records;
+                status.dns_zone = published.zone;
+            }
         },
     )
     .await?;
+    if dns_retry {
+        return Ok(Action::requeue(ctx.settings.resync.min(RETRY)));
+    }
     Ok(Action::requeue(
         recipients
             .becomes_stale_in
@@ -462,6 +517,39 @@ async fn finalize(domain: &MailDomain, ctx: &Context, namespace: &str) -> Result
         .and_then(|s| s.relay_config_map.as_deref())
     {
         delete_relay(domain, ctx, namespace, location).await?;
+    }
+    let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
+    if let Err(problem) = dns::sync(domain, ctx, namespace, &normalized, None).await? {
+        let attempts = cleanup_attempts(domain) + 1;
+        if attempts < DNS_CLEANUP_ATTEMPTS {
+            tracing::warn!(attempts, reason = problem.reason, message = %problem.message, "removing the MX record failed; retrying");
+            let patch = json!({"metadata": {"annotations": {DNS_CLEANUP_ANNOTATION: attempts.to_string()}}});
+            Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
+                .patch(
+                    &domain.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            return Ok(Action::requeue(ctx.settings.resync.min(RETRY)));
+        }
+        // A DNS outage must not block deletion for ever: let go, and say what is left behind.
+        let left = domain
+            .status
+            .as_ref()
+            .map(|s| s.published_records.join(", "))
+            .unwrap_or_default();
+        let message = format!(
+            "gave up removing MX {left} of {normalized} after {attempts} attempts ({}); remove it by hand",
+            problem.message
+        );
+        tracing::error!(domain = normalized, records = left, "{message}");
+        let abandoned = super::status::Transition {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: "DnsCleanupAbandoned".into(),
+            message,
+        };
+        ctx.publish(domain, vec![abandoned]).await;
     }
     let remaining: Vec<_> = domain
         .finalizers()

@@ -1,0 +1,247 @@
+//! A MailDomain's MX record, published through its DNSProvider.
+
+use super::{Context, Error, FIELD_MANAGER};
+use crate::api::dnsprovider::{DNSProvider, Rfc2136};
+use crate::api::domain::DomainRole;
+use crate::api::validate::normalize_domain;
+use crate::api::{MailDomain, MailGateway};
+use crate::dns::external::{api_resource, endpoint};
+use crate::dns::rfc2136::{DnsError, Server, Session};
+use crate::dns::{Mx, plan};
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use std::time::Duration;
+
+pub const DNS_SYNCED: &str = "DnsSynced";
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A problem a person can act on: the `DnsSynced` reason and message.
+#[derive(Debug)]
+pub struct DnsProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl From<DnsError> for DnsProblem {
+    fn from(error: DnsError) -> Self {
+        Self {
+            reason: error.reason(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// What was published, for status.
+pub struct Published {
+    pub records: Vec<String>,
+    pub zone: Option<String>,
+    pub via: String,
+}
+
+/// The gateway's MX record for the domain: its first MX host name, at the spec's
+/// preference (default 20 for a backup, 10 for a primary).
+pub fn desired_mx(domain: &MailDomain, gateway: &MailGateway) -> Option<Mx> {
+    let exchange = gateway
+        .spec
+        .mx_hostnames
+        .first()
+        .and_then(|h| normalize_domain(h).ok())?;
+    let preference = domain.spec.mx.preference.unwrap_or(match domain.spec.role {
+        DomainRole::Backup => 20,
+        DomainRole::Primary => 10,
+    });
+    Some(Mx::new(preference, &exchange))
+}
+
+fn published_before(domain: &MailDomain) -> Vec<Mx> {
+    domain
+        .status
+        .as_ref()
+        .map(|s| {
+            s.published_records
+                .iter()
+                .filter_map(|r| parse_record(r))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn parse_record(text: &str) -> Option<Mx> {
+    let (preference, exchange) = text.split_once(' ')?;
+    Some(Mx::new(preference.parse().ok()?, exchange))
+}
+
+/// Makes the domain's MX record at its DNS provider match `desired` (None: withdraw ours).
+pub async fn sync(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    normalized: &str,
+    desired: Option<&Mx>,
+) -> Result<Result<Published, DnsProblem>, Error> {
+    let Some(dns) = &domain.spec.dns else {
+        return Ok(Ok(Published {
+            records: vec![],
+            zone: None,
+            via: String::new(),
+        }));
+    };
+    let providers: Api<DNSProvider> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(provider) = providers.get_opt(&dns.provider_ref.name).await? else {
+        return Ok(Err(DnsProblem {
+            reason: "ProviderNotFound",
+            message: format!(
+                "DNSProvider {namespace}/{} does not exist",
+                dns.provider_ref.name
+            ),
+        }));
+    };
+    if let Err(problems) = provider.spec.validate() {
+        return Ok(Err(DnsProblem {
+            reason: "InvalidProvider",
+            message: format!(
+                "DNSProvider {namespace}/{}: {problems}",
+                dns.provider_ref.name
+            ),
+        }));
+    }
+    if let Some(rfc2136) = &provider.spec.rfc2136 {
+        return Ok(publish_rfc2136(domain, ctx, namespace, normalized, rfc2136, desired).await);
+    }
+    let labels = provider
+        .spec
+        .external_dns
+        .map(|e| e.labels)
+        .unwrap_or_default();
+    publish_endpoint(domain, ctx, namespace, normalized, desired, &labels)
+        .await
+        .map(Ok)
+}
+
+async fn publish_rfc2136(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    normalized: &str,
+    spec: &Rfc2136,
+    desired: Option<&Mx>,
+) -> Result<Published, DnsProblem> {
+    let server = server(ctx, namespace, spec).await?;
+    let mut session = Session::connect(&server).await?;
+    let zone = match &spec.zone {
+        Some(zone) => normalize_domain(zone).unwrap_or_else(|_| zone.clone()),
+        None => session.find_zone(normalized).await?,
+    };
+    let current = session.mx_records(normalized).await?;
+    let changes = plan(&current, &published_before(domain), desired);
+    if !changes.is_empty() {
+        session
+            .apply(&zone, normalized, domain.spec.mx.ttl, &changes)
+            .await?;
+        tracing::info!(domain = normalized, zone, add = ?changes.add, remove = ?changes.remove, "MX records updated");
+    }
+    Ok(Published {
+        records: desired.map(Mx::to_string).into_iter().collect(),
+        zone: Some(zone),
+        via: format!("RFC 2136 server {}", server.address),
+    })
+}
+
+async fn server(ctx: &Context, namespace: &str, spec: &Rfc2136) -> Result<Server, DnsProblem> {
+    let secret_ref = &spec.tsig.secret_ref;
+    let missing = |what: &str| DnsProblem {
+        reason: "KeyNotFound",
+        message: format!(
+            "TSIG key: {what} (Secret {namespace}/{} key {:?})",
+            secret_ref.name, secret_ref.key
+        ),
+    };
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| DnsProblem {
+            reason: "KeyNotFound",
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| missing("the Secret does not exist"))?;
+    let encoded = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&secret_ref.key))
+        .ok_or_else(|| missing("the Secret has no such key"))?;
+    let text = String::from_utf8_lossy(&encoded.0);
+    let secret_bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| {
+            missing("the key is not base64 (write it as in the name server's key file)")
+        })?;
+    let address = tokio::net::lookup_host((spec.server.as_str(), spec.port))
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| DnsProblem {
+            reason: "ServerUnreachable",
+            message: format!("cannot resolve the DNS server {:?}", spec.server),
+        })?;
+    Ok(Server {
+        address,
+        key_name: spec.tsig.key_name.clone(),
+        algorithm: spec.tsig.algorithm,
+        secret: secret_bytes,
+        timeout: DNS_TIMEOUT,
+    })
+}
+
+async fn publish_endpoint(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    normalized: &str,
+    desired: Option<&Mx>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<Published, Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &api_resource());
+    let name = format!("mx-{normalized}");
+    let Some(ours) = desired else {
+        if api.get_opt(&name).await?.is_some() {
+            api.delete(&name, &Default::default()).await?;
+        }
+        return Ok(Published {
+            records: vec![],
+            zone: None,
+            via: format!("DNSEndpoint {namespace}/{name}"),
+        });
+    };
+    let mut records = vec![];
+    if domain.spec.role == DomainRole::Backup {
+        // external-dns replaces the whole RRset: the customer's primary must be listed too.
+        records.push(Mx::new(10, &domain.spec.primary.host));
+    }
+    records.push(ours.clone());
+    let mut object = endpoint(
+        &name,
+        namespace,
+        normalized,
+        domain.spec.mx.ttl,
+        &records,
+        labels,
+    );
+    object.metadata.owner_references = domain.controller_owner_ref(&()).map(|r| vec![r]);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let live = api.get_opt(&name).await?;
+    let unchanged = live.as_ref().is_some_and(|l| {
+        l.data.get("spec") == object.data.get("spec")
+            && l.metadata.owner_references == object.metadata.owner_references
+    });
+    if !unchanged {
+        api.patch(&name, &params, &Patch::Apply(&object)).await?;
+    }
+    Ok(Published {
+        records: records.iter().map(Mx::to_string).collect(),
+        zone: None,
+        via: format!("DNSEndpoint {namespace}/{}", object.name_any()),
+    })
+}

@@ -1,0 +1,159 @@
+//! Which MX records to add and remove so that the gateway's record is exactly as the spec
+//! says — touching only records the operator published, never the customer's own.
+
+use std::collections::BTreeSet;
+
+/// One MX record's data at a name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mx {
+    pub preference: u16,
+    /// The exchange host, normalized (lower case, no trailing dot).
+    pub exchange: String,
+}
+
+impl Mx {
+    pub fn new(preference: u16, exchange: &str) -> Self {
+        Self {
+            preference,
+            exchange: exchange.trim_end_matches('.').to_ascii_lowercase(),
+        }
+    }
+}
+
+impl std::fmt::Display for Mx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.preference, self.exchange)
+    }
+}
+
+/// The changes, in the order they must be made: additions first, so that a change of
+/// preference or gateway never leaves the domain without our MX.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub add: Option<Mx>,
+    pub remove: Vec<Mx>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_none() && self.remove.is_empty()
+    }
+}
+
+/// `current` is the RRset at the name; `published` what the operator published before
+/// (from status); `desired` the record it should have now (None: withdraw).
+pub fn plan(current: &[Mx], published: &[Mx], desired: Option<&Mx>) -> Plan {
+    let present: BTreeSet<&Mx> = current.iter().collect();
+    let add = desired.filter(|want| !present.contains(want)).cloned();
+    let remove = published
+        .iter()
+        .filter(|old| Some(*old) != desired && present.contains(old))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Plan { add, remove }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer() -> Mx {
+        Mx::new(10, "mail.example.com")
+    }
+
+    #[test]
+    fn publishing_adds_only_ours() {
+        let ours = Mx::new(20, "mx1.relay.example.net");
+        let plan = plan(&[customer()], &[], Some(&ours));
+        assert_eq!(
+            plan,
+            Plan {
+                add: Some(ours),
+                remove: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_when_present() {
+        let ours = Mx::new(20, "mx1.relay.example.net");
+        assert!(
+            plan(
+                &[customer(), ours.clone()],
+                std::slice::from_ref(&ours),
+                Some(&ours)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_new_preference_adds_before_it_removes() {
+        let old = Mx::new(20, "mx1.relay.example.net");
+        let new = Mx::new(30, "mx1.relay.example.net");
+        let plan = plan(
+            &[customer(), old.clone()],
+            std::slice::from_ref(&old),
+            Some(&new),
+        );
+        assert_eq!(
+            plan,
+            Plan {
+                add: Some(new),
+                remove: vec![old]
+            }
+        );
+    }
+
+    #[test]
+    fn the_customers_records_are_never_removed() {
+        // Even a customer record that looks like one of ours stays unless we published it.
+        let lookalike = Mx::new(50, "mx1.relay.example.net");
+        let plan = plan(&[customer(), lookalike], &[], None);
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn withdrawing_removes_what_we_published() {
+        let ours = Mx::new(20, "mx1.relay.example.net");
+        let plan = plan(
+            &[customer(), ours.clone()],
+            std::slice::from_ref(&ours),
+            None,
+        );
+        assert_eq!(
+            plan,
+            Plan {
+                add: None,
+                remove: vec![ours]
+            }
+        );
+    }
+
+    #[test]
+    fn a_record_deleted_behind_our_back_is_restored() {
+        let ours = Mx::new(20, "mx1.relay.example.net");
+        let plan = plan(&[customer()], std::slice::from_ref(&ours), Some(&ours));
+        assert_eq!(
+            plan,
+            Plan {
+                add: Some(ours),
+                remove: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn names_are_compared_normalized() {
+        assert_eq!(
+            Mx::new(20, "MX1.Relay.Example.NET."),
+            Mx::new(20, "mx1.relay.example.net")
+        );
+        assert_eq!(
+            Mx::new(20, "mx1.relay.example.net").to_string(),
+            "20 mx1.relay.example.net"
+        );
+    }
+}

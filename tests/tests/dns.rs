@@ -1,0 +1,301 @@
+//! MX records published and retracted at a real Knot DNS with TSIG, and external-dns
+//! DNSEndpoint objects on the real API server.
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use mx_operator::api::{ConditionStatus, MailDomain};
+use mx_operator::dns::external::api_resource;
+use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
+use mx_operator_tests::kubectl::kubectl;
+use mx_operator_tests::operator::ensure_shared_operator;
+use mx_operator_tests::wait::until;
+use mx_operator_tests::{ControlPlane, TestNamespace};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const CUSTOMER_MX: &str = "10 mail.customer.example.";
+
+async fn setup(prefix: &str) -> (&'static ControlPlane, TestNamespace) {
+    let plane = ControlPlane::shared().await.expect("control plane");
+    ensure_shared_operator(plane);
+    let ns = plane.namespace(prefix).await.expect("namespace");
+    (plane, ns)
+}
+
+async fn apply(ns: &TestNamespace, object: Value) {
+    let api: Api<DynamicObject> = {
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let kind = object["kind"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let plural = format!("{}s", kind.to_lowercase());
+        Api::namespaced_with(
+            ns.client.clone(),
+            &ns.name,
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural),
+        )
+    };
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    api.patch(
+        &name,
+        &PatchParams::apply("test-user").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .expect("apply");
+}
+
+async fn provider(ns: &TestNamespace, name: &str, knot: &Knot, zone: Option<&str>, secret: &str) {
+    apply(
+        ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-key")},
+        "stringData": {"secret": secret}}),
+    )
+    .await;
+    let mut rfc = json!({"server": "127.0.0.1", "port": knot.address.port(),
+        "tsig": {"keyName": TSIG_KEY_NAME, "secretRef": {"name": format!("{name}-key"), "key": "secret"}}});
+    if let Some(zone) = zone {
+        rfc["zone"] = json!(zone);
+    }
+    apply(ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": name},
+        "spec": {"rfc2136": rfc}})).await;
+}
+
+async fn gateway(ns: &TestNamespace, host: &str) {
+    apply(ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": "edge"},
+        "spec": {"mxHostnames": [host]}})).await;
+}
+
+async fn domain(ns: &TestNamespace, name: &str, domain: &str, provider: &str, mx: Value) {
+    apply(ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name},
+        "spec": {"domain": domain, "gatewayRef": {"name": "edge"}, "primary": {"host": "mail.customer.example"},
+                 "recipients": {"inline": [format!("alice@{domain}")]}, "dns": {"providerRef": {"name": provider}},
+                 "mx": mx}})).await;
+}
+
+async fn dns_synced(ns: &TestNamespace, name: &str, ok: bool, reason: &str) -> MailDomain {
+    let api: Api<MailDomain> = ns.api();
+    until(
+        LIMIT,
+        &format!("{name} DnsSynced {ok} {reason}"),
+        || async {
+            let md = api.get(name).await.ok()?;
+            let c = md
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "DnsSynced")?
+                .clone();
+            let want = if ok {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            };
+            (c.status == want && c.reason == reason).then_some(md)
+        },
+    )
+    .await
+}
+
+async fn mx_answer(knot: &Knot, name: &str, want: &[&str]) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    until(LIMIT, &format!("MX of {name} = {want:?}"), || async {
+        let mut answer = knot.dig(name, "MX");
+        answer.sort();
+        (answer == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publish_change_and_delete_touch_only_our_record() {
+    let (plane, ns) = setup("dns-lifecycle").await;
+    let knot = Knot::start(
+        &plane.dir.join("knot-lifecycle"),
+        &[("life.example", "@ MX 10 mail.customer.example.")],
+    )
+    .unwrap();
+    provider(&ns, "knot", &knot, Some("life.example"), TSIG_SECRET).await;
+    gateway(&ns, "mx1.relay.example.net").await;
+    let started = std::time::Instant::now();
+    domain(&ns, "life", "life.example", "knot", json!({})).await;
+    mx_answer(
+        &knot,
+        "life.example",
+        &[CUSTOMER_MX, "20 mx1.relay.example.net."],
+    )
+    .await;
+    eprintln!(
+        "MailDomain apply -> MX answer from Knot: {:?}",
+        started.elapsed()
+    );
+    let md = dns_synced(&ns, "life", true, "Published").await;
+    assert_eq!(
+        md.status.as_ref().unwrap().published_records,
+        ["20 mx1.relay.example.net"]
+    );
+    assert_eq!(md.status.unwrap().dns_zone.as_deref(), Some("life.example"));
+
+    domain(
+        &ns,
+        "life",
+        "life.example",
+        "knot",
+        json!({"preference": 30, "ttl": 600}),
+    )
+    .await;
+    mx_answer(
+        &knot,
+        "life.example",
+        &[CUSTOMER_MX, "30 mx1.relay.example.net."],
+    )
+    .await;
+
+    gateway(&ns, "mx2.relay.example.net").await;
+    mx_answer(
+        &knot,
+        "life.example",
+        &[CUSTOMER_MX, "30 mx2.relay.example.net."],
+    )
+    .await;
+
+    // Deleted behind the operator's back: restored at the next resync.
+    knot.nsupdate(
+        "life.example",
+        "update delete life.example. MX 30 mx2.relay.example.net.",
+    )
+    .unwrap();
+    mx_answer(
+        &knot,
+        "life.example",
+        &[CUSTOMER_MX, "30 mx2.relay.example.net."],
+    )
+    .await;
+
+    ns.api::<MailDomain>()
+        .delete("life", &DeleteParams::default())
+        .await
+        .unwrap();
+    mx_answer(&knot, "life.example", &[CUSTOMER_MX]).await;
+    until(LIMIT, "MailDomain gone", || async {
+        ns.api::<MailDomain>()
+            .get_opt("life")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_zone_is_found_from_the_soa() {
+    let (plane, ns) = setup("dns-auto").await;
+    let knot = Knot::start(&plane.dir.join("knot-auto"), &[("auto.example", "")]).unwrap();
+    provider(&ns, "knot", &knot, None, TSIG_SECRET).await;
+    gateway(&ns, "mx1.relay.example.net").await;
+    domain(&ns, "sub", "shop.auto.example", "knot", json!({})).await;
+    let md = dns_synced(&ns, "sub", true, "Published").await;
+    assert_eq!(md.status.unwrap().dns_zone.as_deref(), Some("auto.example"));
+    mx_answer(&knot, "shop.auto.example", &["20 mx1.relay.example.net."]).await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_auth_failed() {
+    let (plane, ns) = setup("dns-key").await;
+    let knot = Knot::start(&plane.dir.join("knot-key"), &[("key.example", "")]).unwrap();
+    provider(
+        &ns,
+        "knot",
+        &knot,
+        Some("key.example"),
+        "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXkhIQ==",
+    )
+    .await;
+    gateway(&ns, "mx1.relay.example.net").await;
+    domain(&ns, "key", "key.example", "knot", json!({})).await;
+    let md = dns_synced(&ns, "key", false, "AuthFailed").await;
+    let ready = md
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "AuthFailed")
+    );
+    assert!(knot.dig("key.example", "MX").is_empty());
+    // The key never shows up in status or Events.
+    let events = kubectl(
+        &plane.kubeconfig,
+        &["get", "events.events.k8s.io", "-n", &ns.name, "-o", "yaml"],
+    )
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&events.stdout).contains("d3Jvbmcta2V5"));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_reported_and_recovery_republishes() {
+    let (plane, ns) = setup("dns-down").await;
+    let mut knot = Knot::start(&plane.dir.join("knot-down"), &[("down.example", "")]).unwrap();
+    provider(&ns, "knot", &knot, Some("down.example"), TSIG_SECRET).await;
+    gateway(&ns, "mx1.relay.example.net").await;
+    knot.pause();
+    domain(&ns, "down", "down.example", "knot", json!({})).await;
+    dns_synced(&ns, "down", false, "ServerUnreachable").await;
+    knot.resume().unwrap();
+    dns_synced(&ns, "down", true, "Published").await;
+    mx_answer(&knot, "down.example", &["20 mx1.relay.example.net."]).await;
+}
+
+#[tokio::test]
+async fn external_dns_mode_writes_a_dnsendpoint() {
+    let (plane, ns) = setup("dns-external").await;
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dnsendpoint-crd.yaml");
+    let output = kubectl(&plane.kubeconfig, &["apply", "-f", crd]).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = kubectl(
+        &plane.kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/dnsendpoints.externaldns.k8s.io",
+        ],
+    )
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    apply(&ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "extdns"},
+        "spec": {"externalDNS": {"labels": {"dns": "public"}}}})).await;
+    gateway(&ns, "mx1.relay.example.net").await;
+    domain(&ns, "ext", "ext.example", "extdns", json!({"ttl": 900})).await;
+    dns_synced(&ns, "ext", true, "Published").await;
+    let endpoints: Api<DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &api_resource());
+    let endpoint = endpoints.get("mx-ext.example").await.expect("DNSEndpoint");
+    let spec = &endpoint.data["spec"]["endpoints"][0];
+    assert_eq!(spec["dnsName"], "ext.example");
+    assert_eq!(spec["recordType"], "MX");
+    assert_eq!(spec["recordTTL"], 900);
+    assert_eq!(
+        spec["targets"],
+        json!(["10 mail.customer.example", "20 mx1.relay.example.net"])
+    );
+    assert_eq!(endpoint.metadata.labels.unwrap()["dns"], "public");
+    assert_eq!(
+        endpoint.metadata.owner_references.unwrap()[0].kind,
+        "MailDomain"
+    );
+}
