@@ -43,9 +43,14 @@ demo: bootstrap build
 	fi
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) create namespace mail-demo --dry-run=client -o yaml | kubectl --kubeconfig $(KUBECONFIG_DEMO) apply -f -
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) apply -n mail-demo -f examples/
+	@# The demo's Knot listens on 127.0.0.1:15353 instead of the example's port 53.
+	kubectl --kubeconfig $(KUBECONFIG_DEMO) patch -n mail-demo dnsprovider/knot --type merge -p '{"spec":{"rfc2136":{"port":15353}}}'
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) wait -n mail-demo --for=condition=Ready --timeout=60s maildomain/example-com maildomain/shop-example
 	@echo
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) get mail,configmaps -n mail-demo
+	@echo
+	@echo "MX of example.com at the demo's Knot (the customer's own, and the gateway's):"
+	kdig @127.0.0.1 -p 15353 +short example.com MX
 	@echo
 	@echo "The local control plane and the operator keep running. Point kubectl at them with:"
 	@echo "  export KUBECONFIG=$(KUBECONFIG_DEMO)"

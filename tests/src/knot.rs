@@ -1,7 +1,7 @@
 //! A real Knot DNS server on a free loopback port, with TSIG-signed dynamic updates allowed
 //! for one key on its zones.
 
-use crate::control_plane::HarnessError;
+use crate::control_plane::{HarnessError, Lifetime};
 use crate::process::{Guarded, free_port, spawn_tied};
 use std::fs;
 use std::net::SocketAddr;
@@ -16,21 +16,35 @@ pub const TSIG_SECRET: &str = "bXgtb3BlcmF0b3ItdGVzdC1rZXktMzItYnl0ZXMhISE=";
 pub struct Knot {
     pub address: SocketAddr,
     pub dir: PathBuf,
+    lifetime: Lifetime,
     server: Option<Guarded>,
 }
 
 impl Knot {
     /// Starts Knot serving `zones`: (zone name, zone file body after the SOA and NS).
     pub fn start(dir: &Path, zones: &[(&str, &str)]) -> Result<Self, HarnessError> {
+        Self::start_on(dir, zones, None, Lifetime::TiedToThisProcess)
+    }
+
+    /// Like `start`, on a chosen port (or a free one) and with a chosen lifetime.
+    pub fn start_on(
+        dir: &Path,
+        zones: &[(&str, &str)],
+        port: Option<u16>,
+        lifetime: Lifetime,
+    ) -> Result<Self, HarnessError> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
             what: format!("creating {}", dir.display()),
             source,
         })?;
-        let port = free_port().map_err(|source| HarnessError::Io {
-            what: "finding a free port".into(),
-            source,
-        })?;
+        let port = match port {
+            Some(port) => port,
+            None => free_port().map_err(|source| HarnessError::Io {
+                what: "finding a free port".into(),
+                source,
+            })?,
+        };
         let address: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut zone_config = String::new();
         for (zone, body) in zones {
@@ -64,6 +78,7 @@ impl Knot {
         let mut knot = Self {
             address,
             dir: dir.to_path_buf(),
+            lifetime,
             server: None,
         };
         knot.resume()?;
@@ -97,11 +112,28 @@ impl Knot {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
-        let child = spawn_tied(command).map_err(|source| HarnessError::Io {
+        let child = match self.lifetime {
+            Lifetime::TiedToThisProcess => spawn_tied(command),
+            Lifetime::Detached => {
+                use std::os::unix::process::CommandExt;
+                command.process_group(0).spawn()
+            }
+        }
+        .map_err(|source| HarnessError::Io {
             what: "starting knotd".into(),
             source,
         })?;
-        self.server = Some(Guarded::new("knotd", child));
+        if self.lifetime == Lifetime::Detached {
+            // The demo's server outlives this process; `local-cluster down` stops it by pid.
+            fs::write(self.dir.join("knotd.pid"), child.id().to_string()).map_err(|source| {
+                HarnessError::Io {
+                    what: "writing knotd.pid".into(),
+                    source,
+                }
+            })?;
+        } else {
+            self.server = Some(Guarded::new("knotd", child));
+        }
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(self.address).is_ok() {

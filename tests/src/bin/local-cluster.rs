@@ -2,6 +2,11 @@
 //! the background with its kubeconfig in a fixed place.
 
 use mx_operator_tests::control_plane::{ControlPlane, Lifetime, cache_dir};
+use mx_operator_tests::knot::Knot;
+
+/// Knot for the demo: the zone of examples/ with the customer's own MX, on a fixed port
+/// that `make demo` points the example DNSProvider at.
+const DEMO_DNS_PORT: u16 = 15353;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,13 +15,18 @@ fn demo_dir() -> PathBuf {
 }
 
 fn pids() -> Vec<(String, i32)> {
-    ["kube-controller-manager", "kube-apiserver", "etcd"]
-        .iter()
-        .filter_map(|name| {
-            let pid = std::fs::read_to_string(demo_dir().join(format!("{name}.pid"))).ok()?;
-            Some((name.to_string(), pid.trim().parse().ok()?))
-        })
-        .collect()
+    [
+        "knot/knotd",
+        "kube-controller-manager",
+        "kube-apiserver",
+        "etcd",
+    ]
+    .iter()
+    .filter_map(|name| {
+        let pid = std::fs::read_to_string(demo_dir().join(format!("{name}.pid"))).ok()?;
+        Some((name.to_string(), pid.trim().parse().ok()?))
+    })
+    .collect()
 }
 
 fn alive(pid: i32) -> bool {
@@ -37,7 +47,7 @@ fn down() {
 
 async fn up() -> Result<(), String> {
     let running = pids();
-    if running.len() == 3 && running.iter().all(|(_, pid)| alive(*pid)) {
+    if running.len() == 4 && running.iter().all(|(_, pid)| alive(*pid)) {
         println!(
             "already running; kubeconfig: {}",
             demo_dir().join("kubeconfig").display()
@@ -49,6 +59,17 @@ async fn up() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     plane.install_crds().await.map_err(|e| e.to_string())?;
+    let knot = Knot::start_on(
+        &demo_dir().join("knot"),
+        &[(
+            "example.com",
+            "@ MX 10 mail.example.com.\nmail A 192.0.2.25",
+        )],
+        Some(DEMO_DNS_PORT),
+        Lifetime::Detached,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("Knot DNS for example.com at {}", knot.address);
     println!("control plane up at {}", plane.url);
     println!("kubeconfig: {}", plane.kubeconfig.display());
     Ok(())
