@@ -110,3 +110,13 @@ impl Drop for Replica {
         self.task.abort();
     }
 }
+
+/// The shared control plane with the shared operator running, and a fresh namespace.
+pub async fn namespace_with_operator(
+    prefix: &str,
+) -> (&'static ControlPlane, crate::TestNamespace) {
+    let plane = ControlPlane::shared().await.expect("control plane");
+    ensure_shared_operator(plane);
+    let ns = plane.namespace(prefix).await.expect("namespace");
+    (plane, ns)
+}

@@ -21,3 +21,16 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until the object `name` no longer exists (finalizers released, deletion done).
+pub async fn gone<K>(api: &kube::Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    until(
+        Duration::from_secs(60),
+        &format!("{name} to be deleted"),
+        || async { api.get_opt(name).await.ok()?.is_none().then_some(()) },
+    )
+    .await
+}

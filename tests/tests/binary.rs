@@ -84,8 +84,10 @@ async fn run_serves_probes_and_metrics_and_stops_on_sigterm() {
         "domain counted as Ready in /metrics",
         || async {
             let (_, body) = get(port, "/metrics")?;
-            body.contains("mx_operator_maildomains{state=\"Ready\"} 1")
-                .then_some(body)
+            // The status write lands in the cache a moment before the reconcile is counted.
+            (body.contains("mx_operator_maildomains{state=\"Ready\"} 1")
+                && body.contains("mx_operator_reconciles_total{kind=\"MailDomain\"}"))
+            .then_some(body)
         },
     )
     .await;

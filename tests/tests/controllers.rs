@@ -7,20 +7,13 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
-use mx_operator_tests::operator::{TEST_RESYNC, ensure_shared_operator};
-use mx_operator_tests::wait::until;
-use mx_operator_tests::{ControlPlane, TestNamespace};
+use mx_operator_tests::TestNamespace;
+use mx_operator_tests::operator::{TEST_RESYNC, namespace_with_operator};
+use mx_operator_tests::wait::{gone, until};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-async fn setup(prefix: &str) -> (&'static ControlPlane, TestNamespace) {
-    let plane = ControlPlane::shared().await.expect("control plane");
-    ensure_shared_operator(plane);
-    let ns = plane.namespace(prefix).await.expect("namespace");
-    (plane, ns)
-}
 
 async fn apply<K>(ns: &TestNamespace, object: Value) -> K
 where
@@ -111,7 +104,7 @@ async fn relay_text(api: &Api<ConfigMap>, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn gateway_and_three_domains_become_children_and_status() {
-    let (_, ns) = setup("children").await;
+    let (_, ns) = namespace_with_operator("children").await;
     apply::<MailGateway>(
         &ns,
         gateway(
@@ -258,7 +251,7 @@ async fn gateway_and_three_domains_become_children_and_status() {
 
 #[tokio::test]
 async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
-    let (_, ns) = setup("propagate").await;
+    let (_, ns) = namespace_with_operator("propagate").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
     apply::<ConfigMap>(
         &ns,
@@ -334,7 +327,7 @@ async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
 
 #[tokio::test]
 async fn deleting_a_domain_removes_its_relay_config() {
-    let (plane, ns) = setup("delete").await;
+    let (plane, ns) = namespace_with_operator("delete").await;
     apply::<MailGateway>(
         &ns,
         gateway("edge", json!({"allowedDomains": {"from": "All"}})),
@@ -391,21 +384,12 @@ async fn deleting_a_domain_removes_its_relay_config() {
         })
         .await;
     }
-    until(LIMIT, "finalizer released", || async {
-        tenant
-            .api::<MailDomain>()
-            .get_opt("remote")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    gone(&tenant.api::<MailDomain>(), "remote").await;
 }
 
 #[tokio::test]
 async fn invalid_specs_get_clear_conditions_and_render_nothing() {
-    let (_, ns) = setup("invalid").await;
+    let (_, ns) = namespace_with_operator("invalid").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
     let cases = [
         (
@@ -504,7 +488,7 @@ async fn invalid_specs_get_clear_conditions_and_render_nothing() {
 
 #[tokio::test]
 async fn the_older_claim_wins_a_contested_domain() {
-    let (plane, ns) = setup("conflict").await;
+    let (plane, ns) = namespace_with_operator("conflict").await;
     apply::<MailGateway>(
         &ns,
         gateway("edge", json!({"allowedDomains": {"from": "All"}})),
@@ -560,7 +544,7 @@ async fn the_older_claim_wins_a_contested_domain() {
 
 #[tokio::test]
 async fn gateways_accept_only_the_namespaces_they_allow() {
-    let (plane, ns) = setup("tenancy").await;
+    let (plane, ns) = namespace_with_operator("tenancy").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({"allowedDomains": {"from": "Selector", "selector": {"matchLabels": {"mail": "yes"}}}}))).await;
     let stranger = plane.namespace("tenancy-stranger").await.unwrap();
     apply::<MailDomain>(
@@ -610,7 +594,7 @@ async fn gateways_accept_only_the_namespaces_they_allow() {
 
 #[tokio::test]
 async fn missing_recipient_source_is_reported_then_recovers() {
-    let (_, ns) = setup("missing").await;
+    let (_, ns) = namespace_with_operator("missing").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
     apply::<MailDomain>(
         &ns,
@@ -677,7 +661,7 @@ async fn missing_recipient_source_is_reported_then_recovers() {
 
 #[tokio::test]
 async fn a_steady_state_resync_makes_no_write_request() {
-    let (plane, ns) = setup("steady").await;
+    let (plane, ns) = namespace_with_operator("steady").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
     for i in 0..3 {
         apply::<MailDomain>(

@@ -4,23 +4,16 @@
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use mx_operator::api::{ConditionStatus, MailDomain};
 use mx_operator::dns::external::api_resource;
+use mx_operator_tests::TestNamespace;
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
 use mx_operator_tests::kubectl::kubectl;
-use mx_operator_tests::operator::ensure_shared_operator;
-use mx_operator_tests::wait::until;
-use mx_operator_tests::{ControlPlane, TestNamespace};
+use mx_operator_tests::operator::namespace_with_operator;
+use mx_operator_tests::wait::{gone, until};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const CUSTOMER_MX: &str = "10 mail.customer.example.";
-
-async fn setup(prefix: &str) -> (&'static ControlPlane, TestNamespace) {
-    let plane = ControlPlane::shared().await.expect("control plane");
-    ensure_shared_operator(plane);
-    let ns = plane.namespace(prefix).await.expect("namespace");
-    (plane, ns)
-}
 
 async fn apply(ns: &TestNamespace, object: Value) {
     let api: Api<DynamicObject> = {
@@ -112,7 +105,7 @@ async fn mx_answer(knot: &Knot, name: &str, want: &[&str]) {
 
 #[tokio::test]
 async fn publish_change_and_delete_touch_only_our_record() {
-    let (plane, ns) = setup("dns-lifecycle").await;
+    let (plane, ns) = namespace_with_operator("dns-lifecycle").await;
     let knot = Knot::start(
         &plane.dir.join("knot-lifecycle"),
         &[("life.example", "@ MX 10 mail.customer.example.")],
@@ -180,20 +173,12 @@ async fn publish_change_and_delete_touch_only_our_record() {
         .await
         .unwrap();
     mx_answer(&knot, "life.example", &[CUSTOMER_MX]).await;
-    until(LIMIT, "MailDomain gone", || async {
-        ns.api::<MailDomain>()
-            .get_opt("life")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    gone(&ns.api::<MailDomain>(), "life").await;
 }
 
 #[tokio::test]
 async fn the_zone_is_found_from_the_soa() {
-    let (plane, ns) = setup("dns-auto").await;
+    let (plane, ns) = namespace_with_operator("dns-auto").await;
     let knot = Knot::start(&plane.dir.join("knot-auto"), &[("auto.example", "")]).unwrap();
     provider(&ns, "knot", &knot, None, TSIG_SECRET).await;
     gateway(&ns, "mx1.relay.example.net").await;
@@ -205,7 +190,7 @@ async fn the_zone_is_found_from_the_soa() {
 
 #[tokio::test]
 async fn a_wrong_key_is_auth_failed() {
-    let (plane, ns) = setup("dns-key").await;
+    let (plane, ns) = namespace_with_operator("dns-key").await;
     let knot = Knot::start(&plane.dir.join("knot-key"), &[("key.example", "")]).unwrap();
     provider(
         &ns,
@@ -241,7 +226,7 @@ async fn a_wrong_key_is_auth_failed() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_reported_and_recovery_republishes() {
-    let (plane, ns) = setup("dns-down").await;
+    let (plane, ns) = namespace_with_operator("dns-down").await;
     let mut knot = Knot::start(&plane.dir.join("knot-down"), &[("down.example", "")]).unwrap();
     provider(&ns, "knot", &knot, Some("down.example"), TSIG_SECRET).await;
     gateway(&ns, "mx1.relay.example.net").await;
@@ -255,7 +240,7 @@ async fn an_unreachable_server_is_reported_and_recovery_republishes() {
 
 #[tokio::test]
 async fn external_dns_mode_writes_a_dnsendpoint() {
-    let (plane, ns) = setup("dns-external").await;
+    let (plane, ns) = namespace_with_operator("dns-external").await;
     let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dnsendpoint-crd.yaml");
     let output = kubectl(&plane.kubeconfig, &["apply", "-f", crd]).unwrap();
     assert!(
@@ -297,5 +282,33 @@ async fn external_dns_mode_writes_a_dnsendpoint() {
     assert_eq!(
         endpoint.metadata.owner_references.unwrap()[0].kind,
         "MailDomain"
+    );
+}
+
+#[tokio::test]
+async fn a_dns_outage_does_not_block_deletion_for_ever() {
+    let (plane, ns) = namespace_with_operator("dns-outage").await;
+    let mut knot = Knot::start(&plane.dir.join("knot-outage"), &[("gone.example", "")]).unwrap();
+    provider(&ns, "knot", &knot, Some("gone.example"), TSIG_SECRET).await;
+    gateway(&ns, "mx1.relay.example.net").await;
+    domain(&ns, "gone", "gone.example", "knot", json!({})).await;
+    dns_synced(&ns, "gone", true, "Published").await;
+    knot.pause();
+    ns.api::<MailDomain>()
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Five attempts, one per resync, then the finalizer is released.
+    gone(&ns.api::<MailDomain>(), "gone").await;
+    let events = kubectl(
+        &plane.kubeconfig,
+        &["get", "events.events.k8s.io", "-n", &ns.name, "-o", "yaml"],
+    )
+    .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("DnsCleanupAbandoned"), "{events}");
+    assert!(
+        events.contains("20 mx1.relay.example.net"),
+        "the Event names the record left behind: {events}"
     );
 }

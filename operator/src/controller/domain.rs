@@ -456,6 +456,16 @@ async fn ensure_finalizer(
     }
     let mut finalizers = domain.finalizers().to_vec();
     finalizers.push(FINALIZER.into());
+    set_finalizers(domain, ctx, namespace, finalizers).await
+}
+
+/// Replaces the finalizers, guarded by the resource version the decision was made on.
+async fn set_finalizers(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": domain.resource_version()}});
     Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
         .patch(
@@ -557,13 +567,6 @@ async fn finalize(domain: &MailDomain, ctx: &Context, namespace: &str) -> Result
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": domain.resource_version()}});
-    Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
-        .patch(
-            &domain.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    set_finalizers(domain, ctx, namespace, remaining).await?;
     Ok(Action::await_change())
 }
