@@ -466,12 +466,27 @@ async fn set_finalizers(
     namespace: &str,
     finalizers: Vec<String>,
 ) -> Result<(), Error> {
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": domain.resource_version()}});
+    patch_metadata(
+        domain,
+        ctx,
+        namespace,
+        json!({"finalizers": finalizers, "resourceVersion": domain.resource_version()}),
+    )
+    .await
+}
+
+/// Merge-patches the MailDomain's own metadata (finalizers, annotations).
+async fn patch_metadata(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    metadata: serde_json::Value,
+) -> Result<(), Error> {
     Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
         .patch(
             &domain.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &Patch::Merge(&json!({"metadata": metadata})),
         )
         .await?;
     Ok(())
@@ -533,14 +548,9 @@ async fn finalize(domain: &MailDomain, ctx: &Context, namespace: &str) -> Result
         let attempts = cleanup_attempts(domain) + 1;
         if attempts < DNS_CLEANUP_ATTEMPTS {
             tracing::warn!(attempts, reason = problem.reason, message = %problem.message, "removing the MX record failed; retrying");
-            let patch = json!({"metadata": {"annotations": {DNS_CLEANUP_ANNOTATION: attempts.to_string()}}});
-            Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
-                .patch(
-                    &domain.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
+            let annotations =
+                json!({"annotations": {DNS_CLEANUP_ANNOTATION: attempts.to_string()}});
+            patch_metadata(domain, ctx, namespace, annotations).await?;
             return Ok(Action::requeue(ctx.settings.resync.min(RETRY)));
         }
         // A DNS outage must not block deletion for ever: let go, and say what is left behind.
