@@ -140,6 +140,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         spec: &domain.spec,
         recipients: &recipients.addresses,
         mode,
+        gateway_delivery: &gateway.spec.delivery,
     })?;
     let same_namespace = gateway_namespace == namespace;
     if !same_namespace || domain.spec.dns.is_some() {

@@ -10,7 +10,7 @@ use crate::api::gateway::MailGatewayStatus;
 use crate::api::validate::normalize_domain;
 use crate::api::{MailDomain, MailGateway};
 use crate::manifests::gateway::GatewayBuild;
-use crate::render::{DomainInput, RelayMode, gateway_configmap_data};
+use crate::render::gateway_configmap_data;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -18,7 +18,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,15 +68,6 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     };
 
     let served = served_domains(gateway, ctx).await?;
-    let no_recipients = BTreeSet::new();
-    let inputs: Vec<DomainInput> = served
-        .iter()
-        .map(|d| DomainInput {
-            spec: &d.spec,
-            recipients: &no_recipients,
-            mode: RelayMode::Active,
-        })
-        .collect();
 
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     let service = apply_if_changed(&services, &build.service(), &[]).await?;
@@ -89,7 +79,7 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         .as_deref()
         .or_else(|| load_balancer_address(&service))
         .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let config = gateway_configmap_data(&name, &gateway.spec, &inputs, load_balancer_ip)?;
+    let config = gateway_configmap_data(&name, &gateway.spec, load_balancer_ip)?;
     apply_if_changed(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace),
         &build.config_map(config),

@@ -1,22 +1,63 @@
-//! Postfix configuration rendered from the API objects (pure, no I/O).
+//! Postfix configuration rendered from the API objects (pure, no I/O): the operator writes
+//! it into ConfigMaps, the agent checks and merges it into the files Postfix reads.
 
+mod assemble;
+mod gateway;
+mod postfix;
+mod relay;
+
+pub use assemble::{
+    Assembled, CheckedRelay, GatewayFiles, LocalSettings, Table, TableType, assemble,
+    check_gateway, check_relay,
+};
+pub use gateway::{DEFAULT_MESSAGE_SIZE_LIMIT, TLS_DIRECTORY, gateway_configmap_data};
+pub use relay::relay_configmap_data;
+
+use crate::api::DeliveryLimits;
 use crate::api::domain::MailDomainSpec;
-use crate::api::gateway::MailGatewaySpec;
-use crate::api::validate::{normalize_domain, normalize_host};
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::collections::BTreeSet;
 
 /// Relay ConfigMaps carry this label with the gateway's name; the agent selects on it.
 pub const RELAY_GATEWAY_LABEL: &str = "mx-operator.io/relay-for";
 /// The gateway ConfigMap carries this label with the gateway's name.
 pub const GATEWAY_CONFIG_LABEL: &str = "mx-operator.io/gateway-config-for";
 
+/// Keys of the gateway and relay ConfigMaps.
+pub mod keys {
+    pub const DOMAIN: &str = "domain";
+    pub const RELAY_DOMAINS: &str = "relay_domains";
+    pub const RELAY_RECIPIENTS: &str = "relay_recipients";
+    pub const TRANSPORT: &str = "transport";
+    pub const RECIPIENT_POLICY: &str = "recipient_policy";
+    pub const SENDER_ACCESS: &str = "sender_access";
+    pub const CLIENT_ACCESS: &str = "client_access";
+    pub const MESSAGE_SIZE_LIMIT: &str = "message_size_limit";
+    pub const MAIN_CF: &str = "main.cf";
+    pub const MASTER_CF: &str = "master.cf";
+    /// Every key a relay ConfigMap may have.
+    pub const RELAY: [&str; 10] = [
+        DOMAIN,
+        RELAY_DOMAINS,
+        RELAY_RECIPIENTS,
+        TRANSPORT,
+        RECIPIENT_POLICY,
+        SENDER_ACCESS,
+        CLIENT_ACCESS,
+        MESSAGE_SIZE_LIMIT,
+        MAIN_CF,
+        MASTER_CF,
+    ];
+}
+
 /// How a domain is relayed right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayMode {
     Active,
+    /// The gateway answers 4xx for the domain (departure action `Suspend`).
     Suspended,
+    /// The recipient list is older than `recipients.maxAge`: 4xx, never accept-all.
     Stale,
+    /// Not relayed at all (departed and removed).
     Withdrawn,
 }
 
@@ -25,6 +66,8 @@ pub struct DomainInput<'a> {
     pub spec: &'a MailDomainSpec,
     pub recipients: &'a BTreeSet<String>,
     pub mode: RelayMode,
+    /// The gateway's `spec.delivery`, used when the domain sets no limits of its own.
+    pub gateway_delivery: &'a DeliveryLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,60 +83,51 @@ fn invalid(field: &'static str) -> impl FnOnce(String) -> RenderError {
     move |message| RenderError::Invalid { field, message }
 }
 
-/// `data` of the relay ConfigMap for one domain.
-pub fn relay_configmap_data(input: &DomainInput) -> Result<BTreeMap<String, String>, RenderError> {
-    let domain = normalize_domain(&input.spec.domain).map_err(invalid("spec.domain"))?;
-    let host = normalize_host(&input.spec.primary.host).map_err(invalid("spec.primary.host"))?;
-    let mut data = BTreeMap::new();
-    data.insert("domain".into(), domain.clone());
-    if input.mode == RelayMode::Withdrawn {
-        return Ok(data);
-    }
-    data.insert("relay_domains".into(), format!("{domain} OK\n"));
-    let recipients = if input.spec.recipients.catch_all {
-        format!("@{domain} OK\n")
-    } else {
-        input
-            .recipients
-            .iter()
-            .map(|r| format!("{r} OK\n"))
-            .collect()
-    };
-    data.insert("relay_recipients".into(), recipients);
-    data.insert(
-        "transport".into(),
-        format!("{domain} smtp:[{host}]:{}\n", input.spec.primary.port),
-    );
-    Ok(data)
-}
+#[cfg(test)]
+mod proptests;
 
-/// `data` of the gateway ConfigMap.
-pub fn gateway_configmap_data(
-    gateway_name: &str,
-    gateway: &MailGatewaySpec,
-    _domains: &[DomainInput],
-    load_balancer_ip: Option<IpAddr>,
-) -> Result<BTreeMap<String, String>, RenderError> {
-    let hostname = gateway
-        .mx_hostnames
-        .first()
-        .map(|h| normalize_domain(h))
-        .transpose()
-        .map_err(invalid("spec.mxHostnames"))?
-        .unwrap_or_else(|| gateway_name.to_string());
-    // Per-domain settings live in the maps, so main.cf stays the same (no Postfix reload)
-    // when domains come and go.
-    let mut main_cf = format!(
-        "myhostname = {hostname}\nmynetworks = 127.0.0.0/8\nrelay_domains = lmdb:$config_directory/maps/relay_domains\n\
-         relay_recipient_maps = lmdb:$config_directory/maps/relay_recipients\n\
-         transport_maps = lmdb:$config_directory/maps/transport\n\
-         smtpd_recipient_restrictions = reject_unauth_destination\n"
-    );
-    if let Some(ip) = load_balancer_ip {
-        main_cf.push_str(&format!("proxy_interfaces = {ip}\n"));
+#[cfg(test)]
+mod test_support {
+    use super::*;
+
+    pub static NO_LIMITS: DeliveryLimits = DeliveryLimits {
+        concurrency: None,
+        rate_delay: None,
+    };
+
+    /// A MailDomain spec for example.com with `overrides` merged in.
+    pub fn domain_spec(overrides: serde_json::Value) -> MailDomainSpec {
+        let mut value = serde_json::json!({
+            "domain": "example.com",
+            "gatewayRef": {"name": "edge"},
+            "primary": {"host": "mail.example.com"},
+            "recipients": {},
+        });
+        merge(&mut value, overrides);
+        serde_json::from_value(value).unwrap()
     }
-    Ok(BTreeMap::from([
-        ("main.cf".to_string(), main_cf),
-        ("master.cf".to_string(), String::new()),
-    ]))
+
+    fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+        match (base, overrides) {
+            (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
+                for (key, value) in overrides {
+                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (base, overrides) => *base = overrides,
+        }
+    }
+
+    pub fn input<'a>(
+        spec: &'a MailDomainSpec,
+        recipients: &'a BTreeSet<String>,
+        mode: RelayMode,
+    ) -> DomainInput<'a> {
+        DomainInput {
+            spec,
+            recipients,
+            mode,
+            gateway_delivery: &NO_LIMITS,
+        }
+    }
 }

@@ -1,0 +1,548 @@
+//! The agent's side of the renderer: check what a relay ConfigMap holds line by line, and
+//! merge the gateway ConfigMap and every relay ConfigMap into the files Postfix reads.
+//!
+//! The checks accept exactly what `relay_configmap_data` writes, so a ConfigMap edited by
+//! hand or by anything else cannot smuggle a parameter, a service or another domain's map
+//! entry into the gateway; the agent keeps the last good version of such a ConfigMap.
+
+use super::gateway::DEFAULT_MESSAGE_SIZE_LIMIT;
+use super::keys;
+use super::postfix::{
+    CLASS_PREFIX, TRANSPORT_PREFIX, class_name, domain_table, is_generated_name, token,
+};
+use crate::api::validate::normalize_domain;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// A relay ConfigMap that passed the checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedRelay {
+    pub domain: String,
+    /// Empty when the domain is withdrawn (not relayed at all).
+    data: BTreeMap<String, String>,
+}
+
+impl CheckedRelay {
+    pub fn relayed(&self) -> bool {
+        !self.data.is_empty()
+    }
+}
+
+/// The gateway ConfigMap's files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayFiles {
+    main_cf: String,
+    master_cf: String,
+}
+
+/// Settings of this agent's host that override the gateway's (paths, listen address).
+#[derive(Clone, Debug, Default)]
+pub struct LocalSettings {
+    /// `main.cf` parameters appended last, so they win.
+    pub overrides: Vec<(String, String)>,
+    /// Replaces the `smtp inet` service's address (`127.0.0.1:2525`); unset: port 25.
+    pub smtp_listen: Option<String>,
+}
+
+/// How Postfix reads a table: indexed (`postmap`, picked up without a reload) or `cidr`
+/// (read when a process starts, so a change needs a reload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableType {
+    Lmdb,
+    Cidr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    pub kind: TableType,
+    pub source: String,
+}
+
+/// Everything Postfix reads, ready to be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assembled {
+    pub main_cf: String,
+    pub master_cf: String,
+    /// File name under `maps/` → table.
+    pub tables: BTreeMap<String, Table>,
+}
+
+/// Checks the gateway ConfigMap.
+pub fn check_gateway(data: &BTreeMap<String, String>) -> Result<GatewayFiles, String> {
+    let file = |key: &str| {
+        data.get(key)
+            .cloned()
+            .ok_or_else(|| format!("has no {key:?} key"))
+    };
+    let main_cf = file(keys::MAIN_CF)?;
+    for (number, line) in main_cf.lines().enumerate() {
+        let line = line.trim_end();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parameter = line.split_once(" =").map(|(name, _)| name);
+        if !parameter.is_some_and(|name| token(name).is_ok() && !name.starts_with(' ')) {
+            return Err(format!(
+                "main.cf line {}: {line:?} is not `name = value`",
+                number + 1
+            ));
+        }
+    }
+    let master_cf = file(keys::MASTER_CF)?;
+    if !master_cf.lines().any(is_smtp_listener) {
+        return Err("master.cf has no `smtp inet` service".into());
+    }
+    Ok(GatewayFiles { main_cf, master_cf })
+}
+
+fn is_smtp_listener(line: &str) -> bool {
+    let mut fields = line.split_whitespace();
+    fields.next().is_some() && fields.next() == Some("inet") && line.ends_with("smtpd")
+}
+
+/// Checks one relay ConfigMap's `data`.
+pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, String> {
+    let domain = data
+        .get(keys::DOMAIN)
+        .ok_or("has no \"domain\" key")?
+        .clone();
+    if normalize_domain(&domain).as_deref() != Ok(domain.as_str()) {
+        return Err(format!("{domain:?} is not a normalized domain"));
+    }
+    if let Some(unknown) = data.keys().find(|k| !keys::RELAY.contains(&k.as_str())) {
+        return Err(format!("unknown key {unknown:?}"));
+    }
+    if !data.contains_key(keys::RELAY_DOMAINS) {
+        return Ok(CheckedRelay {
+            domain,
+            data: BTreeMap::new(),
+        });
+    }
+    let get = |key: &str| data.get(key).map(String::as_str).unwrap_or_default();
+    let entries = |key: &str| -> Result<Vec<(&str, &str)>, String> {
+        get(key)
+            .lines()
+            .map(|line| {
+                line.split_once(' ')
+                    .filter(|(k, v)| token(k).is_ok() && !v.contains('$'))
+                    .ok_or_else(|| format!("{key}: {line:?} is not `key value`"))
+            })
+            .collect()
+    };
+    let within = |key: &str, ok: &dyn Fn(&str, &str) -> bool| -> Result<(), String> {
+        for (k, v) in entries(key)? {
+            if !ok(k, v) {
+                return Err(format!(
+                    "{key}: entry {k:?} → {v:?} is not allowed for {domain}"
+                ));
+            }
+        }
+        Ok(())
+    };
+    if entries(keys::RELAY_DOMAINS)? != [(domain.as_str(), "OK")] {
+        return Err(format!("relay_domains must be exactly `{domain} OK`"));
+    }
+    let suffix = format!("@{domain}");
+    within(keys::RELAY_RECIPIENTS, &|k, v| {
+        v == "OK"
+            && k.ends_with(&suffix)
+            && !k[..k.len() - suffix.len()].contains(['@', '%', '!', ':', '"'])
+    })?;
+
+    let transport = entries(keys::TRANSPORT)?;
+    let [(key, next_hop)] = transport.as_slice() else {
+        return Err("transport must have exactly one entry".into());
+    };
+    let name = next_hop.split(':').next().unwrap_or_default();
+    if *key != domain || !is_generated_name(name, TRANSPORT_PREFIX) || !next_hop_ok(next_hop, name)
+    {
+        return Err(format!(
+            "transport: {key:?} → {next_hop:?} is not allowed for {domain}"
+        ));
+    }
+    let service = get(keys::MASTER_CF);
+    let prefix = format!("{name} unix - - n - - smtp -o smtp_tls_security_level=");
+    let level_ok = service
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .is_some_and(|level| ["none", "may", "encrypt", "verify", "secure"].contains(&level));
+    if !level_ok {
+        return Err(format!(
+            "master.cf: {service:?} is not the delivery service {name}"
+        ));
+    }
+
+    let class = class_name(&domain);
+    within(keys::RECIPIENT_POLICY, &|k, v| {
+        k == domain && (v == class || (v.starts_with("450 4.7.1 ") && token_words(v)))
+    })?;
+    within(keys::SENDER_ACCESS, &|_, v| {
+        v.starts_with("REJECT ") && token_words(v)
+    })?;
+    within(keys::CLIENT_ACCESS, &|k, v| {
+        network_ok(k) && v.starts_with("REJECT ") && token_words(v)
+    })?;
+    if let Some(size) = data.get(keys::MESSAGE_SIZE_LIMIT)
+        && size.parse::<u64>().is_err()
+    {
+        return Err(format!("message_size_limit {size:?} is not a number"));
+    }
+    check_parameters(&domain, name, data)?;
+    Ok(CheckedRelay {
+        domain,
+        data: data.clone(),
+    })
+}
+
+/// Reply text of an access-map action: words of printable characters, no expansions.
+fn token_words(value: &str) -> bool {
+    value.split(' ').all(|word| {
+        !word.is_empty() && !word.contains(['$', '{', '}']) && !word.chars().any(char::is_control)
+    })
+}
+
+fn next_hop_ok(next_hop: &str, name: &str) -> bool {
+    let Some(rest) = next_hop.strip_prefix(&format!("{name}:[")) else {
+        return false;
+    };
+    let Some((host, port)) = rest.rsplit_once("]:") else {
+        return false;
+    };
+    let host_ok = host.parse::<IpAddr>().is_ok() || normalize_domain(host).as_deref() == Ok(host);
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+fn network_ok(key: &str) -> bool {
+    let (address, bits) = key.split_once('/').unwrap_or((key, "0"));
+    address.parse::<IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+}
+
+/// The relay's `main.cf` lines: its transport's limits and its restriction class, nothing else.
+fn check_parameters(
+    domain: &str,
+    transport: &str,
+    data: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let class = class_name(domain);
+    let allowed_restrictions = [
+        format!(
+            "check_client_access cidr:$config_directory/maps/{}",
+            domain_table(keys::CLIENT_ACCESS, domain)
+        ),
+        format!(
+            "check_sender_access lmdb:$config_directory/maps/{}",
+            domain_table(keys::SENDER_ACCESS, domain)
+        ),
+        "reject_plaintext_session".to_string(),
+    ];
+    for line in data
+        .get(keys::MAIN_CF)
+        .map(String::as_str)
+        .unwrap_or_default()
+        .lines()
+    {
+        let Some((name, value)) = line.split_once(" = ") else {
+            return Err(format!("main.cf: {line:?} is not `name = value`"));
+        };
+        let ok = if name == class {
+            value.split(", ").all(|item| {
+                allowed_restrictions.iter().any(|a| a == item)
+                    || item
+                        .strip_prefix("reject_rbl_client ")
+                        .is_some_and(|zone| normalize_domain(zone).as_deref() == Ok(zone))
+            }) && (!value.contains("client_access") || data.contains_key(keys::CLIENT_ACCESS))
+                && (!value.contains("sender_access") || data.contains_key(keys::SENDER_ACCESS))
+        } else if name == format!("{transport}_destination_concurrency_limit") {
+            value.parse::<u16>().is_ok_and(|n| n > 0)
+        } else if name == format!("{transport}_destination_rate_delay") {
+            value
+                .strip_suffix('s')
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        } else {
+            false
+        };
+        if !ok {
+            return Err(format!("main.cf: {line:?} is not allowed for {domain}"));
+        }
+    }
+    Ok(())
+}
+
+/// Merges the gateway files and the relays (sorted by domain) into what Postfix reads.
+/// A relay whose lines clash with an earlier one (the same domain twice, or one parameter
+/// with two values) is left out, and the reason returned beside the result.
+pub fn assemble(
+    gateway: &GatewayFiles,
+    relays: &[CheckedRelay],
+    local: &LocalSettings,
+) -> (Assembled, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut parameters: BTreeMap<String, String> = BTreeMap::new();
+    let mut services = BTreeSet::new();
+    let mut shared: BTreeMap<&str, String> = [
+        keys::RELAY_DOMAINS,
+        keys::RELAY_RECIPIENTS,
+        keys::TRANSPORT,
+        keys::RECIPIENT_POLICY,
+    ]
+    .into_iter()
+    .map(|k| (k, String::new()))
+    .collect();
+    let mut tables = BTreeMap::from([(
+        "no_local_recipients".to_string(),
+        Table {
+            kind: TableType::Lmdb,
+            source: String::new(),
+        },
+    )]);
+    let mut size_limit = None::<u64>;
+    let mut sorted: Vec<&CheckedRelay> = relays.iter().filter(|r| r.relayed()).collect();
+    sorted.sort_by(|a, b| a.domain.cmp(&b.domain));
+    for relay in sorted {
+        if !seen.insert(relay.domain.clone()) {
+            problems.push(format!(
+                "{} is carried by two relay ConfigMaps; the second is ignored",
+                relay.domain
+            ));
+            continue;
+        }
+        let own: Vec<(String, String)> = relay.data[keys::MAIN_CF]
+            .lines()
+            .filter_map(|l| l.split_once(" = "))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some((name, _)) = own
+            .iter()
+            .find(|(k, v)| parameters.get(k).is_some_and(|existing| existing != v))
+        {
+            problems.push(format!(
+                "{}: {name} clashes with another domain's value; the domain is left out",
+                relay.domain
+            ));
+            continue;
+        }
+        parameters.extend(own);
+        services.insert(relay.data[keys::MASTER_CF].clone());
+        for (key, text) in shared.iter_mut() {
+            if let Some(lines) = relay.data.get(*key) {
+                text.push_str(lines);
+            }
+        }
+        for (key, kind) in [
+            (keys::SENDER_ACCESS, TableType::Lmdb),
+            (keys::CLIENT_ACCESS, TableType::Cidr),
+        ] {
+            if let Some(source) = relay.data.get(key) {
+                tables.insert(
+                    domain_table(key, &relay.domain),
+                    Table {
+                        kind,
+                        source: source.clone(),
+                    },
+                );
+            }
+        }
+        let limit = relay
+            .data
+            .get(keys::MESSAGE_SIZE_LIMIT)
+            .and_then(|s| s.parse().ok());
+        size_limit = size_limit.max(limit);
+    }
+    for (key, source) in shared {
+        tables.insert(
+            key.to_string(),
+            Table {
+                kind: TableType::Lmdb,
+                source,
+            },
+        );
+    }
+
+    let mut main_cf = gateway.main_cf.clone();
+    main_cf.push_str("\n# Added by the agent from the relay ConfigMaps.\n");
+    let classes: Vec<&str> = parameters
+        .keys()
+        .map(String::as_str)
+        .filter(|k| is_generated_name(k, CLASS_PREFIX))
+        .collect();
+    main_cf.push_str(&format!(
+        "smtpd_restriction_classes = {}\n",
+        classes.join(" ")
+    ));
+    // The gateway takes the largest message any of its domains takes.
+    main_cf.push_str(&format!(
+        "message_size_limit = {}\n",
+        size_limit.unwrap_or(DEFAULT_MESSAGE_SIZE_LIMIT)
+    ));
+    for (name, value) in &parameters {
+        main_cf.push_str(&format!("{name} = {value}\n"));
+    }
+    if !local.overrides.is_empty() {
+        main_cf.push_str("# Local to this host.\n");
+        for (name, value) in &local.overrides {
+            main_cf.push_str(&format!("{name} = {value}\n"));
+        }
+    }
+
+    let mut master_cf = String::new();
+    for line in gateway.master_cf.lines() {
+        match (&local.smtp_listen, is_smtp_listener(line)) {
+            (Some(address), true) => {
+                let rest = line
+                    .split_once(char::is_whitespace)
+                    .map(|(_, r)| r)
+                    .unwrap_or_default();
+                master_cf.push_str(&format!("{address} {}\n", rest.trim_start()));
+            }
+            _ => {
+                master_cf.push_str(line);
+                master_cf.push('\n');
+            }
+        }
+    }
+    for service in services {
+        master_cf.push_str(&service);
+    }
+    (
+        Assembled {
+            main_cf,
+            master_cf,
+            tables,
+        },
+        problems,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_support::{domain_spec, input};
+    use crate::render::{RelayMode, gateway_configmap_data, relay_configmap_data};
+
+    fn relay(
+        value: serde_json::Value,
+        recipients: &[&str],
+        mode: RelayMode,
+    ) -> BTreeMap<String, String> {
+        let spec = domain_spec(value);
+        let recipients = recipients.iter().map(|r| r.to_string()).collect();
+        relay_configmap_data(&input(&spec, &recipients, mode)).unwrap()
+    }
+
+    fn gateway() -> GatewayFiles {
+        let spec =
+            serde_json::from_value(serde_json::json!({"mxHostnames": ["mx1.relay.test"]})).unwrap();
+        check_gateway(&gateway_configmap_data("edge", &spec, None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn everything_the_renderer_writes_passes() {
+        for mode in [
+            RelayMode::Active,
+            RelayMode::Stale,
+            RelayMode::Suspended,
+            RelayMode::Withdrawn,
+        ] {
+            let data = relay(
+                serde_json::json!({"policy": {"rbls": ["zen.spamhaus.org"], "senderDeny": ["@spam.test"], "clientDeny": ["192.0.2.0/24"], "requireTls": true, "maxMessageSize": "25Mi"}, "delivery": {"concurrency": 2, "rateDelay": "1s"}}),
+                &["alice@example.com"],
+                mode,
+            );
+            let checked = check_relay(&data).unwrap();
+            assert_eq!(checked.relayed(), mode != RelayMode::Withdrawn);
+        }
+    }
+
+    #[test]
+    fn hand_edits_that_reach_beyond_the_domain_are_refused() {
+        let good = relay(
+            serde_json::json!({"policy": {"requireTls": true}}),
+            &["alice@example.com"],
+            RelayMode::Active,
+        );
+        let edits: [(&str, &str); 12] = [
+            (keys::RELAY_DOMAINS, "example.com OK\nevil.test OK\n"),
+            (
+                keys::RELAY_RECIPIENTS,
+                "alice@example.com OK\n@evil.test OK\n",
+            ),
+            (keys::RELAY_RECIPIENTS, "a%evil.test@example.com OK\n"),
+            (keys::RELAY_RECIPIENTS, "alice@example.com REJECT\n"),
+            (keys::TRANSPORT, "example.com smtp:[192.0.2.1]:25\n"),
+            (keys::TRANSPORT, "evil.test mxt0000000000:[192.0.2.1]:25\n"),
+            (
+                keys::MASTER_CF,
+                "mxt0000000000 unix - - n - - pipe user=root argv=/bin/sh\n",
+            ),
+            (keys::MAIN_CF, "mynetworks = 0.0.0.0/0\n"),
+            (keys::MAIN_CF, "mxd0000000000 = permit\n"),
+            (keys::RECIPIENT_POLICY, "example.com OK\n"),
+            (keys::RECIPIENT_POLICY, "evil.test 450 4.7.1 x\n"),
+            ("extra", "x"),
+        ];
+        for (key, value) in edits {
+            let mut data = good.clone();
+            data.insert(key.to_string(), value.to_string());
+            assert!(check_relay(&data).is_err(), "{key}: {value:?} was accepted");
+        }
+        let mut data = good.clone();
+        data.insert(keys::DOMAIN.into(), "Example.COM".into());
+        assert!(check_relay(&data).is_err());
+    }
+
+    #[test]
+    fn assembled_tables_and_files() {
+        let a = check_relay(&relay(
+            serde_json::json!({"policy": {"requireTls": true, "maxMessageSize": "20M"}}),
+            &["alice@example.com"],
+            RelayMode::Active,
+        ))
+        .unwrap();
+        let mut other = relay(serde_json::json!({}), &[], RelayMode::Active);
+        for value in other.values_mut() {
+            *value = value.replace("example.com", "example.org");
+        }
+        let b = check_relay(&other).unwrap();
+        let local = LocalSettings {
+            overrides: vec![("queue_directory".into(), "/tmp/q".into())],
+            smtp_listen: Some("127.0.0.1:2525".into()),
+        };
+        let (files, problems) = assemble(&gateway(), &[b.clone(), a.clone()], &local);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            files.tables[keys::RELAY_DOMAINS].source,
+            "example.com OK\nexample.org OK\n"
+        );
+        assert_eq!(files.tables["no_local_recipients"].source, "");
+        assert!(files.main_cf.contains(&format!(
+            "smtpd_restriction_classes = {}\n",
+            class_name("example.com")
+        )));
+        assert!(files.main_cf.contains("message_size_limit = 20000000\n"));
+        assert!(files.main_cf.ends_with("queue_directory = /tmp/q\n"));
+        assert!(files.master_cf.starts_with("127.0.0.1:2525 inet  n"));
+        // Both domains use the same transport class: one service line.
+        assert_eq!(files.master_cf.matches(" smtp -o ").count(), 1);
+
+        let (again, problems) = assemble(&gateway(), &[a.clone(), a], &LocalSettings::default());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(again.tables[keys::RELAY_DOMAINS].source, "example.com OK\n");
+    }
+
+    #[test]
+    fn gateway_config_must_have_a_listener_and_parameters() {
+        let mut data = BTreeMap::from([
+            (keys::MAIN_CF.to_string(), "myhostname = x\n".to_string()),
+            (
+                keys::MASTER_CF.to_string(),
+                "pickup unix n - n 60 1 pickup\n".to_string(),
+            ),
+        ]);
+        assert!(check_gateway(&data).is_err());
+        data.insert(keys::MASTER_CF.into(), "smtp inet n - n - - smtpd\n".into());
+        assert!(check_gateway(&data).is_ok());
+        data.insert(keys::MAIN_CF.into(), "this is not a parameter\n".into());
+        assert!(check_gateway(&data).is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! The gateway ConfigMap: the `main.cf` and `master.cf` every replica of a gateway shares.
+//! Per-domain settings are not here: they come from the relay ConfigMaps, so a domain that
+//! comes or goes changes lookup tables, not this file, and Postfix is not reloaded.
+
+use super::postfix::{seconds, token};
+use super::{RenderError, invalid, keys};
+use crate::api::gateway::MailGatewaySpec;
+use crate::api::validate::{normalize_domain, parse_duration};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Where the pod mounts the gateway's TLS Secret.
+pub const TLS_DIRECTORY: &str = "/etc/mx-gateway/tls";
+/// Largest message accepted when no served domain sets `policy.maxMessageSize`.
+pub const DEFAULT_MESSAGE_SIZE_LIMIT: u64 = 10_240_000;
+
+/// `data` of the gateway ConfigMap.
+pub fn gateway_configmap_data(
+    gateway_name: &str,
+    gateway: &MailGatewaySpec,
+    load_balancer_ip: Option<IpAddr>,
+) -> Result<BTreeMap<String, String>, RenderError> {
+    let hostname = match gateway.mx_hostnames.first() {
+        Some(host) => normalize_domain(host).map_err(invalid("spec.mxHostnames"))?,
+        None => gateway_name.to_string(),
+    };
+    let hostname = token(&hostname).map_err(invalid("spec.mxHostnames"))?;
+    let lifetime = parse_duration(&gateway.queue.max_queue_lifetime)
+        .map_err(invalid("spec.queue.maxQueueLifetime"))?;
+    let lifetime = seconds(lifetime);
+    let mut main_cf = format!(
+        "# Rendered by mx-operator for MailGateway {gateway_name}; the agent appends the\n\
+         # settings of the domains it relays.\n\
+         compatibility_level = 3.6\n\
+         myhostname = {hostname}\n\
+         myorigin = $myhostname\n\
+         smtpd_banner = $myhostname ESMTP\n\
+         # A relay only: no local mailboxes, nothing trusted by address.\n\
+         mydestination =\n\
+         mynetworks = 127.0.0.1/32\n\
+         local_recipient_maps = lmdb:$config_directory/maps/no_local_recipients\n\
+         local_transport = error:5.1.1 this gateway has no mailboxes\n\
+         default_transport = error:5.7.1 this gateway relays only its own domains\n\
+         relay_transport = $default_transport\n\
+         # Domains and recipients come from lookup tables the agent keeps current.\n\
+         relay_domains = lmdb:$config_directory/maps/relay_domains\n\
+         relay_recipient_maps = lmdb:$config_directory/maps/relay_recipients\n\
+         transport_maps = lmdb:$config_directory/maps/transport\n\
+         # example.com in relay_domains must not also accept sub.example.com.\n\
+         parent_domain_matches_subdomains =\n\
+         # Sender-specified routing is a relay trick; never honour it.\n\
+         allow_percent_hack = no\n\
+         swap_bangpath = no\n\
+         allow_untrusted_routing = no\n\
+         disable_vrfy_command = yes\n\
+         smtpd_helo_required = yes\n\
+         smtpd_relay_restrictions = reject_unauth_destination\n\
+         smtpd_recipient_restrictions = reject_non_fqdn_recipient, reject_unauth_destination, \
+         check_recipient_access lmdb:$config_directory/maps/recipient_policy, reject_unlisted_recipient\n\
+         smtpd_reject_unlisted_recipient = yes\n\
+         unknown_relay_recipient_reject_code = 550\n\
+         # A backup MX must outlast the primary's outage; mail is never dropped before this.\n\
+         maximal_queue_lifetime = {lifetime}\n\
+         bounce_queue_lifetime = {lifetime}\n\
+         smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt\n\
+         queue_directory = /var/spool/postfix\n\
+         data_directory = /var/lib/postfix\n\
+         maillog_file = /dev/stdout\n"
+    );
+    if let Some(ip) = load_balancer_ip {
+        // Mail addressed to the load balancer's address is ours, not a relay loop.
+        main_cf.push_str(&format!("proxy_interfaces = {ip}\n"));
+    }
+    if gateway.tls.is_some() {
+        main_cf.push_str(&format!(
+            "smtpd_tls_security_level = may\n\
+             smtpd_tls_chain_files = {TLS_DIRECTORY}/tls.key, {TLS_DIRECTORY}/tls.crt\n"
+        ));
+    }
+    Ok(BTreeMap::from([
+        (keys::MAIN_CF.to_string(), main_cf),
+        (keys::MASTER_CF.to_string(), MASTER_CF.to_string()),
+    ]))
+}
+
+/// Postfix's own services, unchrooted (the container is the boundary), with the SMTP
+/// listener first. The agent adds one delivery transport per class of primary.
+const MASTER_CF: &str = "\
+smtp      inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(value: serde_json::Value) -> MailGatewaySpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn relay_only_main_cf() {
+        let data = gateway_configmap_data(
+            "edge",
+            &spec(serde_json::json!({"mxHostnames": ["MX1.Relay.Example.NET."]})),
+            None,
+        )
+        .unwrap();
+        let main = &data[keys::MAIN_CF];
+        for line in [
+            "myhostname = mx1.relay.example.net\n",
+            "mydestination =\n",
+            "mynetworks = 127.0.0.1/32\n",
+            "smtpd_relay_restrictions = reject_unauth_destination\n",
+            "unknown_relay_recipient_reject_code = 550\n",
+            "maximal_queue_lifetime = 432000s\n",
+            "allow_percent_hack = no\n",
+        ] {
+            assert!(main.contains(line), "missing {line:?}");
+        }
+        assert!(!main.contains("proxy_interfaces"));
+        assert!(!main.contains("permit_mynetworks"));
+        assert!(data[keys::MASTER_CF].starts_with("smtp      inet"));
+    }
+
+    #[test]
+    fn load_balancer_address_and_tls() {
+        let data = gateway_configmap_data(
+            "edge",
+            &spec(serde_json::json!({"mxHostnames": ["mx1.relay.example.net"], "tls": {"secretName": "cert"}})),
+            Some("203.0.113.25".parse().unwrap()),
+        )
+        .unwrap();
+        let main = &data[keys::MAIN_CF];
+        assert!(main.contains("proxy_interfaces = 203.0.113.25\n"));
+        assert!(main.contains("smtpd_tls_chain_files = /etc/mx-gateway/tls/tls.key"));
+    }
+
+    #[test]
+    fn without_hostnames_the_gateway_name_is_used() {
+        let data =
+            gateway_configmap_data("edge", &spec(serde_json::json!({"mxHostnames": []})), None)
+                .unwrap();
+        assert!(data[keys::MAIN_CF].contains("myhostname = edge\n"));
+    }
+}
