@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses the command line; every behaviour lives here, one
 //! module per concern.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod controller;

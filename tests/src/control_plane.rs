@@ -42,6 +42,8 @@ pub enum HarnessError {
     NotReady(PathBuf),
     #[error("{command} failed: {stderr}")]
     Command { command: String, stderr: String },
+    #[error("{0}")]
+    Timeout(String),
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("API call: {0}")]

@@ -2,10 +2,13 @@
 //! project itself, for the integration tests and `make demo`.
 
 pub mod control_plane;
+pub mod fixtures;
+pub mod gateway;
 pub mod knot;
 pub mod kubectl;
 pub mod operator;
 pub mod process;
+pub mod smtp;
 pub mod wait;
 
 pub use control_plane::{ControlPlane, HarnessError, TestNamespace};

@@ -12,10 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn operator_binary() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let binary = target.join("debug/mx-operator");
+    let binary = mx_operator_tests::process::operator_binary();
     assert!(
         binary.exists(),
         "{} is missing: run `cargo build --workspace` first (make test does)",

@@ -8,60 +8,13 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use mx_operator_tests::TestNamespace;
+use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::operator::{TEST_RESYNC, namespace_with_operator};
 use mx_operator_tests::wait::{gone, until};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-async fn apply<K>(ns: &TestNamespace, object: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize,
-{
-    let object: K = serde_json::from_value(object).expect("fixture");
-    let name = object.meta().name.clone().unwrap();
-    ns.api::<K>()
-        .patch(
-            &name,
-            &PatchParams::apply("test-user").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .expect("apply")
-}
-
-fn gateway(name: &str, extra: Value) -> Value {
-    let mut spec = json!({"mxHostnames": [format!("{name}.mx.example.net")], "replicas": 2});
-    merge(&mut spec, extra);
-    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": name}, "spec": spec})
-}
-
-fn domain(name: &str, domain: &str, extra: Value) -> Value {
-    let mut spec = json!({
-        "domain": domain,
-        "gatewayRef": {"name": "edge"},
-        "primary": {"host": "192.0.2.25"},
-        "recipients": {"inline": [format!("alice@{domain}")]},
-    });
-    merge(&mut spec, extra);
-    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name}, "spec": spec})
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(base), Value::Object(extra)) => {
-            for (key, value) in extra {
-                merge(base.entry(key).or_insert(Value::Null), value);
-            }
-        }
-        (base, extra) => *base = extra,
-    }
-}
 
 /// The status and reason of a condition, once it is there.
 fn condition(domain: &MailDomain, type_: &str) -> Option<(ConditionStatus, String, String)> {

@@ -6,12 +6,11 @@ use crate::api::gateway::{MailGateway, ServiceType, TrafficPolicy};
 use crate::render::GATEWAY_CONFIG_LABEL;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -25,7 +24,9 @@ const SMTP_PORT: i32 = 25;
 pub const AGENT_PORT: i32 = 8080;
 const QUEUE_VOLUME: &str = "queue";
 const CONFIG_VOLUME: &str = "postfix-config";
-const TEMPLATE_VOLUME: &str = "gateway-config";
+/// The Postfix configuration folder the agent writes. Not /etc/postfix: the image's
+/// dynamicmaps.cf there (which registers lmdb) must stay visible.
+pub const POSTFIX_CONFIG_DIR: &str = "/etc/mx-gateway/postfix";
 const TLS_VOLUME: &str = "tls";
 
 /// Names of the objects of one gateway, derived from its name.
@@ -215,7 +216,7 @@ impl GatewayBuild<'_> {
             .unwrap_or_else(|| self.default_image.to_string());
         let mounts = vec![
             mount(QUEUE_VOLUME, "/var/spool/postfix"),
-            mount(CONFIG_VOLUME, "/etc/postfix"),
+            mount(CONFIG_VOLUME, POSTFIX_CONFIG_DIR),
         ];
         let mut postfix_mounts = mounts.clone();
         if spec.tls.is_some() {
@@ -226,13 +227,7 @@ impl GatewayBuild<'_> {
                 ..Default::default()
             });
         }
-        let mut agent_mounts = mounts;
-        agent_mounts.push(VolumeMount {
-            name: TEMPLATE_VOLUME.into(),
-            mount_path: "/etc/mx-gateway/config".into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let agent_mounts = mounts;
         let postfix = Container {
             name: "postfix".into(),
             image: Some(image.clone()),
@@ -266,6 +261,7 @@ impl GatewayBuild<'_> {
             args: Some(vec![
                 "agent".into(),
                 "--gateway".into(),
+                // The image's entrypoint adds --config-dir.
                 self.name.to_string(),
             ]),
             env: Some(vec![EnvVar {
@@ -292,21 +288,11 @@ impl GatewayBuild<'_> {
             volume_mounts: Some(agent_mounts),
             ..Default::default()
         };
-        let mut volumes = vec![
-            Volume {
-                name: CONFIG_VOLUME.into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-            Volume {
-                name: TEMPLATE_VOLUME.into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: names.config.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ];
+        let mut volumes = vec![Volume {
+            name: CONFIG_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }];
         if let Some(tls) = &spec.tls {
             volumes.push(Volume {
                 name: TLS_VOLUME.into(),

@@ -359,7 +359,20 @@ pub fn assemble(
         );
     }
 
-    let mut main_cf = gateway.main_cf.clone();
+    // Overridden parameters are left out of the gateway's lines rather than repeated,
+    // which Postfix would warn about on every start.
+    let mut main_cf: String = gateway
+        .main_cf
+        .lines()
+        .filter(|line| {
+            let name = line.split_once(" =").map(|(name, _)| name);
+            !local
+                .overrides
+                .iter()
+                .any(|(o, _)| Some(o.as_str()) == name)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
     main_cf.push_str("\n# Added by the agent from the relay ConfigMaps.\n");
     let classes: Vec<&str> = parameters
         .keys()

@@ -11,6 +11,7 @@ pub use assemble::{
     check_gateway, check_relay,
 };
 pub use gateway::{DEFAULT_MESSAGE_SIZE_LIMIT, TLS_DIRECTORY, gateway_configmap_data};
+pub use postfix::token as postfix_token;
 pub use relay::relay_configmap_data;
 
 use crate::api::DeliveryLimits;

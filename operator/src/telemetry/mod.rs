@@ -2,7 +2,7 @@
 
 mod server;
 
-pub use server::{Health, serve};
+pub use server::{Endpoints, Health, OperatorEndpoints, serve};
 
 use crate::api::conditions::READY;
 use crate::api::{ConditionStatus, MailDomain};
@@ -162,7 +162,10 @@ pub fn init_logging(json: bool) {
             .with_span_list(false)
             .try_init()
     } else {
-        builder.try_init()
+        // Colour codes only on a terminal, not in log files.
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init()
     };
 }
 

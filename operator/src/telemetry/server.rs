@@ -34,23 +34,51 @@ impl Health {
     }
 }
 
-struct AppState {
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
+/// What a process reports on `/metrics`, `/healthz` and `/readyz`; `Err` answers 503.
+pub trait Endpoints: Send + Sync + 'static {
+    fn metrics(&self) -> Result<String, std::fmt::Error>;
+    fn health(&self) -> Result<&'static str, &'static str>;
+    fn readiness(&self) -> Result<&'static str, &'static str>;
+}
+
+/// The operator's endpoints.
+pub struct OperatorEndpoints {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Endpoints for OperatorEndpoints {
+    fn metrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.encode()
+    }
+
+    fn health(&self) -> Result<&'static str, &'static str> {
+        if self.health.broken.load(Ordering::Relaxed) {
+            Err("a controller loop stopped\n")
+        } else {
+            Ok("ok\n")
+        }
+    }
+
+    fn readiness(&self) -> Result<&'static str, &'static str> {
+        let health = &self.health;
+        if health.broken.load(Ordering::Relaxed) || !health.connected.load(Ordering::Relaxed) {
+            Err("not connected to the API server\n")
+        } else if health.is_leader() {
+            Ok("ok: leading\n")
+        } else {
+            Ok("ok: standby\n")
+        }
+    }
 }
 
 /// Serves until the listener fails; binding errors are returned at once.
-pub async fn serve(
-    address: SocketAddr,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-) -> std::io::Result<()> {
-    let state = Arc::new(AppState { metrics, health });
+pub async fn serve(address: SocketAddr, endpoints: Arc<dyn Endpoints>) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state);
+        .with_state(endpoints);
     let listener = tokio::net::TcpListener::bind(address).await?;
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -60,8 +88,10 @@ pub async fn serve(
     Ok(())
 }
 
-async fn metrics_text(State(state): State<Arc<AppState>>) -> (StatusCode, String) {
-    match state.metrics.encode() {
+type Shared = State<Arc<dyn Endpoints>>;
+
+async fn metrics_text(State(endpoints): Shared) -> (StatusCode, String) {
+    match endpoints.metrics() {
         Ok(text) => (StatusCode::OK, text),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,27 +100,17 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> (StatusCode, String
     }
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    if state.health.broken.load(Ordering::Relaxed) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a controller loop stopped\n",
-        )
-    } else {
-        (StatusCode::OK, "ok\n")
+fn answer(result: Result<&'static str, &'static str>) -> (StatusCode, &'static str) {
+    match result {
+        Ok(text) => (StatusCode::OK, text),
+        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
     }
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    let health = &state.health;
-    if health.broken.load(Ordering::Relaxed) || !health.connected.load(Ordering::Relaxed) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not connected to the API server\n",
-        )
-    } else if health.is_leader() {
-        (StatusCode::OK, "ok: leading\n")
-    } else {
-        (StatusCode::OK, "ok: standby\n")
-    }
+async fn healthz(State(endpoints): Shared) -> (StatusCode, &'static str) {
+    answer(endpoints.health())
+}
+
+async fn readyz(State(endpoints): Shared) -> (StatusCode, &'static str) {
+    answer(endpoints.readiness())
 }

@@ -1,0 +1,162 @@
+//! The agent's Prometheus metrics and probe answers.
+
+use super::queue::DomainQueue;
+use crate::telemetry::Endpoints;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabels {
+    domain: String,
+}
+
+pub struct AgentMetrics {
+    registry: Registry,
+    generation: Gauge,
+    domains: Gauge,
+    reloads: Counter,
+    load_errors: Family<ReasonLabels, Counter>,
+    queue_messages: Family<DomainLabels, Gauge>,
+    queue_oldest_age: Family<DomainLabels, Gauge>,
+    queued_domains: Mutex<Vec<String>>,
+    loaded: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mx_agent");
+        let generation = Gauge::default();
+        let domains = Gauge::default();
+        let reloads = Counter::default();
+        let load_errors = Family::<ReasonLabels, Counter>::default();
+        let queue_messages = Family::<DomainLabels, Gauge>::default();
+        let queue_oldest_age = Family::<DomainLabels, Gauge>::default();
+        registry.register(
+            "config_generation",
+            "Configurations loaded into Postfix since the agent started",
+            generation.clone(),
+        );
+        registry.register(
+            "domains",
+            "Domains relayed by the loaded configuration",
+            domains.clone(),
+        );
+        registry.register(
+            "postfix_reloads",
+            "Postfix reloads (main.cf, master.cf or a cidr table changed)",
+            reloads.clone(),
+        );
+        registry.register(
+            "load_errors",
+            "ConfigMaps refused or loads that failed; the last good configuration keeps serving",
+            load_errors.clone(),
+        );
+        registry.register(
+            "queue_messages",
+            "Messages in the Postfix queue, by recipient domain",
+            queue_messages.clone(),
+        );
+        registry.register(
+            "queue_oldest_message_age_seconds",
+            "Age of the oldest queued message, by recipient domain",
+            queue_oldest_age.clone(),
+        );
+        Self {
+            registry,
+            generation,
+            domains,
+            reloads,
+            load_errors,
+            queue_messages,
+            queue_oldest_age,
+            queued_domains: Mutex::new(Vec::new()),
+            loaded: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+        }
+    }
+}
+
+impl AgentMetrics {
+    pub fn loaded(&self, domains: usize, reloaded: bool) {
+        self.generation.inc();
+        self.domains.set(i64::try_from(domains).unwrap_or(i64::MAX));
+        if reloaded {
+            self.reloads.inc();
+        }
+        self.loaded.store(true, Ordering::Relaxed);
+    }
+
+    pub fn load_error(&self, reason: &str) {
+        self.load_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn stopped(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Replaces the queue figures; domains no longer queued drop out of the output.
+    pub fn set_queue(&self, queue: &BTreeMap<String, DomainQueue>, now: u64) {
+        let Ok(mut previous) = self.queued_domains.lock() else {
+            return;
+        };
+        for domain in previous.iter() {
+            let labels = DomainLabels {
+                domain: domain.clone(),
+            };
+            self.queue_messages.remove(&labels);
+            self.queue_oldest_age.remove(&labels);
+        }
+        for (domain, figures) in queue {
+            let labels = DomainLabels {
+                domain: domain.clone(),
+            };
+            self.queue_messages
+                .get_or_create(&labels)
+                .set(i64::try_from(figures.messages).unwrap_or(i64::MAX));
+            self.queue_oldest_age
+                .get_or_create(&labels)
+                .set(i64::try_from(now.saturating_sub(figures.oldest_arrival)).unwrap_or(i64::MAX));
+        }
+        *previous = queue.keys().cloned().collect();
+    }
+}
+
+impl Endpoints for AgentMetrics {
+    fn metrics(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    fn health(&self) -> Result<&'static str, &'static str> {
+        if self.stopped.load(Ordering::Relaxed) {
+            Err("the configuration loop stopped\n")
+        } else {
+            Ok("ok\n")
+        }
+    }
+
+    fn readiness(&self) -> Result<&'static str, &'static str> {
+        if self.loaded.load(Ordering::Relaxed) {
+            Ok("ok: configuration loaded\n")
+        } else {
+            Err("the first configuration is not loaded yet\n")
+        }
+    }
+}

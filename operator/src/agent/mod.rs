@@ -1,0 +1,244 @@
+//! `mx-operator agent`: runs beside Postfix in each gateway pod. It watches (read-only) the
+//! gateway ConfigMap and the relay ConfigMaps of its gateway, checks each one, and writes
+//! what Postfix reads. A ConfigMap that fails the checks is reported and its last good
+//! version keeps serving.
+
+mod metrics;
+mod postfix;
+mod queue;
+
+pub use metrics::AgentMetrics;
+pub use postfix::{Postfix, PostfixError};
+
+use crate::render::{
+    Assembled, CheckedRelay, GATEWAY_CONFIG_LABEL, GatewayFiles, LocalSettings,
+    RELAY_GATEWAY_LABEL, assemble, check_gateway, check_relay,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// What the agent needs to know about its place.
+pub struct AgentSettings {
+    pub namespace: String,
+    pub gateway: String,
+    pub postfix: Postfix,
+    pub local: LocalSettings,
+    /// How often the queue is read for the metrics.
+    pub queue_interval: Duration,
+}
+
+/// What was last loaded, and the last good version of every ConfigMap.
+#[derive(Default)]
+struct Loaded {
+    gateway: Option<GatewayFiles>,
+    relays: BTreeMap<String, CheckedRelay>,
+    applied: Option<Assembled>,
+    /// The refusal last logged per ConfigMap, so a bad ConfigMap is reported once.
+    refused: BTreeMap<String, String>,
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: AgentSettings,
+    metrics: Arc<AgentMetrics>,
+    shutdown: crate::controller::Shutdown,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &settings.namespace);
+    let changed = Arc::new(Notify::new());
+    let relays = watch(
+        &api,
+        format!("{RELAY_GATEWAY_LABEL}={}", settings.gateway),
+        changed.clone(),
+    );
+    let gateway = watch(
+        &api,
+        format!("{GATEWAY_CONFIG_LABEL}={}", settings.gateway),
+        changed.clone(),
+    );
+    let mut loaded = Loaded::default();
+    let work = async {
+        if relays.wait_until_ready().await.is_err() || gateway.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut queue_timer = tokio::time::interval(settings.queue_interval);
+        loop {
+            sync(&settings, &relays, &gateway, &mut loaded, &metrics).await;
+            tokio::select! {
+                () = changed.notified() => {
+                    // Let a burst of changes settle into one load.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ = queue_timer.tick() => {
+                    read_queue(&settings.postfix, &metrics).await;
+                }
+                // Retry a failed load (for example Postfix tools missing for a moment).
+                () = tokio::time::sleep(Duration::from_secs(10)), if loaded.applied.is_none() => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = work => metrics.stopped(),
+        () = shutdown => tracing::info!("stopping"),
+    }
+}
+
+/// A reflector of the labelled ConfigMaps, driven in the background; `changed` is
+/// notified on every event.
+fn watch(api: &Api<ConfigMap>, selector: String, changed: Arc<Notify>) -> Store<ConfigMap> {
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().labels(&selector)),
+    )
+    .default_backoff();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(error) = event {
+                tracing::warn!(%error, %selector, "watching ConfigMaps failed; retrying");
+            }
+            changed.notify_one();
+        }
+    });
+    reader
+}
+
+async fn sync(
+    settings: &AgentSettings,
+    relays: &Store<ConfigMap>,
+    gateway: &Store<ConfigMap>,
+    loaded: &mut Loaded,
+    metrics: &AgentMetrics,
+) {
+    let mut gateways = gateway.state();
+    gateways.sort_by_key(|cm| cm.name_any());
+    match gateways.first() {
+        None => {
+            if loaded.gateway.is_none() {
+                refuse(
+                    loaded,
+                    metrics,
+                    "gateway",
+                    "gateway_missing",
+                    format!(
+                        "no ConfigMap labelled {GATEWAY_CONFIG_LABEL}={} in {}; waiting for the operator",
+                        settings.gateway, settings.namespace
+                    ),
+                );
+            }
+        }
+        Some(configmap) => match check_gateway(&configmap.data.clone().unwrap_or_default()) {
+            Ok(files) => {
+                loaded.refused.remove("gateway");
+                loaded.gateway = Some(files);
+            }
+            Err(problem) => refuse(
+                loaded,
+                metrics,
+                "gateway",
+                "gateway_refused",
+                format!(
+                    "ConfigMap {}: {problem}; the previous gateway configuration keeps serving",
+                    configmap.name_any()
+                ),
+            ),
+        },
+    }
+    let present: BTreeMap<String, Arc<ConfigMap>> = relays
+        .state()
+        .into_iter()
+        .map(|cm| (cm.name_any(), cm))
+        .collect();
+    loaded.relays.retain(|name, _| present.contains_key(name));
+    for (name, configmap) in &present {
+        match check_relay(&configmap.data.clone().unwrap_or_default()) {
+            Ok(relay) => {
+                loaded.refused.remove(name);
+                loaded.relays.insert(name.clone(), relay);
+            }
+            Err(problem) => {
+                let kept = if loaded.relays.contains_key(name) {
+                    "its previous version keeps serving"
+                } else {
+                    "the domain is not relayed until it is fixed"
+                };
+                refuse(
+                    loaded,
+                    metrics,
+                    name,
+                    "relay_refused",
+                    format!("ConfigMap {name}: {problem}; {kept}"),
+                );
+            }
+        }
+    }
+    let Some(gateway_files) = &loaded.gateway else {
+        return;
+    };
+    let relays: Vec<CheckedRelay> = loaded.relays.values().cloned().collect();
+    let (files, problems) = assemble(gateway_files, &relays, &settings.local);
+    for problem in problems {
+        refuse(
+            loaded,
+            metrics,
+            &format!("assemble:{problem}"),
+            "relay_clash",
+            problem.clone(),
+        );
+    }
+    if loaded.applied.as_ref() == Some(&files) {
+        return;
+    }
+    match settings.postfix.apply(&files).await {
+        Ok(reloaded) => {
+            let domains = relays.iter().filter(|r| r.relayed()).count();
+            metrics.loaded(domains, reloaded);
+            tracing::info!(domains, reloaded, "configuration loaded");
+            loaded.applied = Some(files);
+        }
+        Err(error) => {
+            metrics.load_error(error.reason());
+            tracing::error!(%error, "loading the configuration into Postfix failed; the previous one keeps serving");
+        }
+    }
+}
+
+/// Logs a refusal once per distinct problem and counts every new one.
+fn refuse(loaded: &mut Loaded, metrics: &AgentMetrics, key: &str, reason: &str, message: String) {
+    if loaded.refused.get(key) != Some(&message) {
+        tracing::error!(reason, "{message}");
+        metrics.load_error(reason);
+        loaded.refused.insert(key.to_string(), message);
+    }
+}
+
+async fn read_queue(postfix: &Postfix, metrics: &AgentMetrics) {
+    if !postfix.running().await {
+        return;
+    }
+    match postfix.queue().await {
+        Ok(output) => {
+            let (domains, unreadable) = queue::summarize(&output);
+            if unreadable > 0 {
+                tracing::warn!(
+                    unreadable,
+                    "postqueue -j printed lines that are not queue entries"
+                );
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            metrics.set_queue(&domains, now);
+        }
+        Err(error) => tracing::warn!(%error, "reading the queue failed"),
+    }
+}

@@ -1,0 +1,198 @@
+//! The edge to Postfix: files in its configuration folder, `postmap`, `postfix reload`
+//! and `postqueue -j`. Lookup tables are replaced by rename, which Postfix daemons notice
+//! and pick up for the next client without a reload.
+
+use crate::render::{Assembled, Table, TableType};
+use std::path::{Path, PathBuf};
+use tokio::process::Command;
+
+const MAPS: &str = "maps";
+const STAGING: &str = ".staging";
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostfixError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {output}")]
+    Command { command: String, output: String },
+}
+
+impl PostfixError {
+    /// Short label for the load-errors metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PostfixError::Io { .. } => "write",
+            PostfixError::Command { .. } => "postfix_command",
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PostfixError {
+    let path = path.to_path_buf();
+    move |source| PostfixError::Io { path, source }
+}
+
+/// A Postfix instance's configuration folder (`postfix -c DIR`).
+pub struct Postfix {
+    dir: PathBuf,
+}
+
+impl Postfix {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// Writes what changed and reloads Postfix if it runs and main.cf, master.cf or a cidr
+    /// table changed. Returns whether it reloaded. On a failed check of the new main.cf the
+    /// previous files are put back.
+    pub async fn apply(&self, files: &Assembled) -> Result<bool, PostfixError> {
+        let staging = self.dir.join(MAPS).join(STAGING);
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(io(&staging))?;
+        let main_cf = self.dir.join("main.cf");
+        let master_cf = self.dir.join("master.cf");
+        let old_main = read_or_empty(&main_cf).await?;
+        let old_master = read_or_empty(&master_cf).await?;
+        if old_main.is_empty() {
+            // postmap reads main.cf, so a fresh folder gets it before the tables.
+            write_atomic(&main_cf, &files.main_cf).await?;
+            write_atomic(&master_cf, &files.master_cf).await?;
+        }
+        let mut reload = false;
+        for (name, table) in &files.tables {
+            reload |= self.write_table(name, table).await? && table.kind == TableType::Cidr;
+        }
+        let files_changed = old_main != files.main_cf || old_master != files.master_cf;
+        if files_changed {
+            write_atomic(&main_cf, &files.main_cf).await?;
+            write_atomic(&master_cf, &files.master_cf).await?;
+            if let Err(error) = self.command("postconf", &["mail_version"]).await {
+                if !old_main.is_empty() {
+                    write_atomic(&main_cf, &old_main).await?;
+                    write_atomic(&master_cf, &old_master).await?;
+                }
+                return Err(error);
+            }
+        }
+        self.remove_unused_tables(files).await?;
+        let running = self.running().await;
+        if running && (reload || (files_changed && !old_main.is_empty())) {
+            self.command("postfix", &["reload"]).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes one table if its source differs from what is on disk; true if it did.
+    async fn write_table(&self, name: &str, table: &Table) -> Result<bool, PostfixError> {
+        let maps = self.dir.join(MAPS);
+        let source = maps.join(name);
+        let compiled = maps.join(format!("{name}.lmdb"));
+        let current = read_or_empty(&source).await?;
+        let compiled_present = table.kind == TableType::Cidr
+            || tokio::fs::try_exists(&compiled).await.unwrap_or(false);
+        if current == table.source
+            && compiled_present
+            && tokio::fs::try_exists(&source).await.unwrap_or(false)
+        {
+            return Ok(false);
+        }
+        let staged = maps.join(STAGING).join(name);
+        tokio::fs::write(&staged, &table.source)
+            .await
+            .map_err(io(&staged))?;
+        if table.kind == TableType::Lmdb {
+            let map = format!("lmdb:{}", staged.display());
+            self.command("postmap", &[&map]).await?;
+            let staged_lmdb = maps.join(STAGING).join(format!("{name}.lmdb"));
+            tokio::fs::rename(&staged_lmdb, &compiled)
+                .await
+                .map_err(io(&compiled))?;
+        }
+        tokio::fs::rename(&staged, &source)
+            .await
+            .map_err(io(&source))?;
+        Ok(true)
+    }
+
+    /// Per-domain tables of domains that are gone; main.cf no longer names them.
+    async fn remove_unused_tables(&self, files: &Assembled) -> Result<(), PostfixError> {
+        let maps = self.dir.join(MAPS);
+        let mut entries = tokio::fs::read_dir(&maps).await.map_err(io(&maps))?;
+        while let Some(entry) = entries.next_entry().await.map_err(io(&maps))? {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let table = file_name.strip_suffix(".lmdb").unwrap_or(&file_name);
+            if table != STAGING && !files.tables.contains_key(table) {
+                tokio::fs::remove_file(entry.path())
+                    .await
+                    .map_err(io(&entry.path()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a Postfix master runs for this folder.
+    pub async fn running(&self) -> bool {
+        self.command("postfix", &["status"]).await.is_ok()
+    }
+
+    /// `postqueue -j` output.
+    pub async fn queue(&self) -> Result<String, PostfixError> {
+        self.command("postqueue", &["-j"]).await
+    }
+
+    async fn command(&self, program: &str, args: &[&str]) -> Result<String, PostfixError> {
+        let dir = self.dir.display().to_string();
+        let described = || format!("{program} -c {dir} {}", args.join(" "));
+        let run = Command::new(program)
+            .arg("-c")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        // A Postfix tool that hangs must not stop the agent from serving its probes.
+        let output = tokio::time::timeout(COMMAND_TIMEOUT, run)
+            .await
+            .map_err(|_| PostfixError::Command {
+                command: described(),
+                output: format!("no answer within {COMMAND_TIMEOUT:?}"),
+            })?
+            .map_err(|source| PostfixError::Command {
+                command: described(),
+                output: source.to_string(),
+            })?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        Err(PostfixError::Command {
+            command: described(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stderr).trim(),
+                String::from_utf8_lossy(&output.stdout).trim()
+            ),
+        })
+    }
+}
+
+async fn read_or_empty(path: &Path) -> Result<String, PostfixError> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => Ok(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(error) => Err(io(path)(error)),
+    }
+}
+
+async fn write_atomic(path: &Path, content: &str) -> Result<(), PostfixError> {
+    let temporary = path.with_extension("mx-agent-tmp");
+    tokio::fs::write(&temporary, content)
+        .await
+        .map_err(io(&temporary))?;
+    tokio::fs::rename(&temporary, path).await.map_err(io(path))
+}

@@ -1,0 +1,58 @@
+//! Objects the integration tests apply: MailGateway and MailDomain fixtures as JSON, and
+//! server-side apply of any namespaced object.
+
+use crate::TestNamespace;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// Server-side applies `object` (JSON of a namespaced kind) in the test namespace.
+pub async fn apply<K>(ns: &TestNamespace, object: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let object: K = serde_json::from_value(object).expect("fixture");
+    let name = object.meta().name.clone().expect("fixture has a name");
+    ns.api::<K>()
+        .patch(
+            &name,
+            &PatchParams::apply("test-user").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .expect("apply")
+}
+
+/// A MailGateway `name` with `extra` merged into its spec.
+pub fn gateway(name: &str, extra: Value) -> Value {
+    let mut spec = json!({"mxHostnames": [format!("{name}.mx.example.net")], "replicas": 2});
+    merge(&mut spec, extra);
+    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": name}, "spec": spec})
+}
+
+/// A MailDomain on gateway `edge` with alice as its one recipient, `extra` merged in.
+pub fn domain(name: &str, domain: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "domain": domain,
+        "gatewayRef": {"name": "edge"},
+        "primary": {"host": "192.0.2.25"},
+        "recipients": {"inline": [format!("alice@{domain}")]},
+    });
+    merge(&mut spec, extra);
+    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name}, "spec": spec})
+}
+
+/// Deep-merges `extra` into `base` (objects key by key, anything else replaced).
+pub fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}

@@ -1,0 +1,307 @@
+//! One gateway replica as local processes, the way the StatefulSet runs it: the
+//! `mx-operator agent` binary writing a Postfix configuration folder from the API server,
+//! and a real Postfix (`postfix -c DIR start-fg`) on a free loopback port.
+
+use crate::control_plane::{HarnessError, Lifetime};
+use crate::process::{Guarded, free_port, operator_binary, spawn_tied};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Gateway {
+    pub dir: PathBuf,
+    pub smtp: SocketAddr,
+    /// Where the agent serves /metrics, /healthz and /readyz.
+    pub agent_port: u16,
+    agent: Option<Guarded>,
+    postfix: Option<Guarded>,
+    agent_args: Vec<String>,
+    kubeconfig: PathBuf,
+    lifetime: Lifetime,
+}
+
+fn io_error(what: String) -> impl FnOnce(std::io::Error) -> HarnessError {
+    move |source| HarnessError::Io { what, source }
+}
+
+/// The Postfix settings of a test replica: its own folders and a fast retry schedule, so
+/// queued mail is retried within seconds of `flush`.
+fn local_settings(dir: &Path, smtp: SocketAddr) -> Vec<String> {
+    let dir = dir.display();
+    [
+        format!("--smtp-listen={smtp}"),
+        format!("--set=queue_directory={dir}/queue"),
+        format!("--set=data_directory={dir}/data"),
+        format!("--set=maillog_file={dir}/maillog"),
+        format!("--set=maillog_file_prefixes={dir}"),
+        "--set=inet_interfaces=127.0.0.1".into(),
+        "--set=inet_protocols=ipv4".into(),
+        "--set=smtp_connect_timeout=2s".into(),
+        "--set=queue_run_delay=2s".into(),
+        "--set=minimal_backoff_time=2s".into(),
+        "--set=maximal_backoff_time=4s".into(),
+    ]
+    .into()
+}
+
+impl Gateway {
+    /// Starts the agent for `gateway` in `namespace` and, once it has loaded the
+    /// configuration, Postfix.
+    pub async fn start(
+        dir: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        gateway: &str,
+        lifetime: Lifetime,
+    ) -> Result<Self, HarnessError> {
+        Self::start_on(dir, kubeconfig, namespace, gateway, None, lifetime).await
+    }
+
+    /// Like `start`, on a chosen SMTP port.
+    pub async fn start_on(
+        dir: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        gateway: &str,
+        smtp_port: Option<u16>,
+        lifetime: Lifetime,
+    ) -> Result<Self, HarnessError> {
+        let _ = fs::remove_dir_all(dir);
+        for sub in ["conf", "queue", "data"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(io_error(format!("creating {}", dir.display())))?;
+        }
+        // Postfix's daemons write their state here as the `postfix` user.
+        let chown = Command::new("chown")
+            .arg("postfix")
+            .arg(dir.join("data"))
+            .status()
+            .map_err(io_error("running chown".into()))?;
+        if !chown.success() {
+            return Err(HarnessError::Command {
+                command: "chown postfix data".into(),
+                stderr: String::new(),
+            });
+        }
+        let port_error = io_error("finding a free port".into());
+        let smtp: SocketAddr = (
+            [127, 0, 0, 1],
+            match smtp_port {
+                Some(port) => port,
+                None => free_port().map_err(port_error)?,
+            },
+        )
+            .into();
+        let agent_port = free_port().map_err(io_error("finding a free port".into()))?;
+        let mut agent_args = vec![
+            "agent".to_string(),
+            format!("--gateway={gateway}"),
+            format!("--namespace={namespace}"),
+            format!("--config-dir={}", dir.join("conf").display()),
+            format!("--metrics-address=127.0.0.1:{agent_port}"),
+            "--queue-interval-seconds=1".into(),
+            "--log-format=text".into(),
+        ];
+        agent_args.extend(local_settings(dir, smtp));
+        let mut replica = Self {
+            dir: dir.to_path_buf(),
+            smtp,
+            agent_port,
+            agent: None,
+            postfix: None,
+            agent_args,
+            kubeconfig: kubeconfig.to_path_buf(),
+            lifetime,
+        };
+        replica.start_agent()?;
+        replica.wait_ready().await?;
+        replica.start_postfix().await?;
+        Ok(replica)
+    }
+
+    fn spawn(
+        &self,
+        name: &'static str,
+        mut command: Command,
+    ) -> Result<Option<Guarded>, HarnessError> {
+        let log = fs::File::create(self.dir.join(format!("{name}.log")))
+            .map_err(io_error(format!("creating {name}.log")))?;
+        let err = log
+            .try_clone()
+            .map_err(io_error(format!("opening {name}.log")))?;
+        command.stdin(Stdio::null()).stdout(log).stderr(err);
+        match self.lifetime {
+            Lifetime::TiedToThisProcess => {
+                let child = spawn_tied(command).map_err(io_error(format!("starting {name}")))?;
+                Ok(Some(Guarded::new(name, child)))
+            }
+            Lifetime::Detached => {
+                let child = command
+                    .spawn()
+                    .map_err(io_error(format!("starting {name}")))?;
+                fs::write(self.dir.join(format!("{name}.pid")), child.id().to_string())
+                    .map_err(io_error(format!("writing {name}.pid")))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Starts the agent (again, after `stop_agent`).
+    pub fn start_agent(&mut self) -> Result<(), HarnessError> {
+        let mut command = Command::new(operator_binary());
+        command
+            .args(&self.agent_args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info");
+        self.agent = self.spawn("agent", command)?;
+        Ok(())
+    }
+
+    /// Kills the agent (SIGKILL); Postfix keeps running on what the agent last wrote.
+    pub fn stop_agent(&mut self) {
+        self.agent = None;
+    }
+
+    async fn wait_ready(&self) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if http_get(self.agent_port, "/readyz").is_some_and(|(status, _)| status == 200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(HarnessError::Timeout(format!(
+            "agent: not ready within 60 s; see {}",
+            self.dir.join("agent.log").display()
+        )))
+    }
+
+    async fn start_postfix(&mut self) -> Result<(), HarnessError> {
+        let mut command = Command::new("postfix");
+        command.arg("-c").arg(self.dir.join("conf")).arg("start-fg");
+        self.postfix = self.spawn("postfix", command)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&self.smtp, Duration::from_millis(200)).is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(HarnessError::Timeout(format!(
+            "postfix: not listening on {} within 30 s; see {}",
+            self.smtp,
+            self.dir.join("maillog").display()
+        )))
+    }
+
+    /// Stops Postfix (what a pod restart does) and starts it again on the same queue.
+    pub async fn restart_postfix(&mut self) -> Result<(), HarnessError> {
+        self.postfix_command(&["stop"])?;
+        self.postfix = None;
+        self.start_postfix().await
+    }
+
+    /// The Postfix master's process id (it changes only on a restart, not on a reload).
+    pub fn master_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.dir.join("queue/pid/master.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+    }
+
+    /// `postfix -c DIR <args>`, output discarded: `stop` and `reload` leave daemons
+    /// holding inherited pipes, so reading their output would never end.
+    pub fn postfix_command(&self, args: &[&str]) -> Result<(), HarnessError> {
+        let status = Command::new("postfix")
+            .arg("-c")
+            .arg(self.dir.join("conf"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(io_error("running postfix".into()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Command {
+                command: format!("postfix {}", args.join(" ")),
+                stderr: format!("exit {status}; see {}", self.dir.join("maillog").display()),
+            })
+        }
+    }
+
+    /// Asks Postfix to retry every queued message now.
+    pub fn flush(&self) -> Result<(), HarnessError> {
+        self.tool("postqueue", &["-f"]).map(|_| ())
+    }
+
+    /// Number of messages in the queue.
+    pub fn queued(&self) -> Result<usize, HarnessError> {
+        Ok(self
+            .tool("postqueue", &["-j"])?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count())
+    }
+
+    fn tool(&self, program: &str, args: &[&str]) -> Result<String, HarnessError> {
+        let output = Command::new(program)
+            .arg("-c")
+            .arg(self.dir.join("conf"))
+            .args(args)
+            .output()
+            .map_err(io_error(format!("running {program}")))?;
+        if !output.status.success() {
+            return Err(HarnessError::Command {
+                command: format!("{program} {}", args.join(" ")),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The agent's /metrics text.
+    pub fn metrics(&self) -> String {
+        http_get(self.agent_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The value of one metric sample (`name{labels}` as printed), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|line| {
+            line.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.trim().parse().ok())
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.lifetime == Lifetime::TiedToThisProcess {
+            // start-fg's master stops with SIGTERM from the guard; `stop` also ends its
+            // children at once.
+            let _ = self.postfix_command(&["stop"]);
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}

@@ -1,0 +1,267 @@
+//! A small SMTP client that reports every reply code, and an SMTP sink that stands in for a
+//! customer's primary mail server and records what it receives (with arrival times).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One SMTP reply: code and the text of its last line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// An SMTP client session.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// Connects, reads the greeting and says EHLO.
+    pub fn connect(address: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut client = Self {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        let greeting = client.reply()?;
+        if greeting.code != 220 {
+            return Err(io::Error::other(format!("greeting: {greeting}")));
+        }
+        let ehlo = client.command("EHLO client.test")?;
+        if ehlo.code != 250 {
+            return Err(io::Error::other(format!("EHLO: {ehlo}")));
+        }
+        Ok(client)
+    }
+
+    fn reply(&mut self) -> io::Result<Reply> {
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+            let line = line.trim_end();
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| io::Error::other(format!("not an SMTP reply: {line:?}")))?;
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(Reply {
+                    code,
+                    text: line.get(4..).unwrap_or_default().to_string(),
+                });
+            }
+        }
+    }
+
+    /// Sends one command line and returns the reply.
+    pub fn command(&mut self, line: &str) -> io::Result<Reply> {
+        self.writer.write_all(line.as_bytes())?;
+        self.writer.write_all(b"\r\n")?;
+        self.reply()
+    }
+
+    /// Sends a message body after an accepted DATA.
+    pub fn data(&mut self, body: &str) -> io::Result<Reply> {
+        let start = self.command("DATA")?;
+        if start.code != 354 {
+            return Ok(start);
+        }
+        for line in body.lines() {
+            // Dot-stuffing, as RFC 5321 asks.
+            if line.starts_with('.') {
+                self.writer.write_all(b".")?;
+            }
+            self.writer.write_all(line.as_bytes())?;
+            self.writer.write_all(b"\r\n")?;
+        }
+        self.command(".")
+    }
+
+    pub fn quit(mut self) {
+        let _ = self.command("QUIT");
+    }
+}
+
+/// The reply to `RCPT TO:<recipient>` after `MAIL FROM:<sender>`, in a fresh session.
+pub fn rcpt_reply(address: SocketAddr, sender: &str, recipient: &str) -> io::Result<Reply> {
+    let mut client = Client::connect(address)?;
+    let mail = client.command(&format!("MAIL FROM:<{sender}>"))?;
+    if mail.code != 250 {
+        return Ok(mail);
+    }
+    let reply = client.command(&format!("RCPT TO:<{recipient}>"))?;
+    client.quit();
+    Ok(reply)
+}
+
+/// Sends one message; the reply to the end of DATA (or the first refusal).
+pub fn send(address: SocketAddr, sender: &str, recipient: &str, body: &str) -> io::Result<Reply> {
+    let mut client = Client::connect(address)?;
+    for command in [
+        format!("MAIL FROM:<{sender}>"),
+        format!("RCPT TO:<{recipient}>"),
+    ] {
+        let reply = client.command(&command)?;
+        if reply.code != 250 {
+            return Ok(reply);
+        }
+    }
+    let reply = client.data(body)?;
+    client.quit();
+    Ok(reply)
+}
+
+/// A message the sink accepted.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub data: String,
+    pub at: Instant,
+}
+
+/// A minimal SMTP server on a free loopback port that accepts everything and records it.
+pub struct Sink {
+    pub address: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sink {
+    pub fn start() -> io::Result<Self> {
+        Self::start_on(([127, 0, 0, 1], 0).into())
+    }
+
+    /// Starts on `address` (port 0: a free one), e.g. to come back on the same port.
+    pub fn start_on(address: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(address)?;
+        let address = listener.local_addr()?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let received = received.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let received = received.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve(stream, &received);
+                    });
+                }
+            })
+        };
+        Ok(Self {
+            address,
+            received,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.address, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    writer.write_all(b"220 sink.test ESMTP\r\n")?;
+    let (mut sender, mut recipients) = (String::new(), Vec::new());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        let argument = |prefix: &str| {
+            line.trim_end()
+                .get(prefix.len()..)
+                .map(|a| {
+                    a.trim_start_matches('<')
+                        .split('>')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        let answer: &[u8] = if upper.starts_with("EHLO") {
+            b"250-sink.test\r\n250 8BITMIME\r\n"
+        } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
+            b"250 ok\r\n"
+        } else if upper.starts_with("MAIL FROM:") {
+            sender = argument("MAIL FROM:");
+            recipients.clear();
+            b"250 ok\r\n"
+        } else if upper.starts_with("RCPT TO:") {
+            recipients.push(argument("RCPT TO:"));
+            b"250 ok\r\n"
+        } else if upper == "DATA" {
+            writer.write_all(b"354 go ahead\r\n")?;
+            let mut data = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                if line.trim_end() == "." {
+                    break;
+                }
+                data.push_str(line.strip_prefix('.').unwrap_or(&line));
+            }
+            if let Ok(mut list) = received.lock() {
+                list.push(Received {
+                    sender: sender.clone(),
+                    recipients: recipients.clone(),
+                    data,
+                    at: Instant::now(),
+                });
+            }
+            b"250 queued\r\n"
+        } else if upper == "RSET" {
+            recipients.clear();
+            b"250 ok\r\n"
+        } else if upper == "QUIT" {
+            writer.write_all(b"221 bye\r\n")?;
+            return Ok(());
+        } else {
+            b"502 not implemented\r\n"
+        };
+        writer.write_all(answer)?;
+    }
+}

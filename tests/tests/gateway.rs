@@ -1,0 +1,373 @@
+//! The data plane end to end: the operator renders MailGateway and MailDomain objects on the
+//! real API server, the agent loads them into a real Postfix, and mail is sent to it over
+//! SMTP, with an SMTP sink standing in for the customer's primary.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams};
+use mx_operator::api::{MailDomain, MailGateway};
+use mx_operator_tests::fixtures::{apply, domain, gateway};
+use mx_operator_tests::gateway::Gateway;
+use mx_operator_tests::operator::namespace_with_operator;
+use mx_operator_tests::smtp::{Reply, Sink, rcpt_reply, send};
+use mx_operator_tests::wait::until;
+use mx_operator_tests::{ControlPlane, TestNamespace};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A gateway `edge` in a fresh namespace with the given domains, and its replica running.
+async fn replica(
+    prefix: &str,
+    domains: &[(&str, &str, serde_json::Value)],
+) -> (&'static ControlPlane, TestNamespace, Gateway) {
+    let (plane, ns) = namespace_with_operator(prefix).await;
+    let gateway = replica_in(plane, &ns, domains).await;
+    (plane, ns, gateway)
+}
+
+/// Like `replica`, in a namespace the test prepared.
+async fn replica_in(
+    plane: &ControlPlane,
+    ns: &TestNamespace,
+    domains: &[(&str, &str, serde_json::Value)],
+) -> Gateway {
+    apply::<MailGateway>(ns, gateway("edge", json!({}))).await;
+    for (name, name_of_domain, extra) in domains {
+        apply::<MailDomain>(ns, domain(name, name_of_domain, extra.clone())).await;
+    }
+    let configmaps = ns.api::<ConfigMap>();
+    for (_, name_of_domain, _) in domains {
+        let name = format!("relay-{name_of_domain}");
+        until(LIMIT, &format!("relay ConfigMap {name}"), || async {
+            configmaps.get_opt(&name).await.ok().flatten()
+        })
+        .await;
+    }
+    Gateway::start(
+        &plane.dir.join(format!("gateway-{}", ns.name)),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
+    )
+    .await
+    .expect("gateway replica")
+}
+
+fn primary(sink: SocketAddr) -> serde_json::Value {
+    json!({"primary": {"host": sink.ip().to_string(), "port": sink.port(), "tls": "None"}})
+}
+
+async fn reply_becomes(smtp: SocketAddr, recipient: &str, expected: u16) -> Reply {
+    until(LIMIT, &format!("RCPT {recipient} → {expected}"), || async {
+        rcpt_reply(smtp, "sender@client.test", recipient)
+            .ok()
+            .filter(|reply| reply.code == expected)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn known_recipients_are_relayed_and_nothing_else_is_accepted() {
+    let sink = Sink::start().unwrap();
+    let mut extra = primary(sink.address);
+    extra["recipients"] = json!({"inline": ["alice@relay.example", "bob@relay.example"]});
+    let (_plane, _ns, gateway) = replica("smtp", &[("relay", "relay.example", extra)]).await;
+    let smtp = gateway.smtp;
+
+    let body = "Subject: backup MX test\r\nMessage-ID: <t1@client.test>\r\n\r\nline one\r\n.leading dot\r\nlast line";
+    let reply = send(smtp, "sender@client.test", "alice@relay.example", body).unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    let received = until(LIMIT, "the message at the primary", || async {
+        sink.received().into_iter().next()
+    })
+    .await;
+    assert_eq!(received.sender, "sender@client.test");
+    assert_eq!(received.recipients, ["alice@relay.example"]);
+    for line in [
+        "Subject: backup MX test",
+        "line one",
+        ".leading dot",
+        "last line",
+    ] {
+        assert!(
+            received.data.contains(line),
+            "{line:?} missing in {}",
+            received.data
+        );
+    }
+
+    let unknown = rcpt_reply(smtp, "sender@client.test", "mallory@relay.example").unwrap();
+    assert_eq!(unknown.code, 550, "{unknown}");
+    assert!(unknown.text.starts_with("5.1.1"), "{unknown}");
+    let foreign = rcpt_reply(smtp, "sender@client.test", "someone@elsewhere.test").unwrap();
+    assert_eq!(foreign.code, 554, "{foreign}");
+    assert!(foreign.text.contains("Relay access denied"), "{foreign}");
+
+    // Every way of sneaking mail for someone else through the relay.
+    let tricks = [
+        ("percent hack", "someone%elsewhere.test@relay.example"),
+        (
+            "percent hack, known user",
+            "alice%elsewhere.test@relay.example",
+        ),
+        ("source route", "@relay.example:someone@elsewhere.test"),
+        (
+            "source route, two hops",
+            "@relay.example,@mx.relay.example:someone@elsewhere.test",
+        ),
+        ("bang path", "elsewhere.test!someone@relay.example"),
+        ("bang path, bare", "elsewhere.test!someone"),
+        (
+            "quoted local part with @",
+            "\"someone@elsewhere.test\"@relay.example",
+        ),
+        (
+            "quoted local part with %",
+            "\"someone%elsewhere.test\"@relay.example",
+        ),
+        ("quoted known user", "\"alice\"@elsewhere.test"),
+        ("IP literal", "someone@[127.0.0.1]"),
+        (
+            "IP literal of the relay",
+            &format!("postmaster@[{}]", smtp.ip()),
+        ),
+        ("IPv6 literal", "someone@[IPv6:::1]"),
+        ("trailing dot, foreign", "someone@elsewhere.test."),
+        ("upper case foreign", "SOMEONE@ELSEWHERE.TEST"),
+        ("unmanaged subdomain", "alice@sub.relay.example"),
+        ("unmanaged parent", "alice@example"),
+        ("suffix look-alike", "alice@relay.example.elsewhere.test"),
+        ("prefix look-alike", "alice@xrelay.example"),
+        ("unknown user, upper case", "MALLORY@RELAY.EXAMPLE"),
+        ("empty local part", "@relay.example"),
+        ("no domain", "someone"),
+        ("localhost", "root@localhost"),
+        ("relay's own name", "root@edge.mx.example.net"),
+        ("null recipient", ""),
+    ];
+    let mut accepted = Vec::new();
+    for (trick, recipient) in tricks {
+        for sender in ["sender@client.test", ""] {
+            let reply = rcpt_reply(smtp, sender, recipient).unwrap();
+            if reply.code < 400 {
+                accepted.push(format!(
+                    "{trick} ({recipient:?}, sender {sender:?}): {reply}"
+                ));
+            }
+        }
+    }
+    println!(
+        "mail safety: open-relay tricks tried {} / accepted {}",
+        tricks.len() * 2,
+        accepted.len()
+    );
+    assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+
+    // The legitimate variants of a known address are accepted: case and a null sender
+    // (bounces to a real user must get through).
+    for (sender, recipient) in [
+        ("", "alice@relay.example"),
+        ("x@client.test", "ALICE@Relay.Example"),
+    ] {
+        let reply = rcpt_reply(smtp, sender, recipient).unwrap();
+        assert_eq!(reply.code, 250, "{sender:?} → {recipient}: {reply}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.received().len(),
+        1,
+        "only the one real message reached the primary"
+    );
+}
+
+#[tokio::test]
+async fn queued_during_an_outage_then_released_at_the_configured_pace() {
+    // The primary is down: nothing listens on its port until the sink starts there.
+    let port = mx_operator_tests::process::free_port().unwrap();
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut extra = primary(address);
+    extra["delivery"] = json!({"rateDelay": "1s"});
+    let (_plane, _ns, gateway) = replica("outage", &[("slow", "slow.example", extra)]).await;
+
+    const MESSAGES: usize = 6;
+    for i in 0..MESSAGES {
+        let reply = send(
+            gateway.smtp,
+            "sender@client.test",
+            "alice@slow.example",
+            &format!("Subject: queued {i}\r\n\r\nbody {i}"),
+        )
+        .unwrap();
+        assert_eq!(reply.code, 250, "{reply}");
+    }
+    until(LIMIT, "all messages deferred", || async {
+        let log = std::fs::read_to_string(gateway.dir.join("maillog")).unwrap_or_default();
+        (log.matches("status=deferred").count() >= MESSAGES).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gateway.queued().unwrap(),
+        MESSAGES,
+        "every message stays queued"
+    );
+    let queued = until(LIMIT, "queue depth in the agent's metrics", || async {
+        gateway
+            .metric("mx_agent_queue_messages{domain=\"slow.example\"}")
+            .filter(|n| *n as usize == MESSAGES)
+    })
+    .await;
+    assert_eq!(queued as usize, MESSAGES);
+
+    let sink = Sink::start_on(address).unwrap();
+    gateway.flush().unwrap();
+    let received = until(
+        Duration::from_secs(60),
+        "every queued message at the primary",
+        || async {
+            let received = sink.received();
+            (received.len() >= MESSAGES).then_some(received)
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(gateway.dir.join("maillog")).unwrap_or_default();
+    assert!(!log.contains("status=bounced"), "nothing bounced:\n{log}");
+    let mut bodies: Vec<String> = received.iter().map(|m| m.data.clone()).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), MESSAGES, "each message exactly once");
+    let span = received[MESSAGES - 1].at.duration_since(received[0].at);
+    let gaps: Vec<String> = received
+        .windows(2)
+        .map(|w| format!("{:.2}", w[1].at.duration_since(w[0].at).as_secs_f64()))
+        .collect();
+    println!(
+        "delivery pace with rateDelay 1s: {MESSAGES} messages over {:.2} s, gaps {gaps:?}",
+        span.as_secs_f64()
+    );
+    // One delivery per second at most: N messages need at least N-1 seconds (with slack
+    // for Postfix's timer granularity).
+    assert!(
+        span >= Duration::from_millis(((MESSAGES - 1) as u64) * 900),
+        "released too fast: {span:?}"
+    );
+}
+
+#[tokio::test]
+async fn recipient_list_changes_reach_the_smtp_port_without_a_restart() {
+    let sink = Sink::start().unwrap();
+    let (plane, ns) = namespace_with_operator("change").await;
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": "alice@change.example\n"}}),
+    )
+    .await;
+    let mut extra = primary(sink.address);
+    extra["recipients"] = json!({"configMapRef": {"name": "users", "key": "list"}});
+    let gateway = replica_in(plane, &ns, &[("change", "change.example", extra)]).await;
+    let lists = ns.api::<ConfigMap>();
+    reply_becomes(gateway.smtp, "alice@change.example", 250).await;
+    let master = gateway.master_pid().expect("master pid");
+    let reloads = gateway.metric("mx_agent_postfix_reloads_total");
+
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let added = i % 2 == 0;
+        let user = format!("user{}@change.example", i / 2);
+        let list = if added {
+            format!("alice@change.example\n{user}\n")
+        } else {
+            "alice@change.example\n".to_string()
+        };
+        let started = Instant::now();
+        lists
+            .patch(
+                "users",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"data": {"list": list}})),
+            )
+            .await
+            .unwrap();
+        reply_becomes(gateway.smtp, &user, if added { 250 } else { 550 }).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "recipient change → new answer at the SMTP port over {} changes: min {:?}, median {:?}, max {:?}",
+        latencies.len(),
+        latencies[0],
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    assert_eq!(
+        gateway.master_pid(),
+        Some(master),
+        "Postfix was not restarted"
+    );
+    assert_eq!(
+        gateway.metric("mx_agent_postfix_reloads_total"),
+        reloads,
+        "recipient changes need no reload"
+    );
+    assert!(
+        gateway
+            .metric("mx_agent_config_generation")
+            .unwrap_or_default()
+            >= 21.0,
+        "each change is a new generation"
+    );
+}
+
+#[tokio::test]
+async fn policy_changes_reload_postfix_and_apply_per_domain() {
+    let sink = Sink::start().unwrap();
+    let mut strict = primary(sink.address);
+    strict["policy"] = json!({"senderDeny": ["@spam.test"], "clientDeny": ["127.0.0.0/8"]});
+    let mut open = primary(sink.address);
+    open["policy"] = json!({"senderDeny": ["@spam.test"]});
+    let (_plane, ns, gateway) = replica(
+        "policy",
+        &[
+            ("strict", "strict.example", strict),
+            ("open", "open.example", open),
+        ],
+    )
+    .await;
+    let smtp = gateway.smtp;
+    // The test client connects from 127.0.0.1: refused for strict.example only.
+    let refused = rcpt_reply(smtp, "x@client.test", "alice@strict.example").unwrap();
+    assert_eq!(refused.code, 554, "{refused}");
+    assert!(refused.text.contains("strict.example"), "{refused}");
+    assert_eq!(
+        rcpt_reply(smtp, "x@client.test", "alice@open.example")
+            .unwrap()
+            .code,
+        250
+    );
+    let spam = rcpt_reply(smtp, "x@spam.test", "alice@open.example").unwrap();
+    assert_eq!(spam.code, 554, "{spam}");
+
+    // Lifting the client deny list changes the domain's restriction class: main.cf changes
+    // and Postfix reloads (no restart), and the domain accepts the client.
+    let master = gateway.master_pid();
+    ns.api::<MailDomain>()
+        .patch(
+            "strict",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"policy": {"clientDeny": []}}})),
+        )
+        .await
+        .unwrap();
+    reply_becomes(smtp, "alice@strict.example", 250).await;
+    assert_eq!(gateway.master_pid(), master);
+    assert!(
+        gateway
+            .metric("mx_agent_postfix_reloads_total")
+            .unwrap_or_default()
+            >= 1.0
+    );
+    let spam = rcpt_reply(smtp, "x@spam.test", "alice@strict.example").unwrap();
+    assert_eq!(spam.code, 554, "the sender deny list still applies: {spam}");
+}
