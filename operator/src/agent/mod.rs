@@ -34,11 +34,20 @@ pub struct AgentSettings {
     pub queue_interval: Duration,
 }
 
+/// The `data` of the last good ConfigMaps, kept on disk beside the Postfix files so that
+/// a restarted agent still has them when a ConfigMap went bad while it was down.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct LastGood {
+    gateway: Option<BTreeMap<String, String>>,
+    relays: BTreeMap<String, BTreeMap<String, String>>,
+}
+
 /// What was last loaded, and the last good version of every ConfigMap.
 #[derive(Default)]
 struct Loaded {
     gateway: Option<GatewayFiles>,
     relays: BTreeMap<String, CheckedRelay>,
+    last_good: LastGood,
     applied: Option<Assembled>,
     /// The refusal last logged per ConfigMap, so a bad ConfigMap is reported once.
     refused: BTreeMap<String, String>,
@@ -64,6 +73,24 @@ pub async fn run(
         changed.clone(),
     );
     let mut loaded = Loaded::default();
+    match settings.postfix.load_last_good().await {
+        Ok(Some(last_good)) => {
+            loaded.gateway = last_good
+                .gateway
+                .as_ref()
+                .and_then(|data| check_gateway(data).ok());
+            loaded.relays = last_good
+                .relays
+                .iter()
+                .filter_map(|(name, data)| Some((name.clone(), check_relay(data).ok()?)))
+                .collect();
+            loaded.last_good = last_good;
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "the last good ConfigMaps could not be read; starting without them")
+        }
+    }
     let work = async {
         if relays.wait_until_ready().await.is_err() || gateway.wait_until_ready().await.is_err() {
             return;
@@ -139,6 +166,7 @@ async fn sync(
             Ok(files) => {
                 loaded.refused.remove("gateway");
                 loaded.gateway = Some(files);
+                loaded.last_good.gateway = configmap.data.clone();
             }
             Err(problem) => refuse(
                 loaded,
@@ -158,11 +186,17 @@ async fn sync(
         .map(|cm| (cm.name_any(), cm))
         .collect();
     loaded.relays.retain(|name, _| present.contains_key(name));
+    loaded
+        .last_good
+        .relays
+        .retain(|name, _| present.contains_key(name));
     for (name, configmap) in &present {
-        match check_relay(&configmap.data.clone().unwrap_or_default()) {
+        let data = configmap.data.clone().unwrap_or_default();
+        match check_relay(&data) {
             Ok(relay) => {
                 loaded.refused.remove(name);
                 loaded.relays.insert(name.clone(), relay);
+                loaded.last_good.relays.insert(name.clone(), data);
             }
             Err(problem) => {
                 let kept = if loaded.relays.contains_key(name) {
@@ -203,6 +237,10 @@ async fn sync(
             metrics.loaded(domains, reloaded);
             tracing::info!(domains, reloaded, "configuration loaded");
             loaded.applied = Some(files);
+            if let Err(error) = settings.postfix.save_last_good(&loaded.last_good).await {
+                metrics.load_error(error.reason());
+                tracing::warn!(%error, "saving the last good ConfigMaps failed");
+            }
         }
         Err(error) => {
             metrics.load_error(error.reason());

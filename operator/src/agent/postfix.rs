@@ -136,6 +136,29 @@ impl Postfix {
         Ok(())
     }
 
+    fn last_good_path(&self) -> PathBuf {
+        self.dir.join("mx-agent-last-good.json")
+    }
+
+    /// The last good ConfigMaps saved by `save_last_good`, if any.
+    pub async fn load_last_good(&self) -> Result<Option<super::LastGood>, PostfixError> {
+        let path = self.last_good_path();
+        let text = read_or_empty(&path).await?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| io(&path)(std::io::Error::other(e)))
+    }
+
+    pub async fn save_last_good(&self, last_good: &super::LastGood) -> Result<(), PostfixError> {
+        let path = self.last_good_path();
+        let text =
+            serde_json::to_string(last_good).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+        write_atomic(&path, &text).await
+    }
+
     /// Whether a Postfix master runs for this folder.
     pub async fn running(&self) -> bool {
         self.command("postfix", &["status"]).await.is_ok()
