@@ -52,10 +52,18 @@ demo: bootstrap build
 	@echo "MX of example.com at the demo's Knot (the customer's own, and the gateway's):"
 	kdig @127.0.0.1 -p 15353 +short example.com MX
 	@echo
+	@echo "One gateway replica as local processes (the agent and Postfix), as the StatefulSet runs it:"
+	@$(LOCAL_CLUSTER) gateway mail-demo edge
+	@echo "SMTP probe of the gateway (RCPT only; no mail is sent):"
+	@printf '  known recipient   alice@example.com:   '; swaks --server 127.0.0.1:2525 --quit-after RCPT --from probe@client.test --to alice@example.com 2>&1 | grep -A1 -e '-> RCPT TO' | tail -1
+	@printf '  unknown recipient nobody@example.com:  '; swaks --server 127.0.0.1:2525 --quit-after RCPT --from probe@client.test --to nobody@example.com 2>&1 | grep -A1 -e '-> RCPT TO' | tail -1
+	@printf '  foreign domain    someone@elsewhere.test: '; swaks --server 127.0.0.1:2525 --quit-after RCPT --from probe@client.test --to someone@elsewhere.test 2>&1 | grep -A1 -e '-> RCPT TO' | tail -1
+	@echo
 	@echo "The local control plane and the operator keep running. Point kubectl at them with:"
 	@echo "  export KUBECONFIG=$(KUBECONFIG_DEMO)"
 	@echo "then try: kubectl describe md example-com -n mail-demo; curl -s 127.0.0.1:18080/metrics"
-	@echo "No kubelet runs here, so gateway pods never start (the gateway reports 0/2 replicas ready)."
+	@echo "No kubelet runs here, so the gateway's pods never start (it reports 0/2 replicas ready);"
+	@echo "the replica above is the agent and Postfix started by hand, logs in /var/tmp/mx-operator-demo/gateway."
 	@echo "Stop everything with: make demo-down"
 
 demo-down:

@@ -8,6 +8,10 @@ use tokio::process::Command;
 
 const MAPS: &str = "maps";
 const STAGING: &str = ".staging";
+const RELOAD_TABLES: [&str; 2] = [
+    crate::render::keys::RELAY_DOMAINS,
+    crate::render::keys::TRANSPORT,
+];
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +69,13 @@ impl Postfix {
         }
         let mut reload = false;
         for (name, table) in &files.tables {
-            reload |= self.write_table(name, table).await? && table.kind == TableType::Cidr;
+            let written = self.write_table(name, table).await?;
+            // cidr tables are read at process start; and trivial-rewrite, which answers
+            // "is this domain ours", notices a new relay_domains or transport table only
+            // after many seconds. A reload (no restart, nothing dropped) makes a domain that
+            // comes, goes or moves effective at once; recipient changes need none.
+            reload |= written
+                && (table.kind == TableType::Cidr || RELOAD_TABLES.contains(&name.as_str()));
         }
         let files_changed = old_main != files.main_cf || old_master != files.master_cf;
         if files_changed {

@@ -14,8 +14,18 @@ fn demo_dir() -> PathBuf {
     cache_dir().join("demo")
 }
 
+/// The demo gateway replica's folder: not under the cache in $HOME, which Postfix's
+/// unprivileged daemons cannot enter.
+fn gateway_dir() -> PathBuf {
+    PathBuf::from("/var/tmp/mx-operator-demo/gateway")
+}
+
+/// SMTP port of the demo gateway replica.
+const DEMO_SMTP_PORT: u16 = 2525;
+
 fn pids() -> Vec<(String, i32)> {
     [
+        "gateway/agent",
         "knot/knotd",
         "kube-controller-manager",
         "kube-apiserver",
@@ -23,7 +33,11 @@ fn pids() -> Vec<(String, i32)> {
     ]
     .iter()
     .filter_map(|name| {
-        let pid = std::fs::read_to_string(demo_dir().join(format!("{name}.pid"))).ok()?;
+        let path = match name.strip_prefix("gateway/") {
+            Some(file) => gateway_dir().join(format!("{file}.pid")),
+            None => demo_dir().join(format!("{name}.pid")),
+        };
+        let pid = std::fs::read_to_string(path).ok()?;
         Some((name.to_string(), pid.trim().parse().ok()?))
     })
     .collect()
@@ -34,8 +48,32 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+fn stop_gateway() {
+    let config = gateway_dir().join("conf");
+    if config.join("main.cf").exists() {
+        let _ = std::process::Command::new("postfix")
+            .arg("-c")
+            .arg(&config)
+            .arg("stop")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    if let Some((_, pid)) = pids().into_iter().find(|(name, _)| name == "gateway/agent")
+        && alive(pid)
+    {
+        // SAFETY: plain kill(2) of a process this tool started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        println!("stopped the gateway agent (pid {pid})");
+    }
+}
+
 fn down() {
-    for (name, pid) in pids() {
+    stop_gateway();
+    for (name, pid) in pids()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("gateway/"))
+    {
         if alive(pid) {
             // SAFETY: plain kill(2) of a process this tool started.
             unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -45,8 +83,33 @@ fn down() {
     }
 }
 
+/// One replica of MailGateway `namespace/name` as local processes (agent + Postfix).
+async fn gateway(namespace: &str, name: &str) -> Result<(), String> {
+    stop_gateway();
+    let replica = mx_operator_tests::gateway::Gateway::start_on(
+        &gateway_dir(),
+        &demo_dir().join("kubeconfig"),
+        namespace,
+        name,
+        Some(DEMO_SMTP_PORT),
+        Lifetime::Detached,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!(
+        "gateway {namespace}/{name}: Postfix on {}, agent on 127.0.0.1:{} (logs in {})",
+        replica.smtp,
+        replica.agent_port,
+        replica.dir.display()
+    );
+    Ok(())
+}
+
 async fn up() -> Result<(), String> {
-    let running = pids();
+    let running: Vec<_> = pids()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("gateway/"))
+        .collect();
     if running.len() == 4 && running.iter().all(|(_, pid)| alive(*pid)) {
         println!(
             "already running; kubeconfig: {}",
@@ -85,6 +148,20 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("gateway") => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            let [namespace, name] = args.as_slice() else {
+                eprintln!("usage: local-cluster gateway NAMESPACE NAME");
+                return ExitCode::from(2);
+            };
+            match gateway(namespace, name).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("down") => {
             down();
             ExitCode::SUCCESS
@@ -94,7 +171,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: local-cluster up|down|kubeconfig");
+            eprintln!("usage: local-cluster up|down|kubeconfig|gateway NAMESPACE NAME");
             ExitCode::from(2)
         }
     }
