@@ -148,16 +148,8 @@ impl CliError {
 /// Runs one parsed command line.
 pub fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(CliError::Runtime)?
-            .block_on(run(args)),
-        Command::Agent(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(CliError::Runtime)?
-            .block_on(agent(args)),
+        Command::Run(args) => block_on(run(args)),
+        Command::Agent(args) => block_on(agent(args)),
         Command::Audit => Err(CliError::NotImplemented("audit")),
         Command::Crd { out_dir: None } => {
             let yaml = crate::api::crd::all_as_yaml()?;
@@ -170,6 +162,24 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         }
         Command::Crd { out_dir: Some(dir) } => write_crd_files(&dir),
     }
+}
+
+fn block_on(work: impl std::future::Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?
+        .block_on(work)
+}
+
+/// Starts the /metrics, /healthz and /readyz server; a bind failure ends the command.
+async fn serve_endpoints(
+    address: std::net::SocketAddr,
+    endpoints: std::sync::Arc<dyn crate::telemetry::Endpoints>,
+) -> Result<(), CliError> {
+    crate::telemetry::serve(address, endpoints)
+        .await
+        .map_err(|source| CliError::Serve { address, source })
 }
 
 fn write_crd_files(dir: &std::path::Path) -> Result<(), CliError> {
@@ -186,7 +196,7 @@ fn write_crd_files(dir: &std::path::Path) -> Result<(), CliError> {
 
 async fn run(args: RunArgs) -> Result<(), CliError> {
     use crate::controller::{LeaseSettings, Settings, run_with_leader_election};
-    use crate::telemetry::{Health, Metrics, OperatorEndpoints, init_logging, serve};
+    use crate::telemetry::{Health, Metrics, OperatorEndpoints, init_logging};
     use std::sync::Arc;
 
     init_logging(matches!(args.log_format, LogFormat::Json));
@@ -200,12 +210,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         metrics: metrics.clone(),
         health: health.clone(),
     };
-    serve(args.metrics_address, Arc::new(endpoints))
-        .await
-        .map_err(|source| CliError::Serve {
-            address: args.metrics_address,
-            source,
-        })?;
+    serve_endpoints(args.metrics_address, Arc::new(endpoints)).await?;
     let settings = Settings {
         gateway_image: args.gateway_image,
         resync: std::time::Duration::from_secs(args.resync_seconds),
@@ -246,12 +251,7 @@ async fn agent(args: AgentArgs) -> Result<(), CliError> {
     crate::telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(AgentMetrics::default());
-    crate::telemetry::serve(args.metrics_address, metrics.clone())
-        .await
-        .map_err(|source| CliError::Serve {
-            address: args.metrics_address,
-            source,
-        })?;
+    serve_endpoints(args.metrics_address, metrics.clone()).await?;
     let settings = AgentSettings {
         namespace: args.namespace,
         gateway: args.gateway,

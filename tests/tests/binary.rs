@@ -3,10 +3,10 @@
 use kube::api::{Patch, PatchParams};
 use mx_operator::api::{MailDomain, MailGateway};
 use mx_operator_tests::ControlPlane;
+use mx_operator_tests::gateway::http_get;
 use mx_operator_tests::process::{Guarded, free_port, spawn_tied};
 use mx_operator_tests::wait::until;
 use serde_json::json;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -19,21 +19,6 @@ fn operator_binary() -> PathBuf {
         binary.display()
     );
     binary
-}
-
-/// A plain HTTP/1.0 GET on loopback: status code and body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 #[tokio::test]
@@ -54,11 +39,11 @@ async fn run_serves_probes_and_metrics_and_stops_on_sigterm() {
     let mut operator = Guarded::new("mx-operator", spawn_tied(command).unwrap());
 
     let (status, body) = until(Duration::from_secs(30), "/readyz", || async {
-        get(port, "/readyz")
+        http_get(port, "/readyz")
     })
     .await;
     assert_eq!((status, body.trim()), (200, "ok: leading"));
-    assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
 
     let gateway: MailGateway = serde_json::from_value(json!({
         "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": "edge"},
@@ -80,7 +65,7 @@ async fn run_serves_probes_and_metrics_and_stops_on_sigterm() {
         Duration::from_secs(30),
         "domain counted as Ready in /metrics",
         || async {
-            let (_, body) = get(port, "/metrics")?;
+            let (_, body) = http_get(port, "/metrics")?;
             // The status write lands in the cache a moment before the reconcile is counted.
             (body.contains("mx_operator_maildomains{state=\"Ready\"} 1")
                 && body.contains("mx_operator_reconciles_total{kind=\"MailDomain\"}"))

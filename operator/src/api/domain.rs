@@ -417,19 +417,8 @@ mod tests {
             "primary": {"host": "mail.example.com"},
             "recipients": {"inline": ["alice@example.com"]},
         });
-        merge(&mut base, overrides);
+        crate::api::merge_json(&mut base, overrides);
         serde_json::from_value(base).unwrap()
-    }
-
-    fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
-        match (base, overrides) {
-            (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
-                for (key, value) in overrides {
-                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
-                }
-            }
-            (base, overrides) => *base = overrides,
-        }
     }
 
     fn paths(spec: &MailDomainSpec) -> Vec<String> {

@@ -67,3 +67,17 @@ impl DeliveryLimits {
         }
     }
 }
+
+/// Deep-merges `overrides` into `base` for test fixtures (objects key by key, anything
+/// else replaced).
+#[cfg(test)]
+pub(crate) fn merge_json(base: &mut serde_json::Value, overrides: serde_json::Value) {
+    match (base, overrides) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
+            for (key, value) in overrides {
+                merge_json(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, overrides) => *base = overrides,
+    }
+}

@@ -104,19 +104,8 @@ mod test_support {
             "primary": {"host": "mail.example.com"},
             "recipients": {},
         });
-        merge(&mut value, overrides);
+        crate::api::merge_json(&mut value, overrides);
         serde_json::from_value(value).unwrap()
-    }
-
-    fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
-        match (base, overrides) {
-            (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
-                for (key, value) in overrides {
-                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
-                }
-            }
-            (base, overrides) => *base = overrides,
-        }
     }
 
     pub fn input<'a>(
