@@ -27,8 +27,56 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// Check a list of domains' MX records against the gateways, without a cluster.
-    Audit,
+    /// Check a list of domains' MX records (and optionally the gateway's answers) against
+    /// the gateway host names, without a cluster. Exit status: 0 all ok, 1 problems found,
+    /// 2 unusable input.
+    Audit(AuditArgs),
+}
+
+/// Flags of `mx-operator audit`.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The domains: a list (one per line), CSV (`domain[,primary[,recipient]]`) or YAML
+    /// MailDomains; `-` reads standard input.
+    #[arg(long)]
+    pub domains: String,
+    /// How to read --domains (auto: by the file name).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: crate::drift::audit::InputFormat,
+    /// A host name of the gateway that the domains' MX must name (repeatable).
+    #[arg(long = "gateway-hostname", required = true)]
+    pub gateway_hostnames: Vec<String>,
+    /// DNS resolver to ask, `ip` or `ip:port` (repeatable; default: /etc/resolv.conf).
+    #[arg(long = "resolver", value_parser = parse_resolver)]
+    pub resolvers: Vec<std::net::SocketAddr>,
+    /// Also ask the gateway at this `host:port` about each domain (RCPT only; nothing is sent).
+    #[arg(long)]
+    pub probe: Option<String>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: AuditOutput,
+    /// Domains checked at the same time.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Time limit of one DNS query or SMTP dialogue (seconds).
+    #[arg(long, default_value_t = 5)]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AuditOutput {
+    Table,
+    Json,
+}
+
+/// `ip` (port 53) or `ip:port`.
+fn parse_resolver(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{text:?} is not an IP address or ip:port"))
 }
 
 /// Flags of `mx-operator run`.
@@ -59,6 +107,49 @@ pub struct RunArgs {
     /// Log format: json (default) or text.
     #[arg(long, env = "MX_OPERATOR_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
+    /// How often each domain's DNS, gateway and primary are checked (seconds, jittered ±10 %);
+    /// 0 turns drift detection and departure off.
+    #[arg(
+        long,
+        env = "MX_OPERATOR_DRIFT_INTERVAL_SECONDS",
+        default_value_t = 300
+    )]
+    pub drift_interval_seconds: u64,
+    /// Domains checked at the same time.
+    #[arg(long, env = "MX_OPERATOR_DRIFT_CONCURRENCY", default_value_t = 32)]
+    pub drift_concurrency: usize,
+    /// Resolver for the public MX check, `ip` or `ip:port` (repeatable, or comma-separated
+    /// in the variable; default: /etc/resolv.conf).
+    #[arg(long = "resolver", env = "MX_OPERATOR_RESOLVERS", value_delimiter = ',', value_parser = parse_resolver)]
+    pub resolvers: Vec<std::net::SocketAddr>,
+    /// SMTP probes of the gateways (RCPT only) and banner checks of the primaries.
+    #[arg(long, env = "MX_OPERATOR_SMTP_PROBES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub smtp_probes: bool,
+}
+
+impl RunArgs {
+    fn drift(&self) -> Option<crate::drift::DriftSettings> {
+        use std::time::Duration;
+        if self.drift_interval_seconds == 0 {
+            return None;
+        }
+        let resolvers = if self.resolvers.is_empty() {
+            crate::drift::check::system_resolvers()
+        } else {
+            self.resolvers.clone()
+        };
+        Some(crate::drift::DriftSettings {
+            interval: Duration::from_secs(self.drift_interval_seconds),
+            concurrency: self.drift_concurrency,
+            dns_timeout: Duration::from_secs(3),
+            checks: crate::drift::CheckSettings {
+                resolvers,
+                smtp: self.smtp_probes,
+                smtp_timeout: Duration::from_secs(15),
+                confirm_after: Duration::from_secs(5),
+            },
+        })
+    }
 }
 
 /// Flags of `mx-operator agent`.
@@ -111,8 +202,16 @@ pub enum LogFormat {
 /// What can go wrong in a subcommand.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("`mx-operator {0}` is not implemented yet")]
-    NotImplemented(&'static str),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    AuditInput(#[from] crate::drift::audit::AuditError),
+    #[error("{0} domain(s) with problems")]
+    AuditFindings(usize),
     #[error(transparent)]
     Render(#[from] crate::api::crd::RenderError),
     #[error("connecting to the Kubernetes API: {0}")]
@@ -136,10 +235,11 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// Exit status: 2 for a subcommand that does not exist yet, 1 for a failure.
+    /// Exit status: 2 for input that cannot be used, 1 for a failure or (audit) problems
+    /// found.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::NotImplemented(_) => 2,
+            Self::Read { .. } | Self::AuditInput(_) => 2,
             _ => 1,
         }
     }
@@ -150,7 +250,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run(args) => block_on(run(args)),
         Command::Agent(args) => block_on(agent(args)),
-        Command::Audit => Err(CliError::NotImplemented("audit")),
+        Command::Audit(args) => block_on(audit(args)),
         Command::Crd { out_dir: None } => {
             let yaml = crate::api::crd::all_as_yaml()?;
             std::io::stdout()
@@ -212,6 +312,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     };
     serve_endpoints(args.metrics_address, Arc::new(endpoints)).await?;
     let settings = Settings {
+        drift: args.drift(),
         gateway_image: args.gateway_image,
         resync: std::time::Duration::from_secs(args.resync_seconds),
     };
@@ -241,6 +342,57 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn audit(args: AuditArgs) -> Result<(), CliError> {
+    use crate::drift::audit::{AuditSettings, parse, run, table};
+    let read_error = |source| CliError::Read {
+        path: args.domains.clone(),
+        source,
+    };
+    let text = if args.domains == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(read_error)?
+    } else {
+        std::fs::read_to_string(&args.domains).map_err(read_error)?
+    };
+    let domains = parse(&text, args.format.for_path(&args.domains))?;
+    let resolvers = if args.resolvers.is_empty() {
+        crate::drift::check::system_resolvers()
+    } else {
+        args.resolvers
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout_seconds.max(1));
+    let settings = AuditSettings {
+        ours: args.gateway_hostnames,
+        resolvers,
+        probe: args.probe,
+        concurrency: args.concurrency,
+        dns_timeout: timeout,
+        smtp_timeout: timeout,
+    };
+    let findings = run(&domains, &settings).await;
+    let report = match args.output {
+        AuditOutput::Table => table(&findings),
+        AuditOutput::Json => {
+            let mut json =
+                serde_json::to_string_pretty(&findings).map_err(|source| CliError::Write {
+                    path: "standard output".into(),
+                    source: source.into(),
+                })?;
+            json.push('\n');
+            json
+        }
+    };
+    std::io::stdout()
+        .write_all(report.as_bytes())
+        .map_err(|source| CliError::Write {
+            path: "standard output".into(),
+            source,
+        })?;
+    match findings.iter().filter(|f| !f.is_ok()).count() {
+        0 => Ok(()),
+        wrong => Err(CliError::AuditFindings(wrong)),
+    }
 }
 
 async fn agent(args: AgentArgs) -> Result<(), CliError> {

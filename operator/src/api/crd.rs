@@ -91,7 +91,10 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Domain", "Gateway", "Role", "Ready", "Age"]);
+        assert_eq!(
+            columns,
+            ["Domain", "Gateway", "Role", "Ready", "Drift", "Age"]
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
+    printcolumn(name = "Drift", type_ = "string", json_path = ".status.drift"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -284,6 +285,10 @@ pub struct MailDomainStatus {
     /// The DNS zone the records were published in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_zone: Option<String>,
+    /// What the drift checks found off, worst first (`None` when DNS, the gateway and the
+    /// primary agree with the spec); unset until the first check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 const MIN_TTL: u32 = 60;

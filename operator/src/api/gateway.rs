@@ -2,6 +2,7 @@
 
 use super::validate::{
     Problems, ValidationError, normalize_domain, parse_byte_quantity, parse_duration,
+    parse_host_port,
 };
 use super::{Condition, DeliveryLimits};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -73,6 +74,10 @@ pub struct MailGatewaySpec {
     /// backup MX.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Where the operator's SMTP probe reaches the gateway, `host:port`. Unset: the
+    /// gateway's Service, `<name>.<namespace>.svc:25`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_address: Option<String>,
 }
 
 fn default_replicas() -> i32 {
@@ -289,6 +294,9 @@ impl MailGatewaySpec {
                 "is only used when allowedDomains.from is Selector",
             ),
             _ => {}
+        }
+        if let Some(address) = &self.probe_address {
+            problems.check("spec.probeAddress", parse_host_port(address));
         }
         problems.finish()
     }

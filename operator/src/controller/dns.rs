@@ -38,6 +38,10 @@ pub struct Published {
     pub records: Vec<String>,
     pub zone: Option<String>,
     pub via: String,
+    /// The RFC 2136 server, whose answers the drift loop compares with our record.
+    pub server: Option<std::net::SocketAddr>,
+    /// Our record, published before, that was missing at the server and has been restored.
+    pub repaired: Option<Mx>,
 }
 
 /// The gateway's MX record for the domain: its first MX host name, at the spec's
@@ -86,6 +90,8 @@ pub async fn sync(
             records: vec![],
             zone: None,
             via: String::new(),
+            server: None,
+            repaired: None,
         }));
     };
     let providers: Api<DNSProvider> = Api::namespaced(ctx.client.clone(), namespace);
@@ -135,7 +141,9 @@ async fn publish_rfc2136(
         None => session.find_zone(normalized).await?,
     };
     let current = session.mx_records(normalized).await?;
-    let changes = plan(&current, &published_before(domain), desired);
+    let before = published_before(domain);
+    let changes = plan(&current, &before, desired);
+    let repaired = changes.add.clone().filter(|add| before.contains(add));
     if !changes.is_empty() {
         session
             .apply(&zone, normalized, domain.spec.mx.ttl, &changes)
@@ -146,6 +154,8 @@ async fn publish_rfc2136(
         records: desired.map(Mx::to_string).into_iter().collect(),
         zone: Some(zone),
         via: format!("RFC 2136 server {}", server.address),
+        server: Some(server.address),
+        repaired,
     })
 }
 
@@ -213,6 +223,8 @@ async fn publish_endpoint(
             records: vec![],
             zone: None,
             via: format!("DNSEndpoint {namespace}/{name}"),
+            server: None,
+            repaired: None,
         });
     };
     let mut records = vec![];
@@ -243,5 +255,7 @@ async fn publish_endpoint(
         records: records.iter().map(Mx::to_string).collect(),
         zone: None,
         via: format!("DNSEndpoint {namespace}/{}", object.name_any()),
+        server: None,
+        repaired: None,
     })
 }

@@ -1,14 +1,16 @@
 //! MailDomain → one relay ConfigMap in its gateway's namespace, and a status that says
 //! whether the gateway relays the domain and why not.
 
-use super::dns;
+use super::dns::{self, Published};
 use super::placement::{claim_winner, gateway_key, namespace_allowed, rivals};
 use super::status::Desired;
 use super::{Context, Error, FINALIZER, apply_if_changed, namespace_of, write_status};
 use crate::api::conditions::READY;
 use crate::api::domain::MailDomainStatus;
-use crate::api::validate::{normalize_address, normalize_domain, parse_duration};
-use crate::api::{KeyRef, MailDomain, MailGateway};
+use crate::api::validate::{normalize_address, normalize_domain, normalize_host, parse_duration};
+use crate::api::{Condition, KeyRef, MailDomain, MailGateway};
+use crate::drift::decide;
+use crate::drift::{ACCEPTANCE_VERIFIED, DEPARTED, Expectation, PRIMARY_REACHABLE, ProbePlan};
 use crate::manifests::relay::{RelayTarget, relay_configmap, relay_configmap_name, relay_owner};
 use crate::recipients::{fingerprint, parse_list};
 use crate::render::{DomainInput, RelayMode, relay_configmap_data};
@@ -131,10 +133,34 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         }
     };
 
-    let mode = if recipients.stale.is_some() {
-        RelayMode::Stale
-    } else {
-        RelayMode::Active
+    let key = ObjectRef::from_obj(domain);
+    let ours: Vec<String> = gateway
+        .spec
+        .mx_hostnames
+        .iter()
+        .filter_map(|h| normalize_domain(h).ok())
+        .collect();
+    let observation = ctx.drift.as_ref().and_then(|d| d.observation(&key));
+    let departure = match &ctx.drift {
+        Some(_) => decide::departure(
+            find_condition(domain, DEPARTED),
+            observation.as_ref().map(|o| &o.public),
+            &ours,
+            Timestamp::now(),
+            parse_duration(&domain.spec.departure.grace_period).unwrap_or(Duration::MAX),
+        ),
+        None => decide::Departure {
+            condition: None,
+            action_due: false,
+            due_in: None,
+        },
+    };
+    let (departed_mode, withdraw_mx) =
+        decide::departure_effect(departure.action_due, domain.spec.departure.action);
+    let mode = match departed_mode {
+        Some(mode) => mode,
+        None if recipients.stale.is_some() => RelayMode::Stale,
+        None => RelayMode::Active,
     };
     let data = relay_configmap_data(&DomainInput {
         spec: &domain.spec,
@@ -168,14 +194,53 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
     )
     .await?;
 
-    let published = dns::sync(
-        domain,
-        ctx,
-        &namespace,
-        &normalized,
-        dns::desired_mx(domain, &gateway).as_ref(),
-    )
-    .await?;
+    let desired_mx = dns::desired_mx(domain, &gateway).filter(|_| !withdraw_mx);
+    let published = dns::sync(domain, ctx, &namespace, &normalized, desired_mx.as_ref()).await?;
+    if let Ok(Published {
+        repaired: Some(record),
+        ..
+    }) = &published
+    {
+        ctx.metrics.observe_dns_repair();
+        let restored = super::status::Transition {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: "DnsDriftRepaired".into(),
+            message: format!(
+                "MX {record} of {normalized} was missing at the zone's server (removed or changed behind the operator's back); restored"
+            ),
+        };
+        ctx.publish(domain, vec![restored]).await;
+    }
+    if let Some(drift) = &ctx.drift {
+        let plan = ProbePlan {
+            target: gateway
+                .spec
+                .probe_address
+                .clone()
+                .unwrap_or_else(|| format!("{gateway_name}.{gateway_namespace}.svc:25")),
+            helo: ours.first().cloned().unwrap_or_default(),
+            domain: normalized.clone(),
+            known: recipients.addresses.iter().next().cloned(),
+            expect: decide::expect_for(mode, domain.spec.policy.require_tls),
+            catch_all: domain.spec.recipients.catch_all,
+        };
+        let authoritative = published
+            .as_ref()
+            .ok()
+            .and_then(|p| p.server)
+            .zip(desired_mx.clone());
+        drift.expect(
+            key,
+            Expectation {
+                domain: normalized.clone(),
+                ours: ours.clone(),
+                primary_host: normalize_host(&domain.spec.primary.host).unwrap_or_default(),
+                primary_port: domain.spec.primary.port,
+                authoritative,
+                probe: Some(plan),
+            },
+        );
+    }
 
     let count = recipients.addresses.len();
     let synced = match &recipients.stale {
@@ -196,6 +261,20 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         ),
     };
     let ready = match (&recipients.stale, &published) {
+        _ if departed_mode.is_some() => Desired::new(
+            READY,
+            false,
+            "Departed",
+            format!(
+                "the domain's MX no longer points at the gateway and the grace period has passed: {}",
+                match mode {
+                    RelayMode::Suspended =>
+                        "the gateway answers 4xx for it (departure.action Suspend)",
+                    _ =>
+                        "its relay config and MX record are withdrawn (departure.action Remove); it comes back when the MX points here again",
+                }
+            ),
+        ),
         (Some(_), _) => Desired::new(
             READY,
             false,
@@ -249,8 +328,27 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             ),
         });
     }
+    if let Some(verdict) = departure.condition {
+        desired.push(Desired::new(
+            DEPARTED,
+            verdict.status,
+            verdict.reason,
+            verdict.message,
+        ));
+    }
+    if let Some(observation) = &observation {
+        for (type_, verdict) in [
+            (ACCEPTANCE_VERIFIED, &observation.acceptance),
+            (PRIMARY_REACHABLE, &observation.primary),
+        ] {
+            if let Some(v) = verdict {
+                desired.push(Desired::new(type_, v.status, v.reason, v.message.clone()));
+            }
+        }
+    }
     desired.push(ready);
     let hash = fingerprint(&recipients.addresses);
+    let observed = observation.is_some();
     let dns_retry = published.is_err();
     write_status(
         domain,
@@ -266,17 +364,20 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
                 status.published_records = published.records;
                 status.dns_zone = published.zone;
             }
+            if observed {
+                status.drift = Some(decide::summary(&status.conditions));
+            }
         },
     )
     .await?;
     if dns_retry {
         return Ok(Action::requeue(ctx.settings.resync.min(RETRY)));
     }
-    Ok(Action::requeue(
-        recipients
-            .becomes_stale_in
-            .map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync)),
-    ))
+    let next = [recipients.becomes_stale_in, departure.due_in]
+        .into_iter()
+        .flatten()
+        .fold(ctx.settings.resync, Duration::min);
+    Ok(Action::requeue(next))
 }
 
 /// The domain is not relayed for a reason outside it; nothing of it is rendered.
@@ -533,7 +634,19 @@ async fn remove_moved_relay(
     }
 }
 
+fn find_condition<'a>(domain: &'a MailDomain, type_: &str) -> Option<&'a Condition> {
+    domain
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
 async fn finalize(domain: &MailDomain, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    if let Some(drift) = &ctx.drift {
+        drift.forget(&ObjectRef::from_obj(domain));
+    }
     if !domain.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }

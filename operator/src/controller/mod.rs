@@ -71,6 +71,8 @@ pub struct Settings {
     pub gateway_image: String,
     /// How often every object is looked at again although nothing changed.
     pub resync: Duration,
+    /// Drift checks (DNS, SMTP probes, departure); `None` turns them off.
+    pub drift: Option<crate::drift::DriftSettings>,
 }
 
 /// Shared by every reconcile.
@@ -83,6 +85,8 @@ pub struct Context {
     pub gateways: Store<MailGateway>,
     /// Whether the server serves `policy/v1` PodDisruptionBudgets (Kubernetes 1.21+).
     pub pdb_served: bool,
+    /// The drift checks' registry, when drift is on.
+    pub drift: Option<Arc<crate::drift::Drift>>,
 }
 
 impl Context {
@@ -357,6 +361,16 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             placement::gateway_of(&md)
         });
 
+    let drift = settings
+        .drift
+        .clone()
+        .map(|drift| Arc::new(crate::drift::Drift::new(drift, metrics.clone())));
+    let (changed, drift_triggers) = futures::channel::mpsc::unbounded();
+    let domain_controller = domain_controller.reconcile_on(drift_triggers);
+    let drift_loop = drift.clone().map(|drift| {
+        let store = domains.clone();
+        tokio::spawn(drift.run(move |key| store.get(key).is_some(), changed))
+    });
     metrics.count_domains_from(domains.clone());
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
@@ -370,6 +384,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         domains,
         gateways,
         pdb_served,
+        drift,
     });
 
     let shutdown = futures::future::FutureExt::shared(shutdown);
@@ -388,6 +403,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             futures::future::ready(())
         });
     futures::join!(domains_done, gateways_done);
+    if let Some(drift_loop) = drift_loop {
+        drift_loop.abort();
+    }
 }
 
 use futures::StreamExt;

@@ -32,6 +32,59 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: &'static str,
+    result: String,
+}
+
+/// Drift figures: checks by outcome, the last cycle, repairs and departed domains.
+struct DriftMetrics {
+    checks: Family<CheckLabels, Counter>,
+    cycle_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    cycle_domains: Gauge,
+    dns_repairs: Counter,
+    departed: Gauge,
+}
+
+impl DriftMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            checks: Family::default(),
+            cycle_seconds: Gauge::default(),
+            cycle_domains: Gauge::default(),
+            dns_repairs: Counter::default(),
+            departed: Gauge::default(),
+        };
+        registry.register(
+            "drift_checks",
+            "Drift checks by check (public_mx, authoritative_mx, gateway_probe, primary) and result",
+            metrics.checks.clone(),
+        );
+        registry.register(
+            "drift_cycle_seconds",
+            "How long the last drift cycle over all domains took",
+            metrics.cycle_seconds.clone(),
+        );
+        registry.register(
+            "drift_cycle_domains",
+            "Domains checked in the last drift cycle",
+            metrics.cycle_domains.clone(),
+        );
+        registry.register(
+            "dns_drift_repairs",
+            "MX records of ours restored after they were removed or changed behind the operator's back",
+            metrics.dns_repairs.clone(),
+        );
+        registry.register(
+            "maildomains_departed",
+            "MailDomains whose public MX no longer names their gateway (Departed=True)",
+            metrics.departed.clone(),
+        );
+        metrics
+    }
+}
+
 /// The operator's Prometheus metrics.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +93,7 @@ pub struct Metrics {
     durations: Family<KindLabels, Histogram>,
     domains: Family<StateLabels, Gauge>,
     domain_store: Mutex<Option<Store<MailDomain>>>,
+    drift: DriftMetrics,
 }
 
 impl Default for Metrics {
@@ -71,6 +125,7 @@ impl Default for Metrics {
             "MailDomains by the reason of their Ready condition",
             domains.clone(),
         );
+        let drift = DriftMetrics::register(&mut registry);
         Self {
             registry,
             reconciles,
@@ -78,6 +133,7 @@ impl Default for Metrics {
             durations,
             domains,
             domain_store: Mutex::new(None),
+            drift,
         }
     }
 }
@@ -105,6 +161,40 @@ impl Metrics {
         }
     }
 
+    /// One domain's drift checks, by outcome.
+    pub fn observe_drift_check(&self, observation: &crate::drift::Observation) {
+        let count = |check: &'static str, result: &str| {
+            self.drift
+                .checks
+                .get_or_create(&CheckLabels {
+                    check,
+                    result: result.to_string(),
+                })
+                .inc();
+        };
+        count("public_mx", observation.public.reason());
+        match observation.authoritative_ok {
+            Some(true) => count("authoritative_mx", "Present"),
+            Some(false) => count("authoritative_mx", "Missing"),
+            None => {}
+        }
+        if let Some(verdict) = &observation.acceptance {
+            count("gateway_probe", verdict.reason);
+        }
+        if let Some(verdict) = &observation.primary {
+            count("primary", verdict.reason);
+        }
+    }
+
+    pub fn observe_drift_cycle(&self, domains: usize, took: Duration) {
+        self.drift.cycle_seconds.set(took.as_secs_f64());
+        self.drift.cycle_domains.set(domains as i64);
+    }
+
+    pub fn observe_dns_repair(&self) {
+        self.drift.dns_repairs.inc();
+    }
+
     /// Domains are counted from this cache when metrics are scraped, so the figures are
     /// never out of date.
     pub fn count_domains_from(&self, store: Store<MailDomain>) {
@@ -127,7 +217,19 @@ impl Metrics {
         };
         let Some(store) = slot.as_ref() else { return };
         self.domains.clear();
-        for domain in store.state() {
+        let state = store.state();
+        let departed = state
+            .iter()
+            .filter(|d| {
+                d.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == crate::drift::DEPARTED && c.status == ConditionStatus::True
+                    })
+                })
+            })
+            .count();
+        self.drift.departed.set(departed as i64);
+        for domain in state {
             self.domains
                 .get_or_create(&StateLabels {
                     state: domain_state(&domain),

@@ -84,6 +84,24 @@ pub fn normalize_host(input: &str) -> Result<String, String> {
     normalize_domain(input)
 }
 
+/// `host:port` (an IPv6 host in brackets), normalized; the port must not be 0.
+pub fn parse_host_port(input: &str) -> Result<String, String> {
+    let (host, port) = input
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{input:?} is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{input:?}: {port:?} is not a port (1-65535)"))?;
+    let host = normalize_host(host)?;
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
 /// RFC 1123 label as Kubernetes uses it for namespaces.
 pub fn is_dns1123_label(name: &str) -> bool {
     !name.is_empty()
@@ -102,6 +120,29 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_and_port_are_normalized() {
+        use super::parse_host_port;
+        assert_eq!(
+            parse_host_port("MX1.Relay.test.:25"),
+            Ok("mx1.relay.test:25".into())
+        );
+        assert_eq!(
+            parse_host_port("127.0.0.1:2525"),
+            Ok("127.0.0.1:2525".into())
+        );
+        assert_eq!(parse_host_port("[::1]:25"), Ok("[::1]:25".into()));
+        for bad in [
+            "relay.test",
+            "relay.test:0",
+            "relay.test:smtp",
+            "a b:25",
+            ":25",
+        ] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

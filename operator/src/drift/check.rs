@@ -1,0 +1,249 @@
+//! The network side of drift: MX lookups at resolvers and authoritative servers, and the
+//! SMTP probes, turned into an [`Observation`] of one domain.
+
+use super::decide::{
+    self, Expect, MxLookup, MxState, ProbeReplies, Verdict, acceptance, primary_reachable,
+};
+use crate::dns::Mx;
+use crate::probe;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::{DnsError, NetError};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// UDP DNS clients, one per server, reused across queries (each multiplexes).
+pub struct DnsClients {
+    timeout: Duration,
+    clients: Mutex<HashMap<SocketAddr, Client<TokioRuntimeProvider>>>,
+}
+
+impl DnsClients {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, server: SocketAddr) -> Client<TokioRuntimeProvider> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients
+            .entry(server)
+            .or_insert_with(|| {
+                let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new())
+                    .with_timeout(Some(self.timeout))
+                    .build();
+                let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+                tokio::spawn(background);
+                client
+            })
+            .clone()
+    }
+
+    /// The MX RRset of `domain` as `server` answers it (no cache in between).
+    pub async fn mx(&self, server: SocketAddr, domain: &str) -> MxLookup {
+        let Ok(name) = Name::from_ascii(format!("{}.", domain.trim_end_matches('.'))) else {
+            return MxLookup::Failed(format!("{domain:?} is not a DNS name"));
+        };
+        let mut client = self.client(server);
+        let query = client.query(name, DNSClass::IN, RecordType::MX);
+        let response = match tokio::time::timeout(self.timeout * 2, query).await {
+            Err(_) => return MxLookup::Failed(format!("{server}: no answer in time")),
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => {
+                return match none.response_code {
+                    ResponseCode::NXDomain => MxLookup::NxDomain,
+                    ResponseCode::NoError => MxLookup::NoMx,
+                    code => MxLookup::Failed(format!("{server}: {code}")),
+                };
+            }
+            Ok(Err(error)) => return MxLookup::Failed(format!("{server}: {error}")),
+            Ok(Ok(response)) => response,
+        };
+        match response.response_code {
+            ResponseCode::NoError => {}
+            ResponseCode::NXDomain => return MxLookup::NxDomain,
+            code => return MxLookup::Failed(format!("{server}: {code}")),
+        }
+        let mut records: Vec<Mx> = response
+            .answers
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::MX(mx) => Some(Mx::new(mx.preference, &mx.exchange.to_ascii())),
+                _ => None,
+            })
+            .collect();
+        records.sort();
+        records.dedup();
+        if records.is_empty() {
+            MxLookup::NoMx
+        } else {
+            MxLookup::Records(records)
+        }
+    }
+
+    /// The first usable answer among `servers`, in order; a failure only when all fail.
+    pub async fn mx_any(&self, servers: &[SocketAddr], domain: &str) -> MxLookup {
+        let mut failures = vec![];
+        for server in servers {
+            match self.mx(*server, domain).await {
+                MxLookup::Failed(error) => failures.push(error),
+                answer => return answer,
+            }
+        }
+        if failures.is_empty() {
+            MxLookup::Failed("no resolver configured".into())
+        } else {
+            MxLookup::Failed(failures.join("; "))
+        }
+    }
+}
+
+/// The resolvers of /etc/resolv.conf (port 53).
+pub fn system_resolvers() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|address| address.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// How to probe the gateway for one domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbePlan {
+    /// The gateway's SMTP address, `host:port`.
+    pub target: String,
+    /// EHLO name: the gateway's own MX host name.
+    pub helo: String,
+    pub domain: String,
+    pub known: Option<String>,
+    pub expect: Expect,
+    pub catch_all: bool,
+}
+
+/// Everything drift looks at for one domain, as the last reconcile knew it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    /// The domain, normalized.
+    pub domain: String,
+    /// The gateway's MX host names, normalized.
+    pub ours: Vec<String>,
+    /// The primary's host, normalized; mail is relayed there.
+    pub primary_host: String,
+    pub primary_port: u16,
+    /// For domains published by RFC 2136: the zone's server and the record we keep there.
+    pub authoritative: Option<(SocketAddr, Mx)>,
+    pub probe: Option<ProbePlan>,
+}
+
+/// What one check saw. Equal observations mean nothing changed: no reconcile, no write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub public: MxState,
+    /// Whether our record is at the authoritative server (`None`: not managed by RFC 2136,
+    /// or the server did not answer).
+    pub authoritative_ok: Option<bool>,
+    pub acceptance: Option<Verdict>,
+    pub primary: Option<Verdict>,
+}
+
+/// How checks run.
+#[derive(Clone, Debug)]
+pub struct CheckSettings {
+    pub resolvers: Vec<SocketAddr>,
+    /// SMTP probes of the gateway and the primary; off, drift only looks at DNS.
+    pub smtp: bool,
+    /// SMTP time limit for one probe.
+    pub smtp_timeout: Duration,
+    /// A failed probe is repeated once after this long before it counts, so a gateway
+    /// that is loading a new config is not reported.
+    pub confirm_after: Duration,
+}
+
+/// Runs every check for one domain.
+pub async fn observe(
+    dns: &DnsClients,
+    settings: &CheckSettings,
+    expectation: &Expectation,
+) -> Observation {
+    let authoritative = match &expectation.authoritative {
+        Some((server, ours)) => match dns.mx(*server, &expectation.domain).await {
+            MxLookup::Records(records) => Some(records.contains(ours)),
+            MxLookup::NoMx | MxLookup::NxDomain => Some(false),
+            MxLookup::Failed(_) => None,
+        },
+        None => None,
+    };
+    let lookup = dns.mx_any(&settings.resolvers, &expectation.domain).await;
+    let mut public = decide::classify(
+        &lookup,
+        &expectation.ours,
+        Some(expectation.primary_host.as_str()),
+    );
+    if authoritative == Some(false) && public.is_departure() {
+        // Our own record is missing at the source and is being repaired: that explains
+        // the public view, which is no evidence that the domain moved.
+        public = MxState::Unknown("our MX record is being restored at the zone's server".into());
+    }
+    let (acceptance, primary) = if settings.smtp {
+        let acceptance = match &expectation.probe {
+            Some(plan) => Some(probe_gateway(settings, plan).await),
+            None => None,
+        };
+        (acceptance, Some(probe_primary(settings, expectation).await))
+    } else {
+        (None, None)
+    };
+    Observation {
+        public,
+        authoritative_ok: authoritative,
+        acceptance,
+        primary,
+    }
+}
+
+pub(crate) async fn probe_gateway(settings: &CheckSettings, plan: &ProbePlan) -> Verdict {
+    let mut verdict = probe_gateway_once(settings, plan).await;
+    if !verdict.status {
+        tokio::time::sleep(settings.confirm_after).await;
+        verdict = probe_gateway_once(settings, plan).await;
+    }
+    verdict
+}
+
+async fn probe_gateway_once(settings: &CheckSettings, plan: &ProbePlan) -> Verdict {
+    let ask = probe::Recipients {
+        helo: plan.helo.clone(),
+        known: plan.known.clone(),
+        random: format!("mx-probe-{:016x}@{}", fastrand::u64(..), plan.domain),
+        foreign: format!("mx-probe@{:016x}.invalid", fastrand::u64(..)),
+    };
+    let replies: Result<ProbeReplies, String> =
+        probe::recipients(&plan.target, &ask, settings.smtp_timeout)
+            .await
+            .map_err(|e| e.to_string());
+    acceptance(&replies, plan.expect, plan.catch_all)
+}
+
+async fn probe_primary(settings: &CheckSettings, expectation: &Expectation) -> Verdict {
+    let host = &expectation.primary_host;
+    let target = if host.contains(':') {
+        format!("[{host}]:{}", expectation.primary_port)
+    } else {
+        format!("{host}:{}", expectation.primary_port)
+    };
+    let banner = probe::banner(&target, settings.smtp_timeout)
+        .await
+        .map_err(|e| e.to_string());
+    primary_reachable(&target, &banner)
+}

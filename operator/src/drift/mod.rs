@@ -1,0 +1,13 @@
+//! Drift: the operator keeps looking at reality — public and authoritative DNS, the live
+//! gateway, the primary — and compares it with the spec. Decisions are pure (`decide`), the
+//! network checks sit in `check`, the periodic loop and its cache in `cycle`, and `audit`
+//! runs the same checks over a list of domains without a cluster.
+
+pub mod audit;
+pub mod check;
+pub mod cycle;
+pub mod decide;
+
+pub use check::{CheckSettings, Expectation, Observation, ProbePlan};
+pub use cycle::{CycleReport, Drift, DriftSettings};
+pub use decide::{ACCEPTANCE_VERIFIED, DEPARTED, PRIMARY_REACHABLE};
