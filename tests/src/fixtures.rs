@@ -26,6 +26,33 @@ where
         .expect("apply")
 }
 
+/// Server-side applies an object of any kind, given as JSON with apiVersion and kind.
+pub async fn apply_dynamic(ns: &TestNamespace, object: Value) {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+    let api_version = object["apiVersion"].as_str().expect("apiVersion");
+    let kind = object["kind"].as_str().expect("kind");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let plural = format!("{}s", kind.to_lowercase());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &ApiResource::from_gvk_with_plural(&gvk, &plural),
+    );
+    let name = object["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let object: DynamicObject = serde_json::from_value(object).expect("fixture");
+    api.patch(
+        &name,
+        &PatchParams::apply("test-user").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .expect("apply");
+}
+
 /// A MailGateway `name` with `extra` merged into its spec.
 pub fn gateway(name: &str, extra: Value) -> Value {
     let mut spec = json!({"mxHostnames": [format!("{name}.mx.example.net")], "replicas": 2});

@@ -91,6 +91,26 @@ impl Knot {
         self.server = None;
     }
 
+    /// Stops the server process without ending it (SIGSTOP): queries are received and
+    /// never answered, as with a resolver that times out.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT), with all its data.
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(server) = &self.server {
+            // SAFETY: kill(2) on the pid of a child this process owns and has not reaped.
+            unsafe {
+                libc::kill(server.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
     /// (Re)starts the server and waits until it answers.
     pub fn resume(&mut self) -> Result<(), HarnessError> {
         let log = fs::File::options()

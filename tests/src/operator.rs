@@ -15,32 +15,43 @@ pub fn test_settings() -> Settings {
     Settings {
         gateway_image: "mx-operator/gateway:test".into(),
         resync: TEST_RESYNC,
+        // Off: tests use names like example.com, whose real DNS must never be asked.
+        drift: None,
     }
 }
 
 /// One operator for the whole test binary, on a runtime of its own (a test's runtime ends
 /// with the test). Tests that need their own operators live in a binary of their own.
 pub fn ensure_shared_operator(plane: &'static ControlPlane) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("operator runtime");
-            runtime.block_on(async move {
-                let client = plane.operator_client().await.expect("operator client");
-                run(
-                    client,
-                    test_settings(),
-                    Arc::new(Metrics::default()),
-                    Box::pin(std::future::pending()),
-                )
-                .await;
+    ensure_shared_operator_with(plane, test_settings);
+}
+
+/// Like `ensure_shared_operator`, with the settings `settings` makes (used by the first
+/// caller only); returns the operator's metrics.
+pub fn ensure_shared_operator_with(
+    plane: &'static ControlPlane,
+    settings: impl FnOnce() -> Settings,
+) -> Arc<Metrics> {
+    static STARTED: OnceLock<Arc<Metrics>> = OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            let metrics = Arc::new(Metrics::default());
+            let shared = metrics.clone();
+            let settings = settings();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("operator runtime");
+                runtime.block_on(async move {
+                    let client = plane.operator_client().await.expect("operator client");
+                    run(client, settings, shared, Box::pin(std::future::pending())).await;
+                });
             });
-        });
-    });
+            metrics
+        })
+        .clone()
 }
 
 /// An operator replica competing for leadership; stopped when dropped.

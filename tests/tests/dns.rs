@@ -1,10 +1,11 @@
 //! MX records published and retracted at a real Knot DNS with TSIG, and external-dns
 //! DNSEndpoint objects on the real API server.
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject};
 use mx_operator::api::{ConditionStatus, MailDomain};
 use mx_operator::dns::external::api_resource;
 use mx_operator_tests::TestNamespace;
+use mx_operator_tests::fixtures::apply_dynamic as apply;
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
 use mx_operator_tests::kubectl::kubectl;
 use mx_operator_tests::operator::namespace_with_operator;
@@ -14,30 +15,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const CUSTOMER_MX: &str = "10 mail.customer.example.";
-
-async fn apply(ns: &TestNamespace, object: Value) {
-    let api: Api<DynamicObject> = {
-        let api_version = object["apiVersion"].as_str().unwrap();
-        let kind = object["kind"].as_str().unwrap();
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-        let plural = format!("{}s", kind.to_lowercase());
-        Api::namespaced_with(
-            ns.client.clone(),
-            &ns.name,
-            &kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural),
-        )
-    };
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    api.patch(
-        &name,
-        &PatchParams::apply("test-user").force(),
-        &Patch::Apply(&object),
-    )
-    .await
-    .expect("apply");
-}
 
 async fn provider(ns: &TestNamespace, name: &str, knot: &Knot, zone: Option<&str>, secret: &str) {
     apply(
