@@ -37,7 +37,8 @@ demo: bootstrap build
 	  echo "operator already running (pid $$(cat $(DEMO_DIR)/operator.pid))"; \
 	else \
 	  KUBECONFIG=$(KUBECONFIG_DEMO) POD_NAMESPACE=default nohup target/debug/mx-operator run \
-	    --metrics-address 127.0.0.1:18080 --log-format text > $(DEMO_DIR)/operator.log 2>&1 & \
+	    --metrics-address 127.0.0.1:18080 --log-format text \
+	    --resolver 127.0.0.1:15353 --drift-interval-seconds 5 > $(DEMO_DIR)/operator.log 2>&1 & \
 	  echo $$! > $(DEMO_DIR)/operator.pid; \
 	  echo "operator started (pid $$!), log: $(DEMO_DIR)/operator.log"; \
 	fi
@@ -45,6 +46,10 @@ demo: bootstrap build
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) apply -n mail-demo -f examples/
 	@# The demo's Knot listens on 127.0.0.1:15353 instead of the example's port 53.
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) patch -n mail-demo dnsprovider/knot --type merge -p '{"spec":{"rfc2136":{"port":15353}}}'
+	@# The demo's gateway replica listens on 127.0.0.1:2525, and no customer server runs here:
+	@# the primaries point at a closed loopback port, so nothing leaves this machine.
+	kubectl --kubeconfig $(KUBECONFIG_DEMO) patch -n mail-demo mailgateway/edge --type merge -p '{"spec":{"probeAddress":"127.0.0.1:2525"}}'
+	for md in example-com shop-example; do kubectl --kubeconfig $(KUBECONFIG_DEMO) patch -n mail-demo maildomain/$$md --type merge -p '{"spec":{"primary":{"host":"127.0.0.1","port":2526}}}'; done
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) wait -n mail-demo --for=condition=Ready --timeout=60s maildomain/example-com maildomain/shop-example
 	@echo
 	kubectl --kubeconfig $(KUBECONFIG_DEMO) get mail,configmaps -n mail-demo
@@ -58,6 +63,16 @@ demo: bootstrap build
 	@printf '  known recipient   alice@example.com:   '; swaks --server 127.0.0.1:2525 --quit-after RCPT --from probe@client.test --to alice@example.com 2>&1 | grep -A1 -e '-> RCPT TO' | tail -1
 	@printf '  unknown recipient nobody@example.com:  '; swaks --server 127.0.0.1:2525 --quit-after RCPT --from probe@client.test --to nobody@example.com 2>&1 | grep -A1 -e '-> RCPT TO' | tail -1
 	@printf '  foreign domain    someone@elsewhere.test: '; swaks --server 127.0.0.1:2525 --quit-after RCPT --from probe@client.test --to someone@elsewhere.test 2>&1 | grep -A1 -e '-> RCPT TO' | tail -1
+	@echo
+	@echo "Drift checks (every 5 s here): public MX through the demo's Knot, the SMTP probe of the gateway, the primaries:"
+	@for i in $$(seq 1 60); do \
+	  n=$$(kubectl --kubeconfig $(KUBECONFIG_DEMO) get md -n mail-demo -o jsonpath='{range .items[*]}{.status.drift}{"\n"}{end}' | grep -c .); \
+	  [ "$$n" -ge 2 ] && break; sleep 1; \
+	done
+	kubectl --kubeconfig $(KUBECONFIG_DEMO) get md -n mail-demo
+	@echo
+	@echo "The same checks without a cluster (mx-operator audit; exit status 1 = problems found):"
+	@printf 'example.com\nshop.example\n' | target/debug/mx-operator audit --domains - --gateway-hostname mx1.relay.example.net --resolver 127.0.0.1:15353 --probe 127.0.0.1:2525; echo "exit status $$?"
 	@echo
 	@echo "The local control plane and the operator keep running. Point kubectl at them with:"
 	@echo "  export KUBECONFIG=$(KUBECONFIG_DEMO)"

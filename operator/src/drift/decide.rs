@@ -347,7 +347,7 @@ pub fn primary_reachable(target: &str, banner: &Result<Reply, String>) -> Verdic
         Err(error) => Verdict::new(
             false,
             "Unreachable",
-            format!("{target}: {error}; queued mail waits on the gateway"),
+            format!("{error}; queued mail waits on the gateway"),
         ),
     }
 }
