@@ -6,7 +6,7 @@ CARGO ?= cargo
 LOCAL_CLUSTER := target/debug/local-cluster
 KUBECONFIG_DEMO := $(HOME)/.cache/mx-operator/demo/kubeconfig
 
-.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down
+.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke
 
 all: build
 
@@ -24,6 +24,16 @@ test: bootstrap lint
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## bench: the benchmark figures (release build), printed and written to bench/results.json
+bench: bootstrap
+	$(CARGO) build --release --locked -p mx-operator -p mx-operator-tests --bin mx-operator --bin bench
+	MX_OPERATOR_BINARY=$(CURDIR)/target/release/mx-operator target/release/bench --size full --out bench/results.json
+
+## bench-smoke: every section at its smallest size (proves the bench runs; figures not kept)
+bench-smoke: bootstrap
+	$(CARGO) build --locked -p mx-operator -p mx-operator-tests --bin mx-operator --bin bench
+	target/debug/bench --size smoke --out target/bench-smoke.json
 
 ## crds: regenerate crds/ from the Rust API types
 crds:

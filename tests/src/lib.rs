@@ -1,6 +1,7 @@
 //! The test harness: real components (etcd, kube-apiserver) started on loopback by the
 //! project itself, for the integration tests and `make demo`.
 
+pub mod bench;
 pub mod control_plane;
 pub mod fixtures;
 pub mod gateway;

@@ -90,8 +90,12 @@ pub fn free_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// The `mx-operator` binary of this workspace's debug build.
+/// The `mx-operator` binary of this workspace's debug build, or `$MX_OPERATOR_BINARY`.
 pub fn operator_binary() -> std::path::PathBuf {
+    // `make bench` measures the release build.
+    if let Some(binary) = std::env::var_os("MX_OPERATOR_BINARY") {
+        return binary.into();
+    }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));

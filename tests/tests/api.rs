@@ -189,7 +189,7 @@ async fn kubectl_shows_columns_and_field_docs() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "DOMAIN", "GATEWAY", "ROLE", "READY", "AGE"]
+        ["NAME", "DOMAIN", "GATEWAY", "ROLE", "READY", "DRIFT", "AGE"]
     );
     let row: Vec<_> = table
         .lines()

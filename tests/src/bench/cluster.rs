@@ -1,0 +1,343 @@
+//! The sections that need the API server: onboarding latency and recipient-change latency
+//! (operator binary + a gateway replica: agent and Postfix), and scale (operator binary on
+//! a fresh control plane holding N MailDomains with 100 recipients each).
+
+use super::{Figure, Spread};
+use crate::control_plane::{ControlPlane, Lifetime};
+use crate::gateway::Gateway;
+use crate::process::{Guarded, free_port, operator_binary, spawn_tied};
+use crate::smtp::rcpt_reply;
+use crate::{TestNamespace, fixtures};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ONBOARDING: &str =
+    "1. Onboarding latency (MailDomain apply → Ready, → 250 at the gateway's SMTP port)";
+const RECIPIENTS: &str =
+    "2. Recipient change latency (ConfigMap edit → new answer at the SMTP port)";
+const SCALE: &str = "3. Scale (one gateway, 100 recipients per domain, operator binary)";
+const POLL: Duration = Duration::from_millis(10);
+const LIMIT: Duration = Duration::from_secs(60);
+const RESYNC_SECONDS: u64 = 30;
+
+fn fail(what: impl std::fmt::Display) -> String {
+    what.to_string()
+}
+
+/// `mx-operator run` against `plane`, with drift off (the bench's domains are not real).
+fn start_operator(plane: &ControlPlane, log: &Path) -> Result<(Guarded, u16), String> {
+    let port = free_port().map_err(fail)?;
+    let mut command = Command::new(operator_binary());
+    command
+        .args(["run", "--leader-elect=false", "--log-format=text"])
+        .arg(format!("--resync-seconds={RESYNC_SECONDS}"))
+        .arg("--drift-interval-seconds=0")
+        .arg(format!("--metrics-address=127.0.0.1:{port}"))
+        .env("KUBECONFIG", &plane.operator_kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).map_err(fail)?)
+        .stderr(Stdio::null());
+    let child = spawn_tied(command).map_err(fail)?;
+    Ok((Guarded::new("mx-operator", child), port))
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn domain(
+    name: &str,
+    domain: &str,
+    gateway: &str,
+    recipients: Vec<String>,
+    primary: SocketAddr,
+) -> Value {
+    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name},
+        "spec": {"domain": domain, "gatewayRef": {"name": gateway},
+            "primary": {"host": primary.ip().to_string(), "port": primary.port(), "tls": "None"},
+            "recipients": {"inline": recipients}}})
+}
+
+fn is_ready(md: &MailDomain) -> bool {
+    md.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+    })
+}
+
+async fn poll<T, F, Fut>(what: &str, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn rcpt_code(smtp: SocketAddr, recipient: &str, code: u16) -> Result<(), String> {
+    poll(&format!("RCPT {recipient} → {code}"), || async {
+        rcpt_reply(smtp, "sender@client.test", recipient)
+            .ok()
+            .filter(|r| r.code == code)
+            .map(|_| ())
+    })
+    .await
+}
+
+/// Sections 1 and 2: one operator, one gateway replica, domains applied one at a time.
+pub async fn latency(dir: &Path, onboard: usize, changes: usize) -> Result<Vec<Figure>, String> {
+    let plane = ControlPlane::start(&dir.join("plane-latency"), Lifetime::TiedToThisProcess)
+        .await
+        .map_err(fail)?;
+    plane.install_crds().await.map_err(fail)?;
+    let (_operator, _) = start_operator(&plane, &dir.join("operator-latency.log"))?;
+    let ns = plane.namespace("bench").await.map_err(fail)?;
+    // No mail is sent, so the primary needs no listener.
+    let primary: SocketAddr = ([127, 0, 0, 1], free_port().map_err(fail)?).into();
+    fixtures::apply::<MailGateway>(&ns, fixtures::gateway("edge", json!({}))).await;
+    fixtures::apply_dynamic(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rc-users"},
+            "data": {"list": "alice@rc.test\n"}}),
+    )
+    .await;
+    let mut seed = domain("rc", "rc.test", "edge", vec![], primary);
+    seed["spec"]["recipients"] = json!({"configMapRef": {"name": "rc-users", "key": "list"}});
+    fixtures::apply_dynamic(&ns, seed).await;
+    let configmaps = ns.api::<ConfigMap>();
+    poll("relay-rc.test", || async {
+        configmaps.get_opt("relay-rc.test").await.ok().flatten()
+    })
+    .await?;
+    let gateway = Gateway::start(
+        &dir.join("gateway"),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        Lifetime::TiedToThisProcess,
+    )
+    .await
+    .map_err(fail)?;
+    let smtp = gateway.smtp;
+    rcpt_code(smtp, "alice@rc.test", 250).await?;
+
+    let domains: Api<MailDomain> = ns.api();
+    let (mut ready, mut accepted) = (vec![], vec![]);
+    for i in 0..onboard {
+        let name = format!("o{i:03}");
+        let mail_domain = format!("{name}.onboard.test");
+        let started = Instant::now();
+        fixtures::apply_dynamic(
+            &ns,
+            domain(
+                &name,
+                &mail_domain,
+                "edge",
+                vec![format!("alice@{mail_domain}")],
+                primary,
+            ),
+        )
+        .await;
+        poll(&format!("{name} Ready"), || async {
+            domains.get(&name).await.ok().filter(is_ready)
+        })
+        .await?;
+        ready.push(started.elapsed());
+        rcpt_code(smtp, &format!("alice@{mail_domain}"), 250).await?;
+        accepted.push(started.elapsed());
+    }
+    let mut figures = vec![Figure::new(
+        ONBOARDING,
+        "domains applied",
+        onboard as f64,
+        "",
+    )];
+    figures.extend(Spread::of(&ready).figures(ONBOARDING, "apply → Ready", true));
+    let accepted = Spread::of(&accepted);
+    let mut these = accepted.figures(ONBOARDING, "apply → 250 at SMTP", true);
+    let p99 = these.remove(2).at_most(3000.0);
+    these.insert(2, p99);
+    figures.extend(these);
+
+    let master = gateway.master_pid();
+    let mut list = String::from("alice@rc.test\n");
+    let mut took = vec![];
+    for i in 0..changes {
+        let user = format!("user{i:03}@rc.test");
+        list.push_str(&format!("{user}\n"));
+        let started = Instant::now();
+        configmaps
+            .patch(
+                "rc-users",
+                &PatchParams::apply("bench").force(),
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "rc-users"}, "data": {"list": list}})),
+            )
+            .await
+            .map_err(fail)?;
+        rcpt_code(smtp, &user, 250).await?;
+        took.push(started.elapsed());
+    }
+    let restarted = gateway.master_pid() != master;
+    figures.push(Figure::new(RECIPIENTS, "changes", changes as f64, ""));
+    let spread = Spread::of(&took);
+    let mut these = spread.figures(RECIPIENTS, "edit → new answer", true);
+    let p99 = these.remove(2).at_most(3000.0);
+    these.insert(2, p99);
+    figures.extend(these);
+    figures.push(
+        Figure::new(
+            RECIPIENTS,
+            "Postfix restarts",
+            f64::from(u8::from(restarted)),
+            "",
+        )
+        .at_most(0.0),
+    );
+    Ok(figures)
+}
+
+async fn apiserver_requests(plane: &ControlPlane) -> Result<f64, String> {
+    let client = plane.client().await.map_err(fail)?;
+    let request = http::Request::get("/metrics").body(vec![]).map_err(fail)?;
+    let text = client.request_text(request).await.map_err(fail)?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+async fn create_domains(ns: &TestNamespace, count: usize) -> Result<(), String> {
+    let primary: SocketAddr = ([127, 0, 0, 1], 2526).into();
+    let results: Vec<Result<(), String>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let api: Api<MailDomain> = ns.api();
+            async move {
+                let name = format!("s{i:05}");
+                let mail_domain = format!("{name}.scale.test");
+                let recipients = (0..100)
+                    .map(|u| format!("user{u:03}@{mail_domain}"))
+                    .collect();
+                let object: MailDomain = serde_json::from_value(domain(
+                    &name,
+                    &mail_domain,
+                    "edge",
+                    recipients,
+                    primary,
+                ))
+                .map_err(fail)?;
+                api.patch(
+                    &name,
+                    &PatchParams::apply("bench").force(),
+                    &Patch::Apply(&object),
+                )
+                .await
+                .map(|_| ())
+                .map_err(fail)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Section 3 for one size, on a control plane of its own.
+pub async fn scale(dir: &Path, count: usize, limit: Duration) -> Result<Vec<Figure>, String> {
+    let plane = ControlPlane::start(
+        &dir.join(format!("plane-scale-{count}")),
+        Lifetime::TiedToThisProcess,
+    )
+    .await
+    .map_err(fail)?;
+    plane.install_crds().await.map_err(fail)?;
+    let ns = plane.namespace("scale").await.map_err(fail)?;
+    fixtures::apply::<MailGateway>(&ns, fixtures::gateway("edge", json!({}))).await;
+    let created = Instant::now();
+    create_domains(&ns, count).await?;
+    let created_in = created.elapsed();
+
+    let requests_before = apiserver_requests(&plane).await?;
+    let started = Instant::now();
+    let (operator, _) = start_operator(&plane, &dir.join(format!("operator-scale-{count}.log")))?;
+    let api: Api<MailDomain> = ns.api();
+    let mut polls = 0u32;
+    let converged = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        polls += 1;
+        let list = api.list(&ListParams::default()).await.map_err(fail)?;
+        let ready = list.items.iter().filter(|md| is_ready(md)).count();
+        if ready == count {
+            break started.elapsed();
+        }
+        if started.elapsed() > limit {
+            return Err(format!("{ready} of {count} Ready after {limit:?}"));
+        }
+    };
+    let requests = apiserver_requests(&plane).await? - requests_before - f64::from(polls) - 1.0;
+    let writes_before = plane.audited_writes("mx-operator").map_err(fail)?.len();
+    // A full resync of every domain and the gateway, plus margin.
+    tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS + 10)).await;
+    let steady_writes = plane.audited_writes("mx-operator").map_err(fail)?.len() - writes_before;
+    let rss = peak_rss_mib(operator.id());
+    let label = |what: &str| format!("{count} domains: {what}");
+    let mut convergence = Figure::new(
+        SCALE,
+        label("operator start → all Ready"),
+        converged.as_secs_f64(),
+        "s",
+    );
+    let mut memory = Figure::new(SCALE, label("operator peak RSS"), rss, "MiB");
+    if count >= 10_000 {
+        convergence = convergence.at_most(120.0);
+        memory = memory.at_most(256.0);
+    }
+    Ok(vec![
+        Figure::new(
+            SCALE,
+            label("creating the MailDomains (bench, 16 at a time)"),
+            created_in.as_secs_f64(),
+            "s",
+        ),
+        convergence,
+        memory,
+        Figure::new(
+            SCALE,
+            label("API requests per second while converging"),
+            requests / converged.as_secs_f64(),
+            "req/s",
+        ),
+        Figure::new(
+            SCALE,
+            label(&format!(
+                "writes in a steady-state resync ({RESYNC_SECONDS} s + 10 s)"
+            )),
+            steady_writes as f64,
+            "",
+        )
+        .at_most(0.0),
+    ])
+}

@@ -1,0 +1,93 @@
+//! `make bench`: every figure of the benchmarks issue, measured on this machine, printed as
+//! a table and written to `bench/results.json`. `--size smoke` runs each section small.
+
+use mx_operator_tests::bench::{self, Figure, Size, cluster, drift, maps};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn main() -> std::process::ExitCode {
+    let mut size = Size::Full;
+    let mut out = PathBuf::from("bench/results.json");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--size" => match args.next().as_deref() {
+                Some("smoke") => size = Size::Smoke,
+                Some("full") => size = Size::Full,
+                other => return usage(&format!("unknown size {other:?}")),
+            },
+            "--out" => match args.next() {
+                Some(path) => out = PathBuf::from(path),
+                None => return usage("--out needs a path"),
+            },
+            other => return usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return failed(&error.to_string()),
+    };
+    match runtime.block_on(run(size)) {
+        Ok(figures) => report(size, &figures, &out),
+        Err(error) => failed(&error),
+    }
+}
+
+fn usage(problem: &str) -> std::process::ExitCode {
+    eprintln!("bench: {problem}\nusage: bench [--size smoke|full] [--out FILE]");
+    std::process::ExitCode::from(2)
+}
+
+fn failed(error: &str) -> std::process::ExitCode {
+    eprintln!("bench failed: {error}");
+    std::process::ExitCode::FAILURE
+}
+
+async fn run(size: Size) -> Result<Vec<Figure>, String> {
+    let dir = std::env::temp_dir().join(format!("mx-operator-bench-{}", std::process::id()));
+    let (onboard, changes, scale, drift_sizes, recipients) = match size {
+        Size::Smoke => (5, 5, vec![100], vec![100], 10_000),
+        Size::Full => (50, 50, vec![1_000, 10_000], vec![1_000, 10_000], 1_000_000),
+    };
+    let mut figures = vec![];
+    eprintln!("bench: onboarding and recipient changes ...");
+    figures.extend(cluster::latency(&dir, onboard, changes).await?);
+    for count in scale {
+        eprintln!("bench: scale, {count} domains ...");
+        figures.extend(cluster::scale(&dir, count, Duration::from_secs(900)).await?);
+    }
+    eprintln!("bench: drift cycles ...");
+    figures.extend(drift::run(&dir, &drift_sizes).await?);
+    eprintln!("bench: gateway maps for {recipients} recipients ...");
+    figures.extend(maps::run(&dir, recipients).await?);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(figures)
+}
+
+fn report(size: Size, figures: &[Figure], out: &PathBuf) -> std::process::ExitCode {
+    print!("{}", bench::table(figures));
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let results = serde_json::json!({
+        "size": format!("{size:?}").to_lowercase(),
+        "commit": commit,
+        "machine": bench::machine(),
+        "figures": figures,
+    });
+    if let Some(parent) = out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let text = serde_json::to_string_pretty(&results).unwrap_or_default();
+    if let Err(error) = std::fs::write(out, text + "\n") {
+        return failed(&format!("writing {}: {error}", out.display()));
+    }
+    println!("\nwritten to {}", out.display());
+    std::process::ExitCode::SUCCESS
+}
