@@ -6,7 +6,7 @@ CARGO ?= cargo
 LOCAL_CLUSTER := target/debug/local-cluster
 KUBECONFIG_DEMO := $(HOME)/.cache/mx-operator/demo/kubeconfig
 
-.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke
+.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke manifests
 
 all: build
 
@@ -35,9 +35,16 @@ bench-smoke: bootstrap
 	$(CARGO) build --locked -p mx-operator -p mx-operator-tests --bin mx-operator --bin bench
 	target/debug/bench --size smoke --out target/bench-smoke.json
 
-## crds: regenerate crds/ from the Rust API types
+## crds: regenerate crds/, the chart's copy and docs/api.md from the Rust API types
 crds:
 	$(CARGO) run --quiet --locked -p mx-operator -- crd --out-dir crds
+	cp crds/*.mx-operator.io.yaml charts/mx-operator/crds/
+	$(CARGO) run --quiet --locked -p mx-operator -- crd --reference > docs/api.md
+
+## manifests: deploy/operator/mx-operator.yaml, the chart rendered with its defaults (the
+## kustomize base's operator); a test fails when it is stale
+manifests: bootstrap
+	$(HOME)/.cache/mx-operator/venv/bin/python3 tests/harness/helm.py render charts/mx-operator '{}' mx-operator mx-operator-system > deploy/operator/mx-operator.yaml 2>/dev/null
 
 ## demo: a local control plane, the operator running against it, and examples/ applied
 DEMO_DIR := $(HOME)/.cache/mx-operator/demo

@@ -23,9 +23,13 @@ pub enum Command {
     Agent(AgentArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
     Crd {
-        /// Write `<plural>.<group>.yaml` files into this folder instead of printing.
+        /// Write `<plural>.<group>.yaml` files (and a kustomization.yaml listing them) into
+        /// this folder instead of printing.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// Print the API reference (Markdown, docs/api.md) instead.
+        #[arg(long, conflicts_with = "out_dir")]
+        reference: bool,
     },
     /// Check a list of domains' MX records (and optionally the gateway's answers) against
     /// the gateway host names, without a cluster. Exit status: 0 all ok, 1 problems found,
@@ -251,16 +255,25 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => block_on(run(args)),
         Command::Agent(args) => block_on(agent(args)),
         Command::Audit(args) => block_on(audit(args)),
-        Command::Crd { out_dir: None } => {
-            let yaml = crate::api::crd::all_as_yaml()?;
+        Command::Crd {
+            out_dir: None,
+            reference,
+        } => {
+            let text = if reference {
+                crate::api::reference::markdown()
+            } else {
+                crate::api::crd::all_as_yaml()?
+            };
             std::io::stdout()
-                .write_all(yaml.as_bytes())
+                .write_all(text.as_bytes())
                 .map_err(|source| CliError::Write {
                     path: "standard output".into(),
                     source,
                 })
         }
-        Command::Crd { out_dir: Some(dir) } => write_crd_files(&dir),
+        Command::Crd {
+            out_dir: Some(dir), ..
+        } => write_crd_files(&dir),
     }
 }
 
@@ -283,10 +296,14 @@ async fn serve_endpoints(
 }
 
 fn write_crd_files(dir: &std::path::Path) -> Result<(), CliError> {
-    for crd in crate::api::crd::all() {
-        let path = dir.join(crate::api::crd::file_name(&crd));
-        let yaml = crate::api::crd::to_yaml(&crd)?;
-        std::fs::write(&path, yaml).map_err(|source| CliError::Write {
+    use crate::api::crd;
+    let mut files = vec![(crd::KUSTOMIZATION_FILE.to_string(), crd::kustomization())];
+    for definition in crd::all() {
+        files.push((crd::file_name(&definition), crd::to_yaml(&definition)?));
+    }
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|source| CliError::Write {
             path: path.display().to_string(),
             source,
         })?;

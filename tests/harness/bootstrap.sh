@@ -61,6 +61,16 @@ for svc in etcd knot postfix; do
   as_root service "$svc" stop >/dev/null 2>&1 || true
 done
 
+# Helm's engine and the Kubernetes schemas for the packaging tests, from PyPI (Helm itself
+# is not packaged in Debian): helm-python-sdk bundles Helm's Go SDK.
+VENV="$CACHE_DIR/venv"
+PY_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
+if ! "$VENV/bin/python3" -c 'import helm_python, kubernetes_validate' >/dev/null 2>&1; then
+  log "installing ${PY_PACKAGES[*]} into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
 cached() {
   for b in "${BINARIES[@]}"; do
     "$CACHE_DIR/bin/$b" --version 2>/dev/null | grep -q 'v1.20.2' || return 1

@@ -348,7 +348,8 @@ impl ControlPlane {
             .collect())
     }
 
-    fn write_kubeconfig(&self, path: &Path, token: &str) -> Result<(), HarnessError> {
+    /// Writes a kubeconfig for this control plane that authenticates with `token`.
+    pub fn write_kubeconfig(&self, path: &Path, token: &str) -> Result<(), HarnessError> {
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: user\ncurrent-context: local\n",
             url = self.url,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod control_plane;
 pub mod fixtures;
 pub mod gateway;
+pub mod helm;
 pub mod knot;
 pub mod kubectl;
 pub mod operator;

@@ -234,6 +234,16 @@ async fn kubectl_shows_columns_and_field_docs() {
 }
 
 #[test]
+fn the_api_reference_is_generated_from_the_crds() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == mx_operator::api::reference::markdown(),
+        "docs/api.md is stale: run `make crds` and commit the result"
+    );
+}
+
+#[test]
 fn committed_crds_match_the_generator() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
     let mut expected: Vec<String> = Vec::new();
@@ -248,6 +258,15 @@ fn committed_crds_match_the_generator() {
         );
         expected.push(name);
     }
+    let kustomization =
+        std::fs::read_to_string(dir.join(mx_operator::api::crd::KUSTOMIZATION_FILE))
+            .unwrap_or_default();
+    assert_eq!(
+        kustomization,
+        mx_operator::api::crd::kustomization(),
+        "crds/kustomization.yaml is stale: run `make crds`"
+    );
+    expected.push(mx_operator::api::crd::KUSTOMIZATION_FILE.into());
     let mut present: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

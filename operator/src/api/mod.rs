@@ -5,6 +5,7 @@ pub mod crd;
 pub mod dnsprovider;
 pub mod domain;
 pub mod gateway;
+pub mod reference;
 pub mod validate;
 
 pub use conditions::{Condition, ConditionStatus};

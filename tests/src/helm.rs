@@ -1,0 +1,93 @@
+//! The Helm chart through Helm's own engine (helm-python-sdk, offline) and the Kubernetes
+//! schemas (kubernetes-validate), both from the virtualenv `bootstrap.sh` prepares.
+
+use crate::control_plane::cache_dir;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn repository() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+pub fn chart() -> PathBuf {
+    repository().join("charts/mx-operator")
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    cache_dir().join("venv/bin").join(name)
+}
+
+fn helm(args: &[&str]) -> std::process::Output {
+    Command::new(venv_bin("python3"))
+        .arg(repository().join("tests/harness/helm.py"))
+        .args(args)
+        .output()
+        .expect("tests/harness/helm.py runs (bootstrap.sh installs its virtualenv)")
+}
+
+/// The chart's manifests as one YAML stream, and NOTES.txt; or the exit code and stderr.
+pub fn render(
+    values: &Value,
+    name: &str,
+    namespace: &str,
+) -> Result<(String, String), (i32, String)> {
+    let chart = chart();
+    let output = helm(&[
+        "render",
+        &chart.to_string_lossy(),
+        &values.to_string(),
+        name,
+        namespace,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match output.status.code() {
+        Some(0) => Ok((String::from_utf8_lossy(&output.stdout).into_owned(), stderr)),
+        code => Err((code.unwrap_or(-1), stderr)),
+    }
+}
+
+/// `helm lint --strict`: whether it passed, and its findings.
+pub fn lint() -> (bool, String) {
+    let output = helm(&["lint", &chart().to_string_lossy()]);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// The documents of a YAML stream.
+pub fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("rendered YAML parses")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// Checks objects of built-in kinds against the Kubernetes schemas of `version` (strict:
+/// unknown fields fail).
+pub fn validate(objects: &[Value], version: &str) -> Result<(), String> {
+    let file =
+        std::env::temp_dir().join(format!("mx-validate-{}-{version}.yaml", std::process::id()));
+    let stream: String = objects
+        .iter()
+        .map(|o| format!("---\n{}\n", serde_json::to_string(o).unwrap_or_default()))
+        .collect();
+    std::fs::write(&file, stream).map_err(|e| e.to_string())?;
+    let output = Command::new(venv_bin("kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", version])
+        .arg(&file)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&file);
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}

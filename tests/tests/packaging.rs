@@ -1,0 +1,572 @@
+//! Packaging: the Helm chart rendered by Helm's own engine and checked against the
+//! Kubernetes schemas, the kustomize base, the operator run with the chart's RBAC (its
+//! ServiceAccount token, not the admin's) through a full reconcile, and the Argo CD health
+//! check run by a real Lua against the status objects that reconcile produced.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator_tests::control_plane::ControlPlane;
+use mx_operator_tests::fixtures::apply_dynamic;
+use mx_operator_tests::helm::{chart, documents, lint, render, repository, validate};
+use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
+use mx_operator_tests::kubectl::kubectl;
+use mx_operator_tests::process::{Guarded, free_port, operator_binary, spawn_tied};
+use mx_operator_tests::wait::{gone, until};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or_default().to_string())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["kind"] == kind)
+}
+
+fn operator_args(objects: &[Value]) -> Vec<String> {
+    let deployment = find(objects, "Deployment").expect("a Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Objects of kinds the Kubernetes schemas know.
+fn built_in(objects: &[Value]) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| {
+            let api_version = o["apiVersion"].as_str().unwrap_or_default();
+            !api_version.starts_with("mx-operator.io/")
+                && !api_version.starts_with("monitoring.coreos.com/")
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn chart_crds_are_the_generated_ones_byte_for_byte() {
+    for crd in mx_operator::api::crd::all() {
+        let name = mx_operator::api::crd::file_name(&crd);
+        let generated = std::fs::read(repository().join("crds").join(&name)).unwrap();
+        let in_chart = std::fs::read(chart().join("crds").join(&name))
+            .unwrap_or_else(|e| panic!("charts/mx-operator/crds/{name}: {e}; run `make crds`"));
+        assert!(
+            generated == in_chart,
+            "charts/mx-operator/crds/{name} differs from crds/: run `make crds`"
+        );
+    }
+    let files = std::fs::read_dir(chart().join("crds")).unwrap().count();
+    assert_eq!(
+        files,
+        mx_operator::api::crd::all().len(),
+        "only the CRDs are in the chart's crds/"
+    );
+}
+
+#[test]
+fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
+    let (passed, findings) = lint();
+    assert!(passed, "helm lint --strict:\n{findings}");
+
+    let variants = [
+        ("default", json!({})),
+        (
+            "ha",
+            json!({"replicas": 3, "metrics": {"serviceMonitor": {"enabled": true}},
+                   "drift": {"resolvers": ["192.0.2.53", "[2001:db8::53]:53"], "smtpProbes": false}}),
+        ),
+        (
+            "gateway",
+            json!({"defaultGateway": {"enabled": true, "spec": {"mxHostnames": ["mx1.relay.example.net"]}}}),
+        ),
+        (
+            "own-rbac",
+            json!({"serviceAccount": {"create": false, "name": "mine"}, "rbac": {"create": false}}),
+        ),
+    ];
+    for (variant, values) in variants {
+        let (yaml, notes) = render(&values, "mxo", "mx-system")
+            .unwrap_or_else(|(code, e)| panic!("{variant}: exit {code}: {e}"));
+        let objects = documents(&yaml);
+        for version in ["1.25.0", "1.37.0"] {
+            if let Err(problems) = validate(&built_in(&objects), version) {
+                panic!("{variant} against Kubernetes {version}:\n{problems}");
+            }
+        }
+        for object in &objects {
+            let labels = &object["metadata"]["labels"];
+            for label in [
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/managed-by",
+                "app.kubernetes.io/version",
+            ] {
+                assert!(
+                    labels[label].is_string(),
+                    "{variant}: {} lacks {label}",
+                    object["kind"]
+                );
+            }
+        }
+        let pod = &find(&objects, "Deployment").unwrap()["spec"]["template"]["spec"];
+        let container = &pod["containers"][0]["securityContext"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{variant}");
+        assert_eq!(container["readOnlyRootFilesystem"], true, "{variant}");
+        assert_eq!(container["allowPrivilegeEscalation"], false, "{variant}");
+        assert_eq!(
+            container["seccompProfile"]["type"], "RuntimeDefault",
+            "{variant}"
+        );
+        assert_eq!(
+            container["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{variant}"
+        );
+        assert!(
+            notes.contains("kubectl get maildomains -A"),
+            "{variant}: NOTES.txt\n{notes}"
+        );
+
+        let args = operator_args(&objects);
+        let kinds = kinds(&objects);
+        match variant {
+            "ha" => {
+                assert!(args.contains(&"--leader-elect=true".into()), "{args:?}");
+                assert!(
+                    args.contains(&"--resolver=[2001:db8::53]:53".into()),
+                    "{args:?}"
+                );
+                assert!(args.contains(&"--smtp-probes=false".into()), "{args:?}");
+                assert!(
+                    kinds.contains(&"ServiceMonitor".into()) && kinds.contains(&"Role".into()),
+                    "{kinds:?}"
+                );
+            }
+            "gateway" => {
+                let gateway = find(&objects, "MailGateway").expect("the default gateway");
+                let spec: mx_operator::api::MailGatewaySpec =
+                    serde_json::from_value(gateway["spec"].clone()).unwrap();
+                assert_eq!(spec.validate(), Ok(()));
+            }
+            "own-rbac" => {
+                assert_eq!(kinds, ["Deployment", "Service"]);
+                assert_eq!(
+                    find(&objects, "Deployment").unwrap()["spec"]["template"]["spec"]["serviceAccountName"],
+                    "mine"
+                );
+            }
+            _ => {
+                assert!(
+                    args.contains(&"--leader-elect=false".into()),
+                    "one replica needs no Lease: {args:?}"
+                );
+                assert_eq!(
+                    kinds,
+                    [
+                        "ClusterRole",
+                        "ClusterRoleBinding",
+                        "Deployment",
+                        "Service",
+                        "ServiceAccount"
+                    ]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_values_are_rejected_by_the_schema_with_the_key_named() {
+    for (values, key) in [
+        (json!({"replicas": "two"}), "replicas"),
+        (json!({"replicas": 0}), "replicas"),
+        (
+            json!({"drift": {"intervalSeconds": "5m"}}),
+            "intervalSeconds",
+        ),
+        (json!({"logFormat": "xml"}), "logFormat"),
+        (json!({"replica": 2}), "replica"),
+        (json!({"image": {"pullPolicy": "Sometimes"}}), "pullPolicy"),
+        (json!({"defaultGateway": {"enabled": true}}), "mxHostnames"),
+        (json!({"metrics": {"service": {"port": 70000}}}), "port"),
+    ] {
+        match render(&values, "mxo", "mx-system") {
+            Ok(_) => panic!("{values} was accepted"),
+            Err((code, message)) => {
+                assert_eq!(code, 3, "{values}: {message}");
+                assert!(
+                    message.contains(key),
+                    "{values}: the message should name {key}: {message}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_kustomize_base_is_the_chart_with_its_defaults() {
+    let (yaml, _) = render(&json!({}), "mx-operator", "mx-operator-system").unwrap();
+    let committed =
+        std::fs::read_to_string(repository().join("deploy/operator/mx-operator.yaml")).unwrap();
+    assert!(
+        yaml == committed,
+        "deploy/operator/mx-operator.yaml is stale: run `make manifests`"
+    );
+
+    let output = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repository().join("deploy"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let objects = documents(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Namespace",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+
+    let output = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repository().join("deploy/argocd"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = documents(&String::from_utf8_lossy(&output.stdout));
+    let lua = std::fs::read_to_string(repository().join("deploy/argocd/health.lua")).unwrap();
+    for kind in ["MailGateway", "MailDomain"] {
+        assert_eq!(
+            config[0]["data"][format!("resource.customizations.health.mx-operator.io_{kind}")],
+            lua.as_str()
+        );
+    }
+}
+
+/// The Argo CD health of an object as deploy/argocd/health.lua judges it, run by lua5.4
+/// with `obj` set the way Argo CD sets it.
+fn argo_health(object: &Value) -> (String, String) {
+    fn lua(value: &Value) -> String {
+        match value {
+            Value::Null => "nil".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            // Rust's escapes (\n, \", \\, \u{..}) are Lua 5.4's too.
+            Value::String(s) => format!("{s:?}"),
+            Value::Array(items) => format!(
+                "{{{}}}",
+                items.iter().map(lua).collect::<Vec<_>>().join(", ")
+            ),
+            Value::Object(map) => format!(
+                "{{{}}}",
+                map.iter()
+                    .map(|(k, v)| format!("[{k:?}] = {}", lua(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    let check = std::fs::read_to_string(repository().join("deploy/argocd/health.lua")).unwrap();
+    let script = format!(
+        "obj = {}\nlocal hs = (function()\n{check}\nend)()\nio.write(hs.status, \"\\t\", hs.message)\n",
+        lua(object)
+    );
+    let output = Command::new("lua5.4")
+        .arg("-e")
+        .arg(&script)
+        .output()
+        .expect("lua5.4");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (status, message) = text.split_once('\t').unwrap_or((&text, ""));
+    (status.to_string(), message.to_string())
+}
+
+async fn service_account_token(ns: &mx_operator_tests::TestNamespace, account: &str) -> String {
+    let secrets: Api<Secret> = ns.api();
+    until(LIMIT, &format!("a token Secret of {account}"), || async {
+        let list = secrets.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|secret| {
+            let annotations = secret.metadata.annotations.as_ref()?;
+            (secret.type_.as_deref() == Some("kubernetes.io/service-account-token")
+                && annotations
+                    .get("kubernetes.io/service-account.name")
+                    .map(String::as_str)
+                    == Some(account))
+            .then_some(())?;
+            Some(String::from_utf8_lossy(&secret.data.as_ref()?.get("token")?.0).into_owned())
+        })
+    })
+    .await
+}
+
+fn apply_file(plane: &ControlPlane, file: &Path, extra: &[&str]) -> String {
+    let path = file.to_string_lossy();
+    let mut args = vec!["apply", "--server-side", "--force-conflicts", "-f", &path];
+    args.extend(extra);
+    let output = kubectl(&plane.kubeconfig, &args).unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl apply {path}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn ready(
+    api: &Api<MailDomain>,
+    name: &str,
+    status: ConditionStatus,
+    reason: &str,
+) -> MailDomain {
+    until(
+        LIMIT,
+        &format!("{name}: Ready={status:?} ({reason})"),
+        || async {
+            let md = api.get(name).await.ok()?;
+            md.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == status && c.reason == reason)
+                .then_some(md)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
+    let plane = ControlPlane::shared().await.expect("control plane");
+    let system = plane.namespace("mxo-system").await.unwrap();
+    let mail = plane.namespace("mail").await.unwrap();
+    let tenant = plane.namespace("tenant").await.unwrap();
+
+    // The kustomize base applied to the real server (its Deployment never runs here). Its CRDs
+    // carry CEL rules the 1.20 server rejects as unknown fields (the chart requires 1.25);
+    // the harness installs them with the rules stripped, as `crds_are_established` checks.
+    let built = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repository().join("deploy"))
+        .output()
+        .unwrap();
+    let without_crds: String = documents(&String::from_utf8_lossy(&built.stdout))
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .map(|o| format!("---\n{o}\n"))
+        .collect();
+    let base = plane.dir.join("kustomize-base.yaml");
+    std::fs::write(&base, without_crds).unwrap();
+    apply_file(plane, &base, &[]);
+
+    // The chart, two replicas (so the Lease Role too), applied for real in its namespace;
+    // its Deployment never runs here (no kubelet): the test runs the binary with its token.
+    let (yaml, _) = render(&json!({"replicas": 2}), "mxo", &system.name).unwrap();
+    let rendered = plane.dir.join("chart-rendered.yaml");
+    std::fs::write(&rendered, &yaml).unwrap();
+    apply_file(plane, &rendered, &[]);
+    let token = service_account_token(&system, "mxo-mx-operator").await;
+    let kubeconfig = plane.dir.join("chart-operator.kubeconfig");
+    plane.write_kubeconfig(&kubeconfig, &token).unwrap();
+
+    let knot = Knot::start(
+        &plane.dir.join("knot-packaging"),
+        &[("tenant.test", "@ MX 10 mail.tenant.test.")],
+    )
+    .unwrap();
+    let log = plane.dir.join("chart-operator.log");
+    let metrics_port = free_port().unwrap();
+    let mut command = Command::new(operator_binary());
+    command
+        .args([
+            "run",
+            "--leader-elect=true",
+            "--log-format=text",
+            "--resync-seconds=5",
+            "--drift-interval-seconds=1",
+            "--smtp-probes=false",
+        ])
+        .arg(format!("--lease-namespace={}", system.name))
+        .arg(format!("--resolver={}", knot.address))
+        .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null());
+    let _operator = Guarded::new("mx-operator", spawn_tied(command).unwrap());
+
+    // A gateway in `mail` that takes domains from every namespace, and a domain in `tenant`
+    // with everything: DNS by RFC 2136, recipients from a ConfigMap and a Secret.
+    apply_dynamic(&mail, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": "edge"},
+        "spec": {"mxHostnames": ["mx1.relay.test"], "allowedDomains": {"from": "All"}}})).await;
+    apply_dynamic(&tenant, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"}, "stringData": {"secret": TSIG_SECRET}})).await;
+    apply_dynamic(&tenant, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "knot"},
+        "spec": {"rfc2136": {"server": "127.0.0.1", "port": knot.address.port(),
+            "tsig": {"keyName": TSIG_KEY_NAME, "secretRef": {"name": "tsig", "key": "secret"}}}}})).await;
+    apply_dynamic(&tenant, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": "bob@tenant.test\n"}})).await;
+    apply_dynamic(&tenant, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vips"}, "stringData": {"list": "carol@tenant.test\n"}})).await;
+    apply_dynamic(&tenant, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "tenant"},
+        "spec": {"domain": "tenant.test", "gatewayRef": {"name": "edge", "namespace": mail.name}, "primary": {"host": "127.0.0.1"},
+            "dns": {"providerRef": {"name": "knot"}},
+            "recipients": {"inline": ["alice@tenant.test"], "configMapRef": {"name": "users", "key": "list"}, "secretRef": {"name": "vips", "key": "list"}}}})).await;
+    apply_dynamic(&tenant, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "broken"},
+        "spec": {"domain": "bad domain", "gatewayRef": {"name": "edge", "namespace": mail.name}, "primary": {"host": "127.0.0.1"},
+            "recipients": {"catchAll": true}}})).await;
+
+    let domains: Api<MailDomain> = tenant.api();
+    let relayed = ready(&domains, "tenant", ConditionStatus::True, "Relayed").await;
+    let status = relayed.status.clone().unwrap();
+    assert_eq!(status.recipient_count, Some(3));
+    assert_eq!(status.published_records, ["20 mx1.relay.test"]);
+    until(LIMIT, "our MX at Knot", || async {
+        knot.dig("tenant.test", "MX")
+            .contains(&"20 mx1.relay.test.".to_string())
+            .then_some(())
+    })
+    .await;
+    until(LIMIT, "Departed=False from the drift check", || async {
+        let md = domains.get("tenant").await.ok()?;
+        md.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Departed" && c.status == ConditionStatus::False)
+    })
+    .await;
+    let broken = ready(&domains, "broken", ConditionStatus::False, "InvalidSpec").await;
+    let gateways: Api<MailGateway> = mail.api();
+    let gateway = until(LIMIT, "the gateway's status", || async {
+        let gw = gateways.get("edge").await.ok()?;
+        gw.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready")
+            .then_some(gw)
+    })
+    .await;
+    let configmaps: Api<ConfigMap> = mail.api();
+    for name in ["relay-tenant.test", "edge-config"] {
+        assert!(configmaps.get_opt(name).await.unwrap().is_some(), "{name}");
+    }
+    let lease = kubectl(
+        &plane.kubeconfig,
+        &["get", "lease", "-n", &system.name, "mx-operator-leader"],
+    )
+    .unwrap();
+    assert!(
+        lease.status.success(),
+        "the leader Lease: {}",
+        String::from_utf8_lossy(&lease.stderr)
+    );
+    let events = kubectl(
+        &plane.kubeconfig,
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &tenant.name,
+            "-o",
+            "name",
+        ],
+    )
+    .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&events.stdout).trim().is_empty(),
+        "Events were recorded"
+    );
+
+    // Argo CD's view of these real objects.
+    let healthy = argo_health(&as_json(&relayed));
+    assert_eq!(healthy.0, "Healthy", "{healthy:?}");
+    let degraded = argo_health(&as_json(&broken));
+    assert_eq!(degraded.0, "Degraded", "{degraded:?}");
+    assert!(
+        degraded.1.starts_with("InvalidSpec: spec.domain"),
+        "{degraded:?}"
+    );
+    let starting = argo_health(&as_json(&gateway));
+    assert_eq!(
+        starting.0, "Progressing",
+        "replicas still starting: {starting:?}"
+    );
+    let mut newer = as_json(&relayed);
+    newer["metadata"]["generation"] = json!(relayed.metadata.generation.unwrap() + 1);
+    assert_eq!(
+        argo_health(&newer).0,
+        "Progressing",
+        "a generation the operator has not seen"
+    );
+    let mut fresh = as_json(&relayed);
+    fresh.as_object_mut().unwrap().remove("status");
+    assert_eq!(argo_health(&fresh).0, "Progressing");
+
+    // Deletion: the finalizer is released after the record is withdrawn and the relay
+    // in the other namespace removed.
+    domains
+        .delete("tenant", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&domains, "tenant").await;
+    assert!(
+        configmaps
+            .get_opt("relay-tenant.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !knot
+            .dig("tenant.test", "MX")
+            .contains(&"20 mx1.relay.test.".to_string())
+    );
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let denied: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the chart's RBAC lacks verbs:\n{}",
+        denied.join("\n")
+    );
+}
+
+/// An object as the JSON Argo CD sees.
+fn as_json(object: &impl serde::Serialize) -> Value {
+    serde_json::to_value(object).unwrap()
+}
