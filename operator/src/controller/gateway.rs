@@ -1,8 +1,8 @@
 //! MailGateway → StatefulSet, Services, PodDisruptionBudget, agent RBAC and the gateway
 //! ConfigMap; status says how many replicas serve and how many domains they relay.
 
-use super::domain::{allowed, conflicting_winner};
-use super::placement::gateway_key;
+use super::domain::allowed;
+use super::placement::{claim_winner, gateway_key};
 use super::status::Desired;
 use super::{Context, Error, apply_if_changed, namespace_of, write_status};
 use crate::api::conditions::READY;
@@ -18,6 +18,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -175,27 +176,47 @@ fn load_balancer_address(service: &Service) -> Option<&str> {
 }
 
 /// The MailDomains this gateway relays: valid, from an allowed namespace, and the holder
-/// of their domain's claim.
+/// of their domain's claim. One pass over the domains (claims grouped by domain), so a
+/// gateway with many thousands of domains costs linear time.
 async fn served_domains(
     gateway: &MailGateway,
     ctx: &Context,
 ) -> Result<Vec<Arc<MailDomain>>, Error> {
     let key = (gateway.namespace().unwrap_or_default(), gateway.name_any());
-    let mut served = vec![];
+    let mut allowed_namespaces: HashMap<String, bool> = HashMap::new();
+    let mut claims: BTreeMap<String, Vec<Arc<MailDomain>>> = BTreeMap::new();
     for domain in ctx.domains.state() {
         if gateway_key(&domain).as_ref() != Some(&key)
             || domain.metadata.deletion_timestamp.is_some()
-            || domain.spec.validate().is_err()
-            || !allowed(ctx, gateway, &domain.namespace().unwrap_or_default()).await?
         {
             continue;
         }
-        let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
-        if conflicting_winner(&domain, ctx, gateway, &normalized)
-            .await?
-            .is_none()
+        let Ok(normalized) = normalize_domain(&domain.spec.domain) else {
+            continue;
+        };
+        let namespace = domain.namespace().unwrap_or_default();
+        let allowed_here = match allowed_namespaces.get(&namespace) {
+            Some(known) => *known,
+            None => {
+                let verdict = allowed(ctx, gateway, &namespace).await?;
+                allowed_namespaces.insert(namespace, verdict);
+                verdict
+            }
+        };
+        if allowed_here {
+            claims.entry(normalized).or_default().push(domain);
+        }
+    }
+    // An invalid winner keeps its claim (its last config still serves) but is not counted.
+    let mut served = vec![];
+    for claimants in claims.values() {
+        let Some(winner) = claim_winner(claimants.iter().map(|d| d.as_ref())) else {
+            continue;
+        };
+        if winner.spec.validate().is_ok()
+            && let Some(held) = claimants.iter().find(|d| std::ptr::eq(d.as_ref(), winner))
         {
-            served.push(domain);
+            served.push(held.clone());
         }
     }
     Ok(served)

@@ -17,7 +17,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -331,9 +331,14 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                     placement::domains_using_secret(&by_secret, &secret.metadata)
                 },
             )
-            .watches(
-                gateways_api.clone(),
-                watcher::Config::default(),
+            // Only a gateway's spec matters to its domains: its status changes with every
+            // domain it counts, and must not send all of them round again. (A deleted
+            // gateway is noticed at the domains' next resync.)
+            .watches_stream(
+                watcher(gateways_api.clone(), watcher::Config::default())
+                    .default_backoff()
+                    .touched_objects()
+                    .predicate_filter(predicates::generation, Default::default()),
                 move |gw: MailGateway| placement::domains_of_gateway(&by_gateway, &gw),
             )
             .watches(

@@ -301,7 +301,25 @@ pub async fn scale(dir: &Path, count: usize, limit: Duration) -> Result<Vec<Figu
     let writes_before = plane.audited_writes("mx-operator").map_err(fail)?.len();
     // A full resync of every domain and the gateway, plus margin.
     tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS + 10)).await;
-    let steady_writes = plane.audited_writes("mx-operator").map_err(fail)?.len() - writes_before;
+    let writes = plane.audited_writes("mx-operator").map_err(fail)?;
+    let steady_writes = writes.len() - writes_before;
+    if steady_writes > 0 {
+        // Say what they were: the figure alone does not tell a loop from a slow start.
+        let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+        for write in &writes[writes_before..] {
+            let path = write.uri.split('?').next().unwrap_or_default();
+            let resource: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+            let kind = match resource.iter().position(|p| *p == "namespaces") {
+                Some(at) => resource
+                    .get(at + 2..)
+                    .map(|r| r.iter().step_by(2).copied().collect::<Vec<_>>().join("/")),
+                None => None,
+            }
+            .unwrap_or_else(|| path.to_string());
+            *kinds.entry(format!("{} {kind}", write.verb)).or_default() += 1;
+        }
+        eprintln!("bench: {count} domains, writes after convergence: {kinds:?}");
+    }
     let rss = peak_rss_mib(operator.id());
     let label = |what: &str| format!("{count} domains: {what}");
     let mut convergence = Figure::new(

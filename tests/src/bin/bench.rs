@@ -8,6 +8,7 @@ use std::time::Duration;
 fn main() -> std::process::ExitCode {
     let mut size = Size::Full;
     let mut out = PathBuf::from("bench/results.json");
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -15,6 +16,14 @@ fn main() -> std::process::ExitCode {
                 Some("smoke") => size = Size::Smoke,
                 Some("full") => size = Size::Full,
                 other => return usage(&format!("unknown size {other:?}")),
+            },
+            "--only" => match args.next() {
+                Some(section)
+                    if ["latency", "scale", "drift", "maps"].contains(&section.as_str()) =>
+                {
+                    only = Some(section)
+                }
+                other => return usage(&format!("unknown section {other:?}")),
             },
             "--out" => match args.next() {
                 Some(path) => out = PathBuf::from(path),
@@ -30,14 +39,16 @@ fn main() -> std::process::ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return failed(&error.to_string()),
     };
-    match runtime.block_on(run(size)) {
+    match runtime.block_on(run(size, only.as_deref())) {
         Ok(figures) => report(size, &figures, &out),
         Err(error) => failed(&error),
     }
 }
 
 fn usage(problem: &str) -> std::process::ExitCode {
-    eprintln!("bench: {problem}\nusage: bench [--size smoke|full] [--out FILE]");
+    eprintln!(
+        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps] [--out FILE]"
+    );
     std::process::ExitCode::from(2)
 }
 
@@ -46,23 +57,32 @@ fn failed(error: &str) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-async fn run(size: Size) -> Result<Vec<Figure>, String> {
+async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
     let dir = std::env::temp_dir().join(format!("mx-operator-bench-{}", std::process::id()));
     let (onboard, changes, scale, drift_sizes, recipients) = match size {
         Size::Smoke => (5, 5, vec![100], vec![100], 10_000),
         Size::Full => (50, 50, vec![1_000, 10_000], vec![1_000, 10_000], 1_000_000),
     };
+    let wanted = |section: &str| only.is_none_or(|o| o == section);
     let mut figures = vec![];
-    eprintln!("bench: onboarding and recipient changes ...");
-    figures.extend(cluster::latency(&dir, onboard, changes).await?);
-    for count in scale {
-        eprintln!("bench: scale, {count} domains ...");
-        figures.extend(cluster::scale(&dir, count, Duration::from_secs(900)).await?);
+    if wanted("latency") {
+        eprintln!("bench: onboarding and recipient changes ...");
+        figures.extend(cluster::latency(&dir, onboard, changes).await?);
     }
-    eprintln!("bench: drift cycles ...");
-    figures.extend(drift::run(&dir, &drift_sizes).await?);
-    eprintln!("bench: gateway maps for {recipients} recipients ...");
-    figures.extend(maps::run(&dir, recipients).await?);
+    if wanted("scale") {
+        for count in scale {
+            eprintln!("bench: scale, {count} domains ...");
+            figures.extend(cluster::scale(&dir, count, Duration::from_secs(900)).await?);
+        }
+    }
+    if wanted("drift") {
+        eprintln!("bench: drift cycles ...");
+        figures.extend(drift::run(&dir, &drift_sizes).await?);
+    }
+    if wanted("maps") {
+        eprintln!("bench: gateway maps for {recipients} recipients ...");
+        figures.extend(maps::run(&dir, recipients).await?);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
 }
