@@ -99,6 +99,9 @@ pub struct RunArgs {
     /// How often every object is checked again although nothing changed (seconds).
     #[arg(long, env = "MX_OPERATOR_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+    /// MailDomains reconciled at the same time.
+    #[arg(long, env = "MX_OPERATOR_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
     /// Compete for a Lease so that only one replica runs the controllers.
     #[arg(long, env = "MX_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -330,6 +333,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     serve_endpoints(args.metrics_address, Arc::new(endpoints)).await?;
     let settings = Settings {
         drift: args.drift(),
+        concurrency: args.concurrency.max(1),
         gateway_image: args.gateway_image,
         resync: std::time::Duration::from_secs(args.resync_seconds),
     };

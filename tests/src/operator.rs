@@ -15,6 +15,7 @@ pub fn test_settings() -> Settings {
     Settings {
         gateway_image: "mx-operator/gateway:test".into(),
         resync: TEST_RESYNC,
+        concurrency: 16,
         // Off: tests use names like example.com, whose real DNS must never be asked.
         drift: None,
     }

@@ -4,7 +4,25 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `limit`.
-pub async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub async fn until<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_every(Duration::from_millis(100), limit, what, check).await {
+        Ok(value) => value,
+        Err(timed_out) => panic!("{timed_out}"),
+    }
+}
+
+/// Polls `check` every `interval` until it returns `Some`; an error naming `what` after
+/// `limit`.
+pub async fn poll_every<T, F, Fut>(
+    interval: Duration,
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -12,13 +30,12 @@ where
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Ok(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 

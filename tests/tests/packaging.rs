@@ -43,6 +43,21 @@ fn operator_args(objects: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// `kubectl kustomize` of a folder of this repository, as objects.
+fn kustomize(folder: &str) -> Vec<Value> {
+    let output = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repository().join(folder))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {folder}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    documents(&String::from_utf8_lossy(&output.stdout))
+}
+
 /// Objects of kinds the Kubernetes schemas know.
 fn built_in(objects: &[Value]) -> Vec<Value> {
     objects
@@ -226,17 +241,7 @@ fn the_kustomize_base_is_the_chart_with_its_defaults() {
         "deploy/operator/mx-operator.yaml is stale: run `make manifests`"
     );
 
-    let output = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(repository().join("deploy"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let objects = documents(&String::from_utf8_lossy(&output.stdout));
+    let objects = kustomize("deploy");
     assert_eq!(
         kinds(&objects),
         [
@@ -252,17 +257,7 @@ fn the_kustomize_base_is_the_chart_with_its_defaults() {
         ]
     );
 
-    let output = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(repository().join("deploy/argocd"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let config = documents(&String::from_utf8_lossy(&output.stdout));
+    let config = kustomize("deploy/argocd");
     let lua = std::fs::read_to_string(repository().join("deploy/argocd/health.lua")).unwrap();
     for kind in ["MailGateway", "MailDomain"] {
         assert_eq!(
@@ -378,12 +373,7 @@ async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
     // The kustomize base applied to the real server (its Deployment never runs here). Its CRDs
     // carry CEL rules the 1.20 server rejects as unknown fields (the chart requires 1.25);
     // the harness installs them with the rules stripped, as `crds_are_established` checks.
-    let built = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(repository().join("deploy"))
-        .output()
-        .unwrap();
-    let without_crds: String = documents(&String::from_utf8_lossy(&built.stdout))
+    let without_crds: String = kustomize("deploy")
         .iter()
         .filter(|o| o["kind"] != "CustomResourceDefinition")
         .map(|o| format!("---\n{o}\n"))

@@ -426,7 +426,7 @@ pub(crate) async fn conflicting_winner(
     normalized: &str,
 ) -> Result<Option<(String, String)>, Error> {
     let mut claimants = vec![];
-    for rival in rivals(&ctx.domains, domain, normalized) {
+    for rival in rivals(&ctx.domains, &ctx.claims, domain, normalized) {
         if allowed(ctx, gateway, &rival.namespace().unwrap_or_default()).await? {
             claimants.push(rival);
         }

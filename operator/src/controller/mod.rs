@@ -1,6 +1,7 @@
 //! The controllers: MailGateway and MailDomain reconciled into Kubernetes objects, with
 //! status that tells the truth.
 
+mod claims;
 mod dns;
 pub mod domain;
 pub mod gateway;
@@ -17,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,6 +72,9 @@ pub struct Settings {
     pub gateway_image: String,
     /// How often every object is looked at again although nothing changed.
     pub resync: Duration,
+    /// MailDomains reconciled at the same time. Unbounded, thousands of reconciles pile up
+    /// on a slow API server: memory grows and requests time out and are retried.
+    pub concurrency: u16,
     /// Drift checks (DNS, SMTP probes, departure); `None` turns them off.
     pub drift: Option<crate::drift::DriftSettings>,
 }
@@ -85,6 +89,8 @@ pub struct Context {
     pub gateways: Store<MailGateway>,
     /// Whether the server serves `policy/v1` PodDisruptionBudgets (Kubernetes 1.21+).
     pub pdb_served: bool,
+    /// MailDomains by the domain they claim.
+    pub claims: Arc<claims::ClaimIndex>,
     /// The drift checks' registry, when drift is on.
     pub drift: Option<Arc<crate::drift::Drift>>,
 }
@@ -300,11 +306,24 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
     let namespaces = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
 
-    let domain_controller = Controller::new(
+    // The MailDomain watch feeds the controller's cache and the claim index alike.
+    let (domains, writer) = reflector::store();
+    let claims = Arc::new(claims::ClaimIndex::default());
+    let observer = claims.clone();
+    let domain_events = watcher(
         domains_api.clone(),
         watcher::Config::default().any_semantic(),
-    );
-    let domains = domain_controller.store();
+    )
+    .default_backoff()
+    .reflect(writer)
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            observer.observe(event);
+        }
+    })
+    .touched_objects();
+    let domain_controller = Controller::for_stream(domain_events, domains.clone())
+        .with_config(controller::Config::default().concurrency(settings.concurrency));
     let gateway_controller = Controller::new(
         gateways_api.clone(),
         watcher::Config::default().any_semantic(),
@@ -362,9 +381,18 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             Api::<ConfigMap>::all(client.clone()),
             watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
         )
-        .watches(domains_api, watcher::Config::default(), |md: MailDomain| {
-            placement::gateway_of(&md)
-        });
+        // A gateway counts and configures its domains from their specs: their status writes
+        // are no reason to look again. (Deletion marks bump the generation; a domain deleted
+        // without a finalizer leaves the count until the gateway's next resync.)
+        .watches_stream(
+            watcher(domains_api, watcher::Config::default())
+                .default_backoff()
+                .touched_objects()
+                .predicate_filter(predicates::generation, Default::default()),
+            |md: MailDomain| placement::gateway_of(&md),
+        )
+        // While many domains arrive at once, one gateway reconcile after they settle.
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
 
     let drift = settings
         .drift
@@ -389,6 +417,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         domains,
         gateways,
         pdb_served,
+        claims,
         drift,
     });
 

@@ -147,30 +147,21 @@ pub fn claim_winner<'a>(
     })
 }
 
-/// Whether `written` names the domain `normalized`. ASCII names are compared as they are
-/// (case and a trailing dot aside) before the full normalization, which is costly enough
-/// to matter when every reconcile looks at thousands of domains.
-fn same_domain(written: &str, normalized: &str) -> bool {
-    let trimmed = written.trim_end_matches('.');
-    if trimmed.is_ascii() && !trimmed.eq_ignore_ascii_case(normalized) {
-        return false;
-    }
-    normalize_domain(written).is_ok_and(|d| d == normalized)
-}
-
 /// Other MailDomains that claim the same (normalized) domain on the same gateway.
 pub fn rivals(
     domains: &Store<MailDomain>,
+    claims: &super::claims::ClaimIndex,
     domain: &MailDomain,
     normalized: &str,
 ) -> Vec<std::sync::Arc<MailDomain>> {
     let gateway = gateway_key(domain);
-    domains
-        .state()
-        .into_iter()
+    claims
+        .claimants(normalized)
+        .iter()
+        .filter_map(|key| domains.get(key))
         .filter(|other| other.metadata.uid != domain.metadata.uid)
+        .filter(|other| normalize_domain(&other.spec.domain).is_ok_and(|d| d == normalized))
         .filter(|other| gateway_key(other) == gateway)
-        .filter(|other| same_domain(&other.spec.domain, normalized))
         .filter(|other| other.metadata.deletion_timestamp.is_none())
         .collect()
 }

@@ -79,21 +79,12 @@ fn is_ready(md: &MailDomain) -> bool {
     })
 }
 
-async fn poll<T, F, Fut>(what: &str, mut check: F) -> Result<T, String>
+async fn poll<T, F, Fut>(what: &str, check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    crate::wait::poll_every(POLL, LIMIT, what, check).await
 }
 
 async fn rcpt_code(smtp: SocketAddr, recipient: &str, code: u16) -> Result<(), String> {
