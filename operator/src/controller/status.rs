@@ -71,10 +71,13 @@ pub struct Transition {
 }
 
 /// The changes between two condition lists that a person should hear about: a new status
-/// or a new reason. A reworded message alone is not news.
+/// or a new reason. A reworded message alone is not news. An object's first status is one
+/// Event, its `Ready` (which names the reason), not one per condition: at thousands of new
+/// objects those writes add up.
 pub fn transitions(before: &[Condition], after: &[Condition]) -> Vec<Transition> {
     after
         .iter()
+        .filter(|new| !before.is_empty() || new.type_ == crate::api::conditions::READY)
         .filter(|new| {
             !before.iter().any(|old| {
                 old.type_ == new.type_ && old.status == new.status && old.reason == new.reason
@@ -143,13 +146,19 @@ mod tests {
 
     #[test]
     fn conflict_true_is_a_warning_and_false_is_normal() {
-        let conflict = merge(
+        let before = merge(
             &[],
+            &[Desired::new("Ready", true, "Relayed", "")],
+            None,
+            &at(0),
+        );
+        let conflict = merge(
+            &before,
             &[Desired::new("Conflict", true, "DomainClaimed", "x")],
             None,
             &at(1),
         );
-        assert_eq!(transitions(&[], &conflict)[0].type_, EventType::Warning);
+        assert_eq!(transitions(&before, &conflict)[0].type_, EventType::Warning);
         let clear = merge(
             &conflict,
             &[Desired::new("Conflict", false, "NoConflict", "")],
@@ -157,6 +166,22 @@ mod tests {
             &at(2),
         );
         assert_eq!(transitions(&conflict, &clear)[0].type_, EventType::Normal);
+    }
+
+    #[test]
+    fn a_first_status_is_one_event_for_ready() {
+        let first = merge(
+            &[],
+            &[
+                Desired::new("RecipientsSynced", true, "Synced", "3 recipients"),
+                Desired::new("Ready", false, "GatewayNotFound", "no gateway"),
+            ],
+            None,
+            &at(1),
+        );
+        let events = transitions(&[], &first);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "GatewayNotFound");
     }
 
     #[test]
