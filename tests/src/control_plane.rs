@@ -324,6 +324,18 @@ impl ControlPlane {
         Self::client_from(&self.standby_kubeconfig).await
     }
 
+    /// A client that authenticates with `token` (a ServiceAccount's), and the kubeconfig
+    /// written for it as `<name>.kubeconfig`.
+    pub async fn token_client(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<(Client, PathBuf), HarnessError> {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        self.write_kubeconfig(&path, token)?;
+        Ok((Self::client_from(&path).await?, path))
+    }
+
     async fn client_from(path: &Path) -> Result<Client, HarnessError> {
         let kubeconfig = Kubeconfig::read_from(path)?;
         let config =
@@ -426,6 +438,35 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
+    /// The token the API server issued for ServiceAccount `account` of this namespace (the
+    /// token controller writes it into a Secret shortly after the account appears).
+    pub async fn service_account_token(&self, account: &str) -> String {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = self.api();
+        crate::wait::until(
+            Duration::from_secs(30),
+            &format!("a token of ServiceAccount {account}"),
+            || async {
+                let list = secrets.list(&Default::default()).await.ok()?;
+                list.items.into_iter().find_map(|secret| {
+                    let owner = secret
+                        .metadata
+                        .annotations
+                        .as_ref()?
+                        .get("kubernetes.io/service-account.name")?
+                        .clone();
+                    if secret.type_.as_deref() != Some("kubernetes.io/service-account-token")
+                        || owner != account
+                    {
+                        return None;
+                    }
+                    let token = secret.data.as_ref()?.get("token")?;
+                    Some(String::from_utf8_lossy(&token.0).into_owned())
+                })
+            },
+        )
+        .await
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,

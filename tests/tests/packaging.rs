@@ -3,7 +3,7 @@
 //! ServiceAccount token, not the admin's) through a full reconcile, and the Argo CD health
 //! check run by a real Lua against the status objects that reconcile produced.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use mx_operator_tests::control_plane::ControlPlane;
@@ -310,24 +310,6 @@ fn argo_health(object: &Value) -> (String, String) {
     (status.to_string(), message.to_string())
 }
 
-async fn service_account_token(ns: &mx_operator_tests::TestNamespace, account: &str) -> String {
-    let secrets: Api<Secret> = ns.api();
-    until(LIMIT, &format!("a token Secret of {account}"), || async {
-        let list = secrets.list(&Default::default()).await.ok()?;
-        list.items.into_iter().find_map(|secret| {
-            let annotations = secret.metadata.annotations.as_ref()?;
-            (secret.type_.as_deref() == Some("kubernetes.io/service-account-token")
-                && annotations
-                    .get("kubernetes.io/service-account.name")
-                    .map(String::as_str)
-                    == Some(account))
-            .then_some(())?;
-            Some(String::from_utf8_lossy(&secret.data.as_ref()?.get("token")?.0).into_owned())
-        })
-    })
-    .await
-}
-
 fn apply_file(plane: &ControlPlane, file: &Path, extra: &[&str]) -> String {
     let path = file.to_string_lossy();
     let mut args = vec!["apply", "--server-side", "--force-conflicts", "-f", &path];
@@ -388,9 +370,8 @@ async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
     let rendered = plane.dir.join("chart-rendered.yaml");
     std::fs::write(&rendered, &yaml).unwrap();
     apply_file(plane, &rendered, &[]);
-    let token = service_account_token(&system, "mxo-mx-operator").await;
-    let kubeconfig = plane.dir.join("chart-operator.kubeconfig");
-    plane.write_kubeconfig(&kubeconfig, &token).unwrap();
+    let token = system.service_account_token("mxo-mx-operator").await;
+    let (_, kubeconfig) = plane.token_client("chart-operator", &token).await.unwrap();
 
     let knot = Knot::start(
         &plane.dir.join("knot-packaging"),
