@@ -6,7 +6,7 @@ CARGO ?= cargo
 LOCAL_CLUSTER := target/debug/local-cluster
 KUBECONFIG_DEMO := $(HOME)/.cache/mx-operator/demo/kubeconfig
 
-.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke manifests
+.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke manifests verify-mail-safety
 
 all: build
 
@@ -24,6 +24,12 @@ test: bootstrap lint
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## verify-mail-safety: the data-plane tests against real Postfix, and their mail-safety figures
+verify-mail-safety: bootstrap
+	$(CARGO) build --workspace --locked
+	@$(CARGO) test --locked -p mx-operator-tests --test gateway -- --nocapture 2>&1 | tee target/mail-safety.log | grep -E '^test result' ; \
+	  status=$${PIPESTATUS[0]}; echo; echo "Mail safety:"; grep '^mail safety:' target/mail-safety.log | sed 's/^mail safety: /  /'; exit $$status
 
 ## bench: the benchmark figures (release build), printed and written to bench/results.json
 bench: bootstrap

@@ -102,6 +102,27 @@ async fn known_recipients_are_relayed_and_nothing_else_is_accepted() {
     let unknown = rcpt_reply(smtp, "sender@client.test", "mallory@relay.example").unwrap();
     assert_eq!(unknown.code, 550, "{unknown}");
     assert!(unknown.text.starts_with("5.1.1"), "{unknown}");
+    let strangers: Vec<String> = (0..20)
+        .map(|i| format!("nobody{i}@relay.example"))
+        .chain([
+            "ALICE.@relay.example".into(),
+            "alice+tag@relay.example".into(),
+        ])
+        .collect();
+    let let_in: Vec<&String> = strangers
+        .iter()
+        .filter(|r| {
+            rcpt_reply(smtp, "sender@client.test", r)
+                .map(|reply| reply.code / 100 != 5)
+                .unwrap_or(true)
+        })
+        .collect();
+    println!(
+        "mail safety: unknown recipients tried {} / accepted {}",
+        strangers.len() + 1,
+        let_in.len()
+    );
+    assert!(let_in.is_empty(), "not refused with 5xx: {let_in:?}");
     let foreign = rcpt_reply(smtp, "sender@client.test", "someone@elsewhere.test").unwrap();
     assert_eq!(foreign.code, 554, "{foreign}");
     assert!(foreign.text.contains("Relay access denied"), "{foreign}");
@@ -238,6 +259,11 @@ async fn queued_during_an_outage_then_released_at_the_configured_pace() {
     bodies.sort();
     bodies.dedup();
     assert_eq!(bodies.len(), MESSAGES, "each message exactly once");
+    println!(
+        "mail safety: messages queued {MESSAGES} / delivered {} / lost {}",
+        bodies.len(),
+        MESSAGES - bodies.len()
+    );
     let span = received[MESSAGES - 1].at.duration_since(received[0].at);
     let gaps: Vec<String> = received
         .windows(2)
