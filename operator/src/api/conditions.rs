@@ -35,6 +35,11 @@ pub enum ConditionStatus {
     Unknown,
 }
 
+/// The condition of `type_`, if it is set.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
 /// Sets `new` in `conditions`, keeping the previous transition time when the status did
 /// not flip: `lastTransitionTime` means "since when", not "last checked".
 pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {

@@ -291,6 +291,13 @@ pub struct MailDomainStatus {
     pub drift: Option<String>,
 }
 
+impl MailDomain {
+    /// The status condition of `type_`, if the operator has set it.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        super::conditions::find(&self.status.as_ref()?.conditions, type_)
+    }
+}
+
 const MIN_TTL: u32 = 60;
 const MAX_TTL: u32 = 604_800;
 const MIN_MESSAGE_SIZE: u64 = 1 << 10;

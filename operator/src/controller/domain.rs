@@ -8,7 +8,7 @@ use super::{Context, Error, FINALIZER, apply_if_changed, namespace_of, write_sta
 use crate::api::conditions::READY;
 use crate::api::domain::MailDomainStatus;
 use crate::api::validate::{normalize_address, normalize_domain, normalize_host, parse_duration};
-use crate::api::{Condition, KeyRef, MailDomain, MailGateway};
+use crate::api::{KeyRef, MailDomain, MailGateway};
 use crate::drift::decide;
 use crate::drift::{ACCEPTANCE_VERIFIED, DEPARTED, Expectation, PRIMARY_REACHABLE, ProbePlan};
 use crate::manifests::relay::{RelayTarget, relay_configmap, relay_configmap_name, relay_owner};
@@ -142,18 +142,15 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         .collect();
     let observation = ctx.drift.as_ref().and_then(|d| d.observation(&key));
     let departure = match &ctx.drift {
+        // Without drift checks nothing is ever departed.
+        None => decide::Departure::default(),
         Some(_) => decide::departure(
-            find_condition(domain, DEPARTED),
+            domain.condition(DEPARTED),
             observation.as_ref().map(|o| &o.public),
             &ours,
             Timestamp::now(),
             parse_duration(&domain.spec.departure.grace_period).unwrap_or(Duration::MAX),
         ),
-        None => decide::Departure {
-            condition: None,
-            action_due: false,
-            due_in: None,
-        },
     };
     let (departed_mode, withdraw_mx) =
         decide::departure_effect(departure.action_due, domain.spec.departure.action);
@@ -632,15 +629,6 @@ async fn remove_moved_relay(
         }
         _ => Ok(()),
     }
-}
-
-fn find_condition<'a>(domain: &'a MailDomain, type_: &str) -> Option<&'a Condition> {
-    domain
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
 }
 
 async fn finalize(domain: &MailDomain, ctx: &Context, namespace: &str) -> Result<Action, Error> {

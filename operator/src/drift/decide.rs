@@ -120,8 +120,8 @@ impl MxState {
     }
 }
 
-/// Where a domain stands with respect to departure.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a domain stands with respect to departure (the default: in service).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Departure {
     /// The `Departed` condition to write; `None` leaves the stored one as it is (no fresh
     /// evidence either way).
@@ -355,9 +355,7 @@ pub fn primary_reachable(target: &str, banner: &Result<Reply, String>) -> Verdic
 /// The DRIFT column: `None`, or what is off, worst first.
 pub fn summary(conditions: &[Condition]) -> String {
     let bad = |type_: &str, status: ConditionStatus| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
+        crate::api::conditions::find(conditions, type_).filter(|c| c.status == status)
     };
     let mut parts = vec![];
     if let Some(c) = bad(ACCEPTANCE_VERIFIED, ConditionStatus::False) {

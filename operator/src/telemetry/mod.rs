@@ -221,11 +221,8 @@ impl Metrics {
         let departed = state
             .iter()
             .filter(|d| {
-                d.status.as_ref().is_some_and(|s| {
-                    s.conditions.iter().any(|c| {
-                        c.type_ == crate::drift::DEPARTED && c.status == ConditionStatus::True
-                    })
-                })
+                d.condition(crate::drift::DEPARTED)
+                    .is_some_and(|c| c.status == ConditionStatus::True)
             })
             .count();
         self.drift.departed.set(departed as i64);
@@ -241,11 +238,7 @@ impl Metrics {
 
 /// `Ready`, or the reason a domain is not ready (`Conflict`, `InvalidSpec`, ...).
 fn domain_state(domain: &MailDomain) -> String {
-    let ready = domain
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-    match ready {
+    match domain.condition(READY) {
         Some(c) if c.status == ConditionStatus::True => "Ready".into(),
         Some(c) => c.reason.clone(),
         None => "Pending".into(),
