@@ -109,7 +109,8 @@ fn net_error(context: &str, error: NetError) -> DnsError {
     }
 }
 
-fn name(input: &str) -> Result<Name, DnsError> {
+/// The fully qualified DNS name of `input` (with or without its trailing dot).
+pub fn name(input: &str) -> Result<Name, DnsError> {
     Name::from_ascii(format!("{}.", input.trim_end_matches('.')))
         .map_err(|e| DnsError::Protocol(format!("{input:?} is not a DNS name: {e}")))
 }
@@ -171,14 +172,7 @@ impl Session {
             Err(DnsError::NoRecords(_)) => return Ok(vec![]),
             Err(error) => return Err(error),
         };
-        Ok(response
-            .answers
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::MX(mx) => Some(Mx::new(mx.preference, &mx.exchange.to_ascii())),
-                _ => None,
-            })
-            .collect())
+        Ok(mx_answers(&response))
     }
 
     /// The zone `owner` belongs to: the closest enclosing name with an SOA at this server.
@@ -240,6 +234,18 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The MX records among a response's answers (any CNAME or signature records aside).
+pub fn mx_answers(response: &DnsResponse) -> Vec<Mx> {
+    response
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::MX(mx) => Some(Mx::new(mx.preference, &mx.exchange.to_ascii())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn record_set(owner: &str, ttl: u32, mx: &Mx) -> Result<RecordSet, DnsError> {

@@ -4,6 +4,7 @@
 use super::decide::{
     self, Expect, MxLookup, MxState, ProbeReplies, Verdict, acceptance, primary_reachable,
 };
+use crate::api::validate::host_port;
 use crate::dns::Mx;
 use crate::probe;
 use hickory_net::client::{Client, ClientHandle};
@@ -11,7 +12,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::{DnsError, NetError};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::{DNSClass, RecordType};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -51,8 +52,9 @@ impl DnsClients {
 
     /// The MX RRset of `domain` as `server` answers it (no cache in between).
     pub async fn mx(&self, server: SocketAddr, domain: &str) -> MxLookup {
-        let Ok(name) = Name::from_ascii(format!("{}.", domain.trim_end_matches('.'))) else {
-            return MxLookup::Failed(format!("{domain:?} is not a DNS name"));
+        let name = match crate::dns::rfc2136::name(domain) {
+            Ok(name) => name,
+            Err(error) => return MxLookup::Failed(error.to_string()),
         };
         let mut client = self.client(server);
         let query = client.query(name, DNSClass::IN, RecordType::MX);
@@ -73,14 +75,7 @@ impl DnsClients {
             ResponseCode::NXDomain => return MxLookup::NxDomain,
             code => return MxLookup::Failed(format!("{server}: {code}")),
         }
-        let mut records: Vec<Mx> = response
-            .answers
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::MX(mx) => Some(Mx::new(mx.preference, &mx.exchange.to_ascii())),
-                _ => None,
-            })
-            .collect();
+        let mut records = crate::dns::rfc2136::mx_answers(&response);
         records.sort();
         records.dedup();
         if records.is_empty() {
@@ -236,12 +231,7 @@ async fn probe_gateway_once(settings: &CheckSettings, plan: &ProbePlan) -> Verdi
 }
 
 async fn probe_primary(settings: &CheckSettings, expectation: &Expectation) -> Verdict {
-    let host = &expectation.primary_host;
-    let target = if host.contains(':') {
-        format!("[{host}]:{}", expectation.primary_port)
-    } else {
-        format!("{host}:{}", expectation.primary_port)
-    };
+    let target = host_port(&expectation.primary_host, expectation.primary_port);
     let banner = probe::banner(&target, settings.smtp_timeout)
         .await
         .map_err(|e| e.to_string());

@@ -10,8 +10,8 @@ mod quantity;
 pub use address::{normalize_address, normalize_sender_pattern};
 pub use duration::parse_duration;
 pub use names::{
-    is_dns1123_label, is_dns1123_subdomain, normalize_dns_name, normalize_domain, normalize_host,
-    parse_host_port,
+    host_port, is_dns1123_label, is_dns1123_subdomain, normalize_dns_name, normalize_domain,
+    normalize_host, parse_host_port,
 };
 pub use network::parse_client_network;
 pub use quantity::parse_byte_quantity;

@@ -94,12 +94,16 @@ pub fn parse_host_port(input: &str) -> Result<String, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("{input:?}: {port:?} is not a port (1-65535)"))?;
-    let host = normalize_host(host)?;
-    Ok(if host.contains(':') {
+    Ok(host_port(&normalize_host(host)?, port))
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
-    })
+    }
 }
 
 /// RFC 1123 label as Kubernetes uses it for namespaces.
