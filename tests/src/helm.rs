@@ -2,13 +2,10 @@
 //! schemas (kubernetes-validate), both from the virtualenv `bootstrap.sh` prepares.
 
 use crate::control_plane::cache_dir;
+use crate::repository;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
-
-pub fn repository() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 pub fn chart() -> PathBuf {
     repository().join("charts/mx-operator")

@@ -14,3 +14,8 @@ pub mod smtp;
 pub mod wait;
 
 pub use control_plane::{ControlPlane, HarnessError, TestNamespace};
+
+/// The root of this repository (the workspace), for tests that read its files.
+pub fn repository() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}

@@ -98,6 +98,6 @@ pub fn operator_binary() -> std::path::PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        .unwrap_or_else(|_| crate::repository().join("target"));
     target.join("debug/mx-operator")
 }

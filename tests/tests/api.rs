@@ -5,7 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use mx_operator::api::{DNSProvider, MailDomain, MailGateway};
 use mx_operator_tests::ControlPlane;
-use mx_operator_tests::kubectl::kubectl;
+use mx_operator_tests::kubectl::{kubectl, kubectl_ok};
 use serde_json::json;
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
@@ -174,13 +174,7 @@ async fn kubectl_shows_columns_and_field_docs() {
         .await
         .expect("create");
 
-    let output = kubectl(&plane.kubeconfig, &["get", "md", "-n", &ns.name]).expect("kubectl runs");
-    let table = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let table = kubectl_ok(&plane.kubeconfig, &["get", "md", "-n", &ns.name]);
     let header: Vec<_> = table
         .lines()
         .next()
@@ -235,7 +229,7 @@ async fn kubectl_shows_columns_and_field_docs() {
 
 #[test]
 fn the_api_reference_is_generated_from_the_crds() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+    let path = mx_operator_tests::repository().join("docs/api.md");
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         committed == mx_operator::api::reference::markdown(),
@@ -245,7 +239,7 @@ fn the_api_reference_is_generated_from_the_crds() {
 
 #[test]
 fn committed_crds_match_the_generator() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let dir = mx_operator_tests::repository().join("crds");
     let mut expected: Vec<String> = Vec::new();
     for crd in mx_operator::api::crd::all() {
         let name = mx_operator::api::crd::file_name(&crd);

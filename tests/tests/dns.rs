@@ -7,7 +7,7 @@ use mx_operator::dns::external::api_resource;
 use mx_operator_tests::TestNamespace;
 use mx_operator_tests::fixtures::apply_dynamic as apply;
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
-use mx_operator_tests::kubectl::kubectl;
+use mx_operator_tests::kubectl::{kubectl, kubectl_ok};
 use mx_operator_tests::operator::namespace_with_operator;
 use mx_operator_tests::wait::{gone, until};
 use serde_json::{Value, json};
@@ -219,25 +219,14 @@ async fn an_unreachable_server_is_reported_and_recovery_republishes() {
 async fn external_dns_mode_writes_a_dnsendpoint() {
     let (plane, ns) = namespace_with_operator("dns-external").await;
     let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dnsendpoint-crd.yaml");
-    let output = kubectl(&plane.kubeconfig, &["apply", "-f", crd]).unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let output = kubectl(
+    kubectl_ok(&plane.kubeconfig, &["apply", "-f", crd]);
+    kubectl_ok(
         &plane.kubeconfig,
         &[
             "wait",
             "--for=condition=Established",
             "crd/dnsendpoints.externaldns.k8s.io",
         ],
-    )
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
     );
     apply(&ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "extdns"},
         "spec": {"externalDNS": {"labels": {"dns": "public"}}}})).await;

@@ -2,12 +2,9 @@
 //! its Dockerfile and entrypoint name exists: Debian packages, files of this repository, the
 //! binary the build stage produces, and the paths the entrypoint runs.
 
-use std::path::Path;
 use std::process::Command;
 
-fn repository() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
+use mx_operator_tests::repository;
 
 /// Checks every `COPY` of a Dockerfile: a binary from the build stage must be one the
 /// crate defines and the stage builds, a file of this repository must exist. Returns how

@@ -8,10 +8,11 @@ use kube::api::{Api, DeleteParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use mx_operator_tests::control_plane::ControlPlane;
 use mx_operator_tests::fixtures::apply_dynamic;
-use mx_operator_tests::helm::{chart, documents, lint, render, repository, validate};
+use mx_operator_tests::helm::{chart, documents, lint, render, validate};
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
-use mx_operator_tests::kubectl::kubectl;
+use mx_operator_tests::kubectl::kubectl_ok;
 use mx_operator_tests::process::{Guarded, free_port, operator_binary, spawn_tied};
+use mx_operator_tests::repository;
 use mx_operator_tests::wait::{gone, until};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -314,13 +315,7 @@ fn apply_file(plane: &ControlPlane, file: &Path, extra: &[&str]) -> String {
     let path = file.to_string_lossy();
     let mut args = vec!["apply", "--server-side", "--force-conflicts", "-f", &path];
     args.extend(extra);
-    let output = kubectl(&plane.kubeconfig, &args).unwrap();
-    assert!(
-        output.status.success(),
-        "kubectl apply {path}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    kubectl_ok(&plane.kubeconfig, &args)
 }
 
 async fn ready(
@@ -453,17 +448,11 @@ async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
     for name in ["relay-tenant.test", "edge-config"] {
         assert!(configmaps.get_opt(name).await.unwrap().is_some(), "{name}");
     }
-    let lease = kubectl(
+    kubectl_ok(
         &plane.kubeconfig,
         &["get", "lease", "-n", &system.name, "mx-operator-leader"],
-    )
-    .unwrap();
-    assert!(
-        lease.status.success(),
-        "the leader Lease: {}",
-        String::from_utf8_lossy(&lease.stderr)
     );
-    let events = kubectl(
+    let events = kubectl_ok(
         &plane.kubeconfig,
         &[
             "get",
@@ -473,12 +462,8 @@ async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
             "-o",
             "name",
         ],
-    )
-    .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&events.stdout).trim().is_empty(),
-        "Events were recorded"
     );
+    assert!(!events.trim().is_empty(), "Events were recorded");
 
     // Argo CD's view of these real objects.
     let healthy = argo_health(&as_json(&relayed));
