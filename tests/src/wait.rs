@@ -51,3 +51,25 @@ where
     )
     .await
 }
+
+/// Waits until MailDomain `name` has condition `type_` with `status` and `reason`, and
+/// returns it as it was then.
+pub async fn domain_condition(
+    api: &kube::Api<mx_operator::api::MailDomain>,
+    limit: Duration,
+    name: &str,
+    type_: &str,
+    status: mx_operator::api::ConditionStatus,
+    reason: &str,
+) -> mx_operator::api::MailDomain {
+    until(
+        limit,
+        &format!("{name}: {type_}={status:?} ({reason})"),
+        || async {
+            let domain = api.get(name).await.ok()?;
+            let found = domain.condition(type_)?;
+            (found.status == status && found.reason == reason).then_some(domain.clone())
+        },
+    )
+    .await
+}

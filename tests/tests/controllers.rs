@@ -10,7 +10,7 @@ use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use mx_operator_tests::TestNamespace;
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::operator::{TEST_RESYNC, namespace_with_operator};
-use mx_operator_tests::wait::{gone, until};
+use mx_operator_tests::wait::{domain_condition, gone, until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -30,17 +30,7 @@ async fn wait_condition(
     status: ConditionStatus,
     reason: &str,
 ) -> MailDomain {
-    let api: Api<MailDomain> = ns.api();
-    until(
-        LIMIT,
-        &format!("{name}: {type_}={status:?} ({reason})"),
-        || async {
-            let domain = api.get(name).await.ok()?;
-            let (s, r, _) = condition(&domain, type_)?;
-            (s == status && r == reason).then_some(domain)
-        },
-    )
-    .await
+    domain_condition(&ns.api(), LIMIT, name, type_, status, reason).await
 }
 
 async fn relay_text(api: &Api<ConfigMap>, name: &str) -> Option<String> {

@@ -9,7 +9,7 @@ use mx_operator_tests::fixtures::apply_dynamic as apply;
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
 use mx_operator_tests::kubectl::{kubectl, kubectl_ok};
 use mx_operator_tests::operator::namespace_with_operator;
-use mx_operator_tests::wait::{gone, until};
+use mx_operator_tests::wait::{domain_condition, gone, until};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -45,28 +45,12 @@ async fn domain(ns: &TestNamespace, name: &str, domain: &str, provider: &str, mx
 }
 
 async fn dns_synced(ns: &TestNamespace, name: &str, ok: bool, reason: &str) -> MailDomain {
-    let api: Api<MailDomain> = ns.api();
-    until(
-        LIMIT,
-        &format!("{name} DnsSynced {ok} {reason}"),
-        || async {
-            let md = api.get(name).await.ok()?;
-            let c = md
-                .status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "DnsSynced")?
-                .clone();
-            let want = if ok {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            };
-            (c.status == want && c.reason == reason).then_some(md)
-        },
-    )
-    .await
+    let status = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    domain_condition(&ns.api(), LIMIT, name, "DnsSynced", status, reason).await
 }
 
 async fn mx_answer(knot: &Knot, name: &str, want: &[&str]) {

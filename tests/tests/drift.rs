@@ -17,7 +17,7 @@ use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
 use mx_operator_tests::operator::{ensure_shared_operator_with, test_settings};
 use mx_operator_tests::process::{free_port, operator_binary};
 use mx_operator_tests::smtp::{Sink, rcpt_reply};
-use mx_operator_tests::wait::until;
+use mx_operator_tests::wait::{domain_condition, until};
 use mx_operator_tests::{ControlPlane, TestNamespace};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -142,22 +142,12 @@ async fn condition(
     status: ConditionStatus,
     reason: &str,
 ) -> (MailDomain, Condition) {
-    until(
-        LIMIT,
-        &format!("{name}: {type_}={status:?} ({reason})"),
-        || async {
-            let md = api.get(name).await.ok()?;
-            let found = md
-                .status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == type_ && c.status == status && c.reason == reason)
-                .cloned()?;
-            Some((md, found))
-        },
-    )
-    .await
+    let md = domain_condition(api, LIMIT, name, type_, status, reason).await;
+    let found = md
+        .condition(type_)
+        .cloned()
+        .expect("the condition just seen");
+    (md, found)
 }
 
 async fn rcpt_becomes(smtp: SocketAddr, recipient: &str, code: u16) {

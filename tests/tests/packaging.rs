@@ -13,7 +13,7 @@ use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
 use mx_operator_tests::kubectl::kubectl_ok;
 use mx_operator_tests::process::{Guarded, free_port, operator_binary, spawn_tied};
 use mx_operator_tests::repository;
-use mx_operator_tests::wait::{gone, until};
+use mx_operator_tests::wait::{domain_condition, gone, until};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -324,20 +324,7 @@ async fn ready(
     status: ConditionStatus,
     reason: &str,
 ) -> MailDomain {
-    until(
-        LIMIT,
-        &format!("{name}: Ready={status:?} ({reason})"),
-        || async {
-            let md = api.get(name).await.ok()?;
-            md.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == status && c.reason == reason)
-                .then_some(md)
-        },
-    )
-    .await
+    domain_condition(api, LIMIT, name, "Ready", status, reason).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
