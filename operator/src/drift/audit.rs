@@ -155,8 +155,7 @@ fn parse_yaml(text: &str) -> Result<Vec<AuditDomain>, AuditError> {
 }
 
 /// One thing wrong with a domain (or `Ok`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum State {
     Ok,
     /// The MX does not name the gateway but the domain is still with the customer (its
@@ -189,6 +188,13 @@ impl State {
             Self::OpenRelay => "open-relay",
             Self::ProbeFailed => "probe-failed",
         }
+    }
+}
+
+/// In JSON reports a state is its name, as in the table.
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -464,6 +470,21 @@ spec:
             Some(State::GatewayNotAccepting)
         );
         assert_eq!(probe_state("Verified"), None);
+    }
+
+    #[test]
+    fn json_names_the_states_as_the_table_does() {
+        let finding = Finding {
+            domain: "a.test".into(),
+            states: vec![State::Nxdomain, State::GatewayNotAccepting],
+            mx: vec![],
+            detail: String::new(),
+        };
+        let json = serde_json::to_value(&finding).unwrap();
+        assert_eq!(
+            json["states"],
+            serde_json::json!(["nxdomain", "gateway-not-accepting"])
+        );
     }
 
     #[test]
