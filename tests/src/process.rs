@@ -101,3 +101,34 @@ pub fn operator_binary() -> std::path::PathBuf {
         .unwrap_or_else(|_| crate::repository().join("target"));
     target.join("debug/mx-operator")
 }
+
+/// `mx-operator run` as a process (one replica, no leader election, drift off) against the
+/// API server of `kubeconfig`, its output appended to `log`; SIGKILLed when dropped.
+pub fn start_operator(
+    kubeconfig: &std::path::Path,
+    log: &std::path::Path,
+    rust_log: &str,
+) -> io::Result<Guarded> {
+    let binary = operator_binary();
+    if !binary.exists() {
+        return Err(io::Error::other(format!(
+            "{} is missing: run `cargo build --workspace` first (make test does)",
+            binary.display()
+        )));
+    }
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut command = Command::new(binary);
+    command
+        .args(["run", "--leader-elect", "false", "--resync-seconds", "5"])
+        .args(["--drift-interval-seconds", "0"])
+        .arg(format!("--metrics-address=127.0.0.1:{}", free_port()?))
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", rust_log)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(Guarded::new("mx-operator", spawn_tied(command)?))
+}

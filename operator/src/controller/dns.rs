@@ -22,14 +22,24 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DnsProblem {
     pub reason: &'static str,
     pub message: String,
+    /// The records status must list after this failure, when an update that may have
+    /// reached the server added one (None: what it listed before).
+    pub in_doubt: Option<Vec<String>>,
+}
+
+impl DnsProblem {
+    fn new(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            in_doubt: None,
+        }
+    }
 }
 
 impl From<DnsError> for DnsProblem {
     fn from(error: DnsError) -> Self {
-        Self {
-            reason: error.reason(),
-            message: error.to_string(),
-        }
+        Self::new(error.reason(), error.to_string())
     }
 }
 
@@ -96,25 +106,40 @@ pub async fn sync(
     };
     let providers: Api<DNSProvider> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(provider) = providers.get_opt(&dns.provider_ref.name).await? else {
-        return Ok(Err(DnsProblem {
-            reason: "ProviderNotFound",
-            message: format!(
+        return Ok(Err(DnsProblem::new(
+            "ProviderNotFound",
+            format!(
                 "DNSProvider {namespace}/{} does not exist",
                 dns.provider_ref.name
             ),
-        }));
+        )));
     };
     if let Err(problems) = provider.spec.validate() {
-        return Ok(Err(DnsProblem {
-            reason: "InvalidProvider",
-            message: format!(
+        return Ok(Err(DnsProblem::new(
+            "InvalidProvider",
+            format!(
                 "DNSProvider {namespace}/{}: {problems}",
                 dns.provider_ref.name
             ),
-        }));
+        )));
     }
     if let Some(rfc2136) = &provider.spec.rfc2136 {
-        return Ok(publish_rfc2136(domain, ctx, namespace, normalized, rfc2136, desired).await);
+        let pending =
+            match prepare_rfc2136(domain, ctx, namespace, normalized, rfc2136, desired).await {
+                Ok(pending) => pending,
+                Err(problem) => return Ok(Err(problem)),
+            };
+        let intent = pending.intent();
+        if let Some(records) = &intent {
+            record_intent(domain, ctx, records.clone()).await?;
+        }
+        return Ok(pending
+            .apply(normalized, domain.spec.mx.ttl, desired)
+            .await
+            .map_err(|problem| DnsProblem {
+                in_doubt: intent,
+                ..problem
+            }));
     }
     let labels = provider
         .spec
@@ -126,14 +151,68 @@ pub async fn sync(
         .map(Ok)
 }
 
-async fn publish_rfc2136(
+/// An RFC 2136 change worked out against the server's current records, not yet sent.
+struct PendingUpdate {
+    session: Session,
+    server: std::net::SocketAddr,
+    zone: String,
+    changes: crate::dns::Plan,
+    before: Vec<Mx>,
+}
+
+impl PendingUpdate {
+    /// What status must list before the update is sent, when it adds a record status does
+    /// not list yet. A crash between the update and the status write would otherwise leave
+    /// a record of ours that no later run knows to remove.
+    fn intent(&self) -> Option<Vec<String>> {
+        let add = self.changes.add.as_ref()?;
+        if self.before.contains(add) {
+            return None;
+        }
+        Some(
+            self.before
+                .iter()
+                .chain(std::iter::once(add))
+                .map(Mx::to_string)
+                .collect(),
+        )
+    }
+
+    async fn apply(
+        mut self,
+        normalized: &str,
+        ttl: u32,
+        desired: Option<&Mx>,
+    ) -> Result<Published, DnsProblem> {
+        let repaired = self
+            .changes
+            .add
+            .clone()
+            .filter(|add| self.before.contains(add));
+        if !self.changes.is_empty() {
+            self.session
+                .apply(&self.zone, normalized, ttl, &self.changes)
+                .await?;
+            tracing::info!(domain = normalized, zone = self.zone, add = ?self.changes.add, remove = ?self.changes.remove, "MX records updated");
+        }
+        Ok(Published {
+            records: desired.map(Mx::to_string).into_iter().collect(),
+            zone: Some(self.zone),
+            via: format!("RFC 2136 server {}", self.server),
+            server: Some(self.server),
+            repaired,
+        })
+    }
+}
+
+async fn prepare_rfc2136(
     domain: &MailDomain,
     ctx: &Context,
     namespace: &str,
     normalized: &str,
     spec: &Rfc2136,
     desired: Option<&Mx>,
-) -> Result<Published, DnsProblem> {
+) -> Result<PendingUpdate, DnsProblem> {
     let server = server(ctx, namespace, spec).await?;
     let mut session = Session::connect(&server).await?;
     let zone = match &spec.zone {
@@ -143,38 +222,48 @@ async fn publish_rfc2136(
     let current = session.mx_records(normalized).await?;
     let before = published_before(domain);
     let changes = plan(&current, &before, desired);
-    let repaired = changes.add.clone().filter(|add| before.contains(add));
-    if !changes.is_empty() {
-        session
-            .apply(&zone, normalized, domain.spec.mx.ttl, &changes)
-            .await?;
-        tracing::info!(domain = normalized, zone, add = ?changes.add, remove = ?changes.remove, "MX records updated");
-    }
-    Ok(Published {
-        records: desired.map(Mx::to_string).into_iter().collect(),
-        zone: Some(zone),
-        via: format!("RFC 2136 server {}", server.address),
-        server: Some(server.address),
-        repaired,
+    Ok(PendingUpdate {
+        session,
+        server: server.address,
+        zone,
+        changes,
+        before,
     })
+}
+
+/// Lists `records` as published in status (a merge patch of that one field: the reconcile's
+/// own status write replaces it with what was published).
+async fn record_intent(
+    domain: &MailDomain,
+    ctx: &Context,
+    records: Vec<String>,
+) -> Result<(), Error> {
+    let api: Api<MailDomain> = Api::namespaced(ctx.client.clone(), &super::namespace_of(domain)?);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch = serde_json::json!({"status": {"publishedRecords": records}});
+    api.patch_status(&domain.name_any(), &params, &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 async fn server(ctx: &Context, namespace: &str, spec: &Rfc2136) -> Result<Server, DnsProblem> {
     let secret_ref = &spec.tsig.secret_ref;
-    let missing = |what: &str| DnsProblem {
-        reason: "KeyNotFound",
-        message: format!(
-            "TSIG key: {what} (Secret {namespace}/{} key {:?})",
-            secret_ref.name, secret_ref.key
-        ),
+    let missing = |what: &str| {
+        DnsProblem::new(
+            "KeyNotFound",
+            format!(
+                "TSIG key: {what} (Secret {namespace}/{} key {:?})",
+                secret_ref.name, secret_ref.key
+            ),
+        )
     };
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(&secret_ref.name)
         .await
-        .map_err(|e| DnsProblem {
-            reason: "KeyNotFound",
-            message: e.to_string(),
-        })?
+        .map_err(|e| DnsProblem::new("KeyNotFound", e.to_string()))?
         .ok_or_else(|| missing("the Secret does not exist"))?;
     let encoded = secret
         .data
@@ -191,9 +280,11 @@ async fn server(ctx: &Context, namespace: &str, spec: &Rfc2136) -> Result<Server
         .await
         .ok()
         .and_then(|mut addresses| addresses.next())
-        .ok_or_else(|| DnsProblem {
-            reason: "ServerUnreachable",
-            message: format!("cannot resolve the DNS server {:?}", spec.server),
+        .ok_or_else(|| {
+            DnsProblem::new(
+                "ServerUnreachable",
+                format!("cannot resolve the DNS server {:?}", spec.server),
+            )
         })?;
     Ok(Server {
         address,

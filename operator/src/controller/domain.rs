@@ -1,7 +1,7 @@
 //! MailDomain → one relay ConfigMap in its gateway's namespace, and a status that says
 //! whether the gateway relays the domain and why not.
 
-use super::dns::{self, Published};
+use super::dns::{self, DnsProblem, Published};
 use super::placement::{claim_winner, gateway_key, namespace_allowed, rivals};
 use super::status::Desired;
 use super::{Context, Error, FINALIZER, apply_if_changed, namespace_of, write_status};
@@ -357,9 +357,16 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             status.recipients_hash = Some(hash);
             status.relay_config_map = Some(location);
             // On a DNS failure the records published before stay on record: they may still be out there.
-            if let Ok(published) = published {
-                status.published_records = published.records;
-                status.dns_zone = published.zone;
+            match published {
+                Ok(published) => {
+                    status.published_records = published.records;
+                    status.dns_zone = published.zone;
+                }
+                Err(DnsProblem {
+                    in_doubt: Some(records),
+                    ..
+                }) => status.published_records = records,
+                Err(_) => {}
             }
             if observed {
                 status.drift = Some(decide::summary(&status.conditions));
