@@ -80,7 +80,30 @@ pub struct ControlPlane {
     operator_token: String,
     standby_token: String,
     servers: Vec<Guarded>,
+    /// How etcd and kube-apiserver were started, to start them again in `restart`.
+    storage_and_api: Vec<(&'static str, Launch)>,
     namespaces: AtomicUsize,
+}
+
+/// A server's program and arguments.
+struct Launch {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl Launch {
+    fn of(command: &Command) -> Self {
+        Self {
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(|a| a.to_owned()).collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        command
+    }
 }
 
 /// Where the bootstrap script caches the API server binary.
@@ -112,9 +135,14 @@ fn run(command: &mut Command) -> Result<(), HarnessError> {
     }
 }
 
+/// A server's log, appended to when it is started again.
 fn log_file(dir: &Path, name: &str) -> Result<fs::File, HarnessError> {
     let path = dir.join(format!("{name}.log"));
-    fs::File::create(&path).map_err(io_error(format!("creating {}", path.display())))
+    fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error(format!("opening {}", path.display())))
 }
 
 impl ControlPlane {
@@ -188,6 +216,7 @@ impl ControlPlane {
             ))
             .arg("--logger=zap")
             .arg("--log-level=warn");
+        let mut storage_and_api = vec![("etcd", Launch::of(&etcd))];
         servers.push(start_server("etcd", etcd, dir, lifetime)?);
 
         let mut kube = Command::new(&apiserver);
@@ -224,6 +253,7 @@ impl ControlPlane {
                 dir.join("audit.log").display()
             ))
             .arg("--v=1");
+        storage_and_api.push(("kube-apiserver", Launch::of(&kube)));
         servers.push(start_server("kube-apiserver", kube, dir, lifetime)?);
 
         let url = format!("https://127.0.0.1:{apiserver_port}");
@@ -238,6 +268,7 @@ impl ControlPlane {
             operator_token,
             standby_token,
             servers: Vec::new(),
+            storage_and_api,
             namespaces: AtomicUsize::new(0),
         };
         plane.wait_until_ready(&mut servers).await?;
@@ -253,6 +284,38 @@ impl ControlPlane {
             Lifetime::Detached => servers.into_iter().for_each(std::mem::forget),
         }
         Ok(plane)
+    }
+
+    /// Kills etcd, kube-apiserver and kube-controller-manager (SIGKILL, as when their
+    /// machine fails), leaves them down for `down_for`, then starts them again on the same
+    /// ports and data. Only for a control plane whose servers this process holds.
+    pub async fn restart(&mut self, down_for: Duration) -> Result<(), HarnessError> {
+        if self.servers.is_empty() {
+            return Err(HarnessError::Command {
+                command: "restarting the control plane".into(),
+                stderr: "its servers are detached from this process".into(),
+            });
+        }
+        self.servers.clear();
+        tokio::time::sleep(down_for).await;
+        let mut servers = Vec::new();
+        for (name, launch) in &self.storage_and_api {
+            servers.push(start_server(
+                name,
+                launch.command(),
+                &self.dir,
+                Lifetime::TiedToThisProcess,
+            )?);
+        }
+        self.wait_until_ready(&mut servers).await?;
+        servers.push(start_server(
+            "kube-controller-manager",
+            self.controller_manager_command(),
+            &self.dir,
+            Lifetime::TiedToThisProcess,
+        )?);
+        self.servers = servers;
+        Ok(())
     }
 
     async fn wait_until_ready(&self, servers: &mut [Guarded]) -> Result<(), HarnessError> {

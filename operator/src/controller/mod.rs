@@ -18,6 +18,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{Controller, WatchStreamExt, controller, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -291,6 +293,21 @@ pub(crate) fn namespace_of(object: &impl ResourceExt) -> Result<String, Error> {
         .ok_or_else(|| Error::NotNamespaced(object.name_any()))
 }
 
+/// How long watches wait before trying again after errors: 0.5 s doubling to 5 s (plus
+/// jitter), back to 0.5 s after 30 s without one. kube's default (up to 30 s, doubled by
+/// jitter, reset only after 2 min quiet, shared by all of a controller's watches) is made
+/// for thousands of clients of a struggling API server; for one operator it meant a minute
+/// or more of ignored changes after a short API server restart.
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
+}
+
 /// Runs both controllers until `shutdown` completes.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: Shutdown) {
     let pdb_served = policy_v1_served(&client).await;
@@ -307,30 +324,29 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let namespaces = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
 
     // The MailDomain watch feeds the controller's cache and the claim index alike.
+    // Lists are consistent reads (not `any_semantic`): after an API server restart its
+    // watch cache answers a list with a version it then calls too old to watch from, and a
+    // watcher relisting from that cache would never get a working watch again.
     let (domains, writer) = reflector::store();
     let claims = Arc::new(claims::ClaimIndex::default());
     let observer = claims.clone();
-    let domain_events = watcher(
-        domains_api.clone(),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    // Nothing reads the managed fields of a cached MailDomain; at 10,000 domains they are
-    // a good part of the operator's memory.
-    .modify(|domain: &mut MailDomain| domain.managed_fields_mut().clear())
-    .reflect(writer)
-    .inspect(move |event| {
-        if let Ok(event) = event {
-            observer.observe(event);
-        }
-    })
-    .touched_objects();
+    let domain_events = watcher(domains_api.clone(), watcher::Config::default())
+        .backoff(watch_backoff())
+        // Nothing reads the managed fields of a cached MailDomain; at 10,000 domains they are
+        // a good part of the operator's memory.
+        .modify(|domain: &mut MailDomain| domain.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                observer.observe(event);
+            }
+        })
+        .touched_objects();
     let domain_controller = Controller::for_stream(domain_events, domains.clone())
+        .trigger_backoff(watch_backoff())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let gateway_controller = Controller::new(
-        gateways_api.clone(),
-        watcher::Config::default().any_semantic(),
-    );
+    let gateway_controller = Controller::new(gateways_api.clone(), watcher::Config::default())
+        .trigger_backoff(watch_backoff());
     let gateways = gateway_controller.store();
 
     let domain_controller = {
@@ -358,7 +374,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             // gateway is noticed at the domains' next resync.)
             .watches_stream(
                 watcher(gateways_api.clone(), watcher::Config::default())
-                    .default_backoff()
+                    .backoff(watch_backoff())
                     .touched_objects()
                     .predicate_filter(predicates::generation, Default::default()),
                 move |gw: MailGateway| placement::domains_of_gateway(&by_gateway, &gw),
@@ -389,7 +405,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         // without a finalizer leaves the count until the gateway's next resync.)
         .watches_stream(
             watcher(domains_api, watcher::Config::default())
-                .default_backoff()
+                .backoff(watch_backoff())
                 .touched_objects()
                 .predicate_filter(predicates::generation, Default::default()),
             |md: MailDomain| placement::gateway_of(&md),
