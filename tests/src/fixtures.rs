@@ -14,6 +14,18 @@ where
         + serde::de::DeserializeOwned
         + serde::Serialize,
 {
+    try_apply(ns, object).await.expect("apply")
+}
+
+/// Like `apply`, with the API server's refusal as the error (for objects it may refuse).
+pub async fn try_apply<K>(ns: &TestNamespace, object: Value) -> Result<K, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
     let object: K = serde_json::from_value(object).expect("fixture");
     let name = object.meta().name.clone().expect("fixture has a name");
     ns.api::<K>()
@@ -23,7 +35,6 @@ where
             &Patch::Apply(&object),
         )
         .await
-        .expect("apply")
 }
 
 /// Server-side applies an object of any kind, given as JSON with apiVersion and kind.

@@ -1,9 +1,9 @@
 //! MailDomain: one domain the gateway fleet relays for.
 
 use super::validate::{
-    Problems, ValidationError, is_dns1123_label, normalize_address, normalize_domain,
-    normalize_host, normalize_sender_pattern, parse_byte_quantity, parse_client_network,
-    parse_duration,
+    MAX_DENY_ENTRIES, MAX_INLINE_RECIPIENTS, MAX_RBLS, Problems, ValidationError, check_list_len,
+    is_dns1123_label, normalize_address, normalize_domain, normalize_host,
+    normalize_sender_pattern, parse_client_network, parse_duration, parse_message_size, quote,
 };
 use super::{Condition, DeliveryLimits, KeyRef};
 use kube::{CustomResource, KubeSchema};
@@ -143,6 +143,9 @@ pub struct MxRecord {
     pub preference: Option<u16>,
     /// TTL of the record in seconds (60–604800).
     #[serde(default = "default_ttl")]
+    // The API server stores any integer the schema allows; one outside the Rust type makes
+    // the object undecodable, and every watch event of it costs the operator a backoff.
+    #[schemars(range(max = u32::MAX))]
     pub ttl: u32,
 }
 
@@ -179,8 +182,10 @@ pub struct LocalRef {
 #[derive(JsonSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Recipients {
-    /// Exact addresses, for example `alice@example.com`.
+    /// Exact addresses, for example `alice@example.com`; at most 10,000 (longer lists
+    /// belong in a ConfigMap or Secret).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_INLINE_RECIPIENTS))]
     pub inline: Vec<String>,
     /// A ConfigMap key holding one address per line (`#` starts a comment). Changes to it
     /// reach the gateway without touching the MailDomain.
@@ -209,12 +214,15 @@ pub struct MailPolicy {
     pub max_message_size: Option<String>,
     /// DNS block lists checked for the connecting client, for example `zen.spamhaus.org`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RBLS))]
     pub rbls: Vec<String>,
     /// Senders refused: full addresses or whole domains (`example.org` or `@example.org`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DENY_ENTRIES))]
     pub sender_deny: Vec<String>,
     /// Clients refused: IP addresses or CIDR networks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DENY_ENTRIES))]
     pub client_deny: Vec<String>,
     /// Refuse mail for the domain from clients that did not start TLS.
     #[serde(default)]
@@ -300,7 +308,6 @@ impl MailDomain {
 
 const MIN_TTL: u32 = 60;
 const MAX_TTL: u32 = 604_800;
-const MIN_MESSAGE_SIZE: u64 = 1 << 10;
 
 impl MailDomainSpec {
     /// Every problem in the spec, with field paths.
@@ -314,7 +321,7 @@ impl MailDomainSpec {
         {
             problems.push(
                 "spec.gatewayRef.namespace",
-                format!("{namespace:?} is not a valid namespace name"),
+                format!("{} is not a valid namespace name", quote(namespace)),
             );
         }
 
@@ -368,7 +375,11 @@ impl MailDomainSpec {
                 "names no recipients: list them (inline, configMapRef or secretRef) or set catchAll: true",
             );
         }
-        if let Some(domain) = domain {
+        let inline = problems.check(
+            "spec.recipients.inline",
+            check_list_len(recipients.inline.len(), MAX_INLINE_RECIPIENTS),
+        );
+        if let (Some(()), Some(domain)) = (inline, domain) {
             for (i, address) in recipients.inline.iter().enumerate() {
                 problems.check(
                     format!("spec.recipients.inline[{i}]"),
@@ -392,12 +403,15 @@ impl MailDomainSpec {
 
     fn validate_policy(&self, problems: &mut Problems) {
         let policy = &self.policy;
-        if let Some(size) = &policy.max_message_size
-            && let Some(bytes) =
-                problems.check("spec.policy.maxMessageSize", parse_byte_quantity(size))
-            && bytes < MIN_MESSAGE_SIZE
-        {
-            problems.push("spec.policy.maxMessageSize", "must be at least 1Ki");
+        if let Some(size) = &policy.max_message_size {
+            problems.check("spec.policy.maxMessageSize", parse_message_size(size));
+        }
+        for (field, len, max) in [
+            ("rbls", policy.rbls.len(), MAX_RBLS),
+            ("senderDeny", policy.sender_deny.len(), MAX_DENY_ENTRIES),
+            ("clientDeny", policy.client_deny.len(), MAX_DENY_ENTRIES),
+        ] {
+            problems.check(format!("spec.policy.{field}"), check_list_len(len, max));
         }
         for (i, rbl) in policy.rbls.iter().enumerate() {
             problems.check(format!("spec.policy.rbls[{i}]"), normalize_domain(rbl));
@@ -546,6 +560,16 @@ mod tests {
         assert_eq!(paths(&spec), ["spec.recipients"]);
         let spec = self::spec(json!({"recipients": {"inline": [], "catchAll": true}}));
         assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn long_lists_are_refused_once() {
+        let inline: Vec<String> = (0..=MAX_INLINE_RECIPIENTS)
+            .map(|i| format!("u{i}@example.com"))
+            .collect();
+        let rbls = vec!["zen.spamhaus.org"; MAX_RBLS + 1];
+        let spec = spec(json!({"recipients": {"inline": inline}, "policy": {"rbls": rbls}}));
+        assert_eq!(paths(&spec), ["spec.recipients.inline", "spec.policy.rbls"]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! MailGateway: one fleet of Postfix relays with persistent queues.
 
 use super::validate::{
-    Problems, ValidationError, normalize_domain, parse_byte_quantity, parse_duration,
-    parse_host_port,
+    MAX_MX_HOSTNAMES, Problems, ValidationError, check_annotations, check_list_len,
+    normalize_domain, parse_byte_quantity, parse_duration, parse_host_port, quote,
 };
 use super::{Condition, DeliveryLimits};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -46,10 +46,14 @@ pub struct MailGatewaySpec {
     /// Number of relay replicas. Each keeps its own persistent queue; a replica's queue is
     /// drained before the replica is removed on scale-in.
     #[serde(default = "default_replicas")]
+    // The API server stores any integer the schema allows; one outside the Rust type makes
+    // the object undecodable, and every watch event of it costs the operator a backoff.
+    #[schemars(range(min = i32::MIN, max = i32::MAX))]
     pub replicas: i32,
     /// Fully qualified host names this gateway answers for as an MX. The first one is the
     /// target of the MX records the operator publishes; all of them count as "ours" when
     /// the operator checks where a domain's public MX points.
+    #[schemars(length(max = MAX_MX_HOSTNAMES))]
     pub mx_hostnames: Vec<String>,
     /// Container image with Postfix and the mx-operator agent. Unset: the gateway image of
     /// the running operator's version.
@@ -241,6 +245,10 @@ impl MailGatewaySpec {
         if self.mx_hostnames.is_empty() {
             problems.push("spec.mxHostnames", "must name at least one MX host name");
         }
+        problems.check(
+            "spec.mxHostnames",
+            check_list_len(self.mx_hostnames.len(), MAX_MX_HOSTNAMES),
+        );
         let mut seen = BTreeSet::new();
         for (i, host) in self.mx_hostnames.iter().enumerate() {
             let path = format!("spec.mxHostnames[{i}]");
@@ -255,7 +263,7 @@ impl MailGatewaySpec {
         {
             problems.push(
                 "spec.image",
-                format!("{image:?} is not a container image reference"),
+                format!("{} is not a container image reference", quote(image)),
             );
         }
         if let Some(ip) = &self.service.load_balancer_ip
@@ -263,9 +271,13 @@ impl MailGatewaySpec {
         {
             problems.push(
                 "spec.service.loadBalancerIP",
-                format!("{ip:?} is not an IP address"),
+                format!("{} is not an IP address", quote(ip)),
             );
         }
+        problems.check(
+            "spec.service.annotations",
+            check_annotations(&self.service.annotations),
+        );
         problems.check("spec.queue.size", parse_byte_quantity(&self.queue.size));
         if let Some(class) = &self.queue.storage_class_name {
             problems.k8s_name("spec.queue.storageClassName", class);

@@ -36,6 +36,9 @@ pub struct KeyRef {
 pub struct DeliveryLimits {
     /// Parallel SMTP connections to the primary (1–100). Unset: Postfix's default (20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // The API server stores any integer the schema allows; one outside the Rust type makes
+    // the object undecodable, and every watch event of it costs the operator a backoff.
+    #[schemars(range(min = i32::MIN, max = i32::MAX))]
     pub concurrency: Option<i32>,
     /// Pause between two deliveries to the primary, for example `1s`, so a queue that grew
     /// during an outage is not flushed all at once. Unset: no pause.

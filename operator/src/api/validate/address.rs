@@ -1,4 +1,4 @@
-use super::{injection_hazard, normalize_domain};
+use super::{code_point, injection_hazard, normalize_domain, quote};
 
 const MAX_LOCAL_PART_LEN: usize = 64;
 const MAX_ADDRESS_LEN: usize = 254;
@@ -12,16 +12,11 @@ pub fn normalize_address(input: &str, domain: &str) -> Result<String, String> {
     let address_domain = normalize_domain(address_domain)?;
     if address_domain != domain {
         return Err(format!(
-            "{input:?} is not an address of {domain} (subdomains are separate MailDomains)"
+            "{} is not an address of {domain} (subdomains are separate MailDomains)",
+            quote(input)
         ));
     }
-    let address = format!("{}@{address_domain}", local.to_ascii_lowercase());
-    if address.len() > MAX_ADDRESS_LEN {
-        return Err(format!(
-            "{input:?} is longer than {MAX_ADDRESS_LEN} characters"
-        ));
-    }
-    Ok(address)
+    joined(input, local, &address_domain)
 }
 
 /// A sender deny entry: a full address (`spam@example.org`) or a whole domain
@@ -34,11 +29,19 @@ pub fn normalize_sender_pattern(input: &str) -> Result<String, String> {
         return normalize_domain(input);
     }
     let (local, domain) = split_address(input)?;
-    Ok(format!(
-        "{}@{}",
-        local.to_ascii_lowercase(),
-        normalize_domain(domain)?
-    ))
+    joined(input, local, &normalize_domain(domain)?)
+}
+
+/// `local@domain` in lower case, refused when longer than an address may be (RFC 5321).
+fn joined(input: &str, local: &str, domain: &str) -> Result<String, String> {
+    let address = format!("{}@{domain}", local.to_ascii_lowercase());
+    if address.len() > MAX_ADDRESS_LEN {
+        return Err(format!(
+            "{} is longer than {MAX_ADDRESS_LEN} characters",
+            quote(input)
+        ));
+    }
+    Ok(address)
 }
 
 fn split_address(input: &str) -> Result<(&str, &str), String> {
@@ -47,11 +50,12 @@ fn split_address(input: &str) -> Result<(&str, &str), String> {
     }
     let Some((local, domain)) = input.split_once('@') else {
         return Err(format!(
-            "{input:?} is not a full address like alice@example.com"
+            "{} is not a full address like alice@example.com",
+            quote(input)
         ));
     };
     if domain.contains('@') {
-        return Err(format!("{input:?} contains more than one '@'"));
+        return Err(format!("{} contains more than one '@'", quote(input)));
     }
     check_local_part(input, local)?;
     Ok((local, domain))
@@ -59,21 +63,25 @@ fn split_address(input: &str) -> Result<(&str, &str), String> {
 
 fn check_local_part(input: &str, local: &str) -> Result<(), String> {
     if local.is_empty() {
-        return Err(format!("{input:?} has an empty local part"));
+        return Err(format!("{} has an empty local part", quote(input)));
     }
     if local.len() > MAX_LOCAL_PART_LEN {
         return Err(format!(
-            "{input:?} has a local part longer than {MAX_LOCAL_PART_LEN} characters"
+            "{} has a local part longer than {MAX_LOCAL_PART_LEN} characters",
+            quote(input)
         ));
     }
     if let Some(c) = local.chars().find(|c| !is_local_part_char(*c)) {
         return Err(format!(
-            "{input:?} contains {c:?} in its local part; only letters, digits and . _ + - = ' & * / ? ^ {{ }} ~ are accepted"
+            "{} contains {c:?} ({}) in its local part; only ASCII letters, digits and . _ + - = ' & * / ? ^ {{ }} ~ are accepted",
+            quote(input),
+            code_point(c)
         ));
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return Err(format!(
-            "{input:?} has a leading, trailing or doubled '.' in its local part"
+            "{} has a leading, trailing or doubled '.' in its local part",
+            quote(input)
         ));
     }
     Ok(())
@@ -168,5 +176,17 @@ mod tests {
         assert!(normalize_sender_pattern("spam@example.org REJECT").is_err());
         assert!(normalize_sender_pattern("a%b@example.org").is_err());
         assert!(normalize_sender_pattern("").is_err());
+        let domain = ["b".repeat(60), "c".repeat(60), "d".repeat(60)].join(".");
+        let too_long = format!("{}@{domain}.example", "a".repeat(64));
+        assert!(normalize_sender_pattern(&too_long).is_err(), "{too_long}");
+    }
+
+    #[test]
+    fn look_alike_local_parts_are_refused_by_code_point() {
+        // Cyrillic а: the local part is ASCII-only, so no look-alike reaches a map.
+        let Err(message) = normalize_address("\u{430}lice@example.com", "example.com") else {
+            panic!("accepted a Cyrillic local part");
+        };
+        assert!(message.contains("U+0430"), "{message}");
     }
 }

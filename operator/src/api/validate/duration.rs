@@ -1,3 +1,4 @@
+use super::quote;
 use std::time::Duration;
 
 /// Parses a duration such as `30s`, `15m`, `72h`, `5d`, `1w` or `1h30m`: the units a
@@ -21,27 +22,30 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
             'w' => 604_800,
             _ => {
                 return Err(format!(
-                    "{input:?} is not a duration (use the units s, m, h, d, w, as in 1h30m)"
+                    "{} is not a duration (use the units s, m, h, d, w, as in 1h30m)",
+                    quote(input)
                 ));
             }
         };
         if digits.is_empty() {
             return Err(format!(
-                "{input:?} is not a duration: a unit without a number"
+                "{} is not a duration: a unit without a number",
+                quote(input)
             ));
         }
         let value: u64 = digits
             .parse()
-            .map_err(|_| format!("{input:?} is too large a duration"))?;
+            .map_err(|_| format!("{} is too large a duration", quote(input)))?;
         total = value
             .checked_mul(unit_seconds)
             .and_then(|seconds| total.checked_add(seconds))
-            .ok_or_else(|| format!("{input:?} is too large a duration"))?;
+            .ok_or_else(|| format!("{} is too large a duration", quote(input)))?;
         digits.clear();
     }
     if !digits.is_empty() {
         return Err(format!(
-            "{input:?} is missing a unit at the end (s, m, h, d or w)"
+            "{} is missing a unit at the end (s, m, h, d or w)",
+            quote(input)
         ));
     }
     Ok(Duration::from_secs(total))

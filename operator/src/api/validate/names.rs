@@ -1,5 +1,9 @@
-use super::injection_hazard;
+use super::{code_point, injection_hazard, quote};
+use icu_normalizer::ComposingNormalizerBorrowed;
+use icu_normalizer::uts46::Uts46MapperBorrowed;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use unicode_script::{Script, UnicodeScript};
 
 const MAX_NAME_LEN: usize = 253;
 const MAX_LABEL_LEN: usize = 63;
@@ -10,7 +14,8 @@ pub fn normalize_domain(input: &str) -> Result<String, String> {
     let name = normalize_dns_name(input)?;
     if !name.contains('.') {
         return Err(format!(
-            "{input:?} is not a fully qualified domain name (it needs at least two labels, like example.com)"
+            "{} is not a fully qualified domain name (it needs at least two labels, like example.com)",
+            quote(input)
         ));
     }
     if name
@@ -19,7 +24,8 @@ pub fn normalize_domain(input: &str) -> Result<String, String> {
         .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
     {
         return Err(format!(
-            "{input:?} has an all-numeric top-level label; an IP address is not a domain"
+            "{} has an all-numeric top-level label; an IP address is not a domain",
+            quote(input)
         ));
     }
     Ok(name)
@@ -35,38 +41,166 @@ pub fn normalize_dns_name(input: &str) -> Result<String, String> {
     }
     let trimmed = input.strip_suffix('.').unwrap_or(input);
     if trimmed.is_empty() || trimmed.ends_with('.') {
-        return Err(format!("{input:?} is not a domain name"));
+        return Err(format!("{} is not a domain name", quote(input)));
     }
-    let ascii = idna::domain_to_ascii(trimmed)
-        .map_err(|_| format!("{input:?} is not a valid (internationalised) domain name"))?;
+    // Every character stays at least one character in punycode, so a longer input can only
+    // be too long; refused before the IDNA work on it.
+    if trimmed.chars().count() > MAX_NAME_LEN {
+        return Err(format!(
+            "{} is longer than {MAX_NAME_LEN} characters",
+            quote(input)
+        ));
+    }
+    if let Some(change) = idna_change(trimmed) {
+        return Err(format!("{}: {change}", quote(input)));
+    }
+    let ascii = idna::domain_to_ascii(trimmed).map_err(|_| {
+        format!(
+            "{} is not a valid (internationalised) domain name",
+            quote(input)
+        )
+    })?;
     if ascii.len() > MAX_NAME_LEN {
         return Err(format!(
-            "{input:?} is longer than {MAX_NAME_LEN} characters"
+            "{} is longer than {MAX_NAME_LEN} characters",
+            quote(input)
         ));
     }
     for label in ascii.split('.') {
         check_label(input, label)?;
     }
+    if ascii.split('.').any(|label| label.starts_with(ACE_PREFIX)) {
+        check_unicode_form(input, trimmed, &ascii)?;
+    }
     Ok(ascii)
+}
+
+/// The prefix of an A-label, the punycode form of an internationalised label.
+const ACE_PREFIX: &str = "xn--";
+
+/// Names the first character of `name` that IDNA processing would silently map to another
+/// one or drop, beyond lower-casing: fullwidth letters, the ideographic full stop, soft
+/// hyphens, compatibility characters like the Kelvin sign. A name that is not written the
+/// way it is used is how a look-alike slips past a reviewer. The invisible joiners ZWJ
+/// and ZWNJ, which IDNA keeps in some contexts, are refused for the same reason.
+fn idna_change(name: &str) -> Option<String> {
+    let mapper = Uts46MapperBorrowed::new();
+    let nfc = ComposingNormalizerBorrowed::new_nfc();
+    let canonical = || {
+        idna::domain_to_ascii(name)
+            .map(|ascii| idna::domain_to_unicode(&ascii).0)
+            .map(|unicode| format!("; write the name as {unicode:?}"))
+            .unwrap_or_default()
+    };
+    name.chars().filter(|c| !c.is_ascii()).find_map(|c| {
+        let point = code_point(c);
+        if matches!(c, '\u{200C}' | '\u{200D}') {
+            return Some(format!(
+                "{point} is an invisible joiner; a name with it looks like one without it and is refused"
+            ));
+        }
+        let mut buffer = [0; 4];
+        let alone: &str = c.encode_utf8(&mut buffer);
+        let mapped: String = mapper.map_normalize(std::iter::once(c)).collect();
+        let lower: String = c.to_lowercase().collect();
+        if mapped == lower && nfc.is_normalized(alone) {
+            return None;
+        }
+        Some(if mapped.contains(char::REPLACEMENT_CHARACTER) {
+            format!("{point} is not allowed in a domain name")
+        } else if mapped.is_empty() {
+            format!("{point} would be dropped by IDNA mapping{}", canonical())
+        } else {
+            format!(
+                "{point} would be changed to {mapped:?} by IDNA mapping{}",
+                canonical()
+            )
+        })
+    })
+}
+
+/// Checks the Unicode form of a name with A-labels (`ascii`): what the user wrote must be
+/// that form already (apart from case and Unicode normalization), and no label may mix
+/// scripts. Punycode written directly is decoded and checked the same way, so
+/// `xn--pypal-4ve` (Cyrillic а in "paypal") is refused like the look-alike itself.
+fn check_unicode_form(input: &str, trimmed: &str, ascii: &str) -> Result<(), String> {
+    let (unicode, decoded) = idna::domain_to_unicode(ascii);
+    if decoded.is_err() {
+        return Err(format!(
+            "{} is not a valid (internationalised) domain name",
+            quote(input)
+        ));
+    }
+    let lowered = trimmed.to_lowercase();
+    let given = ComposingNormalizerBorrowed::new_nfc().normalize(&lowered);
+    for (written, canonical) in given.split('.').zip(unicode.split('.')) {
+        if !written.is_ascii() && written != canonical {
+            return Err(format!(
+                "{}: label {written:?} would be changed to {canonical:?} by IDNA mapping; write the name as {unicode:?}",
+                quote(input)
+            ));
+        }
+    }
+    for (label, a_label) in unicode.split('.').zip(ascii.split('.')) {
+        if let Some(scripts) = mixed_scripts(label) {
+            return Err(format!(
+                "{}: label {label:?} ({a_label}) mixes scripts ({}); a look-alike of another name is refused",
+                quote(input),
+                scripts.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Script combinations that belong together in one label, after UTS #39's "highly
+/// restrictive" level: Japanese, Chinese with Bopomofo, and Korean. Latin may join each
+/// of them (as in Japanese brand names); any other mix is refused.
+const SCRIPT_FAMILIES: [&[Script]; 3] = [
+    &[Script::Han, Script::Hiragana, Script::Katakana],
+    &[Script::Han, Script::Bopomofo],
+    &[Script::Han, Script::Hangul],
+];
+
+/// The scripts of `label`, in order of appearance, when they are more than one script
+/// family allows. Characters shared by all scripts (digits, '-') and combining marks do
+/// not count.
+fn mixed_scripts(label: &str) -> Option<Vec<&'static str>> {
+    let mut scripts: Vec<Script> = vec![];
+    for script in label.chars().map(|c| c.script()) {
+        if !matches!(script, Script::Common | Script::Inherited) && !scripts.contains(&script) {
+            scripts.push(script);
+        }
+    }
+    let single = scripts.len() <= 1
+        || SCRIPT_FAMILIES.iter().any(|family| {
+            scripts
+                .iter()
+                .all(|script| *script == Script::Latin || family.contains(script))
+        });
+    (!single).then(|| scripts.iter().map(|script| script.full_name()).collect())
 }
 
 fn check_label(input: &str, label: &str) -> Result<(), String> {
     if label.is_empty() {
-        return Err(format!("{input:?} has an empty label"));
+        return Err(format!("{} has an empty label", quote(input)));
     }
     if label.len() > MAX_LABEL_LEN {
         return Err(format!(
-            "{input:?} has a label longer than {MAX_LABEL_LEN} characters"
+            "{} has a label longer than {MAX_LABEL_LEN} characters",
+            quote(input)
         ));
     }
     if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(format!(
-            "{input:?} may only contain letters, digits and '-' in each label"
+            "{} may only contain letters, digits and '-' in each label",
+            quote(input)
         ));
     }
     if label.starts_with('-') || label.ends_with('-') {
         return Err(format!(
-            "{input:?} has a label that starts or ends with '-'"
+            "{} has a label that starts or ends with '-'",
+            quote(input)
         ));
     }
     Ok(())
@@ -88,12 +222,12 @@ pub fn normalize_host(input: &str) -> Result<String, String> {
 pub fn parse_host_port(input: &str) -> Result<String, String> {
     let (host, port) = input
         .rsplit_once(':')
-        .ok_or_else(|| format!("{input:?} is not host:port"))?;
+        .ok_or_else(|| format!("{} is not host:port", quote(input)))?;
     let port: u16 = port
         .parse()
         .ok()
         .filter(|p| *p > 0)
-        .ok_or_else(|| format!("{input:?}: {port:?} is not a port (1-65535)"))?;
+        .ok_or_else(|| format!("{}: {} is not a port (1-65535)", quote(input), quote(port)))?;
     Ok(host_port(&normalize_host(host)?, port))
 }
 
@@ -120,6 +254,46 @@ pub fn is_dns1123_label(name: &str) -> bool {
 /// RFC 1123 subdomain as Kubernetes uses it for most object names.
 pub fn is_dns1123_subdomain(name: &str) -> bool {
     name.len() <= MAX_NAME_LEN && !name.is_empty() && name.split('.').all(is_dns1123_label)
+}
+
+/// Most bytes the keys and values of one object's annotations may take (the API server's
+/// limit).
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Annotations as the API server accepts them on the objects the operator writes: keys
+/// are qualified names (`example.com/name` or `name`), and all of them together stay under
+/// 256 KiB. Checked here so that a bad key is a condition on the spec, not a write that
+/// fails on every reconcile.
+pub fn check_annotations(annotations: &BTreeMap<String, String>) -> Result<(), String> {
+    if let Some(key) = annotations.keys().find(|key| !is_qualified_name(key)) {
+        return Err(format!(
+            "{} is not a valid annotation key (an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)",
+            quote(key)
+        ));
+    }
+    let bytes: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ANNOTATIONS_BYTES {
+        return Err(format!(
+            "take {bytes} bytes; at most {MAX_ANNOTATIONS_BYTES} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A Kubernetes qualified name: `[prefix/]name`.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_LABEL_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(is_dns1123_subdomain)
 }
 
 #[cfg(test)]
@@ -214,6 +388,118 @@ mod tests {
     }
 
     #[test]
+    fn internationalised_names_in_their_own_script_are_accepted() {
+        let known = [
+            ("bücher.de", "xn--bcher-kva.de"),
+            ("Bücher.DE.", "xn--bcher-kva.de"),
+            // Decomposed ü: the same text as the composed form, so nothing changes.
+            ("bu\u{308}cher.de", "xn--bcher-kva.de"),
+            ("straße.de", "xn--strae-oqa.de"),
+            ("пример.рф", "xn--e1afmkfd.xn--p1ai"),
+        ];
+        for (input, want) in known {
+            assert_eq!(normalize_domain(input).as_deref(), Ok(want), "{input}");
+        }
+        for input in [
+            "bücher.de",
+            "пример.рф",
+            "例え.jp",
+            "한국어.kr",
+            "παράδειγμα.gr",
+            "sony-ソニー.jp",
+            "中文-abc.cn",
+            "münchen-2.de",
+        ] {
+            let Ok(ascii) = normalize_domain(input) else {
+                panic!("{input:?} was refused: {:?}", normalize_domain(input));
+            };
+            assert!(ascii.starts_with("xn--"), "{input}: {ascii}");
+            // The punycode form, written directly, is accepted as the same name.
+            assert_eq!(normalize_domain(&ascii), Ok(ascii.clone()), "{input}");
+        }
+    }
+
+    fn refusal(input: &str) -> String {
+        match normalize_domain(input) {
+            Ok(name) => panic!("{input:?} was accepted as {name}"),
+            Err(message) => message,
+        }
+    }
+
+    #[test]
+    fn characters_that_idna_would_change_are_named() {
+        let message = refusal("\u{FF45}xample.com");
+        assert!(
+            message.contains(
+                "U+FF45 would be changed to \"e\" by IDNA mapping; write the name as \"example.com\""
+            ),
+            "{message}"
+        );
+        let message = refusal("ex\u{AD}ample.com");
+        assert!(
+            message.contains(
+                "U+00AD would be dropped by IDNA mapping; write the name as \"example.com\""
+            ),
+            "{message}"
+        );
+        let message = refusal("example\u{3002}com");
+        assert!(
+            message.contains("U+3002 would be changed to \".\""),
+            "{message}"
+        );
+        for (input, point) in [
+            ("ex\u{200D}ample.com", "U+200D"),
+            ("ex\u{200C}ample.com", "U+200C"),
+            ("ex\u{200B}ample.com", "U+200B"),
+            ("ex\u{2060}ample.com", "U+2060"),
+            ("\u{FEFF}example.com", "U+FEFF"),
+            ("\u{212A}ey.example", "U+212A"),
+            ("\u{1D41E}xample.com", "U+1D41E"),
+            ("\u{24D4}xample.com", "U+24D4"),
+            ("example\u{FF0E}com", "U+FF0E"),
+            ("example.\u{FF43}om", "U+FF43"),
+            ("\u{2170}.example", "U+2170"),
+        ] {
+            let message = refusal(input);
+            assert!(message.contains(point), "{input:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn labels_that_mix_scripts_are_refused() {
+        let message = refusal("p\u{430}ypal.com");
+        assert!(
+            message.contains(
+                "label \"p\u{430}ypal\" (xn--pypal-4ve) mixes scripts (Latin, Cyrillic); a look-alike of another name is refused"
+            ),
+            "{message}"
+        );
+        for input in [
+            "g\u{3BF}\u{3BF}gle.com",
+            "\u{440}\u{430}ypal.com",
+            "\u{43F}\u{440}\u{438}\u{3BC}\u{435}\u{440}.com",
+            "xn--pypal-4ve.com",
+            "mail.xn--pypal-4ve.com",
+            "\u{4F8B}\u{043F}.jp",
+            "\u{D55C}\u{30AB}.kr",
+        ] {
+            let message = refusal(input);
+            assert!(message.contains("mixes scripts"), "{input:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn punycode_of_a_refused_name_is_refused_too() {
+        for look_alike in ["p\u{430}ypal.com", "g\u{3BF}ogle.com"] {
+            let Ok(ascii) = idna::domain_to_ascii(look_alike) else {
+                panic!("{look_alike:?} has no punycode form");
+            };
+            let message = refusal(&ascii);
+            assert!(message.contains("mixes scripts"), "{ascii}: {message}");
+        }
+    }
+
+    #[test]
     fn single_label_dns_names_are_fine_for_key_names() {
         assert_eq!(
             normalize_dns_name("mx-operator").as_deref(),
@@ -239,6 +525,39 @@ mod tests {
         );
         assert!(normalize_host("192.0.2.10:25").is_err());
         assert!(normalize_host("mail.example.net\n").is_err());
+    }
+
+    #[test]
+    fn annotations() {
+        let of = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        for good in [
+            "service.beta.kubernetes.io/aws-load-balancer-type",
+            "metallb.universe.tf/address-pool",
+            "simple",
+            "a_b.c-d",
+        ] {
+            assert_eq!(check_annotations(&of(&[(good, "x\ny")])), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "bad key",
+            "bad\nkey",
+            "/name",
+            "Example.com/name",
+            "example.com/",
+            "a/b/c",
+            "-name",
+            "name.",
+        ] {
+            assert!(check_annotations(&of(&[(bad, "v")])).is_err(), "{bad:?}");
+        }
+        let huge = "v".repeat(MAX_ANNOTATIONS_BYTES);
+        assert!(check_annotations(&of(&[("key", &huge)])).is_err());
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use super::quote;
 use std::net::IpAddr;
 
 /// A client deny entry: an IP address or a CIDR network, returned in canonical form.
@@ -8,7 +9,7 @@ pub fn parse_client_network(input: &str) -> Result<String, String> {
     };
     let ip: IpAddr = address
         .parse()
-        .map_err(|_| format!("{input:?} is not an IP address or CIDR network"))?;
+        .map_err(|_| format!("{} is not an IP address or CIDR network", quote(input)))?;
     let max_prefix = if ip.is_ipv4() { 32 } else { 128 };
     match prefix {
         None => Ok(ip.to_string()),
@@ -17,7 +18,12 @@ pub fn parse_client_network(input: &str) -> Result<String, String> {
                 .parse()
                 .ok()
                 .filter(|bits| *bits <= max_prefix)
-                .ok_or_else(|| format!("{input:?} has a prefix length outside 0..={max_prefix}"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "{} has a prefix length outside 0..={max_prefix}",
+                        quote(input)
+                    )
+                })?;
             Ok(format!("{ip}/{bits}"))
         }
     }
