@@ -114,18 +114,27 @@ pub fn rcpt_reply(address: SocketAddr, sender: &str, recipient: &str) -> io::Res
 /// Sends one message; the reply to the end of DATA (or the first refusal).
 pub fn send(address: SocketAddr, sender: &str, recipient: &str, body: &str) -> io::Result<Reply> {
     let mut client = Client::connect(address)?;
-    for command in [
-        format!("MAIL FROM:<{sender}>"),
-        format!("RCPT TO:<{recipient}>"),
-    ] {
-        let reply = client.command(&command)?;
-        if reply.code != 250 {
-            return Ok(reply);
-        }
-    }
-    let reply = client.data(body)?;
+    let reply = client.send(sender, recipient, body)?;
     client.quit();
     Ok(reply)
+}
+
+impl Client {
+    /// Sends one message in this session; the reply to the end of DATA (or the first
+    /// refusal, after which the session is reset).
+    pub fn send(&mut self, sender: &str, recipient: &str, body: &str) -> io::Result<Reply> {
+        for command in [
+            format!("MAIL FROM:<{sender}>"),
+            format!("RCPT TO:<{recipient}>"),
+        ] {
+            let reply = self.command(&command)?;
+            if reply.code != 250 {
+                self.command("RSET")?;
+                return Ok(reply);
+            }
+        }
+        self.data(body)
+    }
 }
 
 /// A message the sink accepted.
