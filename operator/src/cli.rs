@@ -135,22 +135,26 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// `--resolver`, or the resolvers of /etc/resolv.conf.
+    fn resolvers(&self) -> Vec<std::net::SocketAddr> {
+        if self.resolvers.is_empty() {
+            crate::drift::check::system_resolvers()
+        } else {
+            self.resolvers.clone()
+        }
+    }
+
     fn drift(&self) -> Option<crate::drift::DriftSettings> {
         use std::time::Duration;
         if self.drift_interval_seconds == 0 {
             return None;
         }
-        let resolvers = if self.resolvers.is_empty() {
-            crate::drift::check::system_resolvers()
-        } else {
-            self.resolvers.clone()
-        };
         Some(crate::drift::DriftSettings {
             interval: Duration::from_secs(self.drift_interval_seconds),
             concurrency: self.drift_concurrency,
             dns_timeout: Duration::from_secs(3),
             checks: crate::drift::CheckSettings {
-                resolvers,
+                resolvers: self.resolvers(),
                 smtp: self.smtp_probes,
                 smtp_timeout: Duration::from_secs(15),
                 confirm_after: Duration::from_secs(5),
@@ -333,6 +337,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     serve_endpoints(args.metrics_address, Arc::new(endpoints)).await?;
     let settings = Settings {
         drift: args.drift(),
+        resolvers: args.resolvers(),
         concurrency: args.concurrency.max(1),
         gateway_image: args.gateway_image,
         resync: std::time::Duration::from_secs(args.resync_seconds),

@@ -18,6 +18,7 @@ pub fn test_settings() -> Settings {
         concurrency: 16,
         // Off: tests use names like example.com, whose real DNS must never be asked.
         drift: None,
+        resolvers: vec![],
     }
 }
 

@@ -297,6 +297,20 @@ pub struct MailDomainStatus {
     /// primary agree with the spec); unset until the first check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
+    /// The DNS record that proves control of the domain, when its gateway requires one
+    /// (`spec.requireOwnershipProof`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<OwnershipProof>,
+}
+
+/// A TXT record the domain's owner publishes to prove control of its DNS.
+#[derive(JsonSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnershipProof {
+    /// The record's name, `_mx-operator.<domain>`.
+    pub record: String,
+    /// The record's value: a token for this gateway, namespace and domain.
+    pub value: String,
 }
 
 impl MailDomain {

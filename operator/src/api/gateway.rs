@@ -82,6 +82,14 @@ pub struct MailGatewaySpec {
     /// gateway's Service, `<name>.<namespace>.svc:25`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_address: Option<String>,
+    /// Relay a domain only after its owner has proved control of its DNS: a TXT record
+    /// `_mx-operator.<domain>` with the value the operator puts in the MailDomain's
+    /// `status.ownership`. For gateways shared by tenants: a stale MX pointing at the
+    /// gateway must not let a stranger claim the domain. A domain not (yet) proved is not
+    /// relayed and holds no claim on its name; turning this on applies to domains already
+    /// relayed too, so publish their records first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_ownership_proof: bool,
 }
 
 fn default_replicas() -> i32 {

@@ -2,6 +2,7 @@
 //! whether the gateway relays the domain and why not.
 
 use super::dns::{self, DnsProblem, Published};
+use super::ownership::{self, OWNERSHIP_VERIFIED};
 use super::placement::{claim_winner, gateway_key, namespace_allowed, rivals};
 use super::status::Desired;
 use super::{Context, Error, FINALIZER, apply_if_changed, namespace_of, write_status};
@@ -109,6 +110,44 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         write_status(domain, domain.status.as_ref(), ctx, &desired, |_| {}).await?;
         return Ok(Action::requeue(ctx.settings.resync));
     }
+
+    let ownership = match ownership::required(&gateway, &namespace, &normalized) {
+        None => None,
+        Some(proof) if ownership::proved(domain, &proof) => {
+            let verdict = ownership::verified(&proof);
+            Some((proof, verdict))
+        }
+        Some(proof) => {
+            let found = ctx
+                .lookups
+                .txt_any(&ctx.settings.resolvers, &proof.record)
+                .await;
+            let verdict = ownership::judge(&found, &proof);
+            if !verdict.verified {
+                let desired = [
+                    Desired::new(
+                        OWNERSHIP_VERIFIED,
+                        false,
+                        verdict.reason,
+                        verdict.message.clone(),
+                    ),
+                    Desired::new(
+                        RELAY_CONFIGURED,
+                        false,
+                        "OwnershipUnproven",
+                        verdict.message.clone(),
+                    ),
+                    Desired::new(READY, false, "OwnershipUnproven", verdict.message),
+                ];
+                write_status(domain, domain.status.as_ref(), ctx, &desired, |status| {
+                    status.ownership = Some(proof);
+                })
+                .await?;
+                return Ok(Action::requeue(ctx.settings.resync.min(RETRY)));
+            }
+            Some((proof, verdict))
+        }
+    };
 
     let recipients = match collect_recipients(domain, ctx, &namespace, &normalized).await? {
         Ok(recipients) => recipients,
@@ -343,6 +382,15 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             }
         }
     }
+    let proof = ownership.map(|(proof, verdict)| {
+        desired.push(Desired::new(
+            OWNERSHIP_VERIFIED,
+            true,
+            verdict.reason,
+            verdict.message,
+        ));
+        proof
+    });
     desired.push(ready);
     let hash = fingerprint(&recipients.addresses);
     let observed = observation.is_some();
@@ -370,6 +418,9 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             }
             if observed {
                 status.drift = Some(decide::summary(&status.conditions));
+            }
+            if proof.is_some() {
+                status.ownership = proof;
             }
         },
     )
@@ -422,7 +473,7 @@ pub(crate) async fn allowed(
 
 /// The MailDomain (`namespace`, `name`) that holds the domain when it is not this one.
 /// Rivals that are invalid keep their claim (their last config still serves); rivals from
-/// namespaces the gateway refuses never hold one.
+/// namespaces the gateway refuses, or not proved where the gateway asks proof, hold none.
 pub(crate) async fn conflicting_winner(
     domain: &MailDomain,
     ctx: &Context,
@@ -431,7 +482,11 @@ pub(crate) async fn conflicting_winner(
 ) -> Result<Option<(String, String)>, Error> {
     let mut claimants = vec![];
     for rival in rivals(&ctx.domains, &ctx.claims, domain, normalized) {
-        if allowed(ctx, gateway, &rival.namespace().unwrap_or_default()).await? {
+        let rival_namespace = rival.namespace().unwrap_or_default();
+        // A claim the gateway asks proof of counts only once proved.
+        let proved = ownership::required(gateway, &rival_namespace, normalized)
+            .is_none_or(|proof| ownership::proved(&rival, &proof));
+        if proved && allowed(ctx, gateway, &rival_namespace).await? {
             claimants.push(rival);
         }
     }

@@ -199,11 +199,13 @@ async fn served_domains(
             Some(known) => *known,
             None => {
                 let verdict = allowed(ctx, gateway, &namespace).await?;
-                allowed_namespaces.insert(namespace, verdict);
+                allowed_namespaces.insert(namespace.clone(), verdict);
                 verdict
             }
         };
-        if allowed_here {
+        let proved = super::ownership::required(gateway, &namespace, &normalized)
+            .is_none_or(|proof| super::ownership::proved(&domain, &proof));
+        if allowed_here && proved {
             claims.entry(normalized).or_default().push(domain);
         }
     }

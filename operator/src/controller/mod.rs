@@ -6,6 +6,7 @@ mod dns;
 pub mod domain;
 pub mod gateway;
 mod leader;
+mod ownership;
 mod placement;
 mod status;
 
@@ -79,6 +80,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Drift checks (DNS, SMTP probes, departure); `None` turns them off.
     pub drift: Option<crate::drift::DriftSettings>,
+    /// Where ownership proofs (TXT records) are looked up; none, no proof is found.
+    pub resolvers: Vec<std::net::SocketAddr>,
 }
 
 /// Shared by every reconcile.
@@ -95,6 +98,8 @@ pub struct Context {
     pub claims: Arc<claims::ClaimIndex>,
     /// The drift checks' registry, when drift is on.
     pub drift: Option<Arc<crate::drift::Drift>>,
+    /// DNS clients for ownership proofs.
+    pub lookups: crate::drift::check::DnsClients,
 }
 
 impl Context {
@@ -438,6 +443,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         pdb_served,
         claims,
         drift,
+        lookups: crate::drift::check::DnsClients::new(Duration::from_secs(3)),
     });
 
     let shutdown = futures::future::FutureExt::shared(shutdown);

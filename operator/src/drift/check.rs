@@ -12,11 +12,18 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::{DnsError, NetError};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::rr::{DNSClass, RData, RecordType};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// What a server answered to a query.
+enum Answer {
+    Records(hickory_proto::op::DnsResponse),
+    NxDomain,
+    NoData,
+}
 
 /// UDP DNS clients, one per server, reused across queries (each multiplexes).
 pub struct DnsClients {
@@ -50,31 +57,43 @@ impl DnsClients {
             .clone()
     }
 
-    /// The MX RRset of `domain` as `server` answers it (no cache in between).
-    pub async fn mx(&self, server: SocketAddr, domain: &str) -> MxLookup {
-        let name = match crate::dns::rfc2136::name(domain) {
-            Ok(name) => name,
-            Err(error) => return MxLookup::Failed(error.to_string()),
-        };
+    /// The answer of `server` to a `record_type` query for `name` (no cache in between).
+    async fn query(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        record_type: RecordType,
+    ) -> Result<Answer, String> {
+        let name = crate::dns::rfc2136::name(name).map_err(|e| e.to_string())?;
         let mut client = self.client(server);
-        let query = client.query(name, DNSClass::IN, RecordType::MX);
+        let query = client.query(name, DNSClass::IN, record_type);
         let response = match tokio::time::timeout(self.timeout * 2, query).await {
-            Err(_) => return MxLookup::Failed(format!("{server}: no answer in time")),
+            Err(_) => return Err(format!("{server}: no answer in time")),
             Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => {
                 return match none.response_code {
-                    ResponseCode::NXDomain => MxLookup::NxDomain,
-                    ResponseCode::NoError => MxLookup::NoMx,
-                    code => MxLookup::Failed(format!("{server}: {code}")),
+                    ResponseCode::NXDomain => Ok(Answer::NxDomain),
+                    ResponseCode::NoError => Ok(Answer::NoData),
+                    code => Err(format!("{server}: {code}")),
                 };
             }
-            Ok(Err(error)) => return MxLookup::Failed(format!("{server}: {error}")),
+            Ok(Err(error)) => return Err(format!("{server}: {error}")),
             Ok(Ok(response)) => response,
         };
         match response.response_code {
-            ResponseCode::NoError => {}
-            ResponseCode::NXDomain => return MxLookup::NxDomain,
-            code => return MxLookup::Failed(format!("{server}: {code}")),
+            ResponseCode::NoError => Ok(Answer::Records(response)),
+            ResponseCode::NXDomain => Ok(Answer::NxDomain),
+            code => Err(format!("{server}: {code}")),
         }
+    }
+
+    /// The MX RRset of `domain` as `server` answers it (no cache in between).
+    pub async fn mx(&self, server: SocketAddr, domain: &str) -> MxLookup {
+        let response = match self.query(server, domain, RecordType::MX).await {
+            Err(error) => return MxLookup::Failed(error),
+            Ok(Answer::NxDomain) => return MxLookup::NxDomain,
+            Ok(Answer::NoData) => return MxLookup::NoMx,
+            Ok(Answer::Records(response)) => response,
+        };
         let mut records = crate::dns::rfc2136::mx_answers(&response);
         records.sort();
         records.dedup();
@@ -83,6 +102,38 @@ impl DnsClients {
         } else {
             MxLookup::Records(records)
         }
+    }
+
+    /// The TXT strings at `name` from the first of `servers` that answers (each record's
+    /// character-strings joined; none for NXDOMAIN or no TXT record).
+    pub async fn txt_any(&self, servers: &[SocketAddr], name: &str) -> Result<Vec<String>, String> {
+        let mut failures = vec![];
+        for server in servers {
+            match self.query(*server, name, RecordType::TXT).await {
+                Err(error) => failures.push(error),
+                Ok(Answer::NxDomain | Answer::NoData) => return Ok(vec![]),
+                Ok(Answer::Records(response)) => {
+                    return Ok(response
+                        .answers
+                        .iter()
+                        .filter_map(|record| match &record.data {
+                            RData::TXT(txt) => Some(
+                                txt.txt_data
+                                    .iter()
+                                    .map(|part| String::from_utf8_lossy(part))
+                                    .collect(),
+                            ),
+                            _ => None,
+                        })
+                        .collect());
+                }
+            }
+        }
+        Err(if failures.is_empty() {
+            "no resolver configured".into()
+        } else {
+            failures.join("; ")
+        })
     }
 
     /// The first usable answer among `servers`, in order; a failure only when all fail.

@@ -1,0 +1,142 @@
+//! Proof of domain ownership for gateways that require it: a TXT record
+//! `_mx-operator.<domain>` whose value only the operator can tell the claimant, and only
+//! someone controlling the domain's DNS can publish.
+
+use crate::api::conditions::ConditionStatus;
+use crate::api::domain::OwnershipProof;
+use crate::api::{MailDomain, MailGateway};
+use sha2::{Digest, Sha256};
+
+pub const OWNERSHIP_VERIFIED: &str = "OwnershipVerified";
+const RECORD_PREFIX: &str = "_mx-operator";
+const VALUE_PREFIX: &str = "mx-operator-verification=";
+
+/// The record that proves `namespace`'s claim on `domain` at the gateway with UID
+/// `gateway_uid`. The token differs per claimant namespace, so a stranger cannot reuse
+/// the owner's record, and per gateway, so a proof for one fleet does not open another.
+pub fn proof(gateway_uid: &str, namespace: &str, domain: &str) -> OwnershipProof {
+    let digest = Sha256::new()
+        .chain_update(b"mx-operator ownership proof\0")
+        .chain_update(gateway_uid.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(namespace.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(domain.as_bytes())
+        .finalize();
+    let token: String = digest
+        .iter()
+        .take(16)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    OwnershipProof {
+        record: format!("{RECORD_PREFIX}.{domain}"),
+        value: format!("{VALUE_PREFIX}{token}"),
+    }
+}
+
+/// The proof `domain` needs at `gateway`, when the gateway requires one.
+pub fn required(gateway: &MailGateway, namespace: &str, domain: &str) -> Option<OwnershipProof> {
+    gateway.spec.require_ownership_proof.then(|| {
+        proof(
+            gateway.metadata.uid.as_deref().unwrap_or_default(),
+            namespace,
+            domain,
+        )
+    })
+}
+
+/// Whether `domain` has shown `proof` before (verified once, a claim stays proved: the
+/// record may be removed afterwards).
+pub fn proved(domain: &MailDomain, proof: &OwnershipProof) -> bool {
+    domain
+        .condition(OWNERSHIP_VERIFIED)
+        .is_some_and(|c| c.status == ConditionStatus::True)
+        && domain.status.as_ref().and_then(|s| s.ownership.as_ref()) == Some(proof)
+}
+
+/// The outcome of looking for the proof: the `OwnershipVerified` condition's status,
+/// reason and message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub verified: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The verdict for a claim whose record was found.
+pub fn verified(proof: &OwnershipProof) -> Verdict {
+    Verdict {
+        verified: true,
+        reason: "Verified",
+        message: format!("TXT record {} holds this claim's token", proof.record),
+    }
+}
+
+/// Judges the TXT strings found at the proof's record (`Err`: the lookup failed).
+pub fn judge(found: &Result<Vec<String>, String>, proof: &OwnershipProof) -> Verdict {
+    let publish = format!(
+        "publish the TXT record {} with the value \"{}\" to prove control of the domain",
+        proof.record, proof.value
+    );
+    match found {
+        Ok(values) if values.iter().any(|v| v.trim() == proof.value) => verified(proof),
+        Ok(values) if values.is_empty() => Verdict {
+            verified: false,
+            reason: "ProofMissing",
+            message: format!("no TXT record {}: {publish}", proof.record),
+        },
+        Ok(_) => Verdict {
+            verified: false,
+            reason: "ProofMismatch",
+            message: format!(
+                "TXT record {} does not hold this claim's token (another claim's, or an old one): {publish}",
+                proof.record
+            ),
+        },
+        Err(error) => Verdict {
+            verified: false,
+            reason: "LookupFailed",
+            message: format!("looking up {} failed ({error}); {publish}", proof.record),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_differ_per_claimant_gateway_and_domain() {
+        let owner = proof("uid-1", "owner", "example.com");
+        assert_eq!(owner.record, "_mx-operator.example.com");
+        assert!(owner.value.starts_with("mx-operator-verification="));
+        assert_eq!(owner.value.len(), VALUE_PREFIX.len() + 32);
+        assert_eq!(owner, proof("uid-1", "owner", "example.com"), "stable");
+        for other in [
+            proof("uid-1", "stranger", "example.com"),
+            proof("uid-2", "owner", "example.com"),
+            proof("uid-1", "owner", "example.org"),
+        ] {
+            assert_ne!(other.value, owner.value);
+        }
+    }
+
+    #[test]
+    fn only_this_claims_token_verifies() {
+        let wanted = proof("uid", "owner", "example.com");
+        let stranger = proof("uid", "stranger", "example.com");
+        let verdict = |found: Result<Vec<String>, String>| judge(&found, &wanted);
+        assert!(verdict(Ok(vec![wanted.value.clone()])).verified);
+        assert!(verdict(Ok(vec!["v=spf1 -all".into(), wanted.value.clone()])).verified);
+        assert_eq!(verdict(Ok(vec![])).reason, "ProofMissing");
+        assert_eq!(verdict(Ok(vec![stranger.value])).reason, "ProofMismatch");
+        let failed = verdict(Err("127.0.0.1:53: no answer in time".into()));
+        assert_eq!(failed.reason, "LookupFailed");
+        assert!(!failed.verified);
+        assert!(
+            failed.message.contains(&wanted.value),
+            "every message says what to publish: {}",
+            failed.message
+        );
+    }
+}
