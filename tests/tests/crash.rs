@@ -78,7 +78,7 @@ async fn sigkilled_twenty_times_while_converging_leaves_nothing_duplicated_or_or
         .as_nanos() as u64;
     let mut random = fastrand::Rng::with_seed(seed);
     let mut lifetimes = Vec::new();
-    let mut preferences = vec![20u16; DOMAINS];
+    let mut preferences = [20u16; DOMAINS];
     let started = Instant::now();
     for kill in 0..KILLS {
         let operator = start_operator(&plane.operator_kubeconfig, &log);
@@ -147,12 +147,12 @@ async fn sigkilled_twenty_times_while_converging_leaves_nothing_duplicated_or_or
     // DNS: exactly the customer's record and one of ours per live domain; only the
     // customer's for a deleted one.
     let mut problems = Vec::new();
-    for i in 0..DOMAINS {
+    for (i, preference) in preferences.iter().enumerate() {
         let mut answer = knot.dig(&fqdn(i), "MX");
         answer.sort();
         let mut want = vec![CUSTOMER_MX.to_string()];
         if !DELETED.contains(&i) {
-            want.push(format!("{} {GATEWAY_HOST}.", preferences[i]));
+            want.push(format!("{preference} {GATEWAY_HOST}."));
         }
         want.sort();
         if answer != want {
