@@ -6,7 +6,7 @@ CARGO ?= cargo
 LOCAL_CLUSTER := target/debug/local-cluster
 KUBECONFIG_DEMO := $(HOME)/.cache/mx-operator/demo/kubeconfig
 
-.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke manifests verify-mail-safety
+.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke manifests verify-mail-safety soak
 
 all: build
 
@@ -25,11 +25,32 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## verify-mail-safety: the data-plane tests against real Postfix, and their mail-safety figures
+## verify-mail-safety: the data-plane tests against real Postfix and the fault and bad-input
+## tests, and their figures: relay tricks and unknown recipients accepted, messages lost
 verify-mail-safety: bootstrap
 	$(CARGO) build --workspace --locked
-	@$(CARGO) test --locked -p mx-operator-tests --test gateway -- --nocapture 2>&1 | tee target/mail-safety.log | grep -E '^test result' ; \
-	  status=$${PIPESTATUS[0]}; echo; echo "Mail safety:"; grep '^mail safety:' target/mail-safety.log | sed 's/^mail safety: /  /'; exit $$status
+	@set -o pipefail; \
+	  $(CARGO) test --locked -p mx-operator-tests --test gateway --test crash --test restart --test hostile -- --nocapture 2>&1 \
+	  | tee target/mail-safety.log | grep -E '^test result'; status=$$?; \
+	  echo; echo "Mail safety:"; grep '^mail safety:' target/mail-safety.log | sed 's/^mail safety: /  /'; \
+	  awk '/^mail safety: messages queued/ { for (i = 1; i < NF; i++) { \
+	      if ($$i == "queued") q += $$(i+1); if ($$i == "delivered") d += $$(i+1); \
+	      if ($$i == "lost") l += $$(i+1); if ($$i == "duplicated") u += $$(i+1) } } \
+	    END { printf "  all fault tests: messages queued %d / delivered %d / lost %d / duplicated %d\n", q, d, l, u }' target/mail-safety.log; \
+	  echo "Faults and bad input:"; grep -E '^(faults|hostile specs):' target/mail-safety.log | sed -E 's/^(faults|hostile specs): /  /'; \
+	  exit $$status
+
+## soak: the long runs kept out of make test: the validator's and renderer's property tests
+## (no input yields an injected Postfix line or parameter) at SOAK_CASES cases each, in a
+## release build, and the operator SIGKILL test SOAK_CRASHES times
+SOAK_CASES ?= 1000000
+SOAK_CRASHES ?= 5
+soak: bootstrap
+	$(CARGO) build --workspace --locked
+	PROPTEST_CASES=$(SOAK_CASES) $(CARGO) test --release --locked -p mx-operator --lib -- proptests properties
+	@set -o pipefail; for i in $$(seq $(SOAK_CRASHES)); do \
+	  $(CARGO) test --locked -p mx-operator-tests --test crash -- --nocapture 2>&1 | grep -E '^(faults|test result)' || exit 1; \
+	done
 
 ## bench: the benchmark figures (release build), printed and written to bench/results.json
 bench: bootstrap

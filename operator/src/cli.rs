@@ -125,8 +125,8 @@ pub struct RunArgs {
     /// Domains checked at the same time.
     #[arg(long, env = "MX_OPERATOR_DRIFT_CONCURRENCY", default_value_t = 32)]
     pub drift_concurrency: usize,
-    /// Resolver for the public MX check, `ip` or `ip:port` (repeatable, or comma-separated
-    /// in the variable; default: /etc/resolv.conf).
+    /// Resolver for the public MX check and ownership proofs (TXT), `ip` or `ip:port`
+    /// (repeatable, or comma-separated in the variable; default: /etc/resolv.conf).
     #[arg(long = "resolver", env = "MX_OPERATOR_RESOLVERS", value_delimiter = ',', value_parser = parse_resolver)]
     pub resolvers: Vec<std::net::SocketAddr>,
     /// SMTP probes of the gateways (RCPT only) and banner checks of the primaries.

@@ -14,3 +14,13 @@ pub mod probe;
 pub mod recipients;
 pub mod render;
 pub mod telemetry;
+
+/// Property tests run 2,000 cases each in `make test`; `make soak` sets `PROPTEST_CASES`
+/// far higher.
+#[cfg(test)]
+pub(crate) fn proptest_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(2000)
+}

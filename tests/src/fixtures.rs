@@ -5,27 +5,32 @@ use crate::TestNamespace;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-/// Server-side applies `object` (JSON of a namespaced kind) in the test namespace.
-pub async fn apply<K>(ns: &TestNamespace, object: Value) -> K
-where
+/// A namespaced kind the fixtures can apply.
+pub trait Fixture:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+{
+}
+
+impl<K> Fixture for K where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
-        + serde::Serialize,
+        + serde::Serialize
 {
+}
+
+/// Server-side applies `object` (JSON of a namespaced kind) in the test namespace.
+pub async fn apply<K: Fixture>(ns: &TestNamespace, object: Value) -> K {
     try_apply(ns, object).await.expect("apply")
 }
 
 /// Like `apply`, with the API server's refusal as the error (for objects it may refuse).
-pub async fn try_apply<K>(ns: &TestNamespace, object: Value) -> Result<K, kube::Error>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize,
-{
+pub async fn try_apply<K: Fixture>(ns: &TestNamespace, object: Value) -> Result<K, kube::Error> {
     let object: K = serde_json::from_value(object).expect("fixture");
     let name = object.meta().name.clone().expect("fixture has a name");
     ns.api::<K>()

@@ -60,7 +60,12 @@ async fn only_the_claim_whose_token_is_published_goes_live() {
         "ProofMissing",
     )
     .await;
-    let grab_proof = grab.status.clone().unwrap().ownership.expect("proof in status");
+    let grab_proof = grab
+        .status
+        .clone()
+        .unwrap()
+        .ownership
+        .expect("proof in status");
     assert_eq!(grab_proof.record, format!("_mx-operator.{DOMAIN}"));
     let ready = grab.condition("Ready").unwrap();
     assert_eq!(ready.reason, "OwnershipUnproven");

@@ -36,6 +36,13 @@ fn hostile() -> impl Strategy<Value = String> {
         "\u{2028}",
         "Ü",
         "ß",
+        // Look-alikes and what IDNA maps away: Cyrillic а, fullwidth e, soft hyphen, ZWJ,
+        // ideographic full stop.
+        "а",
+        "\u{ff45}",
+        "\u{ad}",
+        "\u{200d}",
+        "\u{3002}",
         "xn--",
         ".",
         "-",
@@ -109,7 +116,7 @@ fn parameter_names(main_cf: &str) -> Vec<&str> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases()))]
 
     #[test]
     fn relay_output_is_refused_or_contained(

@@ -570,4 +570,39 @@ mod tests {
         assert!(!is_dns1123_label("mail.system"));
         assert!(!is_dns1123_label("-mail"));
     }
+
+    mod properties {
+        use super::super::normalize_domain;
+        use proptest::prelude::*;
+
+        /// Letters and the characters look-alikes are made of, mixed with anything printable.
+        fn names() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-zA-Z0-9.\\-]{0,30}",
+                "[a-z.\u{430}-\u{44f}\u{fc}\u{df}\u{ff41}-\u{ff5a}\u{ad}\u{200d}\u{3002}\u{4e00}-\u{4e10}\u{3041}-\u{3050}]{0,24}",
+                "\\PC{0,40}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases()))]
+
+            /// Whatever is accepted is plain LDH ASCII within DNS limits, and stays as it is
+            /// when normalized again: nothing else reaches a Postfix file or a DNS update.
+            #[test]
+            fn accepted_names_are_canonical_ascii(input in names()) {
+                if let Ok(name) = normalize_domain(&input) {
+                    prop_assert!(name.len() <= 253, "{}", name);
+                    for label in name.split('.') {
+                        prop_assert!(!label.is_empty() && label.len() <= 63, "{}", name);
+                        prop_assert!(
+                            label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                            "{}", name
+                        );
+                    }
+                    prop_assert_eq!(normalize_domain(&name), Ok(name.clone()));
+                }
+            }
+        }
+    }
 }
