@@ -161,21 +161,9 @@ struct PendingUpdate {
 }
 
 impl PendingUpdate {
-    /// What status must list before the update is sent, when it adds a record status does
-    /// not list yet. A crash between the update and the status write would otherwise leave
-    /// a record of ours that no later run knows to remove.
     fn intent(&self) -> Option<Vec<String>> {
-        let add = self.changes.add.as_ref()?;
-        if self.before.contains(add) {
-            return None;
-        }
-        Some(
-            self.before
-                .iter()
-                .chain(std::iter::once(add))
-                .map(Mx::to_string)
-                .collect(),
-        )
+        crate::dns::plan::intent(&self.before, &self.changes)
+            .map(|records| records.iter().map(Mx::to_string).collect())
     }
 
     async fn apply(

@@ -55,6 +55,18 @@ pub fn plan(current: &[Mx], published: &[Mx], desired: Option<&Mx>) -> Plan {
     Plan { add, remove }
 }
 
+/// What status must list as published before `plan` is sent, when it adds a record
+/// `published` does not list yet (None: nothing to record first). A crash between the
+/// update and the status write would otherwise leave a record of ours that no later run
+/// knows to remove.
+pub fn intent(published: &[Mx], plan: &Plan) -> Option<Vec<Mx>> {
+    let add = plan.add.as_ref()?;
+    if published.contains(add) {
+        return None;
+    }
+    Some(published.iter().chain([add]).cloned().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +155,49 @@ mod tests {
                 remove: vec![]
             }
         );
+    }
+
+    #[test]
+    fn a_new_record_is_recorded_beside_the_old_before_it_is_sent() {
+        let old = Mx::new(20, "mx1.relay.example.net");
+        let new = Mx::new(30, "mx1.relay.example.net");
+        let change = plan(
+            std::slice::from_ref(&old),
+            std::slice::from_ref(&old),
+            Some(&new),
+        );
+        assert_eq!(
+            intent(std::slice::from_ref(&old), &change),
+            Some(vec![old.clone(), new.clone()])
+        );
+    }
+
+    #[test]
+    fn nothing_is_recorded_for_a_removal_or_a_known_record() {
+        let ours = Mx::new(20, "mx1.relay.example.net");
+        let withdraw = plan(
+            std::slice::from_ref(&ours),
+            std::slice::from_ref(&ours),
+            None,
+        );
+        assert_eq!(intent(std::slice::from_ref(&ours), &withdraw), None);
+        // Restoring a record deleted behind our back: status lists it already.
+        let restore = plan(&[], std::slice::from_ref(&ours), Some(&ours));
+        assert_eq!(intent(std::slice::from_ref(&ours), &restore), None);
+    }
+
+    #[test]
+    fn a_record_left_by_a_crash_is_removed_by_the_next_change() {
+        // Status listed 20 and 30 (30 recorded, then the process died before the status
+        // write); the server has 30. A change to 40 removes 30.
+        let (r20, r30, r40) = (
+            Mx::new(20, "mx1.relay.example.net"),
+            Mx::new(30, "mx1.relay.example.net"),
+            Mx::new(40, "mx1.relay.example.net"),
+        );
+        let change = plan(&[customer(), r30.clone()], &[r20, r30.clone()], Some(&r40));
+        assert_eq!(change.add, Some(r40));
+        assert_eq!(change.remove, vec![r30]);
     }
 
     #[test]
