@@ -19,6 +19,7 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const DOMAIN: &str = "owned.example";
+const LEGACY: &str = "legacy.owned.example";
 
 #[tokio::test]
 async fn only_the_claim_whose_token_is_published_goes_live() {
@@ -39,15 +40,49 @@ async fn only_the_claim_whose_token_is_published_goes_live() {
     let fleet = plane.namespace("fleet").await.unwrap();
     let stranger = plane.namespace("stranger").await.unwrap();
     let owner = plane.namespace("owner").await.unwrap();
-    apply::<MailGateway>(
-        &fleet,
+    let on_fleet = json!({"gatewayRef": {"name": "edge", "namespace": fleet.name}});
+    let edge = |require: bool| {
         gateway(
             "edge",
-            json!({"allowedDomains": {"from": "All"}, "requireOwnershipProof": true}),
-        ),
+            json!({"allowedDomains": {"from": "All"}, "requireOwnershipProof": require}),
+        )
+    };
+    // A domain relayed before the gateway asks for proof stays relayed when it starts to.
+    apply::<MailGateway>(&fleet, edge(false)).await;
+    apply::<MailDomain>(&owner, domain("legacy", LEGACY, on_fleet.clone())).await;
+    domain_condition(
+        &owner.api(),
+        LIMIT,
+        "legacy",
+        "Ready",
+        ConditionStatus::True,
+        "Relayed",
     )
     .await;
-    let on_fleet = json!({"gatewayRef": {"name": "edge", "namespace": fleet.name}});
+    apply::<MailGateway>(&fleet, edge(true)).await;
+    let legacy = domain_condition(
+        &owner.api(),
+        LIMIT,
+        "legacy",
+        "OwnershipVerified",
+        ConditionStatus::False,
+        "ProofMissing",
+    )
+    .await;
+    assert_eq!(
+        legacy.condition("Ready").map(|c| c.status),
+        Some(ConditionStatus::True),
+        "still relayed"
+    );
+    let legacy_relay = format!("relay-{LEGACY}");
+    assert!(
+        fleet
+            .api::<ConfigMap>()
+            .get_opt(&legacy_relay)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // The stranger claims the domain first (its MX still points at the shared gateway).
     apply::<MailDomain>(&stranger, domain("grab", DOMAIN, on_fleet.clone())).await;
@@ -157,5 +192,15 @@ async fn only_the_claim_whose_token_is_published_goes_live() {
         mine.condition("OwnershipVerified").map(|c| c.status),
         Some(ConditionStatus::True)
     );
+
+    // Proof no longer asked: nothing about it is left in status.
+    apply::<MailGateway>(&fleet, edge(false)).await;
+    mx_operator_tests::wait::until(LIMIT, "the proof gone from status", || async {
+        let legacy = owner.api::<MailDomain>().get("legacy").await.ok()?;
+        (legacy.condition("OwnershipVerified").is_none()
+            && legacy.status.as_ref()?.ownership.is_none())
+        .then_some(())
+    })
+    .await;
     operator.abort();
 }

@@ -85,9 +85,9 @@ pub struct MailGatewaySpec {
     /// Relay a domain only after its owner has proved control of its DNS: a TXT record
     /// `_mx-operator.<domain>` with the value the operator puts in the MailDomain's
     /// `status.ownership`. For gateways shared by tenants: a stale MX pointing at the
-    /// gateway must not let a stranger claim the domain. A domain not (yet) proved is not
-    /// relayed and holds no claim on its name; turning this on applies to domains already
-    /// relayed too, so publish their records first.
+    /// gateway must not let a stranger claim the domain. A new claim not (yet) proved is
+    /// not relayed and holds no claim on its name. Domains relayed before this was turned
+    /// on stay relayed and show `OwnershipVerified: False` until their record is published.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_ownership_proof: bool,
 }

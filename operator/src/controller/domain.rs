@@ -123,7 +123,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
                 .txt_any(&ctx.settings.resolvers, &proof.record)
                 .await;
             let verdict = ownership::judge(&found, &proof);
-            if !verdict.verified {
+            if !verdict.verified && !ownership::grandfathered(domain) {
                 let desired = [
                     Desired::new(
                         OWNERSHIP_VERIFIED,
@@ -385,7 +385,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
     let proof = ownership.map(|(proof, verdict)| {
         desired.push(Desired::new(
             OWNERSHIP_VERIFIED,
-            true,
+            verdict.verified,
             verdict.reason,
             verdict.message,
         ));
@@ -419,9 +419,11 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             if observed {
                 status.drift = Some(decide::summary(&status.conditions));
             }
-            if proof.is_some() {
-                status.ownership = proof;
+            if proof.is_none() {
+                // The gateway no longer asks for proof: nothing about it is left to show.
+                status.conditions.retain(|c| c.type_ != OWNERSHIP_VERIFIED);
             }
+            status.ownership = proof;
         },
     )
     .await?;
@@ -483,10 +485,9 @@ pub(crate) async fn conflicting_winner(
     let mut claimants = vec![];
     for rival in rivals(&ctx.domains, &ctx.claims, domain, normalized) {
         let rival_namespace = rival.namespace().unwrap_or_default();
-        // A claim the gateway asks proof of counts only once proved.
-        let proved = ownership::required(gateway, &rival_namespace, normalized)
-            .is_none_or(|proof| ownership::proved(&rival, &proof));
-        if proved && allowed(ctx, gateway, &rival_namespace).await? {
+        if ownership::holds_claim(gateway, &rival_namespace, normalized, &rival)
+            && allowed(ctx, gateway, &rival_namespace).await?
+        {
             claimants.push(rival);
         }
     }

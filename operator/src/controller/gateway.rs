@@ -203,9 +203,8 @@ async fn served_domains(
                 verdict
             }
         };
-        let proved = super::ownership::required(gateway, &namespace, &normalized)
-            .is_none_or(|proof| super::ownership::proved(&domain, &proof));
-        if allowed_here && proved {
+        if allowed_here && super::ownership::holds_claim(gateway, &namespace, &normalized, &domain)
+        {
             claims.entry(normalized).or_default().push(domain);
         }
     }

@@ -7,6 +7,8 @@ use crate::api::domain::OwnershipProof;
 use crate::api::{MailDomain, MailGateway};
 use sha2::{Digest, Sha256};
 
+use super::domain::RELAY_CONFIGURED;
+
 pub const OWNERSHIP_VERIFIED: &str = "OwnershipVerified";
 const RECORD_PREFIX: &str = "_mx-operator";
 const VALUE_PREFIX: &str = "mx-operator-verification=";
@@ -52,6 +54,27 @@ pub fn proved(domain: &MailDomain, proof: &OwnershipProof) -> bool {
         .condition(OWNERSHIP_VERIFIED)
         .is_some_and(|c| c.status == ConditionStatus::True)
         && domain.status.as_ref().and_then(|s| s.ownership.as_ref()) == Some(proof)
+}
+
+/// Whether `domain` is relayed already, from before its gateway required proof: it stays
+/// relayed (and keeps its claim) while its proof is missing, so that turning the
+/// requirement on loses no mail. A claim that was never live has to prove itself first.
+pub fn grandfathered(domain: &MailDomain) -> bool {
+    domain
+        .condition(RELAY_CONFIGURED)
+        .is_some_and(|c| c.status == ConditionStatus::True)
+}
+
+/// Whether `domain` holds its claim on the name at `gateway` (from `namespace`): always
+/// where no proof is required, else once proved or when relayed from before.
+pub fn holds_claim(
+    gateway: &MailGateway,
+    namespace: &str,
+    normalized: &str,
+    domain: &MailDomain,
+) -> bool {
+    required(gateway, namespace, normalized)
+        .is_none_or(|proof| proved(domain, &proof) || grandfathered(domain))
 }
 
 /// The outcome of looking for the proof: the `OwnershipVerified` condition's status,
@@ -104,6 +127,58 @@ pub fn judge(found: &Result<Vec<String>, String>, proof: &OwnershipProof) -> Ver
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn gateway(require: bool) -> MailGateway {
+        serde_json::from_value(json!({
+            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway",
+            "metadata": {"name": "edge", "namespace": "fleet", "uid": "uid-1"},
+            "spec": {"mxHostnames": ["mx1.relay.example.net"], "requireOwnershipProof": require}}))
+        .unwrap()
+    }
+
+    /// A MailDomain in `owner` with the given conditions (`(type, status)`) and proof.
+    fn domain(conditions: &[(&str, &str)], ownership: Option<&OwnershipProof>) -> MailDomain {
+        let conditions: Vec<_> = conditions
+            .iter()
+            .map(|(type_, status)| {
+                json!({"type": type_, "status": status, "reason": "R", "message": "",
+                "lastTransitionTime": "2026-11-23T00:00:00Z"})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain",
+            "metadata": {"name": "d", "namespace": "owner"},
+            "spec": {"domain": "example.com", "gatewayRef": {"name": "edge", "namespace": "fleet"},
+                "primary": {"host": "mail.example.com"}, "recipients": {"inline": ["a@example.com"]}},
+            "status": {"conditions": conditions, "ownership": ownership}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn claims_hold_when_proved_relayed_from_before_or_not_asked() {
+        let proof = proof("uid-1", "owner", "example.com");
+        let holds =
+            |require, d: &MailDomain| holds_claim(&gateway(require), "owner", "example.com", d);
+        let new_claim = domain(&[], None);
+        assert!(holds(false, &new_claim), "no proof asked");
+        assert!(!holds(true, &new_claim), "a new claim proves itself first");
+        let proved_one = domain(&[(OWNERSHIP_VERIFIED, "True")], Some(&proof));
+        assert!(holds(true, &proved_one));
+        let stranger_proof = super::proof("uid-1", "stranger", "example.com");
+        let wrong = domain(&[(OWNERSHIP_VERIFIED, "True")], Some(&stranger_proof));
+        assert!(
+            !holds(true, &wrong),
+            "a proof for another claimant does not count"
+        );
+        let live = domain(
+            &[(RELAY_CONFIGURED, "True"), (OWNERSHIP_VERIFIED, "False")],
+            Some(&proof),
+        );
+        assert!(holds(true, &live), "relayed before the requirement: kept");
+        let refused = domain(&[(RELAY_CONFIGURED, "False")], Some(&proof));
+        assert!(!holds(true, &refused));
+    }
 
     #[test]
     fn tokens_differ_per_claimant_gateway_and_domain() {
