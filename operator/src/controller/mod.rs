@@ -298,15 +298,28 @@ pub(crate) fn namespace_of(object: &impl ResourceExt) -> Result<String, Error> {
         .ok_or_else(|| Error::NotNamespaced(object.name_any()))
 }
 
-/// How long watches wait before trying again after errors: 0.5 s doubling to 5 s (plus
-/// jitter), back to 0.5 s after 30 s without one. kube's default (up to 30 s, doubled by
-/// jitter, reset only after 2 min quiet, shared by all of a controller's watches) is made
-/// for thousands of clients of a struggling API server; for one operator it meant a minute
-/// or more of ignored changes after a short API server restart.
+/// How long one watch waits before trying again after errors: 0.5 s doubling to 5 s, plus
+/// up to as much again of jitter, back to 0.5 s after 30 s without one. kube's default (up
+/// to 30 s plus jitter, reset only after 2 min quiet) is made for thousands of clients of a
+/// struggling API server; for one operator it meant a minute or more of ignored changes
+/// after a short API server restart.
 fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    backoff(Duration::from_millis(500), Duration::from_secs(5))
+}
+
+/// The pause of all of a controller's watches after an error of any one of them (kube
+/// shares one backoff among a controller's triggers): short, or after an API server
+/// restart each watch's error (a dropped stream, then a resource version the restarted
+/// server no longer knows) delays every other watch's recovery in turn. The watches built
+/// here back off on their own as well.
+fn trigger_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    backoff(Duration::from_millis(250), Duration::from_secs(1))
+}
+
+fn backoff(min: Duration, max: Duration) -> ResetTimerBackoff<ExponentialBackoff> {
     let exponential = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(5))
+        .with_min_delay(min)
+        .with_max_delay(max)
         .with_factor(2.0)
         .with_jitter()
         .without_max_times();
@@ -348,10 +361,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         })
         .touched_objects();
     let domain_controller = Controller::for_stream(domain_events, domains.clone())
-        .trigger_backoff(watch_backoff())
+        .trigger_backoff(trigger_backoff())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
     let gateway_controller = Controller::new(gateways_api.clone(), watcher::Config::default())
-        .trigger_backoff(watch_backoff());
+        .trigger_backoff(trigger_backoff());
     let gateways = gateway_controller.store();
 
     let domain_controller = {
