@@ -219,21 +219,28 @@ async fn prepare_rfc2136(
     })
 }
 
-/// Lists `records` as published in status (a merge patch of that one field: the reconcile's
-/// own status write replaces it with what was published).
+/// Lists `records` as published in status before they are sent. Written like every status
+/// write (server-side apply of the whole status by the operator's field manager), so the
+/// reconcile's own status write replaces the list afterwards, with an empty one too.
 async fn record_intent(
     domain: &MailDomain,
     ctx: &Context,
     records: Vec<String>,
 ) -> Result<(), Error> {
     let api: Api<MailDomain> = Api::namespaced(ctx.client.clone(), &super::namespace_of(domain)?);
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let patch = serde_json::json!({"status": {"publishedRecords": records}});
-    api.patch_status(&domain.name_any(), &params, &Patch::Merge(&patch))
-        .await?;
+    let mut status = domain.status.clone().unwrap_or_default();
+    status.published_records = records;
+    let patch = serde_json::json!({
+        "apiVersion": MailDomain::api_version(&()),
+        "kind": MailDomain::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &domain.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
