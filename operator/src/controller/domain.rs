@@ -123,7 +123,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
                 .txt_any(&ctx.settings.resolvers, &proof.record)
                 .await;
             let verdict = ownership::judge(&found, &proof);
-            if !verdict.verified && !ownership::grandfathered(domain) {
+            if !verdict.verified && !ownership::grandfathered(domain, &gateway, &normalized) {
                 let desired = [
                     Desired::new(
                         OWNERSHIP_VERIFIED,
@@ -475,23 +475,33 @@ pub(crate) async fn allowed(
 
 /// The MailDomain (`namespace`, `name`) that holds the domain when it is not this one.
 /// Rivals that are invalid keep their claim (their last config still serves); rivals from
-/// namespaces the gateway refuses, or not proved where the gateway asks proof, hold none.
+/// namespaces the gateway refuses hold none; where the gateway asks for proof, proved
+/// claims beat those kept from before, and unproved ones hold none.
 pub(crate) async fn conflicting_winner(
     domain: &MailDomain,
     ctx: &Context,
     gateway: &MailGateway,
     normalized: &str,
 ) -> Result<Option<(String, String)>, Error> {
-    let mut claimants = vec![];
+    let namespace = namespace_of(domain)?;
+    let mut rivals_allowed = vec![];
     for rival in rivals(&ctx.domains, &ctx.claims, domain, normalized) {
         let rival_namespace = rival.namespace().unwrap_or_default();
-        if ownership::holds_claim(gateway, &rival_namespace, normalized, &rival)
-            && allowed(ctx, gateway, &rival_namespace).await?
-        {
-            claimants.push(rival);
+        if allowed(ctx, gateway, &rival_namespace).await? {
+            rivals_allowed.push((rival, rival_namespace));
         }
     }
-    let winner = claim_winner(claimants.iter().map(|d| d.as_ref()).chain([domain]));
+    let claims = rivals_allowed
+        .iter()
+        .map(|(rival, rival_namespace)| {
+            let claim = ownership::claim(gateway, rival_namespace, normalized, rival);
+            (rival.as_ref(), claim)
+        })
+        .chain([(
+            domain,
+            ownership::claim(gateway, &namespace, normalized, domain),
+        )]);
+    let winner = claim_winner(ownership::strongest(claims));
     Ok(winner
         .filter(|w| w.metadata.uid != domain.metadata.uid)
         .map(|w| (w.namespace().unwrap_or_default(), w.name_any())))

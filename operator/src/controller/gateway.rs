@@ -2,6 +2,7 @@
 //! ConfigMap; status says how many replicas serve and how many domains they relay.
 
 use super::domain::allowed;
+use super::ownership::{Claim, strongest};
 use super::placement::{claim_winner, gateway_key};
 use super::status::Desired;
 use super::{Context, Error, apply_if_changed, namespace_of, write_status};
@@ -184,7 +185,7 @@ async fn served_domains(
 ) -> Result<Vec<Arc<MailDomain>>, Error> {
     let key = (gateway.namespace().unwrap_or_default(), gateway.name_any());
     let mut allowed_namespaces: HashMap<String, bool> = HashMap::new();
-    let mut claims: BTreeMap<String, Vec<Arc<MailDomain>>> = BTreeMap::new();
+    let mut claims: BTreeMap<String, Vec<(Arc<MailDomain>, Claim)>> = BTreeMap::new();
     for domain in ctx.domains.state() {
         if gateway_key(&domain).as_ref() != Some(&key)
             || domain.metadata.deletion_timestamp.is_some()
@@ -203,19 +204,22 @@ async fn served_domains(
                 verdict
             }
         };
-        if allowed_here && super::ownership::holds_claim(gateway, &namespace, &normalized, &domain)
-        {
-            claims.entry(normalized).or_default().push(domain);
+        if allowed_here {
+            let claim = super::ownership::claim(gateway, &namespace, &normalized, &domain);
+            claims.entry(normalized).or_default().push((domain, claim));
         }
     }
     // An invalid winner keeps its claim (its last config still serves) but is not counted.
     let mut served = vec![];
     for claimants in claims.values() {
-        let Some(winner) = claim_winner(claimants.iter().map(|d| d.as_ref())) else {
+        let holders = strongest(claimants.iter().map(|(d, claim)| (d.as_ref(), *claim)));
+        let Some(winner) = claim_winner(holders) else {
             continue;
         };
         if winner.spec.validate().is_ok()
-            && let Some(held) = claimants.iter().find(|d| std::ptr::eq(d.as_ref(), winner))
+            && let Some((held, _)) = claimants
+                .iter()
+                .find(|(d, _)| std::ptr::eq(d.as_ref(), winner))
         {
             served.push(held.clone());
         }

@@ -8,6 +8,7 @@ use crate::api::{MailDomain, MailGateway};
 use sha2::{Digest, Sha256};
 
 use super::domain::RELAY_CONFIGURED;
+use crate::manifests::relay::relay_configmap_name;
 
 pub const OWNERSHIP_VERIFIED: &str = "OwnershipVerified";
 const RECORD_PREFIX: &str = "_mx-operator";
@@ -56,25 +57,68 @@ pub fn proved(domain: &MailDomain, proof: &OwnershipProof) -> bool {
         && domain.status.as_ref().and_then(|s| s.ownership.as_ref()) == Some(proof)
 }
 
-/// Whether `domain` is relayed already, from before its gateway required proof: it stays
-/// relayed (and keeps its claim) while its proof is missing, so that turning the
-/// requirement on loses no mail. A claim that was never live has to prove itself first.
-pub fn grandfathered(domain: &MailDomain) -> bool {
+/// Whether `domain` is relayed at `gateway` already, from before the gateway required
+/// proof: it stays relayed while its proof is missing, so that turning the requirement on
+/// loses no mail. A claim that was never live here (or was live at another gateway) has
+/// to prove itself first.
+pub fn grandfathered(domain: &MailDomain, gateway: &MailGateway, normalized: &str) -> bool {
+    let here = format!(
+        "{}/{}",
+        gateway.metadata.namespace.as_deref().unwrap_or_default(),
+        relay_configmap_name(normalized)
+    );
     domain
         .condition(RELAY_CONFIGURED)
         .is_some_and(|c| c.status == ConditionStatus::True)
+        && domain
+            .status
+            .as_ref()
+            .and_then(|s| s.relay_config_map.as_deref())
+            == Some(&here)
 }
 
-/// Whether `domain` holds its claim on the name at `gateway` (from `namespace`): always
-/// where no proof is required, else once proved or when relayed from before.
-pub fn holds_claim(
+/// How strongly a MailDomain holds its claim on a name at a gateway, weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Claim {
+    /// Not proved where the gateway asks for proof: holds nothing.
+    Unproved,
+    /// Relayed here from before the gateway asked for proof.
+    Grandfathered,
+    /// Proved, or no proof asked.
+    Held,
+}
+
+/// How `domain` (from `namespace`) holds its claim on `normalized` at `gateway`.
+pub fn claim(
     gateway: &MailGateway,
     namespace: &str,
     normalized: &str,
     domain: &MailDomain,
-) -> bool {
-    required(gateway, namespace, normalized)
-        .is_none_or(|proof| proved(domain, &proof) || grandfathered(domain))
+) -> Claim {
+    match required(gateway, namespace, normalized) {
+        None => Claim::Held,
+        Some(proof) if proved(domain, &proof) => Claim::Held,
+        Some(_) if grandfathered(domain, gateway, normalized) => Claim::Grandfathered,
+        Some(_) => Claim::Unproved,
+    }
+}
+
+/// The claimants that compete for a name: those with the strongest claim, so that a
+/// proved owner wins over a claim kept from before proof was asked; none when nobody
+/// holds one.
+pub fn strongest<'a>(
+    claims: impl IntoIterator<Item = (&'a MailDomain, Claim)>,
+) -> Vec<&'a MailDomain> {
+    let claims: Vec<_> = claims.into_iter().collect();
+    let best = claims.iter().map(|(_, claim)| *claim).max();
+    match best {
+        None | Some(Claim::Unproved) => vec![],
+        Some(best) => claims
+            .into_iter()
+            .filter(|(_, claim)| *claim == best)
+            .map(|(domain, _)| domain)
+            .collect(),
+    }
 }
 
 /// The outcome of looking for the proof: the `OwnershipVerified` condition's status,
@@ -137,8 +181,13 @@ mod tests {
         .unwrap()
     }
 
-    /// A MailDomain in `owner` with the given conditions (`(type, status)`) and proof.
-    fn domain(conditions: &[(&str, &str)], ownership: Option<&OwnershipProof>) -> MailDomain {
+    /// A MailDomain in `owner` with the given conditions (`(type, status)`), proof and
+    /// relay ConfigMap location.
+    fn domain(
+        conditions: &[(&str, &str)],
+        ownership: Option<&OwnershipProof>,
+        relay: Option<&str>,
+    ) -> MailDomain {
         let conditions: Vec<_> = conditions
             .iter()
             .map(|(type_, status)| {
@@ -151,33 +200,77 @@ mod tests {
             "metadata": {"name": "d", "namespace": "owner"},
             "spec": {"domain": "example.com", "gatewayRef": {"name": "edge", "namespace": "fleet"},
                 "primary": {"host": "mail.example.com"}, "recipients": {"inline": ["a@example.com"]}},
-            "status": {"conditions": conditions, "ownership": ownership}}))
+            "status": {"conditions": conditions, "ownership": ownership, "relayConfigMap": relay}}))
         .unwrap()
     }
 
     #[test]
-    fn claims_hold_when_proved_relayed_from_before_or_not_asked() {
+    fn claims_by_strength() {
         let proof = proof("uid-1", "owner", "example.com");
-        let holds =
-            |require, d: &MailDomain| holds_claim(&gateway(require), "owner", "example.com", d);
-        let new_claim = domain(&[], None);
-        assert!(holds(false, &new_claim), "no proof asked");
-        assert!(!holds(true, &new_claim), "a new claim proves itself first");
-        let proved_one = domain(&[(OWNERSHIP_VERIFIED, "True")], Some(&proof));
-        assert!(holds(true, &proved_one));
+        let claim_at =
+            |require, d: &MailDomain| claim(&gateway(require), "owner", "example.com", d);
+        let new_claim = domain(&[], None, None);
+        assert_eq!(claim_at(false, &new_claim), Claim::Held, "no proof asked");
+        assert_eq!(
+            claim_at(true, &new_claim),
+            Claim::Unproved,
+            "a new claim proves itself first"
+        );
+        let proved_one = domain(&[(OWNERSHIP_VERIFIED, "True")], Some(&proof), None);
+        assert_eq!(claim_at(true, &proved_one), Claim::Held);
         let stranger_proof = super::proof("uid-1", "stranger", "example.com");
-        let wrong = domain(&[(OWNERSHIP_VERIFIED, "True")], Some(&stranger_proof));
-        assert!(
-            !holds(true, &wrong),
-            "a proof for another claimant does not count"
+        let wrong = domain(&[(OWNERSHIP_VERIFIED, "True")], Some(&stranger_proof), None);
+        assert_eq!(
+            claim_at(true, &wrong),
+            Claim::Unproved,
+            "another claimant's proof"
         );
-        let live = domain(
-            &[(RELAY_CONFIGURED, "True"), (OWNERSHIP_VERIFIED, "False")],
+        let relayed = [(RELAY_CONFIGURED, "True"), (OWNERSHIP_VERIFIED, "False")];
+        let live_here = domain(&relayed, Some(&proof), Some("fleet/relay-example.com"));
+        assert_eq!(claim_at(true, &live_here), Claim::Grandfathered);
+        let live_elsewhere = domain(&relayed, Some(&proof), Some("open/relay-example.com"));
+        assert_eq!(
+            claim_at(true, &live_elsewhere),
+            Claim::Unproved,
+            "moved from another gateway"
+        );
+        let refused = domain(
+            &[(RELAY_CONFIGURED, "False")],
             Some(&proof),
+            Some("fleet/relay-example.com"),
         );
-        assert!(holds(true, &live), "relayed before the requirement: kept");
-        let refused = domain(&[(RELAY_CONFIGURED, "False")], Some(&proof));
-        assert!(!holds(true, &refused));
+        assert_eq!(claim_at(true, &refused), Claim::Unproved);
+    }
+
+    #[test]
+    fn the_strongest_claims_compete() {
+        let (a, b, c) = (
+            domain(&[], None, None),
+            domain(&[], None, None),
+            domain(&[], None, None),
+        );
+        let names = |winners: Vec<&MailDomain>| {
+            winners
+                .iter()
+                .map(|d| std::ptr::from_ref(*d))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(strongest([
+                (&a, Claim::Grandfathered),
+                (&b, Claim::Held),
+                (&c, Claim::Held)
+            ])),
+            names(vec![&b, &c])
+        );
+        assert_eq!(
+            names(strongest([
+                (&a, Claim::Grandfathered),
+                (&b, Claim::Unproved)
+            ])),
+            names(vec![&a])
+        );
+        assert!(strongest([(&a, Claim::Unproved), (&b, Claim::Unproved)]).is_empty());
     }
 
     #[test]
