@@ -103,11 +103,13 @@ pub fn operator_binary() -> std::path::PathBuf {
 }
 
 /// `mx-operator run` as a process (one replica, no leader election, drift off) against the
-/// API server of `kubeconfig`, its output appended to `log`; SIGKILLed when dropped.
+/// API server of `kubeconfig`, resyncing every `resync_seconds`, its output appended to
+/// `log`; SIGKILLed when dropped.
 pub fn start_operator(
     kubeconfig: &std::path::Path,
     log: &std::path::Path,
     rust_log: &str,
+    resync_seconds: u64,
 ) -> io::Result<Guarded> {
     let binary = operator_binary();
     if !binary.exists() {
@@ -122,8 +124,14 @@ pub fn start_operator(
         .open(log)?;
     let mut command = Command::new(binary);
     command
-        .args(["run", "--leader-elect", "false", "--resync-seconds", "5"])
-        .args(["--drift-interval-seconds", "0"])
+        .args([
+            "run",
+            "--leader-elect",
+            "false",
+            "--drift-interval-seconds",
+            "0",
+        ])
+        .arg(format!("--resync-seconds={resync_seconds}"))
         .arg(format!("--metrics-address=127.0.0.1:{}", free_port()?))
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", rust_log)

@@ -37,7 +37,7 @@ fn fqdn(i: usize) -> String {
 
 fn start_operator(kubeconfig: &Path, log: &Path) -> Guarded {
     // Debug level: the most the operator ever says, searched for the key below.
-    process::start_operator(kubeconfig, log, "debug").unwrap()
+    process::start_operator(kubeconfig, log, "debug", 5).unwrap()
 }
 
 #[tokio::test]

@@ -52,9 +52,13 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
         .expect("control plane");
     plane.install_crds().await.expect("CRDs");
     let log = plane.dir.join("operator.log");
-    let mut operator =
-        process::start_operator(&plane.operator_kubeconfig, &log, "info,mx_operator=debug")
-            .expect("operator");
+    let mut operator = process::start_operator(
+        &plane.operator_kubeconfig,
+        &log,
+        "info,mx_operator=debug",
+        5,
+    )
+    .expect("operator");
 
     let ns = plane.namespace("restart").await.expect("namespace");
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;

@@ -5,7 +5,7 @@
 use super::{Figure, Spread};
 use crate::control_plane::{ControlPlane, Lifetime};
 use crate::gateway::Gateway;
-use crate::process::{Guarded, free_port, operator_binary, spawn_tied};
+use crate::process::{Guarded, free_port, start_operator as start_operator_process};
 use crate::smtp::rcpt_reply;
 use crate::{TestNamespace, fixtures};
 use futures::StreamExt;
@@ -15,7 +15,6 @@ use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ONBOARDING: &str =
@@ -32,21 +31,8 @@ fn fail(what: impl std::fmt::Display) -> String {
 }
 
 /// `mx-operator run` against `plane`, with drift off (the bench's domains are not real).
-fn start_operator(plane: &ControlPlane, log: &Path) -> Result<(Guarded, u16), String> {
-    let port = free_port().map_err(fail)?;
-    let mut command = Command::new(operator_binary());
-    command
-        .args(["run", "--leader-elect=false", "--log-format=text"])
-        .arg(format!("--resync-seconds={RESYNC_SECONDS}"))
-        .arg("--drift-interval-seconds=0")
-        .arg(format!("--metrics-address=127.0.0.1:{port}"))
-        .env("KUBECONFIG", &plane.operator_kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(log).map_err(fail)?)
-        .stderr(Stdio::null());
-    let child = spawn_tied(command).map_err(fail)?;
-    Ok((Guarded::new("mx-operator", child), port))
+fn start_operator(plane: &ControlPlane, log: &Path) -> Result<Guarded, String> {
+    start_operator_process(&plane.operator_kubeconfig, log, "warn", RESYNC_SECONDS).map_err(fail)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -103,7 +89,7 @@ pub async fn latency(dir: &Path, onboard: usize, changes: usize) -> Result<Vec<F
         .await
         .map_err(fail)?;
     plane.install_crds().await.map_err(fail)?;
-    let (_operator, _) = start_operator(&plane, &dir.join("operator-latency.log"))?;
+    let _operator = start_operator(&plane, &dir.join("operator-latency.log"))?;
     let ns = plane.namespace("bench").await.map_err(fail)?;
     // No mail is sent, so the primary needs no listener.
     let primary: SocketAddr = ([127, 0, 0, 1], free_port().map_err(fail)?).into();
@@ -273,7 +259,7 @@ pub async fn scale(dir: &Path, count: usize, limit: Duration) -> Result<Vec<Figu
 
     let requests_before = apiserver_requests(&plane).await?;
     let started = Instant::now();
-    let (operator, _) = start_operator(&plane, &dir.join(format!("operator-scale-{count}.log")))?;
+    let operator = start_operator(&plane, &dir.join(format!("operator-scale-{count}.log")))?;
     let api: Api<MailDomain> = ns.api();
     let mut polls = 0u32;
     let converged = loop {
