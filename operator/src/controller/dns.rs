@@ -2,7 +2,7 @@
 
 use super::{Context, Error, FIELD_MANAGER};
 use crate::api::dnsprovider::{DNSProvider, Rfc2136};
-use crate::api::domain::DomainRole;
+use crate::api::domain::{DomainRole, MailDomainStatus};
 use crate::api::validate::normalize_domain;
 use crate::api::{MailDomain, MailGateway};
 use crate::dns::external::{api_resource, endpoint};
@@ -22,9 +22,10 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DnsProblem {
     pub reason: &'static str,
     pub message: String,
-    /// The records status must list after this failure, when an update that may have
-    /// reached the server added one (None: what it listed before).
-    pub in_doubt: Option<Vec<String>>,
+    /// The records status must list after this failure (None: what it listed before):
+    /// those the stored status lists (the cache may lag behind this domain's last status
+    /// write), and one an update that may have reached the server added.
+    pub still_listed: Option<Vec<String>>,
 }
 
 impl DnsProblem {
@@ -32,7 +33,7 @@ impl DnsProblem {
         Self {
             reason,
             message,
-            in_doubt: None,
+            still_listed: None,
         }
     }
 }
@@ -69,10 +70,8 @@ pub fn desired_mx(domain: &MailDomain, gateway: &MailGateway) -> Option<Mx> {
     Some(Mx::new(preference, &exchange))
 }
 
-fn published_before(domain: &MailDomain) -> Vec<Mx> {
-    domain
-        .status
-        .as_ref()
+fn published_before(status: Option<&MailDomainStatus>) -> Vec<Mx> {
+    status
         .map(|s| {
             s.published_records
                 .iter()
@@ -124,22 +123,28 @@ pub async fn sync(
         )));
     }
     if let Some(rfc2136) = &provider.spec.rfc2136 {
-        let pending =
+        let api: Api<MailDomain> = Api::namespaced(ctx.client.clone(), namespace);
+        let name = domain.name_any();
+        let mut pending =
             match prepare_rfc2136(domain, ctx, namespace, normalized, rfc2136, desired).await {
                 Ok(pending) => pending,
-                Err(problem) => return Ok(Err(problem)),
+                Err(problem) => return Ok(Err(still_listed(problem, &api, &name, None).await?)),
             };
+        if !pending.changes.is_empty() {
+            // The cache may not hold the last status write of this domain's previous
+            // reconcile yet: plan against the stored status, or a record that reconcile
+            // published would never be removed.
+            let stored = api.get_status(&name).await?;
+            pending.replan(stored.status, desired);
+        }
         let intent = pending.intent();
         if let Some(records) = &intent {
-            record_intent(domain, ctx, records.clone()).await?;
+            record_intent(&api, &name, pending.status.clone(), records.clone()).await?;
         }
-        return Ok(pending
-            .apply(normalized, domain.spec.mx.ttl, desired)
-            .await
-            .map_err(|problem| DnsProblem {
-                in_doubt: intent,
-                ..problem
-            }));
+        return match pending.apply(normalized, domain.spec.mx.ttl, desired).await {
+            Ok(published) => Ok(Ok(published)),
+            Err(problem) => Ok(Err(still_listed(problem, &api, &name, intent).await?)),
+        };
     }
     let labels = provider
         .spec
@@ -156,11 +161,20 @@ struct PendingUpdate {
     session: Session,
     server: std::net::SocketAddr,
     zone: String,
+    current: Vec<Mx>,
     changes: crate::dns::Plan,
+    /// The status the plan was made from, and the records it lists as published.
+    status: Option<MailDomainStatus>,
     before: Vec<Mx>,
 }
 
 impl PendingUpdate {
+    fn replan(&mut self, status: Option<MailDomainStatus>, desired: Option<&Mx>) {
+        self.before = published_before(status.as_ref());
+        self.changes = plan(&self.current, &self.before, desired);
+        self.status = status;
+    }
+
     fn intent(&self) -> Option<Vec<String>> {
         crate::dns::plan::intent(&self.before, &self.changes)
             .map(|records| records.iter().map(Mx::to_string).collect())
@@ -208,27 +222,53 @@ async fn prepare_rfc2136(
         None => session.find_zone(normalized).await?,
     };
     let current = session.mx_records(normalized).await?;
-    let before = published_before(domain);
+    let before = published_before(domain.status.as_ref());
     let changes = plan(&current, &before, desired);
     Ok(PendingUpdate {
         session,
         server: server.address,
         zone,
+        current,
         changes,
+        status: domain.status.clone(),
         before,
     })
 }
 
-/// Lists `records` as published in status before they are sent. Written like every status
-/// write (server-side apply of the whole status by the operator's field manager), so the
-/// reconcile's own status write replaces the list afterwards, with an empty one too.
+/// `problem`, with the records status must keep listing: the stored status' (re-read, as
+/// the cache may lag behind) and `intent`'s.
+async fn still_listed(
+    problem: DnsProblem,
+    api: &Api<MailDomain>,
+    name: &str,
+    intent: Option<Vec<String>>,
+) -> Result<DnsProblem, Error> {
+    let stored = api.get_status(name).await?;
+    let mut records = stored
+        .status
+        .map(|s| s.published_records)
+        .unwrap_or_default();
+    for record in intent.into_iter().flatten() {
+        if !records.contains(&record) {
+            records.push(record);
+        }
+    }
+    Ok(DnsProblem {
+        still_listed: Some(records),
+        ..problem
+    })
+}
+
+/// Lists `records` as published in `status` before they are sent. Written like every
+/// status write (server-side apply of the whole status by the operator's field manager), so
+/// the reconcile's own status write replaces the list afterwards, with an empty one too.
 async fn record_intent(
-    domain: &MailDomain,
-    ctx: &Context,
+    api: &Api<MailDomain>,
+    name: &str,
+    status: Option<MailDomainStatus>,
     records: Vec<String>,
 ) -> Result<(), Error> {
-    let api: Api<MailDomain> = Api::namespaced(ctx.client.clone(), &super::namespace_of(domain)?);
-    let mut status = domain.status.clone().unwrap_or_default();
+    let mut status = status.unwrap_or_default();
     status.published_records = records;
     let patch = serde_json::json!({
         "apiVersion": MailDomain::api_version(&()),
@@ -236,7 +276,7 @@ async fn record_intent(
         "status": status,
     });
     api.patch_status(
-        &domain.name_any(),
+        name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )

@@ -411,7 +411,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
                     status.dns_zone = published.zone;
                 }
                 Err(DnsProblem {
-                    in_doubt: Some(records),
+                    still_listed: Some(records),
                     ..
                 }) => status.published_records = records,
                 Err(_) => {}
