@@ -290,6 +290,11 @@ pub struct MailDomainStatus {
     /// these are ever changed or removed by it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published_records: Vec<String>,
+    /// Records of the operator's that were not at the server when it last looked, though an
+    /// update that may still be applied had sent them (an operator stopped, or timed out,
+    /// before it saw the answer): removed when they appear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_records: Vec<String>,
     /// The DNS zone the records were published in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_zone: Option<String>,

@@ -22,10 +22,10 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DnsProblem {
     pub reason: &'static str,
     pub message: String,
-    /// The records status must list after this failure (None: what it listed before):
-    /// those the stored status lists (the cache may lag behind this domain's last status
-    /// write), and one an update that may have reached the server added.
-    pub still_listed: Option<Vec<String>>,
+    /// What status must list after this failure (None: what it listed before): what the
+    /// stored status lists (the cache may lag behind this domain's last status write), and
+    /// a record an update that may have reached the server added.
+    pub still_listed: Option<Listed>,
 }
 
 impl DnsProblem {
@@ -44,9 +44,18 @@ impl From<DnsError> for DnsProblem {
     }
 }
 
+/// The records a MailDomain's status lists as the operator's.
+#[derive(Debug)]
+pub struct Listed {
+    pub published: Vec<String>,
+    pub pending: Vec<String>,
+}
+
 /// What was published, for status.
 pub struct Published {
     pub records: Vec<String>,
+    /// Records an update may still add (see `MailDomainStatus::pending_records`).
+    pub pending: Vec<String>,
     pub zone: Option<String>,
     pub via: String,
     /// The RFC 2136 server, whose answers the drift loop compares with our record.
@@ -70,15 +79,12 @@ pub fn desired_mx(domain: &MailDomain, gateway: &MailGateway) -> Option<Mx> {
     Some(Mx::new(preference, &exchange))
 }
 
-fn published_before(status: Option<&MailDomainStatus>) -> Vec<Mx> {
-    status
-        .map(|s| {
-            s.published_records
-                .iter()
-                .filter_map(|r| parse_record(r))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The records status lists as published, and as pending.
+fn listed_before(status: Option<&MailDomainStatus>) -> (Vec<Mx>, Vec<Mx>) {
+    let parse = |records: &[String]| records.iter().filter_map(|r| parse_record(r)).collect();
+    status.map_or_else(Default::default, |s| {
+        (parse(&s.published_records), parse(&s.pending_records))
+    })
 }
 
 fn parse_record(text: &str) -> Option<Mx> {
@@ -97,6 +103,7 @@ pub async fn sync(
     let Some(dns) = &domain.spec.dns else {
         return Ok(Ok(Published {
             records: vec![],
+            pending: vec![],
             zone: None,
             via: String::new(),
             server: None,
@@ -125,23 +132,24 @@ pub async fn sync(
     if let Some(rfc2136) = &provider.spec.rfc2136 {
         let api: Api<MailDomain> = Api::namespaced(ctx.client.clone(), namespace);
         let name = domain.name_any();
-        let mut pending =
+        let mut update =
             match prepare_rfc2136(domain, ctx, namespace, normalized, rfc2136, desired).await {
-                Ok(pending) => pending,
+                Ok(update) => update,
                 Err(problem) => return Ok(Err(still_listed(problem, &api, &name, None).await?)),
             };
-        if !pending.changes.is_empty() {
+        if !update.changes.is_empty() {
             // The cache may not hold the last status write of this domain's previous
             // reconcile yet: plan against the stored status, or a record that reconcile
-            // published would never be removed.
-            let stored = api.get_status(&name).await?;
-            pending.replan(stored.status, desired);
+            // published would never be removed. (A GET of the object: the chart's RBAC
+            // grants it, not a read of the status subresource.)
+            let stored = api.get(&name).await?;
+            update.replan(stored.status, desired);
         }
-        let intent = pending.intent();
+        let intent = update.intent();
         if let Some(records) = &intent {
-            record_intent(&api, &name, pending.status.clone(), records.clone()).await?;
+            record_intent(&api, &name, update.status.clone(), records.clone()).await?;
         }
-        return match pending.apply(normalized, domain.spec.mx.ttl, desired).await {
+        return match update.apply(normalized, domain.spec.mx.ttl, desired).await {
             Ok(published) => Ok(Ok(published)),
             Err(problem) => Ok(Err(still_listed(problem, &api, &name, intent).await?)),
         };
@@ -163,20 +171,26 @@ struct PendingUpdate {
     zone: String,
     current: Vec<Mx>,
     changes: crate::dns::Plan,
-    /// The status the plan was made from, and the records it lists as published.
+    /// The status the plan was made from, and the records it lists as published and pending.
     status: Option<MailDomainStatus>,
     before: Vec<Mx>,
+    pending: Vec<Mx>,
 }
 
 impl PendingUpdate {
     fn replan(&mut self, status: Option<MailDomainStatus>, desired: Option<&Mx>) {
-        self.before = published_before(status.as_ref());
-        self.changes = plan(&self.current, &self.before, desired);
+        (self.before, self.pending) = listed_before(status.as_ref());
+        self.changes = plan(&self.current, &self.ours(), desired);
         self.status = status;
     }
 
+    /// Every record status lists as the operator's: those the plan may remove.
+    fn ours(&self) -> Vec<Mx> {
+        self.before.iter().chain(&self.pending).cloned().collect()
+    }
+
     fn intent(&self) -> Option<Vec<String>> {
-        crate::dns::plan::intent(&self.before, &self.changes)
+        crate::dns::plan::intent(&self.ours(), &self.changes)
             .map(|records| records.iter().map(Mx::to_string).collect())
     }
 
@@ -197,8 +211,11 @@ impl PendingUpdate {
                 .await?;
             tracing::info!(domain = normalized, zone = self.zone, add = ?self.changes.add, remove = ?self.changes.remove, "MX records updated");
         }
+        let (published, pending) =
+            crate::dns::plan::after_update(&self.current, &self.before, &self.pending, desired);
         Ok(Published {
-            records: desired.map(Mx::to_string).into_iter().collect(),
+            records: published.iter().map(Mx::to_string).collect(),
+            pending: pending.iter().map(Mx::to_string).collect(),
             zone: Some(self.zone),
             via: format!("RFC 2136 server {}", self.server),
             server: Some(self.server),
@@ -222,17 +239,18 @@ async fn prepare_rfc2136(
         None => session.find_zone(normalized).await?,
     };
     let current = session.mx_records(normalized).await?;
-    let before = published_before(domain.status.as_ref());
-    let changes = plan(&current, &before, desired);
-    Ok(PendingUpdate {
+    let mut update = PendingUpdate {
         session,
         server: server.address,
         zone,
         current,
-        changes,
-        status: domain.status.clone(),
-        before,
-    })
+        changes: crate::dns::Plan::default(),
+        status: None,
+        before: vec![],
+        pending: vec![],
+    };
+    update.replan(domain.status.clone(), desired);
+    Ok(update)
 }
 
 /// `problem`, with the records status must keep listing: the stored status' (re-read, as
@@ -243,18 +261,18 @@ async fn still_listed(
     name: &str,
     intent: Option<Vec<String>>,
 ) -> Result<DnsProblem, Error> {
-    let stored = api.get_status(name).await?;
-    let mut records = stored
-        .status
-        .map(|s| s.published_records)
-        .unwrap_or_default();
+    let stored = api.get(name).await?.status.unwrap_or_default();
+    let mut published = stored.published_records;
     for record in intent.into_iter().flatten() {
-        if !records.contains(&record) {
-            records.push(record);
+        if !published.contains(&record) {
+            published.push(record);
         }
     }
     Ok(DnsProblem {
-        still_listed: Some(records),
+        still_listed: Some(Listed {
+            published,
+            pending: stored.pending_records,
+        }),
         ..problem
     })
 }
@@ -347,6 +365,7 @@ async fn publish_endpoint(
         }
         return Ok(Published {
             records: vec![],
+            pending: vec![],
             zone: None,
             via: format!("DNSEndpoint {namespace}/{name}"),
             server: None,
@@ -379,6 +398,7 @@ async fn publish_endpoint(
     }
     Ok(Published {
         records: records.iter().map(Mx::to_string).collect(),
+        pending: vec![],
         zone: None,
         via: format!("DNSEndpoint {namespace}/{}", object.name_any()),
         server: None,

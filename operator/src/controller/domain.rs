@@ -408,12 +408,16 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
             match published {
                 Ok(published) => {
                     status.published_records = published.records;
+                    status.pending_records = published.pending;
                     status.dns_zone = published.zone;
                 }
                 Err(DnsProblem {
-                    still_listed: Some(records),
+                    still_listed: Some(listed),
                     ..
-                }) => status.published_records = records,
+                }) => {
+                    status.published_records = listed.published;
+                    status.pending_records = listed.pending;
+                }
                 Err(_) => {}
             }
             if observed {

@@ -67,6 +67,29 @@ pub fn intent(published: &[Mx], plan: &Plan) -> Option<Vec<Mx>> {
     Some(published.iter().chain([add]).cloned().collect())
 }
 
+/// What status lists after a successful update made from `current` (the RRset read before
+/// it): `desired` as published, and as pending every other record it listed that was
+/// absent then. An update sent by an operator that stopped before it saw the answer, or
+/// one that timed out, may still be applied by the server, seconds later when its update
+/// queue is long; such a record stays listed until it appears and a later update removes
+/// it (or the MailDomain is deleted). Only a crash or a timeout during an update adds one.
+pub fn after_update(
+    current: &[Mx],
+    published: &[Mx],
+    pending: &[Mx],
+    desired: Option<&Mx>,
+) -> (Vec<Mx>, Vec<Mx>) {
+    let still_pending = published
+        .iter()
+        .chain(pending)
+        .filter(|r| Some(*r) != desired && !current.contains(r))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    (desired.cloned().into_iter().collect(), still_pending)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +221,46 @@ mod tests {
         let change = plan(&[customer(), r30.clone()], &[r20, r30.clone()], Some(&r40));
         assert_eq!(change.add, Some(r40));
         assert_eq!(change.remove, vec![r30]);
+    }
+
+    #[test]
+    fn a_record_absent_when_read_stays_pending_until_it_is_seen_and_removed() {
+        let (r20, r40) = (
+            Mx::new(20, "mx1.relay.example.net"),
+            Mx::new(40, "mx1.relay.example.net"),
+        );
+        // 20 was recorded by an operator that died after sending it; 40 is being published.
+        let (published, pending) =
+            after_update(&[customer()], &[r20.clone(), r40.clone()], &[], Some(&r40));
+        assert_eq!(published, vec![r40.clone()]);
+        assert_eq!(pending, vec![r20.clone()]);
+        // Still absent at the next check: the update may yet land, so it stays.
+        let (_, pending) = after_update(
+            &[customer(), r40.clone()],
+            std::slice::from_ref(&r40),
+            std::slice::from_ref(&r20),
+            Some(&r40),
+        );
+        assert_eq!(pending, vec![r20.clone()]);
+        // The late update lands: the next plan removes 20, and nothing stays pending.
+        let present = [customer(), r20.clone(), r40.clone()];
+        let change = plan(&present, &[r40.clone(), r20.clone()], Some(&r40));
+        assert_eq!(change.remove, vec![r20.clone()]);
+        let (_, pending) = after_update(
+            &present,
+            std::slice::from_ref(&r40),
+            std::slice::from_ref(&r20),
+            Some(&r40),
+        );
+        assert!(pending.is_empty());
+        // Chosen again, a pending record is published, not pending.
+        let (published, pending) = after_update(
+            &[customer(), r40.clone()],
+            &[r40],
+            std::slice::from_ref(&r20),
+            Some(&r20),
+        );
+        assert_eq!((published, pending), (vec![r20], vec![]));
     }
 
     #[test]
