@@ -38,6 +38,10 @@ const RETRY: Duration = Duration::from_secs(30);
 /// How often deletion tries to remove the MX record before it lets the object go.
 const DNS_CLEANUP_ATTEMPTS: u32 = 5;
 const DNS_CLEANUP_ANNOTATION: &str = "mx-operator.io/dns-cleanup-attempts";
+/// How long deletion waits for an update that may still add a record it found absent, and
+/// when (milliseconds since the epoch) it looks again.
+const PENDING_RECHECK: Duration = Duration::from_secs(10);
+const DNS_RECHECK_ANNOTATION: &str = "mx-operator.io/dns-recheck-at";
 
 fn cleanup_attempts(domain: &MailDomain) -> u32 {
     domain
@@ -723,32 +727,60 @@ async fn finalize(domain: &MailDomain, ctx: &Context, namespace: &str) -> Result
         delete_relay(domain, ctx, namespace, location).await?;
     }
     let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
-    if let Err(problem) = dns::sync(domain, ctx, namespace, &normalized, None).await? {
-        let attempts = cleanup_attempts(domain) + 1;
-        if attempts < DNS_CLEANUP_ATTEMPTS {
-            tracing::warn!(attempts, reason = problem.reason, message = %problem.message, "removing the MX record failed; retrying");
-            let annotations =
-                json!({"annotations": {DNS_CLEANUP_ANNOTATION: attempts.to_string()}});
-            patch_metadata(domain, ctx, namespace, annotations).await?;
-            return Ok(Action::requeue(ctx.settings.resync.min(RETRY)));
+    match dns::sync(domain, ctx, namespace, &normalized, None).await? {
+        Ok(published) if !published.pending.is_empty() => {
+            // A record listed as ours was absent: an update that adds it (sent by a run
+            // that stopped before it saw the answer) may still be applied. Look again a
+            // little later, before the object and with it the list are gone.
+            let now = Timestamp::now().as_millisecond();
+            let due = domain
+                .annotations()
+                .get(DNS_RECHECK_ANNOTATION)
+                .and_then(|at| at.parse::<i64>().ok());
+            match due {
+                None => {
+                    tracing::info!(domain = normalized, records = ?published.pending, "records listed as ours are absent; looking again before letting go");
+                    let at = now.saturating_add(PENDING_RECHECK.as_millis() as i64);
+                    let annotations =
+                        json!({"annotations": {DNS_RECHECK_ANNOTATION: at.to_string()}});
+                    patch_metadata(domain, ctx, namespace, annotations).await?;
+                    return Ok(Action::requeue(PENDING_RECHECK));
+                }
+                Some(at) if now < at => {
+                    return Ok(Action::requeue(Duration::from_millis((at - now) as u64)));
+                }
+                // Looked again after the wait, and still absent: they never landed.
+                Some(_) => {}
+            }
         }
-        // A DNS outage must not block deletion for ever: let go, and say what is left behind.
-        let left = domain
-            .status
-            .as_ref()
-            .map(|s| s.published_records.join(", "))
-            .unwrap_or_default();
-        let message = format!(
-            "gave up removing MX {left} of {normalized} after {attempts} attempts ({}); remove it by hand",
-            problem.message
-        );
-        tracing::error!(domain = normalized, records = left, "{message}");
-        let abandoned = super::status::Transition {
-            type_: kube::runtime::events::EventType::Warning,
-            reason: "DnsCleanupAbandoned".into(),
-            message,
-        };
-        ctx.publish(domain, vec![abandoned]).await;
+        Ok(_) => {}
+        Err(problem) => {
+            let attempts = cleanup_attempts(domain) + 1;
+            if attempts < DNS_CLEANUP_ATTEMPTS {
+                tracing::warn!(attempts, reason = problem.reason, message = %problem.message, "removing the MX record failed; retrying");
+                let annotations =
+                    json!({"annotations": {DNS_CLEANUP_ANNOTATION: attempts.to_string()}});
+                patch_metadata(domain, ctx, namespace, annotations).await?;
+                return Ok(Action::requeue(ctx.settings.resync.min(RETRY)));
+            }
+            // A DNS outage must not block deletion for ever: let go, and say what is left behind.
+            let left = domain
+                .status
+                .as_ref()
+                .map(|s| s.published_records.join(", "))
+                .unwrap_or_default();
+            let message = format!(
+                "gave up removing MX {left} of {normalized} after {attempts} attempts ({}); remove it by hand",
+                problem.message
+            );
+            tracing::error!(domain = normalized, records = left, "{message}");
+            let abandoned = super::status::Transition {
+                type_: kube::runtime::events::EventType::Warning,
+                reason: "DnsCleanupAbandoned".into(),
+                message,
+            };
+            ctx.publish(domain, vec![abandoned]).await;
+        }
     }
     let remaining: Vec<_> = domain
         .finalizers()
