@@ -86,47 +86,19 @@ impl DnsClients {
         }
     }
 
-    /// The MX RRset of `domain` as `server` answers it (no cache in between).
-    pub async fn mx(&self, server: SocketAddr, domain: &str) -> MxLookup {
-        let response = match self.query(server, domain, RecordType::MX).await {
-            Err(error) => return MxLookup::Failed(error),
-            Ok(Answer::NxDomain) => return MxLookup::NxDomain,
-            Ok(Answer::NoData) => return MxLookup::NoMx,
-            Ok(Answer::Records(response)) => response,
-        };
-        let mut records = crate::dns::rfc2136::mx_answers(&response);
-        records.sort();
-        records.dedup();
-        if records.is_empty() {
-            MxLookup::NoMx
-        } else {
-            MxLookup::Records(records)
-        }
-    }
-
-    /// The TXT strings at `name` from the first of `servers` that answers (each record's
-    /// character-strings joined; none for NXDOMAIN or no TXT record).
-    pub async fn txt_any(&self, servers: &[SocketAddr], name: &str) -> Result<Vec<String>, String> {
+    /// The answer of the first of `servers` that answers, in order; a failure only when
+    /// all fail.
+    async fn query_any(
+        &self,
+        servers: &[SocketAddr],
+        name: &str,
+        record_type: RecordType,
+    ) -> Result<Answer, String> {
         let mut failures = vec![];
         for server in servers {
-            match self.query(*server, name, RecordType::TXT).await {
+            match self.query(*server, name, record_type).await {
                 Err(error) => failures.push(error),
-                Ok(Answer::NxDomain | Answer::NoData) => return Ok(vec![]),
-                Ok(Answer::Records(response)) => {
-                    return Ok(response
-                        .answers
-                        .iter()
-                        .filter_map(|record| match &record.data {
-                            RData::TXT(txt) => Some(
-                                txt.txt_data
-                                    .iter()
-                                    .map(|part| String::from_utf8_lossy(part))
-                                    .collect(),
-                            ),
-                            _ => None,
-                        })
-                        .collect());
-                }
+                answer => return answer,
             }
         }
         Err(if failures.is_empty() {
@@ -136,20 +108,54 @@ impl DnsClients {
         })
     }
 
-    /// The first usable answer among `servers`, in order; a failure only when all fail.
+    /// The MX RRset of `domain` as `server` answers it (no cache in between).
+    pub async fn mx(&self, server: SocketAddr, domain: &str) -> MxLookup {
+        mx_lookup(self.query(server, domain, RecordType::MX).await)
+    }
+
+    /// The first usable MX answer among `servers`, in order; a failure only when all fail.
     pub async fn mx_any(&self, servers: &[SocketAddr], domain: &str) -> MxLookup {
-        let mut failures = vec![];
-        for server in servers {
-            match self.mx(*server, domain).await {
-                MxLookup::Failed(error) => failures.push(error),
-                answer => return answer,
-            }
-        }
-        if failures.is_empty() {
-            MxLookup::Failed("no resolver configured".into())
-        } else {
-            MxLookup::Failed(failures.join("; "))
-        }
+        mx_lookup(self.query_any(servers, domain, RecordType::MX).await)
+    }
+
+    /// The TXT strings at `name` from the first of `servers` that answers (each record's
+    /// character-strings joined; none for NXDOMAIN or no TXT record).
+    pub async fn txt_any(&self, servers: &[SocketAddr], name: &str) -> Result<Vec<String>, String> {
+        let response = match self.query_any(servers, name, RecordType::TXT).await? {
+            Answer::NxDomain | Answer::NoData => return Ok(vec![]),
+            Answer::Records(response) => response,
+        };
+        Ok(response
+            .answers
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// An MX answer as the drift checks judge it.
+fn mx_lookup(answer: Result<Answer, String>) -> MxLookup {
+    let response = match answer {
+        Err(error) => return MxLookup::Failed(error),
+        Ok(Answer::NxDomain) => return MxLookup::NxDomain,
+        Ok(Answer::NoData) => return MxLookup::NoMx,
+        Ok(Answer::Records(response)) => response,
+    };
+    let mut records = crate::dns::rfc2136::mx_answers(&response);
+    records.sort();
+    records.dedup();
+    if records.is_empty() {
+        MxLookup::NoMx
+    } else {
+        MxLookup::Records(records)
     }
 }
 
