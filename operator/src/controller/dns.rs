@@ -288,18 +288,7 @@ async fn record_intent(
 ) -> Result<(), Error> {
     let mut status = status.unwrap_or_default();
     status.published_records = records;
-    let patch = serde_json::json!({
-        "apiVersion": MailDomain::api_version(&()),
-        "kind": MailDomain::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    super::apply_status(api, name, &status).await
 }
 
 async fn server(ctx: &Context, namespace: &str, spec: &Rfc2136) -> Result<Server, DnsProblem> {

@@ -271,23 +271,41 @@ where
         .namespace
         .clone()
         .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": next,
-    });
-    Api::<K>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    apply_status(
+        &Api::<K>::namespaced(ctx.client.clone(), &namespace),
+        &name,
+        &next,
+    )
+    .await?;
     ctx.publish(
         object,
         status::transitions(current.conditions(), next.conditions()),
     )
     .await;
+    Ok(())
+}
+
+/// Server-side applies `status` as the whole status of object `name`: the operator's
+/// field manager owns all of it, so a field left out is removed.
+pub(crate) async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
