@@ -4,10 +4,12 @@
 # Debian's `kubernetes` source package. The built binary is cached under
 # ~/.cache/mx-operator, so a second run costs a few seconds. kube-controller-manager is built
 # beside it: tests need its garbage collector, namespace and service-account token controllers.
+# kubelet, kube-scheduler and kube-proxy make the real single-node cluster (tests/harness/node.sh)
+# with Debian's containerd, runc and CNI plugins; buildah builds the project's Dockerfiles.
 set -euo pipefail
 
 CACHE_DIR="${MX_OPERATOR_CACHE:-$HOME/.cache/mx-operator}"
-BINARIES=(kube-apiserver kube-controller-manager)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
@@ -20,6 +22,8 @@ PACKAGES=(
   etcd-server knot knot-dnsutils postfix postfix-lmdb swaks
   golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev
   lua5.4 openssl ca-certificates curl
+  containerd runc containernetworking-plugins buildah debootstrap
+  iptables iproute2 conntrack socat kmod ebtables ipset bc
 )
 
 missing=()
@@ -53,13 +57,13 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The packaged daemons are not wanted as system services: tests start their own. Stop
+  # them right after their postinst may have started them, and only then: an init script
+  # stops every process of its binary, the node's etcd and containerd among them.
+  for svc in etcd knot postfix containerd; do
+    as_root service "$svc" stop >/dev/null 2>&1 || true
+  done
 fi
-
-# The packaged daemons are not wanted as system services: tests start their own on
-# loopback. Stop them if the package's postinst started them (no-op without systemd).
-for svc in etcd knot postfix; do
-  as_root service "$svc" stop >/dev/null 2>&1 || true
-done
 
 # Helm's engine and the Kubernetes schemas for the packaging tests, from PyPI (Helm itself
 # is not packaged in Debian): helm-python-sdk bundles Helm's Go SDK.
@@ -76,8 +80,18 @@ cached() {
     "$CACHE_DIR/bin/$b" --version 2>/dev/null | grep -q 'v1.20.2' || return 1
   done
 }
-if cached; then
+if cached && [ -f "$CACHE_DIR/src/pause.c" ]; then
   log "${BINARIES[*]} cached in $CACHE_DIR/bin"
+  exit 0
+fi
+if cached; then
+  log "fetching pause.c from Debian's kubernetes source package"
+  scratch=$(mktemp -d)
+  (cd "$scratch" && apt-get source -qq --download-only kubernetes >/dev/null 2>&1 \
+    && dpkg-source -x --skip-patches ./kubernetes_*.dsc src >/dev/null 2>&1)
+  mkdir -p "$CACHE_DIR/src"
+  cp "$scratch/src/build/pause/linux/pause.c" "$CACHE_DIR/src/pause.c"
+  rm -rf "$scratch"
   exit 0
 fi
 started=$(date +%s)
@@ -105,7 +119,7 @@ log "building ${BINARIES[*]} (about 10 minutes on 2 cores)"
   cd "$BUILD_DIR/.go/src/k8s.io/kubernetes"
   export GOPATH="$BUILD_DIR/.go" GOCACHE="$CACHE_DIR/gocache" GOFLAGS=-mod=vendor
   export KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$BUILD_DIR/build.log" 2>&1 \
+  make WHAT="${BINARIES[*]/#/cmd/}" >"$BUILD_DIR/build.log" 2>&1 \
     || { tail -40 "$BUILD_DIR/build.log" >&2; exit 1; }
 )
 for b in "${BINARIES[@]}"; do
@@ -114,6 +128,9 @@ for b in "${BINARIES[@]}"; do
   install -m 0755 "$built" "$CACHE_DIR/bin/$b"
   "$CACHE_DIR/bin/$b" --version
 done
+# The node's sandbox image is the tree's own pause (tests/harness/images.sh builds it).
+mkdir -p "$CACHE_DIR/src"
+cp "$TREE/build/pause/linux/pause.c" "$CACHE_DIR/src/pause.c"
 cd "$CACHE_DIR"
 rm -rf "$BUILD_DIR"
 log "built ${BINARIES[*]} in $(( $(date +%s) - started ))s, cached in $CACHE_DIR/bin"
