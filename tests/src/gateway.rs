@@ -116,8 +116,9 @@ impl Gateway {
             lifetime,
         };
         replica.start_agent()?;
-        replica.wait_ready().await?;
+        replica.wait_for_config().await?;
         replica.start_postfix().await?;
+        replica.wait_ready().await?;
         Ok(replica)
     }
 
@@ -164,8 +165,26 @@ impl Gateway {
         self.agent = None;
     }
 
-    async fn wait_ready(&self) -> Result<(), HarnessError> {
+    /// Waits for the agent's first configuration, as the image's entrypoint does before it
+    /// starts Postfix (the agent is ready only once Postfix runs).
+    async fn wait_for_config(&self) -> Result<(), HarnessError> {
+        let main_cf = self.dir.join("conf/main.cf");
         let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if fs::metadata(&main_cf).is_ok_and(|m| m.len() > 0) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(HarnessError::Timeout(format!(
+            "agent: no main.cf within 60 s; see {}",
+            self.dir.join("agent.log").display()
+        )))
+    }
+
+    /// Waits until the agent answers /readyz (configuration loaded, Postfix seen running).
+    async fn wait_ready(&self) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if http_get(self.agent_port, "/readyz").is_some_and(|(status, _)| status == 200) {
                 return Ok(());
@@ -173,7 +192,7 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(HarnessError::Timeout(format!(
-            "agent: not ready within 60 s; see {}",
+            "agent: not ready within 30 s although Postfix listens; see {}",
             self.dir.join("agent.log").display()
         )))
     }

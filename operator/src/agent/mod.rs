@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
+/// How often the agent looks whether the Postfix master runs (for /readyz).
+const SUPERVISION_INTERVAL: Duration = Duration::from_secs(2);
+
 /// What the agent needs to know about its place.
 pub struct AgentSettings {
     pub namespace: String,
@@ -96,9 +99,21 @@ pub async fn run(
             return;
         }
         let mut queue_timer = tokio::time::interval(settings.queue_interval);
+        let mut supervision_timer = tokio::time::interval(SUPERVISION_INTERVAL);
+        let mut retry_timer = tokio::time::interval(Duration::from_secs(10));
+        // Loads follow changes, and are retried at every queue read (a load that failed);
+        // the frequent supervision ticks do not load.
+        let mut load = true;
         loop {
-            sync(&settings, &relays, &gateway, &mut loaded, &metrics).await;
+            if load {
+                sync(&settings, &relays, &gateway, &mut loaded, &metrics).await;
+            }
+            load = true;
             tokio::select! {
+                _ = supervision_timer.tick() => {
+                    metrics.set_postfix_running(settings.postfix.running().await);
+                    load = false;
+                }
                 () = changed.notified() => {
                     // Let a burst of changes settle into one load.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -107,7 +122,7 @@ pub async fn run(
                     read_queue(&settings.postfix, &metrics).await;
                 }
                 // Retry a failed load (for example Postfix tools missing for a moment).
-                () = tokio::time::sleep(Duration::from_secs(10)), if loaded.applied.is_none() => {}
+                _ = retry_timer.tick(), if loaded.applied.is_none() => {}
             }
         }
     };

@@ -169,9 +169,25 @@ impl Postfix {
         write_atomic(&path, &text).await
     }
 
-    /// Whether a Postfix master runs for this folder.
+    /// Whether a Postfix master runs for this folder: its pid file names a live `master`
+    /// process. Read from files rather than with `postfix status`, which writes a line to
+    /// the mail log each time it is asked.
     pub async fn running(&self) -> bool {
-        self.command("postfix", &["status"]).await.is_ok()
+        let Ok(queue) = self.command("postconf", &["-h", "queue_directory"]).await else {
+            return false;
+        };
+        let pid_file = Path::new(queue.trim()).join("pid/master.pid");
+        let Ok(pid) = tokio::fs::read_to_string(&pid_file).await else {
+            return false;
+        };
+        let Ok(pid) = pid.trim().parse::<u32>() else {
+            return false;
+        };
+        // The pid file outlives a master that crashed (the queue is a volume): the process
+        // must exist and be a master.
+        tokio::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .await
+            .is_ok_and(|name| name.trim() == "master")
     }
 
     /// `postqueue -j` output.

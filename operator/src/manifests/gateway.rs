@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -238,14 +238,8 @@ impl GatewayBuild<'_> {
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
-            readiness_probe: Some(Probe {
-                tcp_socket: Some(TCPSocketAction {
-                    port: IntOrString::String("smtp".into()),
-                    ..Default::default()
-                }),
-                period_seconds: Some(10),
-                ..Default::default()
-            }),
+            // No probe of its own: the agent's /readyz says whether Postfix runs, and a
+            // connection to port 25 every few seconds would fill the mail log.
             resources: Some(
                 spec.resources
                     .clone()
@@ -281,8 +275,8 @@ impl GatewayBuild<'_> {
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
-            readiness_probe: Some(http_probe("/readyz")),
-            liveness_probe: Some(http_probe("/healthz")),
+            readiness_probe: Some(http_probe("/readyz", 2)),
+            liveness_probe: Some(http_probe("/healthz", 10)),
             resources: Some(requests("20m", "32Mi")),
             security_context: Some(postfix_security_context()),
             volume_mounts: Some(agent_mounts),
@@ -373,14 +367,14 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
-fn http_probe(path: &str) -> Probe {
+fn http_probe(path: &str, period_seconds: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("agent".into()),
             ..Default::default()
         }),
-        period_seconds: Some(10),
+        period_seconds: Some(period_seconds),
         ..Default::default()
     }
 }
@@ -501,8 +495,9 @@ mod tests {
             assert_eq!(container.image.as_deref(), Some("mx-operator/gateway:test"));
             let security = container.security_context.as_ref().unwrap();
             assert_eq!(security.allow_privilege_escalation, Some(false));
-            assert!(container.readiness_probe.is_some());
         }
+        // Postfix's port is never probed; the agent answers for the pod.
+        assert!(pod.containers[0].readiness_probe.is_none());
         let agent = &pod.containers[1];
         assert_eq!(
             agent
