@@ -30,6 +30,11 @@ pub enum Command {
         /// Print the API reference (Markdown, docs/api.md) instead.
         #[arg(long, conflicts_with = "out_dir")]
         reference: bool,
+        /// Print the CRDs without their CEL validation rules, for Kubernetes before 1.25
+        /// (its API server refuses them on server-side apply; the operator checks the same
+        /// rules itself).
+        #[arg(long, conflicts_with_all = ["out_dir", "reference"])]
+        without_cel: bool,
     },
     /// Check a list of domains' MX records (and optionally the gateway's answers) against
     /// the gateway host names, without a cluster. Exit status: 0 all ok, 1 problems found,
@@ -265,9 +270,12 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Crd {
             out_dir: None,
             reference,
+            without_cel,
         } => {
             let text = if reference {
                 crate::api::reference::markdown()
+            } else if without_cel {
+                crate::api::crd::all_as_yaml_without_cel()?
             } else {
                 crate::api::crd::all_as_yaml()?
             };

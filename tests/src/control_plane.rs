@@ -457,13 +457,14 @@ impl ControlPlane {
         let params = PatchParams::apply(HARNESS_MANAGER).force();
         for crd in mx_operator::api::crd::all() {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            let mut body = serde_json::to_value(&crd).map_err(|e| HarnessError::Command {
-                command: format!("serializing CRD {name}"),
-                stderr: e.to_string(),
-            })?;
-            if !knows_cel {
-                strip_key(&mut body, "x-kubernetes-validations");
-            }
+            let body = if knows_cel {
+                serde_json::to_value(&crd).map_err(|e| HarnessError::Command {
+                    command: format!("serializing CRD {name}"),
+                    stderr: e.to_string(),
+                })?
+            } else {
+                mx_operator::api::crd::without_cel(&crd)
+            };
             api.patch(&name, &params, &Patch::Apply(&body)).await?;
             let established = await_condition(api.clone(), &name, conditions::is_crd_established());
             tokio::time::timeout(Duration::from_secs(30), established)
@@ -624,15 +625,4 @@ fn random_token(prefix: &str) -> String {
 pub fn supports_cel(major: &str, minor: &str) -> bool {
     let minor: u32 = minor.trim_end_matches('+').parse().unwrap_or(0);
     major != "1" || minor >= 25
-}
-
-fn strip_key(value: &mut serde_json::Value, key: &str) {
-    match value {
-        serde_json::Value::Object(map) => {
-            map.remove(key);
-            map.values_mut().for_each(|v| strip_key(v, key));
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_key(v, key)),
-        _ => {}
-    }
 }

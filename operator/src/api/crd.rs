@@ -32,7 +32,7 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 /// One CRD as a YAML document.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, RenderError> {
     serde_saphyr::to_string(crd).map_err(|source| RenderError {
-        name: crd.metadata.name.clone().unwrap_or_default(),
+        name: name(crd),
         source,
     })
 }
@@ -50,18 +50,73 @@ pub fn kustomization() -> String {
     )
 }
 
+/// The schema key of CEL validation rules.
+const CEL_RULES: &str = "x-kubernetes-validations";
+
+/// A CRD without its CEL rules, for API servers before 1.25: they do not know the field, and
+/// server-side apply refuses it there. Nothing is lost that `validate()` does not check.
+pub fn without_cel(crd: &CustomResourceDefinition) -> serde_json::Value {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove(CEL_RULES);
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).unwrap_or_default();
+    strip(&mut value);
+    value
+}
+
+/// Documents as one multi-document YAML stream, each named for its errors.
+fn yaml_stream<T: serde::Serialize>(
+    documents: impl Iterator<Item = (String, T)>,
+) -> Result<String, RenderError> {
+    documents
+        .map(|(name, document)| {
+            serde_saphyr::to_string(&document)
+                .map(|text| format!("---\n{text}"))
+                .map_err(|source| RenderError { name, source })
+        })
+        .collect()
+}
+
+fn name(crd: &CustomResourceDefinition) -> String {
+    crd.metadata.name.clone().unwrap_or_default()
+}
+
 /// All CRDs as one multi-document YAML stream (what `kubectl apply -f -` takes).
 pub fn all_as_yaml() -> Result<String, RenderError> {
-    let documents = all().iter().map(to_yaml).collect::<Result<Vec<_>, _>>()?;
-    Ok(documents
-        .iter()
-        .map(|document| format!("---\n{document}"))
-        .collect())
+    yaml_stream(all().into_iter().map(|crd| (name(&crd), crd)))
+}
+
+/// Like [`all_as_yaml`], without the CEL rules ([`without_cel`]).
+pub fn all_as_yaml_without_cel() -> Result<String, RenderError> {
+    yaml_stream(all().iter().map(|crd| (name(crd), without_cel(crd))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_cel_drops_every_rule_and_nothing_else() {
+        for crd in all() {
+            let full = serde_json::to_string(&crd).unwrap();
+            let stripped = without_cel(&crd).to_string();
+            assert!(full.contains(CEL_RULES), "{} has CEL rules", name(&crd));
+            assert!(!stripped.contains(CEL_RULES));
+            // Only the rules went: the schemas' properties are all still there.
+            assert_eq!(
+                full.matches("\"properties\"").count(),
+                stripped.matches("\"properties\"").count()
+            );
+        }
+        assert!(!all_as_yaml_without_cel().unwrap().contains(CEL_RULES));
+    }
 
     #[test]
     fn names_kinds_and_short_names() {
