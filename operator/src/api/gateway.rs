@@ -78,8 +78,10 @@ pub struct MailGatewaySpec {
     /// backup MX.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Where the operator's SMTP probe reaches the gateway, `host:port`. Unset: the
-    /// gateway's Service, `<name>.<namespace>.svc:25`.
+    /// Where the operator's SMTP probe reaches the gateway, `host:port`. Unset: every
+    /// ready replica, at the addresses the Endpoints of the gateway's headless Service
+    /// list (no cluster DNS needed); a replica that answers wrongly is named in the
+    /// MailDomain's `AcceptanceVerified` condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_address: Option<String>,
     /// Relay a domain only after its owner has proved control of its DNS: a TXT record

@@ -11,7 +11,10 @@ use crate::api::domain::MailDomainStatus;
 use crate::api::validate::{normalize_address, normalize_domain, normalize_host, parse_duration};
 use crate::api::{KeyRef, MailDomain, MailGateway};
 use crate::drift::decide;
-use crate::drift::{ACCEPTANCE_VERIFIED, DEPARTED, Expectation, PRIMARY_REACHABLE, ProbePlan};
+use crate::drift::{
+    ACCEPTANCE_VERIFIED, DEPARTED, Expectation, PRIMARY_REACHABLE, ProbePlan, ProbeTarget,
+};
+use crate::manifests::gateway::GatewayNames;
 use crate::manifests::relay::{RelayTarget, relay_configmap, relay_configmap_name, relay_owner};
 use crate::recipients::{fingerprint, parse_list};
 use crate::render::{DomainInput, RelayMode, relay_configmap_data};
@@ -253,11 +256,13 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
     }
     if let Some(drift) = &ctx.drift {
         let plan = ProbePlan {
-            target: gateway
-                .spec
-                .probe_address
-                .clone()
-                .unwrap_or_else(|| format!("{gateway_name}.{gateway_namespace}.svc:25")),
+            target: match &gateway.spec.probe_address {
+                Some(address) => ProbeTarget::Address(address.clone()),
+                None => ProbeTarget::Replicas {
+                    namespace: gateway_namespace.clone(),
+                    service: GatewayNames::of(&gateway_name).headless,
+                },
+            },
             helo: ours.first().cloned().unwrap_or_default(),
             domain: normalized.clone(),
             known: recipients.addresses.iter().next().cloned(),

@@ -449,10 +449,32 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         // While many domains arrive at once, one gateway reconcile after they settle.
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
 
-    let drift = settings
-        .drift
-        .clone()
-        .map(|drift| Arc::new(crate::drift::Drift::new(drift, metrics.clone())));
+    // The SMTP probe asks each ready gateway replica, found in the Endpoints of the
+    // gateways' headless Services (they carry the Services' labels).
+    let (endpoints, endpoints_writer) = reflector::store();
+    let endpoints_watch = settings.drift.as_ref().map(|_| {
+        let events = watcher(
+            Api::<k8s_openapi::api::core::v1::Endpoints>::all(client.clone()),
+            watcher::Config::default().labels(GATEWAY_ENDPOINTS_SELECTOR),
+        )
+        .backoff(watch_backoff())
+        .reflect(endpoints_writer);
+        tokio::spawn(async move {
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                if let Err(error) = event {
+                    tracing::warn!(%error, "watching the gateways' Endpoints failed; retrying");
+                }
+            }
+        })
+    });
+    let drift = settings.drift.clone().map(|drift| {
+        Arc::new(crate::drift::Drift::new(
+            drift,
+            Arc::new(crate::drift::replicas::EndpointsReplicas(endpoints)),
+            metrics.clone(),
+        ))
+    });
     let (changed, drift_triggers) = futures::channel::mpsc::unbounded();
     let domain_controller = domain_controller.reconcile_on(drift_triggers);
     let drift_loop = drift.clone().map(|drift| {
@@ -496,7 +518,14 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     if let Some(drift_loop) = drift_loop {
         drift_loop.abort();
     }
+    if let Some(endpoints_watch) = endpoints_watch {
+        endpoints_watch.abort();
+    }
 }
+
+/// The Endpoints of the gateways' Services.
+const GATEWAY_ENDPOINTS_SELECTOR: &str =
+    "app.kubernetes.io/name=mx-gateway,app.kubernetes.io/managed-by=mx-operator";
 
 use futures::StreamExt;
 

@@ -1,7 +1,7 @@
 //! `mx-operator audit`: the drift checks over a list of domains, without a cluster — for
 //! finding the zones whose MX and relay configuration disagree.
 
-use super::check::{CheckSettings, DnsClients, ProbePlan, probe_gateway};
+use super::check::{CheckSettings, DnsClients, NoReplicas, ProbePlan, ProbeTarget, probe_gateway};
 use super::decide::{Expect, MxLookup, MxState, classify};
 use crate::api::MailDomain;
 use crate::api::validate::{normalize_address, normalize_domain, normalize_host};
@@ -266,7 +266,7 @@ pub async fn run(domains: &[AuditDomain], settings: &AuditSettings) -> Vec<Findi
     futures::stream::iter(domains)
         .map(|domain| async move {
             let plan = settings.probe.as_ref().map(|target| ProbePlan {
-                target: target.clone(),
+                target: ProbeTarget::Address(target.clone()),
                 helo: ours.first().cloned().unwrap_or_else(|| "localhost".into()),
                 domain: domain.domain.clone(),
                 known: domain.recipient.clone(),
@@ -292,7 +292,7 @@ async fn finding(
     let mut states: Vec<State> = dns_state(&public).into_iter().collect();
     let mut details = vec![public.describe(ours)];
     if let Some(plan) = &plan {
-        let verdict = probe_gateway(checks, plan).await;
+        let verdict = probe_gateway(checks, &NoReplicas, plan).await;
         states.extend(probe_state(verdict.reason));
         details.push(verdict.message);
     }

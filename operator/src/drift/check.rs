@@ -1,6 +1,7 @@
 //! The network side of drift: MX lookups at resolvers and authoritative servers, and the
 //! SMTP probes, turned into an [`Observation`] of one domain.
 
+pub use super::decide::Replica;
 use super::decide::{
     self, Expect, MxLookup, MxState, ProbeReplies, Verdict, acceptance, primary_reachable,
 };
@@ -170,11 +171,36 @@ pub fn system_resolvers() -> Vec<SocketAddr> {
         .collect()
 }
 
+/// Where the gateway is probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeTarget {
+    /// One SMTP address, `host:port` (`spec.probeAddress`, or `mx-operator audit --probe`).
+    Address(String),
+    /// Every ready replica of the gateway, as the Endpoints of its headless Service list
+    /// them: a replica that answers wrongly is not hidden behind one that answers right, and
+    /// no cluster DNS is needed.
+    Replicas { namespace: String, service: String },
+}
+
+/// The ready replicas behind a gateway's headless Service (an Endpoints cache in the
+/// operator; a fixed list in tests).
+pub trait ReplicaSource: Send + Sync {
+    fn ready(&self, namespace: &str, service: &str) -> Vec<Replica>;
+}
+
+/// No cluster to ask (`mx-operator audit` probes one address).
+pub struct NoReplicas;
+
+impl ReplicaSource for NoReplicas {
+    fn ready(&self, _namespace: &str, _service: &str) -> Vec<Replica> {
+        Vec::new()
+    }
+}
+
 /// How to probe the gateway for one domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbePlan {
-    /// The gateway's SMTP address, `host:port`.
-    pub target: String,
+    pub target: ProbeTarget,
     /// EHLO name: the gateway's own MX host name.
     pub helo: String,
     pub domain: String,
@@ -226,6 +252,7 @@ pub struct CheckSettings {
 pub async fn observe(
     dns: &DnsClients,
     settings: &CheckSettings,
+    replicas: &dyn ReplicaSource,
     expectation: &Expectation,
 ) -> Observation {
     let authoritative = match &expectation.authoritative {
@@ -249,7 +276,7 @@ pub async fn observe(
     }
     let (acceptance, primary) = if settings.smtp {
         let acceptance = match &expectation.probe {
-            Some(plan) => Some(probe_gateway(settings, plan).await),
+            Some(plan) => Some(probe_gateway(settings, replicas, plan).await),
             None => None,
         };
         (acceptance, Some(probe_primary(settings, expectation).await))
@@ -264,16 +291,38 @@ pub async fn observe(
     }
 }
 
-pub(crate) async fn probe_gateway(settings: &CheckSettings, plan: &ProbePlan) -> Verdict {
-    let mut verdict = probe_gateway_once(settings, plan).await;
+/// The gateway's answers: at its one address, or at every ready replica, where the first
+/// replica that answers wrongly is named.
+pub(crate) async fn probe_gateway(
+    settings: &CheckSettings,
+    replicas: &dyn ReplicaSource,
+    plan: &ProbePlan,
+) -> Verdict {
+    let (namespace, service) = match &plan.target {
+        ProbeTarget::Address(address) => return probe_confirmed(settings, plan, address).await,
+        ProbeTarget::Replicas { namespace, service } => (namespace, service),
+    };
+    let mut ready = replicas.ready(namespace, service);
+    ready.sort();
+    let verdicts = futures::future::join_all(ready.iter().map(|replica| async move {
+        probe_confirmed(settings, plan, &replica.address.to_string()).await
+    }))
+    .await;
+    decide::acceptance_of_replicas(namespace, service, &ready, verdicts)
+}
+
+/// One probe, repeated once after `confirm_after` when it fails, so a replica that is
+/// loading a new configuration is not reported.
+async fn probe_confirmed(settings: &CheckSettings, plan: &ProbePlan, target: &str) -> Verdict {
+    let mut verdict = probe_gateway_once(settings, plan, target).await;
     if !verdict.status {
         tokio::time::sleep(settings.confirm_after).await;
-        verdict = probe_gateway_once(settings, plan).await;
+        verdict = probe_gateway_once(settings, plan, target).await;
     }
     verdict
 }
 
-async fn probe_gateway_once(settings: &CheckSettings, plan: &ProbePlan) -> Verdict {
+async fn probe_gateway_once(settings: &CheckSettings, plan: &ProbePlan, target: &str) -> Verdict {
     let ask = probe::Recipients {
         helo: plan.helo.clone(),
         known: plan.known.clone(),
@@ -281,7 +330,7 @@ async fn probe_gateway_once(settings: &CheckSettings, plan: &ProbePlan) -> Verdi
         foreign: format!("mx-probe@{:016x}.invalid", fastrand::u64(..)),
     };
     let replies: Result<ProbeReplies, String> =
-        probe::recipients(&plan.target, &ask, settings.smtp_timeout)
+        probe::recipients(target, &ask, settings.smtp_timeout)
             .await
             .map_err(|e| e.to_string());
     acceptance(&replies, plan.expect, plan.catch_all)

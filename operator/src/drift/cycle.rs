@@ -3,7 +3,7 @@
 //! observation changed is handed back to the reconciler, so an unchanged domain costs its
 //! DNS queries (and probes) and no API request at all.
 
-use super::check::{CheckSettings, DnsClients, Expectation, Observation, observe};
+use super::check::{CheckSettings, DnsClients, Expectation, Observation, ReplicaSource, observe};
 use crate::api::MailDomain;
 use crate::telemetry::Metrics;
 use futures::StreamExt;
@@ -34,6 +34,7 @@ type Key = ObjectRef<MailDomain>;
 pub struct Drift {
     settings: DriftSettings,
     dns: DnsClients,
+    replicas: Arc<dyn ReplicaSource>,
     entries: Mutex<HashMap<Key, Entry>>,
     metrics: Arc<Metrics>,
 }
@@ -47,9 +48,14 @@ pub struct CycleReport {
 }
 
 impl Drift {
-    pub fn new(settings: DriftSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: DriftSettings,
+        replicas: Arc<dyn ReplicaSource>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             dns: DnsClients::new(settings.dns_timeout),
+            replicas,
             settings,
             entries: Mutex::new(HashMap::new()),
             metrics,
@@ -100,7 +106,13 @@ impl Drift {
         let checked = work.len();
         let results: Vec<(Key, Expectation, Observation)> = futures::stream::iter(work)
             .map(|(key, expectation)| async move {
-                let observation = observe(&self.dns, &self.settings.checks, &expectation).await;
+                let observation = observe(
+                    &self.dns,
+                    &self.settings.checks,
+                    self.replicas.as_ref(),
+                    &expectation,
+                )
+                .await;
                 (key, expectation, observation)
             })
             .buffer_unordered(self.settings.concurrency.max(1))

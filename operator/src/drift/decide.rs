@@ -331,6 +331,55 @@ pub fn acceptance(
     )
 }
 
+/// A gateway replica ready to take mail.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Replica {
+    /// The pod's name.
+    pub name: String,
+    pub address: std::net::SocketAddr,
+}
+
+/// The gateway's acceptance from the verdicts of its ready replicas (in the same order):
+/// verified only when every one is, otherwise the first that is not, named.
+pub fn acceptance_of_replicas(
+    namespace: &str,
+    service: &str,
+    replicas: &[Replica],
+    verdicts: Vec<Verdict>,
+) -> Verdict {
+    let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+    let mut answers = replicas.iter().zip(verdicts);
+    if let Some((replica, verdict)) = answers.clone().find(|(_, v)| !v.status) {
+        return Verdict::new(
+            false,
+            verdict.reason,
+            format!(
+                "replica {} ({}): {}",
+                replica.name, replica.address, verdict.message
+            ),
+        );
+    }
+    match answers.next() {
+        None => Verdict::new(
+            false,
+            "NoReadyReplica",
+            format!(
+                "no replica of the gateway is ready: the Endpoints {namespace}/{service} list none"
+            ),
+        ),
+        Some((_, first)) => Verdict::new(
+            true,
+            first.reason,
+            format!(
+                "{} (all {} ready replicas: {})",
+                first.message,
+                names.len(),
+                names.join(", ")
+            ),
+        ),
+    }
+}
+
 /// What the primary's greeting says.
 pub fn primary_reachable(target: &str, banner: &Result<Reply, String>) -> Verdict {
     match banner {
@@ -377,6 +426,60 @@ pub fn summary(conditions: &[Condition]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replica(name: &str, last: u8) -> Replica {
+        Replica {
+            name: name.into(),
+            address: std::net::SocketAddr::from(([10, 244, 0, last], 25)),
+        }
+    }
+
+    #[test]
+    fn every_ready_replica_must_answer_right_and_the_first_wrong_one_is_named() {
+        let ok = || {
+            Verdict::new(
+                true,
+                "Verified",
+                "a@x → 250, random recipient → 550, foreign domain → 554",
+            )
+        };
+        let stale = || Verdict::new(false, "NotAccepting", "the gateway answered 554 for a@x");
+        let replicas = [replica("edge-0", 5), replica("edge-1", 6)];
+        let cases = [
+            (
+                vec![ok(), ok()],
+                true,
+                "Verified",
+                "a@x → 250, random recipient → 550, foreign domain → 554 (all 2 ready replicas: edge-0, edge-1)",
+            ),
+            (
+                vec![ok(), stale()],
+                false,
+                "NotAccepting",
+                "replica edge-1 (10.244.0.6:25): the gateway answered 554 for a@x",
+            ),
+            (
+                vec![stale(), stale()],
+                false,
+                "NotAccepting",
+                "replica edge-0 (10.244.0.5:25): the gateway answered 554 for a@x",
+            ),
+        ];
+        for (verdicts, status, reason, message) in cases {
+            let verdict = acceptance_of_replicas("mail", "edge-headless", &replicas, verdicts);
+            assert_eq!(
+                (verdict.status, verdict.reason, verdict.message.as_str()),
+                (status, reason, message)
+            );
+        }
+        let none = acceptance_of_replicas("mail", "edge-headless", &[], vec![]);
+        assert_eq!((none.status, none.reason), (false, "NoReadyReplica"));
+        assert!(
+            none.message.contains("mail/edge-headless"),
+            "{}",
+            none.message
+        );
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ours() -> Vec<String> {

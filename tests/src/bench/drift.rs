@@ -7,6 +7,7 @@ use crate::knot::Knot;
 use kube::runtime::reflector::ObjectRef;
 use mx_operator::api::MailDomain;
 use mx_operator::dns::Mx;
+use mx_operator::drift::check::NoReplicas;
 use mx_operator::drift::{CheckSettings, Drift, DriftSettings, Expectation};
 use mx_operator::telemetry::Metrics;
 use std::path::Path;
@@ -45,6 +46,7 @@ pub async fn run(dir: &Path, sizes: &[usize]) -> Result<Vec<Figure>, String> {
                     confirm_after: Duration::from_secs(1),
                 },
             },
+            Arc::new(NoReplicas),
             Arc::new(Metrics::default()),
         );
         for i in 0..domains {
