@@ -274,3 +274,75 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>) -> io::Result<()> {
         writer.write_all(answer)?;
     }
 }
+
+/// Tries every known way of sneaking mail for someone else through a relay for `domain`
+/// (whose one known user is alice) named `own_name`, each with a sender and with the null
+/// sender. Returns how many RCPTs were tried and the ones not refused, described.
+pub fn relay_tricks(smtp: SocketAddr, domain: &str, own_name: &str) -> (usize, Vec<String>) {
+    let d = domain;
+    let tricks = [
+        ("percent hack", format!("someone%elsewhere.test@{d}")),
+        (
+            "percent hack, known user",
+            format!("alice%elsewhere.test@{d}"),
+        ),
+        ("source route", format!("@{d}:someone@elsewhere.test")),
+        (
+            "source route, two hops",
+            format!("@{d},@mx.{d}:someone@elsewhere.test"),
+        ),
+        ("bang path", format!("elsewhere.test!someone@{d}")),
+        ("bang path, bare", "elsewhere.test!someone".into()),
+        (
+            "quoted local part with @",
+            format!("\"someone@elsewhere.test\"@{d}"),
+        ),
+        (
+            "quoted local part with %",
+            format!("\"someone%elsewhere.test\"@{d}"),
+        ),
+        ("quoted known user", "\"alice\"@elsewhere.test".into()),
+        ("IP literal", "someone@[127.0.0.1]".into()),
+        (
+            "IP literal of the relay",
+            format!("postmaster@[{}]", smtp.ip()),
+        ),
+        ("IPv6 literal", "someone@[IPv6:::1]".into()),
+        ("trailing dot, foreign", "someone@elsewhere.test.".into()),
+        ("upper case foreign", "SOMEONE@ELSEWHERE.TEST".into()),
+        ("unmanaged subdomain", format!("alice@sub.{d}")),
+        (
+            "unmanaged parent",
+            format!(
+                "alice@{}",
+                d.split_once('.').map_or(d, |(_, parent)| parent)
+            ),
+        ),
+        ("suffix look-alike", format!("alice@{d}.elsewhere.test")),
+        ("prefix look-alike", format!("alice@x{d}")),
+        (
+            "unknown user, upper case",
+            format!("MALLORY@{}", d.to_uppercase()),
+        ),
+        ("empty local part", format!("@{d}")),
+        ("no domain", "someone".into()),
+        ("localhost", "root@localhost".into()),
+        ("relay's own name", format!("root@{own_name}")),
+        ("null recipient", String::new()),
+    ];
+    let mut accepted = Vec::new();
+    for (trick, recipient) in &tricks {
+        for sender in ["sender@client.test", ""] {
+            match rcpt_reply(smtp, sender, recipient) {
+                Ok(reply) if reply.code < 400 => accepted.push(format!(
+                    "{trick} ({recipient:?}, sender {sender:?}): {reply}"
+                )),
+                Ok(_) => {}
+                Err(error) => accepted.push(format!(
+                    "{trick} ({recipient:?}, sender {sender:?}): no answer ({error})"
+                )),
+            }
+        }
+    }
+    (tricks.len() * 2, accepted)
+}

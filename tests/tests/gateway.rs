@@ -8,7 +8,7 @@ use mx_operator::api::{MailDomain, MailGateway};
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::operator::namespace_with_operator;
-use mx_operator_tests::smtp::{Reply, Sink, rcpt_reply, send};
+use mx_operator_tests::smtp::{Reply, Sink, rcpt_reply, relay_tricks, send};
 use mx_operator_tests::wait::until;
 use mx_operator_tests::{ControlPlane, TestNamespace};
 use serde_json::json;
@@ -127,62 +127,9 @@ async fn known_recipients_are_relayed_and_nothing_else_is_accepted() {
     assert_eq!(foreign.code, 554, "{foreign}");
     assert!(foreign.text.contains("Relay access denied"), "{foreign}");
 
-    // Every way of sneaking mail for someone else through the relay.
-    let tricks = [
-        ("percent hack", "someone%elsewhere.test@relay.example"),
-        (
-            "percent hack, known user",
-            "alice%elsewhere.test@relay.example",
-        ),
-        ("source route", "@relay.example:someone@elsewhere.test"),
-        (
-            "source route, two hops",
-            "@relay.example,@mx.relay.example:someone@elsewhere.test",
-        ),
-        ("bang path", "elsewhere.test!someone@relay.example"),
-        ("bang path, bare", "elsewhere.test!someone"),
-        (
-            "quoted local part with @",
-            "\"someone@elsewhere.test\"@relay.example",
-        ),
-        (
-            "quoted local part with %",
-            "\"someone%elsewhere.test\"@relay.example",
-        ),
-        ("quoted known user", "\"alice\"@elsewhere.test"),
-        ("IP literal", "someone@[127.0.0.1]"),
-        (
-            "IP literal of the relay",
-            &format!("postmaster@[{}]", smtp.ip()),
-        ),
-        ("IPv6 literal", "someone@[IPv6:::1]"),
-        ("trailing dot, foreign", "someone@elsewhere.test."),
-        ("upper case foreign", "SOMEONE@ELSEWHERE.TEST"),
-        ("unmanaged subdomain", "alice@sub.relay.example"),
-        ("unmanaged parent", "alice@example"),
-        ("suffix look-alike", "alice@relay.example.elsewhere.test"),
-        ("prefix look-alike", "alice@xrelay.example"),
-        ("unknown user, upper case", "MALLORY@RELAY.EXAMPLE"),
-        ("empty local part", "@relay.example"),
-        ("no domain", "someone"),
-        ("localhost", "root@localhost"),
-        ("relay's own name", "root@edge.mx.example.net"),
-        ("null recipient", ""),
-    ];
-    let mut accepted = Vec::new();
-    for (trick, recipient) in tricks {
-        for sender in ["sender@client.test", ""] {
-            let reply = rcpt_reply(smtp, sender, recipient).unwrap();
-            if reply.code < 400 {
-                accepted.push(format!(
-                    "{trick} ({recipient:?}, sender {sender:?}): {reply}"
-                ));
-            }
-        }
-    }
+    let (tried, accepted) = relay_tricks(smtp, "relay.example", "edge.mx.example.net");
     println!(
-        "mail safety: open-relay tricks tried {} / accepted {}",
-        tricks.len() * 2,
+        "mail safety: open-relay tricks tried {tried} / accepted {}",
         accepted.len()
     );
     assert!(accepted.is_empty(), "accepted: {accepted:#?}");

@@ -1,0 +1,778 @@
+//! The product as a user runs it, on a real single-node cluster (tests/harness/node.sh): the
+//! images built from deploy/*/Dockerfile, the chart installed, the operator and the gateway
+//! as pods, mail sent from this machine to the gateway's Service and delivered to a primary
+//! listening on this machine's own address.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::api::{Api, DeleteParams};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator_tests::TestNamespace;
+use mx_operator_tests::fixtures::{apply, domain, gateway};
+use mx_operator_tests::helm;
+use mx_operator_tests::node::{
+    GATEWAY_IMAGE, Node, OPERATOR_IMAGE, gateway_pods, pod_ip, pod_ready, restarts,
+};
+use mx_operator_tests::smtp::{Client, Sink, rcpt_reply, relay_tricks, send};
+use mx_operator_tests::wait::{domain_condition, until};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// Pods start in seconds here; the limits leave room for a loaded machine.
+const LIMIT: Duration = Duration::from_secs(120);
+const OPERATOR_NAMESPACE: &str = "mx-operator-system";
+const DOMAIN: &str = "relay.example";
+
+/// The node with the operator installed from the chart, once per test binary.
+async fn node_with_operator() -> &'static Node {
+    static INSTALLED: OnceCell<()> = OnceCell::const_new();
+    let node = Node::shared().await.expect("the node starts");
+    INSTALLED
+        .get_or_init(|| async { install_operator(node).await })
+        .await;
+    node
+}
+
+/// What README's "Install on a cluster" says, step by step: the CRDs (without CEL rules on
+/// a server before 1.25), then the chart rendered by Helm's engine and applied in Helm's
+/// order, with the images built here.
+async fn install_operator(node: &Node) {
+    let client = node.client().await.unwrap();
+    let version = client.apiserver_version().await.unwrap();
+    let crds = if mx_operator_tests::control_plane::supports_cel(&version.major, &version.minor) {
+        mx_operator::api::crd::all_as_yaml().unwrap()
+    } else {
+        let output = std::process::Command::new(mx_operator_tests::process::operator_binary())
+            .args(["crd", "--without-cel"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let dir = std::env::temp_dir().join(format!("mx-node-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("crds.yaml"), crds).unwrap();
+    let crds_file = dir.join("crds.yaml").to_string_lossy().into_owned();
+    node.kubectl(&["apply", "--server-side", "-f", &crds_file])
+        .unwrap();
+    node.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ])
+    .unwrap();
+
+    let values = json!({
+        "image": {"repository": "localhost/mx-operator", "tag": "dev", "pullPolicy": "Never"},
+        "gatewayImage": {"repository": "localhost/mx-gateway", "tag": "dev"},
+        "replicas": 2,
+        "resyncSeconds": 30,
+        "drift": {"intervalSeconds": 3},
+        "logFormat": "text",
+    });
+    assert_eq!(OPERATOR_IMAGE, "localhost/mx-operator:dev");
+    assert_eq!(GATEWAY_IMAGE, "localhost/mx-gateway:dev");
+    let (manifests, _notes) =
+        helm::render(&values, "mx-operator", OPERATOR_NAMESPACE).expect("the chart renders");
+    std::fs::write(dir.join("chart.yaml"), manifests).unwrap();
+    let chart_file = dir.join("chart.yaml").to_string_lossy().into_owned();
+    let _ = node.kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+    node.kubectl(&["apply", "--server-side", "-f", &chart_file])
+        .unwrap();
+    node.kubectl(&[
+        "-n",
+        OPERATOR_NAMESPACE,
+        "rollout",
+        "status",
+        "deploy/mx-operator",
+        "--timeout=180s",
+    ])
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator_logs(node)));
+}
+
+fn operator_logs(node: &Node) -> String {
+    node.kubectl(&[
+        "-n",
+        OPERATOR_NAMESPACE,
+        "logs",
+        "-l",
+        "app.kubernetes.io/name=mx-operator",
+        "--tail=40",
+        "--prefix",
+    ])
+    .unwrap_or_else(|e| e)
+}
+
+/// A plain HTTP GET to `address`, the status code and body.
+fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+async fn cluster_ip(api: &Api<Service>, name: &str) -> std::net::IpAddr {
+    let service = api.get(name).await.unwrap();
+    service.spec.unwrap().cluster_ip.unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_from_its_image_with_the_chart_and_leader_election() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let client = node.client().await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let status = deployments
+        .get("mx-operator")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.ready_replicas, Some(2), "both replicas pass /readyz");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let names: Vec<String> = pods
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=mx-operator"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| pod_ready(p))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for pod in &pods.list(&Default::default()).await.unwrap().items {
+        let spec = pod.spec.as_ref().unwrap();
+        let container = &spec.containers[0];
+        assert_eq!(container.image.as_deref(), Some(OPERATOR_IMAGE));
+        assert!(
+            container
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .is_some()
+        );
+        assert!(
+            container
+                .liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .is_some()
+        );
+    }
+    // One replica leads, through the in-cluster credentials of its ServiceAccount.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let holder = until(LIMIT, "a leader", || async {
+        leases
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .find_map(|l| l.spec.as_ref()?.holder_identity.clone())
+    })
+    .await;
+    assert!(names.contains(&holder), "{holder} is not one of {names:?}");
+
+    // Metrics through the chart's Service, from this machine.
+    let services: Api<Service> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let address = SocketAddr::new(cluster_ip(&services, "mx-operator-metrics").await, 8080);
+    let (code, body) = until(LIMIT, "metrics through the Service", || async {
+        http_get(address, "/metrics").filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("mx_operator_"), "{body}");
+
+    // Another replica takes over when the leader goes away: the standby, or the leader's
+    // replacement if it is quicker.
+    pods.delete(&holder, &DeleteParams::default())
+        .await
+        .unwrap();
+    let next = until(LIMIT, "another leader", || async {
+        let lease = leases
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()?;
+        lease.spec?.holder_identity.filter(|h| *h != holder)
+    })
+    .await;
+    let leader = pods.get(&next).await.unwrap();
+    assert!(leader.metadata.deletion_timestamp.is_none(), "{next} leads");
+    node.kubectl(&[
+        "-n",
+        OPERATOR_NAMESPACE,
+        "rollout",
+        "status",
+        "deploy/mx-operator",
+        "--timeout=120s",
+    ])
+    .unwrap();
+}
+
+/// A gateway `edge` (2 replicas, NodePort) and the domain relay.example with `recipients`,
+/// delivered to `primary`, in `ns`; waits until both pods and the domain are Ready.
+async fn gateway_with_domain(
+    ns: &TestNamespace,
+    primary: SocketAddr,
+    recipients: serde_json::Value,
+) {
+    let ns = ns;
+    apply::<MailGateway>(
+        &ns,
+        gateway(
+            "edge",
+            json!({"replicas": 2, "service": {"type": "NodePort"}}),
+        ),
+    )
+    .await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "relay",
+            DOMAIN,
+            json!({"primary": {"host": primary.ip().to_string(), "port": primary.port(), "tls": "None"},
+                   "recipients": recipients}),
+        ),
+    )
+    .await;
+    until(LIMIT, "both gateway pods Ready", || async {
+        let pods = gateway_pods(&ns, "edge").await;
+        (pods.len() == 2 && pods.iter().all(pod_ready)).then_some(())
+    })
+    .await;
+    domain_condition(
+        &ns.api(),
+        LIMIT,
+        "relay",
+        "Ready",
+        ConditionStatus::True,
+        "Relayed",
+    )
+    .await;
+}
+
+/// The SMTP addresses of each Ready replica (pod IP, port 25).
+async fn replicas(ns: &TestNamespace) -> Vec<(String, SocketAddr)> {
+    gateway_pods(ns, "edge")
+        .await
+        .iter()
+        .filter(|p| pod_ready(p))
+        .filter_map(|p| Some((p.metadata.name.clone()?, SocketAddr::new(pod_ip(p)?, 25))))
+        .collect()
+}
+
+async fn reply_becomes(smtp: SocketAddr, recipient: &str, expected: u16) {
+    until(
+        LIMIT,
+        &format!("RCPT {recipient} at {smtp} → {expected}"),
+        || async {
+            rcpt_reply(smtp, "sender@client.test", recipient)
+                .ok()
+                .filter(|reply| reply.code == expected)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_pods_relay_listed_recipients_to_the_primary_and_refuse_the_rest() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    // The customer's primary: a sink on this machine's own address, which pods reach.
+    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
+    let ns = node.namespace("carry").await.unwrap();
+    gateway_with_domain(
+        &ns,
+        sink.address,
+        json!({"inline": ["alice@relay.example", "bob@relay.example"]}),
+    )
+    .await;
+
+    // Each replica's queue is a bound claim of its own.
+    let claims = ns
+        .api::<PersistentVolumeClaim>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(claims.len(), 2);
+    for claim in &claims {
+        assert_eq!(
+            claim.status.as_ref().unwrap().phase.as_deref(),
+            Some("Bound")
+        );
+    }
+    let services = ns.api::<Service>();
+    let service = services.get("edge").await.unwrap();
+    let node_port = service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap();
+    let node_port = SocketAddr::new(node.ip, u16::try_from(node_port).unwrap());
+    let cluster = SocketAddr::new(cluster_ip(&services, "edge").await, 25);
+
+    for (via, smtp) in [("NodePort", node_port), ("ClusterIP", cluster)] {
+        reply_becomes(smtp, "alice@relay.example", 250).await;
+        let body =
+            format!("Subject: through the {via}\r\nMessage-ID: <{via}@client.test>\r\n\r\nhello");
+        let reply = send(smtp, "sender@client.test", "alice@relay.example", &body).unwrap();
+        assert_eq!(reply.code, 250, "{via}: {reply}");
+        let unknown = rcpt_reply(smtp, "sender@client.test", "mallory@relay.example").unwrap();
+        assert_eq!(unknown.code, 550, "{via}: {unknown}");
+        let foreign = rcpt_reply(smtp, "sender@client.test", "someone@elsewhere.test").unwrap();
+        assert_eq!(foreign.code, 554, "{via}: {foreign}");
+    }
+    let received = until(LIMIT, "both messages at the primary", || async {
+        let received = sink.received();
+        (received.len() >= 2).then_some(received)
+    })
+    .await;
+    for via in ["NodePort", "ClusterIP"] {
+        assert_eq!(
+            received
+                .iter()
+                .filter(|m| m.data.contains(&format!("through the {via}")))
+                .count(),
+            1,
+            "{via}"
+        );
+    }
+    assert!(
+        received
+            .iter()
+            .all(|m| m.recipients == ["alice@relay.example"])
+    );
+
+    // Postfix found its folders as it wants them: the queue volume made right whatever the
+    // provisioner gave, the configuration folder not writable by others.
+    for (pod, _) in replicas(&ns).await {
+        let log = node
+            .kubectl(&["-n", &ns.name, "logs", &pod, "-c", "postfix"])
+            .unwrap();
+        assert!(log.contains("daemon started"), "{pod}: {log}");
+        for warning in ["group or other writable", "not owned by", "integrity check"] {
+            assert!(!log.contains(warning), "{pod}: {warning}: {log}");
+        }
+    }
+    // Every replica, asked directly, refuses every relay trick.
+    for (pod, smtp) in replicas(&ns).await {
+        let (tried, accepted) = relay_tricks(smtp, DOMAIN, "edge.mx.example.net");
+        println!(
+            "mail safety: open-relay tricks tried {tried} / accepted {} (pod {pod})",
+            accepted.len()
+        );
+        assert!(accepted.is_empty(), "{pod} accepted: {accepted:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_added_to_the_list_is_accepted_by_every_replica_without_a_restart() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
+    let ns = node.namespace("recipients").await.unwrap();
+    let list = |addresses: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"},
+               "data": {"recipients": addresses}})
+    };
+    apply::<ConfigMap>(&ns, list("alice@relay.example\n")).await;
+    gateway_with_domain(
+        &ns,
+        sink.address,
+        json!({"configMapRef": {"name": "users", "key": "recipients"}}),
+    )
+    .await;
+    let before: BTreeMap<String, i32> = gateway_pods(&ns, "edge")
+        .await
+        .iter()
+        .map(|p| (p.metadata.name.clone().unwrap(), restarts(p)))
+        .collect();
+    let replicas = replicas(&ns).await;
+    assert_eq!(replicas.len(), 2);
+    for (_, smtp) in &replicas {
+        reply_becomes(*smtp, "alice@relay.example", 250).await;
+        assert_eq!(
+            rcpt_reply(*smtp, "s@client.test", "carol@relay.example")
+                .unwrap()
+                .code,
+            550
+        );
+    }
+    apply::<ConfigMap>(&ns, list("alice@relay.example\ncarol@relay.example\n")).await;
+    let edited = Instant::now();
+    for (pod, smtp) in &replicas {
+        reply_becomes(*smtp, "carol@relay.example", 250).await;
+        println!(
+            "node: a recipient added to the ConfigMap accepted by {pod} after {:?}",
+            edited.elapsed()
+        );
+    }
+    let after: BTreeMap<String, i32> = gateway_pods(&ns, "edge")
+        .await
+        .iter()
+        .map(|p| (p.metadata.name.clone().unwrap(), restarts(p)))
+        .collect();
+    assert_eq!(before, after, "no container restarted");
+}
+
+/// A port on this machine's address where nothing listens: the primary during an outage.
+fn closed_port(node: &Node) -> SocketAddr {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(node.ip, 0)).unwrap();
+    listener.local_addr().unwrap()
+}
+
+const POSTFIX_CONFIG: &str = "/etc/mx-gateway/postfix";
+
+/// The queue IDs in a replica's Postfix queue.
+fn queued(node: &Node, ns: &TestNamespace, pod: &str) -> Result<usize, String> {
+    let listing = node.exec(
+        &ns.name,
+        pod,
+        "postfix",
+        &["postqueue", "-c", POSTFIX_CONFIG, "-j"],
+    )?;
+    Ok(listing
+        .lines()
+        .filter(|l| l.contains("\"queue_id\""))
+        .count())
+}
+
+fn flush(node: &Node, ns: &TestNamespace, pod: &str) -> Result<String, String> {
+    node.exec(
+        &ns.name,
+        pod,
+        "postfix",
+        &["postqueue", "-c", POSTFIX_CONFIG, "-f"],
+    )
+}
+
+/// How often each numbered message (`Message-ID: <n-{tag}@client.test>`) reached the sink.
+fn arrivals(sink: &Sink, tag: &str) -> BTreeMap<usize, usize> {
+    let mut counts = BTreeMap::new();
+    for message in sink.received() {
+        let number = message
+            .data
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: <"))
+            .and_then(|rest| rest.strip_suffix(&format!("-{tag}@client.test>")))
+            .and_then(|n| n.parse().ok());
+        if let Some(number) = number {
+            *counts.entry(number).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn numbered(n: usize, tag: &str) -> String {
+    format!("Subject: message {n}\r\nMessage-ID: <{n}-{tag}@client.test>\r\n\r\nbody of {n}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queued_in_a_pod_survives_its_deletion_and_is_delivered_once_the_primary_returns() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let primary = closed_port(node);
+    let ns = node.namespace("queue").await.unwrap();
+    gateway_with_domain(&ns, primary, json!({"inline": ["alice@relay.example"]})).await;
+    let pods = ns.api::<Pod>();
+    let first = pods.get("edge-0").await.unwrap();
+    let smtp = SocketAddr::new(pod_ip(&first).unwrap(), 25);
+    reply_becomes(smtp, "alice@relay.example", 250).await;
+    let count = 5;
+    let mut client = Client::connect(smtp).unwrap();
+    for n in 0..count {
+        let reply = client
+            .send(
+                "sender@client.test",
+                "alice@relay.example",
+                &numbered(n, "queue"),
+            )
+            .unwrap();
+        assert_eq!(reply.code, 250, "{reply}");
+    }
+    client.quit();
+    until(LIMIT, "the messages deferred in edge-0", || async {
+        (queued(node, &ns, "edge-0").ok()? == count).then_some(())
+    })
+    .await;
+
+    // The primary comes back while the messages wait for Postfix's retry (minutes away),
+    // and the pod is deleted: its claim keeps the queue, and the new pod delivers it as
+    // soon as it starts, nobody flushing it by hand.
+    let sink = Sink::start_on(primary).unwrap();
+    pods.delete("edge-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let old_uid = first.metadata.uid.clone();
+    until(LIMIT, "edge-0 back and Ready", || async {
+        let pod = pods.get("edge-0").await.ok()?;
+        (pod.metadata.uid != old_uid && pod_ready(&pod)).then_some(())
+    })
+    .await;
+    let restarted = Instant::now();
+    let counts = until(LIMIT, "every queued message at the primary", || async {
+        let counts = arrivals(&sink, "queue");
+        (counts.len() == count).then_some(counts)
+    })
+    .await;
+    println!(
+        "node: {count} messages queued before the pod's deletion delivered {:?} after the new pod was Ready",
+        restarted.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counts, arrivals(&sink, "queue"));
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "delivered once each: {counts:?}"
+    );
+    assert_eq!(queued(node, &ns, "edge-0"), Ok(0));
+    println!(
+        "mail safety: messages queued {count} / delivered {} / lost 0 / duplicated 0 (pod deleted with all queued, primary down)",
+        counts.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_progress_ends_normally_when_its_pod_is_stopped() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
+    let ns = node.namespace("drain").await.unwrap();
+    gateway_with_domain(
+        &ns,
+        sink.address,
+        json!({"inline": ["alice@relay.example"]}),
+    )
+    .await;
+    let pods = ns.api::<Pod>();
+    let pod = pods.get("edge-1").await.unwrap();
+    let smtp = SocketAddr::new(pod_ip(&pod).unwrap(), 25);
+    reply_becomes(smtp, "alice@relay.example", 250).await;
+    let mut client = Client::connect(smtp).unwrap();
+    assert_eq!(
+        client
+            .command("MAIL FROM:<sender@client.test>")
+            .unwrap()
+            .code,
+        250
+    );
+    assert_eq!(
+        client
+            .command("RCPT TO:<alice@relay.example>")
+            .unwrap()
+            .code,
+        250
+    );
+    // The kubelet sends TERM at once; the transaction goes on a few seconds later.
+    pods.delete("edge-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    until(LIMIT, "edge-1 terminating", || async {
+        pods.get("edge-1")
+            .await
+            .ok()?
+            .metadata
+            .deletion_timestamp
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reply = client.data(&numbered(0, "drain")).unwrap();
+    assert_eq!(reply.code, 250, "the session was cut: {reply}");
+    client.quit();
+    let counts = until(LIMIT, "the message at the primary", || async {
+        let counts = arrivals(&sink, "drain");
+        (!counts.is_empty()).then_some(counts)
+    })
+    .await;
+    assert_eq!(counts, BTreeMap::from([(0, 1)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_of_the_gateway_image_loses_nothing_while_a_client_keeps_sending() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
+    let ns = node.namespace("rolling").await.unwrap();
+    gateway_with_domain(
+        &ns,
+        sink.address,
+        json!({"inline": ["alice@relay.example"]}),
+    )
+    .await;
+    let cluster = SocketAddr::new(cluster_ip(&ns.api::<Service>(), "edge").await, 25);
+    reply_becomes(cluster, "alice@relay.example", 250).await;
+
+    // A client that keeps sending, one message per connection, through the Service.
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = {
+        let sending = sending.clone();
+        std::thread::spawn(move || {
+            let mut replies = Vec::new();
+            let mut n = 0;
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = send(
+                    cluster,
+                    "sender@client.test",
+                    "alice@relay.example",
+                    &numbered(n, "roll"),
+                );
+                replies.push((n, reply.map(|r| r.code).map_err(|e| e.to_string())));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            replies
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    node.tag_image(GATEWAY_IMAGE, "localhost/mx-gateway:rolled")
+        .unwrap();
+    apply::<MailGateway>(
+        &ns,
+        gateway("edge", json!({"replicas": 2, "service": {"type": "NodePort"}, "image": "localhost/mx-gateway:rolled"})),
+    )
+    .await;
+    let statefulsets = ns.api::<StatefulSet>();
+    until(
+        Duration::from_secs(300),
+        "the rolling update done",
+        || async {
+            let status = statefulsets.get("edge").await.ok()?.status?;
+            let pods = gateway_pods(&ns, "edge").await;
+            let rolled = pods.iter().all(|p| {
+                pod_ready(p)
+                    && p.spec.as_ref().is_some_and(|s| {
+                        s.containers
+                            .iter()
+                            .all(|c| c.image.as_deref() == Some("localhost/mx-gateway:rolled"))
+                    })
+            });
+            (pods.len() == 2 && rolled && status.update_revision == status.current_revision)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    let replies = tokio::task::spawn_blocking(move || sender.join().unwrap())
+        .await
+        .unwrap();
+
+    let accepted: Vec<usize> = replies
+        .iter()
+        .filter(|(_, r)| r == &Ok(250))
+        .map(|(n, _)| *n)
+        .collect();
+    let refused: Vec<_> = replies
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(code) if *code >= 500))
+        .collect();
+    let not_taken = replies.len() - accepted.len();
+    assert!(
+        refused.is_empty(),
+        "mail refused for good during the update: {refused:?}"
+    );
+    assert!(accepted.len() > 20, "the client kept sending: {replies:?}");
+    // Whatever waits in a queue is delivered now that both replicas run the new image.
+    let counts = until(LIMIT, "every accepted message at the primary", || async {
+        for pod in ["edge-0", "edge-1"] {
+            let _ = flush(node, &ns, pod);
+        }
+        let counts = arrivals(&sink, "roll");
+        accepted
+            .iter()
+            .all(|n| counts.contains_key(n))
+            .then_some(counts)
+    })
+    .await;
+    let duplicated: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    println!(
+        "mail safety: messages queued {} / delivered {} / lost 0 / duplicated {} (rolling update of 2 replicas while sending; {not_taken} not taken: 4xx or no connection, the client retries)",
+        accepted.len(),
+        accepted.len(),
+        duplicated.len()
+    );
+    assert!(duplicated.is_empty(), "delivered twice: {duplicated:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_probes_every_ready_replica_and_names_the_one_that_answers_wrongly() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
+    let ns = node.namespace("probe").await.unwrap();
+    gateway_with_domain(
+        &ns,
+        sink.address,
+        json!({"inline": ["alice@relay.example"]}),
+    )
+    .await;
+    let domains = ns.api::<MailDomain>();
+    // Both replicas answered (the second may have become ready after the first check).
+    until(LIMIT, "AcceptanceVerified from both replicas", || async {
+        let domain = domains.get("relay").await.ok()?;
+        let condition = domain.condition("AcceptanceVerified")?;
+        (condition.status == ConditionStatus::True
+            && condition
+                .message
+                .ends_with("(all 2 ready replicas: edge-0, edge-1)"))
+        .then_some(())
+    })
+    .await;
+
+    // One replica changed behind the operator's back: it relays no domain any more.
+    node.exec(
+        &ns.name,
+        "edge-1",
+        "postfix",
+        &["postconf", "-c", POSTFIX_CONFIG, "-e", "relay_domains ="],
+    )
+    .unwrap();
+    node.exec(
+        &ns.name,
+        "edge-1",
+        "postfix",
+        &["postfix", "-c", POSTFIX_CONFIG, "reload"],
+    )
+    .unwrap();
+    let stale = domain_condition(
+        &domains,
+        LIMIT,
+        "relay",
+        "AcceptanceVerified",
+        ConditionStatus::False,
+        "NotAccepting",
+    )
+    .await;
+    let message = stale
+        .condition("AcceptanceVerified")
+        .unwrap()
+        .message
+        .clone();
+    let edge_1 = ns.api::<Pod>().get("edge-1").await.unwrap();
+    let address = SocketAddr::new(pod_ip(&edge_1).unwrap(), 25);
+    assert!(
+        message.starts_with(&format!("replica edge-1 ({address}): ")),
+        "{message}"
+    );
+    println!("node: AcceptanceVerified False NotAccepting: {message}");
+}
