@@ -392,12 +392,14 @@ down_quietly() {
     for i in $(seq 60); do [ -z "$(kubectl_admin get pods -A -o name 2>/dev/null)" ] && break; sleep 1; done
     kubectl_admin delete pvc --all --all-namespaces --wait=false >/dev/null 2>&1 || true
     for i in $(seq 20); do [ -z "$(kubectl_admin get pv -o name 2>/dev/null)" ] && break; sleep 0.5; done
+    log "pods and volumes removed"
   fi
   # Node agents first, containerd after the kubelet, etcd last.
   local name pid
   for name in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver knotd containerd etcd; do
     for pid in $(awk -v n="$name" '$1 == n {print $2}' "$R/pids" 2>/dev/null); do stop_pid "$pid"; done
   done
+  log "processes stopped"
   # containerd's shims name our socket on their command line.
   for pid in $(pgrep -f "containerd-shim.*-address $R/containerd/containerd.sock" || true); do stop_pid "$pid"; done
   local container

@@ -400,10 +400,7 @@ impl ControlPlane {
     }
 
     async fn client_from(path: &Path) -> Result<Client, HarnessError> {
-        let kubeconfig = Kubeconfig::read_from(path)?;
-        let config =
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        client_from(path).await
     }
 
     /// Write requests (create, update, patch, delete) the API server has audited for `user`.
@@ -538,6 +535,13 @@ impl TestNamespace {
     {
         Api::namespaced(self.client.clone(), &self.name)
     }
+}
+
+/// A client with the credentials of the kubeconfig at `path`, made in the caller's runtime.
+pub async fn client_from(path: &Path) -> Result<Client, HarnessError> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
 }
 
 fn start_server(

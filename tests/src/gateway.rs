@@ -311,8 +311,13 @@ impl Drop for Gateway {
 
 /// A plain HTTP/1.0 GET on loopback: status code and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path)
+}
+
+/// A plain HTTP/1.0 GET to `address`: status code and body.
+pub fn http_get_at(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut response = String::new();

@@ -5,9 +5,8 @@
 use crate::control_plane::{HarnessError, TestNamespace};
 use crate::repository;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -142,10 +141,7 @@ impl Node {
 
     /// A new admin client, made in the caller's runtime.
     pub async fn client(&self) -> Result<Client, HarnessError> {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config =
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        crate::control_plane::client_from(&self.kubeconfig).await
     }
 
     /// A fresh namespace for one test, deleted (with its pods and claims) when dropped: the

@@ -10,9 +10,10 @@ use kube::api::{Api, DeleteParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use mx_operator_tests::TestNamespace;
 use mx_operator_tests::fixtures::{apply, domain, gateway};
+use mx_operator_tests::gateway::http_get_at;
 use mx_operator_tests::helm;
 use mx_operator_tests::node::{
-    GATEWAY_IMAGE, Node, OPERATOR_IMAGE, gateway_pods, pod_ip, pod_ready, restarts,
+    GATEWAY_IMAGE, Node, NodeNamespace, OPERATOR_IMAGE, gateway_pods, pod_ip, pod_ready, restarts,
 };
 use mx_operator_tests::smtp::{Client, Sink, rcpt_reply, relay_tricks, send};
 use mx_operator_tests::wait::{domain_condition, until};
@@ -20,7 +21,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
+use tokio::sync::{MutexGuard, OnceCell};
 
 /// Pods start in seconds here; the limits leave room for a loaded machine.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -109,22 +110,6 @@ fn operator_logs(node: &Node) -> String {
     .unwrap_or_else(|e| e)
 }
 
-/// A plain HTTP GET to `address`, the status code and body.
-fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
 async fn cluster_ip(api: &Api<Service>, name: &str) -> std::net::IpAddr {
     let service = api.get(name).await.unwrap();
     service.spec.unwrap().cluster_ip.unwrap().parse().unwrap()
@@ -194,7 +179,7 @@ async fn the_operator_runs_from_its_image_with_the_chart_and_leader_election() {
     let services: Api<Service> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let address = SocketAddr::new(cluster_ip(&services, "mx-operator-metrics").await, 8080);
     let (code, body) = until(LIMIT, "metrics through the Service", || async {
-        http_get(address, "/metrics").filter(|(code, _)| *code == 200)
+        http_get_at(address, "/metrics").filter(|(code, _)| *code == 200)
     })
     .await;
     assert_eq!(code, 200);
@@ -236,9 +221,8 @@ async fn gateway_with_domain(
     primary: SocketAddr,
     recipients: serde_json::Value,
 ) {
-    let ns = ns;
     apply::<MailGateway>(
-        &ns,
+        ns,
         gateway(
             "edge",
             json!({"replicas": 2, "service": {"type": "NodePort"}}),
@@ -246,7 +230,7 @@ async fn gateway_with_domain(
     )
     .await;
     apply::<MailDomain>(
-        &ns,
+        ns,
         domain(
             "relay",
             DOMAIN,
@@ -256,7 +240,7 @@ async fn gateway_with_domain(
     )
     .await;
     until(LIMIT, "both gateway pods Ready", || async {
-        let pods = gateway_pods(&ns, "edge").await;
+        let pods = gateway_pods(ns, "edge").await;
         (pods.len() == 2 && pods.iter().all(pod_ready)).then_some(())
     })
     .await;
@@ -269,6 +253,30 @@ async fn gateway_with_domain(
         "Relayed",
     )
     .await;
+}
+
+/// Where most node tests start: the node with the operator, a primary on this machine's
+/// address, and the gateway relaying relay.example for `recipients` to it, in a fresh
+/// namespace (deleted first when dropped, then the node is free for the next test).
+struct Relayed {
+    ns: NodeNamespace,
+    sink: Sink,
+    node: &'static Node,
+    _turn: MutexGuard<'static, ()>,
+}
+
+async fn relayed(prefix: &str, recipients: serde_json::Value) -> Relayed {
+    let turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
+    let ns = node.namespace(prefix).await.unwrap();
+    gateway_with_domain(&ns, sink.address, json!({ "inline": recipients })).await;
+    Relayed {
+        ns,
+        sink,
+        node,
+        _turn: turn,
+    }
 }
 
 /// The SMTP addresses of each Ready replica (pod IP, port 25).
@@ -296,17 +304,9 @@ async fn reply_becomes(smtp: SocketAddr, recipient: &str, expected: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_pods_relay_listed_recipients_to_the_primary_and_refuse_the_rest() {
-    let _turn = Node::exclusive().await;
-    let node = node_with_operator().await;
-    // The customer's primary: a sink on this machine's own address, which pods reach.
-    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
-    let ns = node.namespace("carry").await.unwrap();
-    gateway_with_domain(
-        &ns,
-        sink.address,
-        json!({"inline": ["alice@relay.example", "bob@relay.example"]}),
-    )
-    .await;
+    // The customer's primary is a sink on this machine's own address, which pods reach.
+    let Relayed { node, sink, ns, .. } =
+        &relayed("carry", json!(["alice@relay.example", "bob@relay.example"])).await;
 
     // Each replica's queue is a bound claim of its own.
     let claims = ns
@@ -364,7 +364,7 @@ async fn gateway_pods_relay_listed_recipients_to_the_primary_and_refuse_the_rest
 
     // Postfix found its folders as it wants them: the queue volume made right whatever the
     // provisioner gave, the configuration folder not writable by others.
-    for (pod, _) in replicas(&ns).await {
+    for (pod, _) in replicas(ns).await {
         let log = node
             .kubectl(&["-n", &ns.name, "logs", &pod, "-c", "postfix"])
             .unwrap();
@@ -374,7 +374,7 @@ async fn gateway_pods_relay_listed_recipients_to_the_primary_and_refuse_the_rest
         }
     }
     // Every replica, asked directly, refuses every relay trick.
-    for (pod, smtp) in replicas(&ns).await {
+    for (pod, smtp) in replicas(ns).await {
         let (tried, accepted) = relay_tricks(smtp, DOMAIN, "edge.mx.example.net");
         println!(
             "mail safety: open-relay tricks tried {tried} / accepted {} (pod {pod})",
@@ -553,16 +553,7 @@ async fn mail_queued_in_a_pod_survives_its_deletion_and_is_delivered_once_the_pr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_in_progress_ends_normally_when_its_pod_is_stopped() {
-    let _turn = Node::exclusive().await;
-    let node = node_with_operator().await;
-    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
-    let ns = node.namespace("drain").await.unwrap();
-    gateway_with_domain(
-        &ns,
-        sink.address,
-        json!({"inline": ["alice@relay.example"]}),
-    )
-    .await;
+    let Relayed { sink, ns, .. } = &relayed("drain", json!(["alice@relay.example"])).await;
     let pods = ns.api::<Pod>();
     let pod = pods.get("edge-1").await.unwrap();
     let smtp = SocketAddr::new(pod_ip(&pod).unwrap(), 25);
@@ -600,7 +591,7 @@ async fn a_session_in_progress_ends_normally_when_its_pod_is_stopped() {
     assert_eq!(reply.code, 250, "the session was cut: {reply}");
     client.quit();
     let counts = until(LIMIT, "the message at the primary", || async {
-        let counts = arrivals(&sink, "drain");
+        let counts = arrivals(sink, "drain");
         (!counts.is_empty()).then_some(counts)
     })
     .await;
@@ -609,16 +600,7 @@ async fn a_session_in_progress_ends_normally_when_its_pod_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_of_the_gateway_image_loses_nothing_while_a_client_keeps_sending() {
-    let _turn = Node::exclusive().await;
-    let node = node_with_operator().await;
-    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
-    let ns = node.namespace("rolling").await.unwrap();
-    gateway_with_domain(
-        &ns,
-        sink.address,
-        json!({"inline": ["alice@relay.example"]}),
-    )
-    .await;
+    let Relayed { node, sink, ns, .. } = &relayed("rolling", json!(["alice@relay.example"])).await;
     let cluster = SocketAddr::new(cluster_ip(&ns.api::<Service>(), "edge").await, 25);
     reply_becomes(cluster, "alice@relay.example", 250).await;
 
@@ -647,7 +629,7 @@ async fn a_rolling_update_of_the_gateway_image_loses_nothing_while_a_client_keep
     node.tag_image(GATEWAY_IMAGE, "localhost/mx-gateway:rolled")
         .unwrap();
     apply::<MailGateway>(
-        &ns,
+        ns,
         gateway("edge", json!({"replicas": 2, "service": {"type": "NodePort"}, "image": "localhost/mx-gateway:rolled"})),
     )
     .await;
@@ -657,7 +639,7 @@ async fn a_rolling_update_of_the_gateway_image_loses_nothing_while_a_client_keep
         "the rolling update done",
         || async {
             let status = statefulsets.get("edge").await.ok()?.status?;
-            let pods = gateway_pods(&ns, "edge").await;
+            let pods = gateway_pods(ns, "edge").await;
             let rolled = pods.iter().all(|p| {
                 pod_ready(p)
                     && p.spec.as_ref().is_some_and(|s| {
@@ -695,9 +677,9 @@ async fn a_rolling_update_of_the_gateway_image_loses_nothing_while_a_client_keep
     // Whatever waits in a queue is delivered now that both replicas run the new image.
     let counts = until(LIMIT, "every accepted message at the primary", || async {
         for pod in ["edge-0", "edge-1"] {
-            let _ = flush(node, &ns, pod);
+            let _ = flush(node, ns, pod);
         }
-        let counts = arrivals(&sink, "roll");
+        let counts = arrivals(sink, "roll");
         accepted
             .iter()
             .all(|n| counts.contains_key(n))
@@ -716,16 +698,7 @@ async fn a_rolling_update_of_the_gateway_image_loses_nothing_while_a_client_keep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_probes_every_ready_replica_and_names_the_one_that_answers_wrongly() {
-    let _turn = Node::exclusive().await;
-    let node = node_with_operator().await;
-    let sink = Sink::start_on(SocketAddr::new(node.ip, 0)).unwrap();
-    let ns = node.namespace("probe").await.unwrap();
-    gateway_with_domain(
-        &ns,
-        sink.address,
-        json!({"inline": ["alice@relay.example"]}),
-    )
-    .await;
+    let Relayed { node, ns, .. } = &relayed("probe", json!(["alice@relay.example"])).await;
     let domains = ns.api::<MailDomain>();
     // Both replicas answered (the second may have become ready after the first check).
     until(LIMIT, "AcceptanceVerified from both replicas", || async {
