@@ -6,7 +6,7 @@ CARGO ?= cargo
 LOCAL_CLUSTER := target/debug/local-cluster
 KUBECONFIG_DEMO := $(HOME)/.cache/mx-operator/demo/kubeconfig
 
-.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-down bench bench-smoke manifests verify-mail-safety soak
+.PHONY: all bootstrap build test unit integration lint crds check-crds demo demo-local demo-down images node-up node-down bench bench-smoke manifests verify-mail-safety soak
 
 all: build
 
@@ -73,9 +73,26 @@ crds:
 manifests: bootstrap
 	$(HOME)/.cache/mx-operator/venv/bin/python3 tests/harness/helm.py render charts/mx-operator '{}' mx-operator mx-operator-system > deploy/operator/mx-operator.yaml 2>/dev/null
 
-## demo: a local control plane, the operator running against it, and examples/ applied
+## images: the operator and gateway images from deploy/*/Dockerfile (buildah, no registry)
+images: bootstrap build
+	@bash tests/harness/images.sh
+
+## node-up / node-down: the real single-node cluster the node tests and the demo use
+node-up: images
+	@bash tests/harness/node.sh up
+node-down:
+	@bash tests/harness/node.sh down
+
+## demo: the images built, the single-node cluster started, the gateway of examples/ as pods,
+## a message delivered to a local primary, the drift checks; falls back to demo-local where
+## the node cannot start
 DEMO_DIR := $(HOME)/.cache/mx-operator/demo
 demo: bootstrap build
+	@bash tests/harness/demo.sh
+
+## demo-local: a local control plane (no kubelet), the operator running against it, the
+## gateway as host processes, and examples/ applied
+demo-local: bootstrap build
 	@$(LOCAL_CLUSTER) up
 	@if [ -f $(DEMO_DIR)/operator.pid ] && kill -0 $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null; then \
 	  echo "operator already running (pid $$(cat $(DEMO_DIR)/operator.pid))"; \
@@ -127,4 +144,6 @@ demo: bootstrap build
 
 demo-down:
 	@if [ -f $(DEMO_DIR)/operator.pid ]; then kill $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/operator.pid; echo "stopped the operator"; fi
+	@if [ -f $(DEMO_DIR)/sink.pid ]; then kill $$(cat $(DEMO_DIR)/sink.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/sink.pid; echo "stopped the primary"; fi
 	@$(LOCAL_CLUSTER) down
+	@bash tests/harness/node.sh down

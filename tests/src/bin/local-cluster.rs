@@ -1,5 +1,6 @@
-//! `local-cluster up|down|status`: the local control plane for `make demo`, left running in
-//! the background with its kubeconfig in a fixed place.
+//! `local-cluster up|down|dns|sink|gateway`: the local parts of `make demo`, left running in
+//! the background: the control plane (when no node can start), the demo zone's Knot, and a
+//! stand-in for the customer's primary.
 
 use mx_operator_tests::control_plane::{ControlPlane, Lifetime, cache_dir};
 use mx_operator_tests::knot::Knot;
@@ -122,6 +123,20 @@ async fn up() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     plane.install_crds().await.map_err(|e| e.to_string())?;
+    dns()?;
+    println!("control plane up at {}", plane.url);
+    println!("kubeconfig: {}", plane.kubeconfig.display());
+    Ok(())
+}
+
+/// The demo zone at Knot, alone (the node's API server serves the rest).
+fn dns() -> Result<(), String> {
+    if let Some((_, pid)) = pids().into_iter().find(|(name, _)| name == "knot/knotd")
+        && alive(pid)
+    {
+        println!("Knot DNS for example.com already running (pid {pid})");
+        return Ok(());
+    }
     let knot = Knot::start_on(
         &demo_dir().join("knot"),
         &[(
@@ -133,9 +148,32 @@ async fn up() -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     println!("Knot DNS for example.com at {}", knot.address);
-    println!("control plane up at {}", plane.url);
-    println!("kubeconfig: {}", plane.kubeconfig.display());
     Ok(())
+}
+
+/// The customer's primary for the demo: an SMTP sink on `address` that prints a line for
+/// each message it takes, until it is killed.
+fn sink(address: &str) -> Result<(), String> {
+    let address: std::net::SocketAddr = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let sink = mx_operator_tests::smtp::Sink::start_on(address).map_err(|e| e.to_string())?;
+    println!("primary (SMTP sink) listening on {}", sink.address);
+    let mut printed = 0;
+    loop {
+        let received = sink.received();
+        for message in &received[printed..] {
+            let subject = message
+                .data
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default();
+            println!(
+                "received from <{}> for {:?}: {subject:?}",
+                message.sender, message.recipients
+            );
+        }
+        printed = received.len();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[tokio::main]
@@ -162,6 +200,23 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Some("dns") => match dns() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("sink") => match std::env::args().nth(2).map(|address| sink(&address)) {
+            Some(Err(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+            _ => {
+                eprintln!("usage: local-cluster sink ADDRESS:PORT");
+                ExitCode::from(2)
+            }
+        },
         Some("down") => {
             down();
             ExitCode::SUCCESS
@@ -171,7 +226,9 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: local-cluster up|down|kubeconfig|gateway NAMESPACE NAME");
+            eprintln!(
+                "usage: local-cluster up|down|dns|kubeconfig|sink ADDRESS:PORT|gateway NAMESPACE NAME"
+            );
             ExitCode::from(2)
         }
     }
