@@ -15,8 +15,9 @@ prepare_config_dir() {
 }
 
 wait_for_config() {
-    # The agent writes main.cf only after it has checked the gateway's ConfigMaps.
-    while [ ! -s "$CONFIG_DIR/main.cf" ]; do sleep 1; done
+    # The agent saves its last good ConfigMaps (LAST_GOOD_FILE in operator/src/agent) once
+    # main.cf and every table of a complete load are in place; main.cf alone comes first.
+    while [ ! -s "$CONFIG_DIR/mx-agent-last-good.json" ]; do sleep 1; done
 }
 
 # On TERM the pod has already left its Services' endpoints: sessions in progress get

@@ -165,19 +165,22 @@ impl Gateway {
         self.agent = None;
     }
 
-    /// Waits for the agent's first configuration, as the image's entrypoint does before it
-    /// starts Postfix (the agent is ready only once Postfix runs).
+    /// Waits for the agent's first complete configuration, as the image's entrypoint does
+    /// before it starts Postfix (the agent is ready only once Postfix runs).
     async fn wait_for_config(&self) -> Result<(), HarnessError> {
-        let main_cf = self.dir.join("conf/main.cf");
+        let loaded = self
+            .dir
+            .join("conf")
+            .join(mx_operator::agent::LAST_GOOD_FILE);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if fs::metadata(&main_cf).is_ok_and(|m| m.len() > 0) {
+            if fs::metadata(&loaded).is_ok_and(|m| m.len() > 0) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(HarnessError::Timeout(format!(
-            "agent: no main.cf within 60 s; see {}",
+            "agent: no complete configuration within 60 s; see {}",
             self.dir.join("agent.log").display()
         )))
     }

@@ -8,7 +8,7 @@ mod postfix;
 mod queue;
 
 pub use metrics::AgentMetrics;
-pub use postfix::{Postfix, PostfixError};
+pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
 
 use crate::render::{
     Assembled, CheckedRelay, GATEWAY_CONFIG_LABEL, GatewayFiles, LocalSettings,

@@ -12,6 +12,10 @@ const RELOAD_TABLES: [&str; 2] = [
     crate::render::keys::RELAY_DOMAINS,
     crate::render::keys::TRANSPORT,
 ];
+/// The last good ConfigMaps, saved in the configuration folder after every complete load:
+/// its presence says that main.cf and every table are in place, so the gateway image's
+/// entrypoint starts Postfix only once it exists.
+pub const LAST_GOOD_FILE: &str = "mx-agent-last-good.json";
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +151,7 @@ impl Postfix {
     }
 
     fn last_good_path(&self) -> PathBuf {
-        self.dir.join("mx-agent-last-good.json")
+        self.dir.join(LAST_GOOD_FILE)
     }
 
     /// The last good ConfigMaps saved by `save_last_good`, if any.
