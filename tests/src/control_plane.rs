@@ -476,19 +476,23 @@ impl ControlPlane {
     pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, HarnessError> {
         let client = self.client().await?;
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{prefix}-{n}");
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await?;
-        Ok(TestNamespace { client, name })
+        create_namespace(client, format!("{prefix}-{n}")).await
     }
+}
+
+/// Creates the namespace `name` with `client`.
+pub async fn create_namespace(client: Client, name: String) -> Result<TestNamespace, HarnessError> {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    Ok(TestNamespace { client, name })
 }
 
 /// A namespace of its own for one test. Namespaces are not deleted: no namespace

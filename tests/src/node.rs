@@ -4,9 +4,9 @@
 
 use crate::control_plane::{HarnessError, TestNamespace};
 use crate::repository;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::Api;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -147,24 +147,13 @@ impl Node {
     /// A fresh namespace for one test, deleted (with its pods and claims) when dropped: the
     /// node has room for a few gateways at a time, not for every test's.
     pub async fn namespace(&self, prefix: &str) -> Result<NodeNamespace, HarnessError> {
-        let client = self.client().await?;
         let name = format!(
             "{prefix}-{}-{}",
             std::process::id(),
             self.namespaces.fetch_add(1, Ordering::Relaxed)
         );
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await?;
         Ok(NodeNamespace {
-            namespace: TestNamespace { client, name },
+            namespace: crate::control_plane::create_namespace(self.client().await?, name).await?,
             kubeconfig: self.kubeconfig.clone(),
         })
     }

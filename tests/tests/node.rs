@@ -86,6 +86,11 @@ async fn install_operator(node: &Node) {
     let _ = node.kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
     node.kubectl(&["apply", "--server-side", "-f", &chart_file])
         .unwrap();
+    operator_rolled_out(node);
+}
+
+/// Waits until every operator replica runs the Deployment's current template.
+fn operator_rolled_out(node: &Node) {
     node.kubectl(&[
         "-n",
         OPERATOR_NAMESPACE,
@@ -161,6 +166,20 @@ async fn the_operator_runs_from_its_image_with_the_chart_and_leader_election() {
                 .is_some()
         );
     }
+    // Applied in Helm's order, nothing was created before what it needs (a Deployment
+    // before its ServiceAccount makes the ReplicaSet fail to create pods at first).
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let failed: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
     // One replica leads, through the in-cluster credentials of its ServiceAccount.
     let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let holder = until(LIMIT, "a leader", || async {
@@ -203,15 +222,7 @@ async fn the_operator_runs_from_its_image_with_the_chart_and_leader_election() {
     .await;
     let leader = pods.get(&next).await.unwrap();
     assert!(leader.metadata.deletion_timestamp.is_none(), "{next} leads");
-    node.kubectl(&[
-        "-n",
-        OPERATOR_NAMESPACE,
-        "rollout",
-        "status",
-        "deploy/mx-operator",
-        "--timeout=120s",
-    ])
-    .unwrap();
+    operator_rolled_out(node);
 }
 
 /// A gateway `edge` (2 replicas, NodePort) and the domain relay.example with `recipients`,
@@ -372,6 +383,18 @@ async fn gateway_pods_relay_listed_recipients_to_the_primary_and_refuse_the_rest
         for warning in ["group or other writable", "not owned by", "integrity check"] {
             assert!(!log.contains(warning), "{pod}: {warning}: {log}");
         }
+    }
+    // What Postfix looks up (client names, the primary) goes to the node's own resolver,
+    // never off this machine.
+    for (pod, _) in replicas(ns).await {
+        let resolv = node
+            .exec(&ns.name, &pod, "postfix", &["cat", "/etc/resolv.conf"])
+            .unwrap();
+        let servers: Vec<&str> = resolv
+            .lines()
+            .filter_map(|l| l.strip_prefix("nameserver "))
+            .collect();
+        assert_eq!(servers, [node.ip.to_string()], "{pod}: {resolv}");
     }
     // Every replica, asked directly, refuses every relay trick.
     for (pod, smtp) in replicas(ns).await {
