@@ -43,8 +43,9 @@ use std::net::IpAddr;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MailGatewaySpec {
-    /// Number of relay replicas. Each keeps its own persistent queue; a replica's queue is
-    /// drained before the replica is removed on scale-in.
+    /// Number of relay replicas. Each keeps its own queue on a persistent volume claim.
+    /// Scale-in does not drain a replica first: mail queued on a removed replica stays on
+    /// its claim and is delivered when the replica comes back.
     #[serde(default = "default_replicas")]
     // The API server stores any integer the schema allows; one outside the Rust type makes
     // the object undecodable, and every watch event of it costs the operator a backoff.
