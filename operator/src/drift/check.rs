@@ -183,7 +183,7 @@ pub enum ProbeTarget {
 }
 
 /// The ready replicas behind a gateway's headless Service (an Endpoints cache in the
-/// operator; a fixed list in tests).
+/// operator, `NoReplicas` where no cluster is asked).
 pub trait ReplicaSource: Send + Sync {
     fn ready(&self, namespace: &str, service: &str) -> Vec<Replica>;
 }
