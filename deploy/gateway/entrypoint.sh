@@ -24,7 +24,7 @@ wait_for_config() {
 # MX_GATEWAY_DRAIN_SECONDS to end, then Postfix stops in an orderly way. Mail accepted
 # until then is on the queue volume and goes out after the next start.
 stop_postfix() {
-    sleep "${MX_GATEWAY_DRAIN_SECONDS:-10}"
+    sleep "${MX_GATEWAY_DRAIN_SECONDS:-10}" || true
     /usr/sbin/postfix -c "$CONFIG_DIR" stop >/dev/null 2>&1 || true
 }
 

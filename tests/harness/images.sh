@@ -30,6 +30,7 @@ base_debian() {
   [ -s "$out" ] && return
   log "debootstrap bookworm (about a minute, once)"
   local root; root=$(mktemp -d "$IMAGES/rootfs.XXXX")
+  chmod 0755 "$root"   # mktemp makes it 0700: the image's / must be searchable
   debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$IMAGES/debootstrap.log" 2>&1 \
     || { tail -20 "$IMAGES/debootstrap.log" >&2; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
@@ -46,6 +47,7 @@ base_distroless() {
   local work; work=$(mktemp -d "$IMAGES/distroless.XXXX")
   (cd "$work" && apt-get download -qq base-files netbase tzdata libc6 libgcc-s1 libssl3 ca-certificates >/dev/null 2>&1)
   mkdir -p "$work/root"
+  chmod 0755 "$work/root"
   for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
   local root="$work/root"
   mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
@@ -68,6 +70,7 @@ pause_image() {
   local source="$CACHE_DIR/src/pause.c"
   [ -f "$source" ] || { log "$source is missing: run tests/harness/bootstrap.sh"; exit 1; }
   local root; root=$(mktemp -d "$IMAGES/pause.XXXX")
+  chmod 0755 "$root"
   gcc -Os -Wall -Werror -static -DVERSION=v3.4.1 -o "$root/pause" "$source"
   strip "$root/pause"
   python3 "$REPO/tests/harness/mkoci.py" "$root" localhost/pause:3.4.1 "$out" --entrypoint '["/pause"]'

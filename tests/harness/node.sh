@@ -300,7 +300,10 @@ up() {
   ip=$(node_ip)
   etcd_client=$(free_port); etcd_peer=$(free_port); apiserver=$(free_port)
   kubelet_port=$(free_port); kubelet_health=$(free_port); proxy_health=$(free_port); proxy_metrics=$(free_port)
-  modprobe br_netfilter 2>/dev/null || true
+  # br_netfilter (bridged pod traffic through iptables) is unloaded by `down` if `up` loaded it.
+  if ! grep -q '^br_netfilter ' /proc/modules && modprobe br_netfilter 2>/dev/null; then
+    touch "$NODE_DIR/br_netfilter.ours"
+  fi
   sysctl -qw net.ipv4.ip_forward=1
   sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
   write_pki "$ip" "$apiserver"
@@ -348,6 +351,12 @@ up() {
     --root-dir="$R/kubelet" --cert-dir="$R/kubelet/pki" --hostname-override="$NODE_NAME" --node-ip="$ip" \
     --pod-infra-container-image=localhost/pause:3.4.1 --v=1
   start kube-proxy "$BIN/kube-proxy" --config="$R/conf/kube-proxy.yaml" --v=1
+  # Pods may reach each other, Services and this machine (INPUT), nothing beyond it: the
+  # bridge masquerades and routes, so traffic to any other address is dropped here. The
+  # chain's name puts it among those `down` removes.
+  iptables -N CNI-MXOP-EGRESS 2>/dev/null || iptables -F CNI-MXOP-EGRESS
+  iptables -A CNI-MXOP-EGRESS -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP
+  iptables -C FORWARD -j CNI-MXOP-EGRESS 2>/dev/null || iptables -I FORWARD 1 -j CNI-MXOP-EGRESS
   wait_for 120 "node $NODE_NAME Ready" node_ready
   # The host-path provisioner serves claims that name no class; make it the default.
   kubectl_admin apply -f - >/dev/null <<'YAML'
@@ -408,9 +417,9 @@ down_quietly() {
   for mount in $(awk '{print $5}' /proc/self/mountinfo | grep "^$NODE_DIR/" | sort -r); do umount -l "$mount" 2>/dev/null || true; done
   local ns
   for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
-  if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
-  if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns; fi
-  if [ -d /run/netns ] && [ -z "$(ls -A /run/netns)" ]; then rmdir /run/netns; fi
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE" || true; fi
+  if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns || true; fi
+  if [ -d /run/netns ] && [ -z "$(ls -A /run/netns)" ]; then rmdir /run/netns || true; fi
   # The jumps into the KUBE-* and CNI-* chains, then those chains.
   local ipt table chain
   for ipt in iptables ip6tables; do
@@ -431,6 +440,7 @@ down_quietly() {
     while IFS== read -r key value; do sysctl -qw "$key=$value" 2>/dev/null || true; done < "$NODE_DIR/sysctl.orig"
     rm -f "$NODE_DIR/sysctl.orig"
   fi
+  if [ -f "$NODE_DIR/br_netfilter.ours" ]; then rmmod br_netfilter 2>/dev/null || true; rm -f "$NODE_DIR/br_netfilter.ours"; fi
   if [ -f "$NODE_DIR/hostpath_pv.ours" ]; then rm -rf /tmp/hostpath_pv "$NODE_DIR/hostpath_pv.ours"; fi
   rm -rf "$R" "$NODE_DIR/node.env"
 }

@@ -67,7 +67,8 @@ extern "C" fn stop_node_at_exit() {
 
 impl Node {
     /// The node of this test binary: the images built from the current debug binary, the
-    /// node started (or a running one reused) and the images loaded into it.
+    /// node started (or a running one reused, and then left running) and the images loaded
+    /// into it.
     pub async fn shared() -> Result<&'static Node, HarnessError> {
         static SHARED: OnceCell<Node> = OnceCell::const_new();
         SHARED
@@ -77,9 +78,13 @@ impl Node {
                     .into_owned();
                 tokio::task::spawn_blocking(move || -> Result<Node, HarnessError> {
                     script("images.sh", &[&binary])?;
-                    // SAFETY: registering a plain function with atexit has no preconditions.
-                    unsafe {
-                        libc::atexit(stop_node_at_exit);
+                    // A node that was running already (make demo's, or one kept with
+                    // MX_NODE_KEEP=1) is used and left running; one started here is stopped.
+                    if script("node.sh", &["status"]).is_err() {
+                        // SAFETY: registering a plain function with atexit has no preconditions.
+                        unsafe {
+                            libc::atexit(stop_node_at_exit);
+                        }
                     }
                     let state = script("node.sh", &["up"])?;
                     let node = Node::from_state(Path::new(state.trim()))?;

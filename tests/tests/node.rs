@@ -84,8 +84,23 @@ async fn install_operator(node: &Node) {
     std::fs::write(dir.join("chart.yaml"), manifests).unwrap();
     let chart_file = dir.join("chart.yaml").to_string_lossy().into_owned();
     let _ = node.kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+    let installed = node
+        .kubectl(&["-n", OPERATOR_NAMESPACE, "get", "deploy/mx-operator"])
+        .is_ok();
     node.kubectl(&["apply", "--server-side", "-f", &chart_file])
         .unwrap();
+    if installed {
+        // A reused node: the image just loaded has the same tag, so the pods must restart
+        // to run it.
+        node.kubectl(&[
+            "-n",
+            OPERATOR_NAMESPACE,
+            "rollout",
+            "restart",
+            "deploy/mx-operator",
+        ])
+        .unwrap();
+    }
     operator_rolled_out(node);
 }
 

@@ -98,9 +98,15 @@ pub async fn run(
         if relays.wait_until_ready().await.is_err() || gateway.wait_until_ready().await.is_err() {
             return;
         }
-        let mut queue_timer = tokio::time::interval(settings.queue_interval);
-        let mut supervision_timer = tokio::time::interval(SUPERVISION_INTERVAL);
-        let mut retry_timer = tokio::time::interval(Duration::from_secs(10));
+        // A tick missed during a long load is not made up in a burst.
+        let timer = |period| {
+            let mut timer = tokio::time::interval(period);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            timer
+        };
+        let mut queue_timer = timer(settings.queue_interval);
+        let mut supervision_timer = timer(SUPERVISION_INTERVAL);
+        let mut retry_timer = timer(Duration::from_secs(10));
         // Loads follow changes, and are retried at every queue read (a load that failed);
         // the frequent supervision ticks do not load.
         let mut load = true;
