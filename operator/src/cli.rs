@@ -328,7 +328,8 @@ fn write_crd_files(dir: &std::path::Path) -> Result<(), CliError> {
 
 async fn run(args: RunArgs) -> Result<(), CliError> {
     use crate::controller::{LeaseSettings, Settings, run_with_leader_election};
-    use crate::telemetry::{Health, Metrics, OperatorEndpoints, init_logging};
+    use crate::controller::{Metrics, OperatorEndpoints};
+    use crate::telemetry::{Health, init_logging};
     use std::sync::Arc;
 
     init_logging(matches!(args.log_format, LogFormat::Json));
@@ -367,12 +368,18 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
             metrics,
             health,
             lease,
-            Box::pin(shutdown_signal()),
+            Box::pin(crate::shutdown::signal()),
         )
         .await?;
     } else {
         health.set_leader(true);
-        crate::controller::run(client, settings, metrics, Box::pin(shutdown_signal())).await;
+        crate::controller::run(
+            client,
+            settings,
+            metrics,
+            Box::pin(crate::shutdown::signal()),
+        )
+        .await;
     }
     tracing::info!("stopped");
     Ok(())
@@ -449,25 +456,13 @@ async fn agent(args: AgentArgs) -> Result<(), CliError> {
         queue_interval: std::time::Duration::from_secs(args.queue_interval_seconds.max(1)),
     };
     tracing::info!(gateway = %settings.gateway, namespace = %settings.namespace, "agent starting");
-    crate::agent::run(client, settings, metrics, Box::pin(shutdown_signal())).await;
+    crate::agent::run(
+        client,
+        settings,
+        metrics,
+        Box::pin(crate::shutdown::signal()),
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = terminate => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("shutting down: finishing the reconciles under way");
 }

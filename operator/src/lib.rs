@@ -13,6 +13,7 @@ pub mod manifests;
 pub mod probe;
 pub mod recipients;
 pub mod render;
+pub mod shutdown;
 pub mod telemetry;
 
 /// Property tests run 2,000 cases each in `make test`; `make soak` sets `PROPTEST_CASES`

@@ -2,8 +2,9 @@
 //! `mx-operator run` runs them, with the operator's own credentials.
 
 use crate::control_plane::{ControlPlane, HarnessError};
+use mx_operator::controller::Metrics;
 use mx_operator::controller::{LeaseSettings, Settings, run, run_with_leader_election};
-use mx_operator::telemetry::{Health, Metrics};
+use mx_operator::telemetry::Health;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;

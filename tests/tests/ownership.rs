@@ -5,9 +5,9 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator::controller::Metrics;
 use mx_operator::controller::{Settings, run};
 use mx_operator::manifests::relay::relay_owner;
-use mx_operator::telemetry::Metrics;
 use mx_operator_tests::ControlPlane;
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::knot::Knot;

@@ -61,7 +61,7 @@ pub async fn run(
     client: Client,
     settings: AgentSettings,
     metrics: Arc<AgentMetrics>,
-    shutdown: crate::controller::Shutdown,
+    shutdown: crate::shutdown::Shutdown,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &settings.namespace);
     let changed = Arc::new(Notify::new());

@@ -4,8 +4,91 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// `Ready` summarises every other condition of an object.
+/// `Ready` summarises every other condition of an object (MailDomain, MailGateway).
 pub const READY: &str = "Ready";
+/// MailGateway: its children are applied.
+pub const CONFIGURED: &str = "Configured";
+/// MailDomain: the relay ConfigMap at its gateway holds the domain.
+pub const RELAY_CONFIGURED: &str = "RelayConfigured";
+/// MailDomain: its recipient list is complete and current.
+pub const RECIPIENTS_SYNCED: &str = "RecipientsSynced";
+/// MailDomain: another MailDomain holds the domain at the same gateway (`True` is bad).
+pub const CONFLICT: &str = "Conflict";
+/// MailDomain: the gateway's MX record is published through its DNSProvider.
+pub const DNS_SYNCED: &str = "DnsSynced";
+/// MailDomain: its claim on the domain is proved, where the gateway asks for proof.
+pub const OWNERSHIP_VERIFIED: &str = "OwnershipVerified";
+/// MailDomain: its public MX no longer points at the gateway (`True` is bad).
+pub const DEPARTED: &str = "Departed";
+/// MailDomain: the gateway's replicas answer SMTP for it as the spec says.
+pub const ACCEPTANCE_VERIFIED: &str = "AcceptanceVerified";
+/// MailDomain: its primary answers SMTP.
+pub const PRIMARY_REACHABLE: &str = "PrimaryReachable";
+
+/// Whether `True` is the bad news for conditions of `type_` (polarity, for Events and
+/// summaries): `Conflict` and `Departed`; for every other type `True` is healthy.
+pub fn true_is_bad(type_: &str) -> bool {
+    [CONFLICT, DEPARTED].contains(&type_)
+}
+
+/// What a decision says about one aspect: the status, a CamelCase reason and a message
+/// for the person who has to act on it. Times are attached when it is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Verdict {
+    pub fn new(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A `False` verdict: something is wrong, and the message says what.
+    pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(false, reason, message)
+    }
+
+    /// This verdict as the condition `type_`.
+    pub fn on(self, type_: &'static str) -> Desired {
+        Desired {
+            type_,
+            verdict: self,
+        }
+    }
+}
+
+/// A condition a reconcile wants: its type and verdict, before times are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub verdict: Verdict,
+}
+
+impl Desired {
+    /// `status` is `True` when `true`; see [`true_is_bad`] for what `True` means.
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Verdict::new(status, reason, message).on(type_)
+    }
+
+    pub fn status(&self) -> ConditionStatus {
+        if self.verdict.status {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
 
 /// The state of one aspect of an object.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]

@@ -1,8 +1,11 @@
 //! Leader election: of several operator replicas only the holder of a Lease runs the
 //! controllers; the others wait and take over when it goes away.
 
-use super::{Settings, Shutdown, run};
-use crate::telemetry::{Health, Metrics};
+use super::context::Settings;
+use super::metrics::Metrics;
+use super::run::run;
+use crate::shutdown::Shutdown;
+use crate::telemetry::Health;
 use futures::FutureExt;
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};

@@ -2,15 +2,12 @@
 //! `_mx-operator.<domain>` whose value only the operator can tell the claimant, and only
 //! someone controlling the domain's DNS can publish.
 
-use crate::api::conditions::ConditionStatus;
+use crate::api::conditions::{ConditionStatus, OWNERSHIP_VERIFIED, RELAY_CONFIGURED, Verdict};
 use crate::api::domain::OwnershipProof;
 use crate::api::{MailDomain, MailGateway};
+use crate::manifests::relay::relay_configmap_name;
 use sha2::{Digest, Sha256};
 
-use super::domain::RELAY_CONFIGURED;
-use crate::manifests::relay::relay_configmap_name;
-
-pub const OWNERSHIP_VERIFIED: &str = "OwnershipVerified";
 const RECORD_PREFIX: &str = "_mx-operator";
 const VALUE_PREFIX: &str = "mx-operator-verification=";
 
@@ -121,25 +118,17 @@ pub fn strongest<'a>(
     }
 }
 
-/// The outcome of looking for the proof: the `OwnershipVerified` condition's status,
-/// reason and message.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub verified: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
 /// The verdict for a claim whose record was found.
 pub fn verified(proof: &OwnershipProof) -> Verdict {
-    Verdict {
-        verified: true,
-        reason: "Verified",
-        message: format!("TXT record {} holds this claim's token", proof.record),
-    }
+    Verdict::new(
+        true,
+        "Verified",
+        format!("TXT record {} holds this claim's token", proof.record),
+    )
 }
 
-/// Judges the TXT strings found at the proof's record (`Err`: the lookup failed).
+/// Judges the TXT strings found at the proof's record (`Err`: the lookup failed): the
+/// `OwnershipVerified` verdict.
 pub fn judge(found: &Result<Vec<String>, String>, proof: &OwnershipProof) -> Verdict {
     let publish = format!(
         "publish the TXT record {} with the value \"{}\" to prove control of the domain",
@@ -147,24 +136,21 @@ pub fn judge(found: &Result<Vec<String>, String>, proof: &OwnershipProof) -> Ver
     );
     match found {
         Ok(values) if values.iter().any(|v| v.trim() == proof.value) => verified(proof),
-        Ok(values) if values.is_empty() => Verdict {
-            verified: false,
-            reason: "ProofMissing",
-            message: format!("no TXT record {}: {publish}", proof.record),
-        },
-        Ok(_) => Verdict {
-            verified: false,
-            reason: "ProofMismatch",
-            message: format!(
+        Ok(values) if values.is_empty() => Verdict::failed(
+            "ProofMissing",
+            format!("no TXT record {}: {publish}", proof.record),
+        ),
+        Ok(_) => Verdict::failed(
+            "ProofMismatch",
+            format!(
                 "TXT record {} does not hold this claim's token (another claim's, or an old one): {publish}",
                 proof.record
             ),
-        },
-        Err(error) => Verdict {
-            verified: false,
-            reason: "LookupFailed",
-            message: format!("looking up {} failed ({error}); {publish}", proof.record),
-        },
+        ),
+        Err(error) => Verdict::failed(
+            "LookupFailed",
+            format!("looking up {} failed ({error}); {publish}", proof.record),
+        ),
     }
 }
 
@@ -294,13 +280,13 @@ mod tests {
         let wanted = proof("uid", "owner", "example.com");
         let stranger = proof("uid", "stranger", "example.com");
         let verdict = |found: Result<Vec<String>, String>| judge(&found, &wanted);
-        assert!(verdict(Ok(vec![wanted.value.clone()])).verified);
-        assert!(verdict(Ok(vec!["v=spf1 -all".into(), wanted.value.clone()])).verified);
+        assert!(verdict(Ok(vec![wanted.value.clone()])).status);
+        assert!(verdict(Ok(vec!["v=spf1 -all".into(), wanted.value.clone()])).status);
         assert_eq!(verdict(Ok(vec![])).reason, "ProofMissing");
         assert_eq!(verdict(Ok(vec![stranger.value])).reason, "ProofMismatch");
         let failed = verdict(Err("127.0.0.1:53: no answer in time".into()));
         assert_eq!(failed.reason, "LookupFailed");
-        assert!(!failed.verified);
+        assert!(!failed.status);
         assert!(
             failed.message.contains(&wanted.value),
             "every message says what to publish: {}",

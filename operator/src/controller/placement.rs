@@ -52,8 +52,8 @@ pub fn domains_in_namespace(
         .collect()
 }
 
-/// A ConfigMap concerns the domain whose relay config it is (hand edits are repaired) and
-/// the domains that read recipients from it.
+/// A ConfigMap concerns the domains that read recipients from it. (Relay ConfigMaps have
+/// a watch of their own: see [`domain_of_relay`].)
 pub fn domains_using_configmap(
     domains: &Store<MailDomain>,
     configmap: &ObjectMeta,
@@ -63,9 +63,7 @@ pub fn domains_using_configmap(
         .as_ref()
         .is_some_and(|labels| labels.contains_key(RELAY_GATEWAY_LABEL));
     if is_relay {
-        return relay_owner(configmap)
-            .map(|(namespace, name)| vec![ObjectRef::new(&name).within(&namespace)])
-            .unwrap_or_default();
+        return vec![];
     }
     domains_referencing(domains, configmap, |domain| {
         domain
@@ -75,6 +73,11 @@ pub fn domains_using_configmap(
             .as_ref()
             .map(|r| r.name.as_str())
     })
+}
+
+/// The MailDomain a relay ConfigMap belongs to: a hand edit of it is repaired.
+pub fn domain_of_relay(configmap: &ObjectMeta) -> Option<ObjectRef<MailDomain>> {
+    relay_owner(configmap).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
 }
 
 pub fn domains_using_secret(

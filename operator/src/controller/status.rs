@@ -1,42 +1,11 @@
 //! Status conditions as decisions: what the conditions should be, whether anything changed,
 //! and which changes deserve an Event.
 
-use crate::api::conditions::{Condition, ConditionStatus, set_condition};
+use crate::api::conditions::{
+    Condition, ConditionStatus, Desired, READY, set_condition, true_is_bad,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
-
-/// A condition the reconciler wants, before times are attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Desired {
-    pub type_: &'static str,
-    pub status: ConditionStatus,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Desired {
-    /// `status` is `True` when `true`; for `Conflict` and `Departed`, `True` is the bad news.
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            type_,
-            status: if status {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            },
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-/// Conditions whose `True` status is bad news.
-const NEGATIVE_POLARITY: &[&str] = &["Conflict", "Departed"];
 
 /// `current` with every desired condition set; transition times move only on a flip.
 pub fn merge(
@@ -51,9 +20,9 @@ pub fn merge(
             &mut conditions,
             Condition {
                 type_: want.type_.to_string(),
-                status: want.status,
-                reason: want.reason.to_string(),
-                message: want.message.clone(),
+                status: want.status(),
+                reason: want.verdict.reason.to_string(),
+                message: want.verdict.message.clone(),
                 last_transition_time: now.clone(),
                 observed_generation: generation,
             },
@@ -77,7 +46,7 @@ pub struct Transition {
 pub fn transitions(before: &[Condition], after: &[Condition]) -> Vec<Transition> {
     after
         .iter()
-        .filter(|new| !before.is_empty() || new.type_ == crate::api::conditions::READY)
+        .filter(|new| !before.is_empty() || new.type_ == READY)
         .filter(|new| {
             !before.iter().any(|old| {
                 old.type_ == new.type_ && old.status == new.status && old.reason == new.reason
@@ -85,8 +54,8 @@ pub fn transitions(before: &[Condition], after: &[Condition]) -> Vec<Transition>
         })
         .map(|new| {
             let healthy = match new.status {
-                ConditionStatus::True => !NEGATIVE_POLARITY.contains(&new.type_.as_str()),
-                ConditionStatus::False => NEGATIVE_POLARITY.contains(&new.type_.as_str()),
+                ConditionStatus::True => !true_is_bad(&new.type_),
+                ConditionStatus::False => true_is_bad(&new.type_),
                 ConditionStatus::Unknown => false,
             };
             Transition {

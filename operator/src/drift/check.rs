@@ -2,9 +2,8 @@
 //! SMTP probes, turned into an [`Observation`] of one domain.
 
 pub use super::decide::Replica;
-use super::decide::{
-    self, Expect, MxLookup, MxState, ProbeReplies, Verdict, acceptance, primary_reachable,
-};
+use super::decide::{self, Expect, MxLookup, MxState, ProbeReplies, acceptance, primary_reachable};
+use crate::api::conditions::Verdict;
 use crate::api::validate::host_port;
 use crate::dns::Mx;
 use crate::probe;

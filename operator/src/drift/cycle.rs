@@ -4,8 +4,8 @@
 //! DNS queries (and probes) and no API request at all.
 
 use super::check::{CheckSettings, DnsClients, Expectation, Observation, ReplicaSource, observe};
+use super::metrics::DriftMetrics;
 use crate::api::MailDomain;
-use crate::telemetry::Metrics;
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ pub struct Drift {
     dns: DnsClients,
     replicas: Arc<dyn ReplicaSource>,
     entries: Mutex<HashMap<Key, Entry>>,
-    metrics: Arc<Metrics>,
+    metrics: DriftMetrics,
 }
 
 /// What one cycle did.
@@ -51,7 +51,7 @@ impl Drift {
     pub fn new(
         settings: DriftSettings,
         replicas: Arc<dyn ReplicaSource>,
-        metrics: Arc<Metrics>,
+        metrics: DriftMetrics,
     ) -> Self {
         Self {
             dns: DnsClients::new(settings.dns_timeout),
@@ -122,7 +122,7 @@ impl Drift {
         {
             let mut entries = self.entries();
             for (key, expectation, observation) in results {
-                self.metrics.observe_drift_check(&observation);
+                self.metrics.observe_check(&observation);
                 // A domain removed or re-registered meanwhile keeps its newer state.
                 let Some(entry) = entries.get_mut(&key) else {
                     continue;
@@ -137,7 +137,7 @@ impl Drift {
             }
         }
         let took = started.elapsed();
-        self.metrics.observe_drift_cycle(checked, took);
+        self.metrics.observe_cycle(checked, took);
         CycleReport {
             checked,
             changed,

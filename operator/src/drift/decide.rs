@@ -2,34 +2,14 @@
 //! domain counts as departed and when its departure action is due, what a probe's replies
 //! mean, and the one-word summary in `kubectl get md`.
 
-use crate::api::conditions::{Condition, ConditionStatus};
+use crate::api::conditions::{
+    ACCEPTANCE_VERIFIED, Condition, ConditionStatus, DEPARTED, PRIMARY_REACHABLE, Verdict,
+};
 use crate::api::domain::DepartureAction;
 use crate::dns::Mx;
 use crate::render::RelayMode;
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
-
-pub const DEPARTED: &str = "Departed";
-pub const ACCEPTANCE_VERIFIED: &str = "AcceptanceVerified";
-pub const PRIMARY_REACHABLE: &str = "PrimaryReachable";
-
-/// A condition as drift decides it; the controller attaches times and writes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub status: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Verdict {
-    pub fn new(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason,
-            message: message.into(),
-        }
-    }
-}
 
 /// What a resolver said about a domain's MX RRset.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,8 +7,8 @@ pub mod audit;
 pub mod check;
 pub mod cycle;
 pub mod decide;
+pub mod metrics;
 pub mod replicas;
 
 pub use check::{CheckSettings, Expectation, Observation, ProbePlan, ProbeTarget};
 pub use cycle::{CycleReport, Drift, DriftSettings};
-pub use decide::{ACCEPTANCE_VERIFIED, DEPARTED, PRIMARY_REACHABLE};

@@ -1,6 +1,5 @@
 //! `/metrics`, `/healthz` and `/readyz` over HTTP.
 
-use super::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -32,6 +31,12 @@ impl Health {
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
     }
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
 }
 
 /// What a process reports on `/metrics`, `/healthz` and `/readyz`; `Err` answers 503.
@@ -39,37 +44,6 @@ pub trait Endpoints: Send + Sync + 'static {
     fn metrics(&self) -> Result<String, std::fmt::Error>;
     fn health(&self) -> Result<&'static str, &'static str>;
     fn readiness(&self) -> Result<&'static str, &'static str>;
-}
-
-/// The operator's endpoints.
-pub struct OperatorEndpoints {
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-}
-
-impl Endpoints for OperatorEndpoints {
-    fn metrics(&self) -> Result<String, std::fmt::Error> {
-        self.metrics.encode()
-    }
-
-    fn health(&self) -> Result<&'static str, &'static str> {
-        if self.health.broken.load(Ordering::Relaxed) {
-            Err("a controller loop stopped\n")
-        } else {
-            Ok("ok\n")
-        }
-    }
-
-    fn readiness(&self) -> Result<&'static str, &'static str> {
-        let health = &self.health;
-        if health.broken.load(Ordering::Relaxed) || !health.connected.load(Ordering::Relaxed) {
-            Err("not connected to the API server\n")
-        } else if health.is_leader() {
-            Ok("ok: leading\n")
-        } else {
-            Ok("ok: standby\n")
-        }
-    }
 }
 
 /// Serves until the listener fails; binding errors are returned at once.

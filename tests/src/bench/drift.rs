@@ -8,8 +8,8 @@ use kube::runtime::reflector::ObjectRef;
 use mx_operator::api::MailDomain;
 use mx_operator::dns::Mx;
 use mx_operator::drift::check::NoReplicas;
+use mx_operator::drift::metrics::DriftMetrics;
 use mx_operator::drift::{CheckSettings, Drift, DriftSettings, Expectation};
-use mx_operator::telemetry::Metrics;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +47,7 @@ pub async fn run(dir: &Path, sizes: &[usize]) -> Result<Vec<Figure>, String> {
                 },
             },
             Arc::new(NoReplicas),
-            Arc::new(Metrics::default()),
+            DriftMetrics::default(),
         );
         for i in 0..domains {
             let name = format!("d{i:05}");

@@ -1,12 +1,11 @@
 //! MailGateway → StatefulSet, Services, PodDisruptionBudget, agent RBAC and the gateway
 //! ConfigMap; status says how many replicas serve and how many domains they relay.
 
-use super::domain::allowed;
+use super::context::{Context, Error};
 use super::ownership::{Claim, strongest};
-use super::placement::{claim_winner, gateway_key};
-use super::status::Desired;
-use super::{Context, Error, apply_if_changed, namespace_of, write_status};
-use crate::api::conditions::READY;
+use super::placement::{claim_winner, gateway_key, namespace_allowed};
+use super::write::{apply_if_changed, namespace_of, write_status};
+use crate::api::conditions::{CONFIGURED, Desired, READY};
 use crate::api::gateway::MailGatewayStatus;
 use crate::api::validate::normalize_domain;
 use crate::api::{MailDomain, MailGateway};
@@ -18,13 +17,13 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const CONFIGURED: &str = "Configured";
 const RETRY: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(gateway: Arc<MailGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -69,7 +68,7 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         default_image: &ctx.settings.gateway_image,
     };
 
-    let served = served_domains(gateway, ctx).await?;
+    let served = served_domains(gateway, ctx);
 
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     let service = apply_if_changed(&services, &build.service(), &[]).await?;
@@ -179,10 +178,7 @@ fn load_balancer_address(service: &Service) -> Option<&str> {
 /// The MailDomains this gateway relays: valid, from an allowed namespace, and the holder
 /// of their domain's claim. One pass over the domains (claims grouped by domain), so a
 /// gateway with many thousands of domains costs linear time.
-async fn served_domains(
-    gateway: &MailGateway,
-    ctx: &Context,
-) -> Result<Vec<Arc<MailDomain>>, Error> {
+fn served_domains(gateway: &MailGateway, ctx: &Context) -> Vec<Arc<MailDomain>> {
     let key = (gateway.namespace().unwrap_or_default(), gateway.name_any());
     let mut allowed_namespaces: HashMap<String, bool> = HashMap::new();
     let mut claims: BTreeMap<String, Vec<(Arc<MailDomain>, Claim)>> = BTreeMap::new();
@@ -199,7 +195,11 @@ async fn served_domains(
         let allowed_here = match allowed_namespaces.get(&namespace) {
             Some(known) => *known,
             None => {
-                let verdict = allowed(ctx, gateway, &namespace).await?;
+                let labels = ctx
+                    .namespaces
+                    .get(&ObjectRef::new(&namespace))
+                    .map(|ns| ns.metadata.labels.clone().unwrap_or_default());
+                let verdict = namespace_allowed(gateway, &namespace, labels.as_ref());
                 allowed_namespaces.insert(namespace.clone(), verdict);
                 verdict
             }
@@ -224,5 +224,5 @@ async fn served_domains(
             served.push(held.clone());
         }
     }
-    Ok(served)
+    served
 }

@@ -1,10 +1,14 @@
-//! A MailDomain's MX record, published through its DNSProvider.
+//! A MailDomain's MX record, published through its DNSProvider. For RFC 2136 the
+//! sequence is explicit: read the server's RRset and plan against what status lists as
+//! ours, record the intent in status, send the update, confirm what is published.
 
-use super::{Context, Error, FIELD_MANAGER};
+use super::super::context::{Context, Error, FIELD_MANAGER};
+use super::super::write::apply_status;
+use crate::api::MailDomain;
+use crate::api::conditions::Verdict;
 use crate::api::dnsprovider::{DNSProvider, Rfc2136};
 use crate::api::domain::{DomainRole, MailDomainStatus};
 use crate::api::validate::normalize_domain;
-use crate::api::{MailDomain, MailGateway};
 use crate::dns::external::{api_resource, endpoint};
 use crate::dns::rfc2136::{DnsError, Server, Session};
 use crate::dns::{Mx, plan};
@@ -14,14 +18,12 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use std::time::Duration;
 
-pub const DNS_SYNCED: &str = "DnsSynced";
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A problem a person can act on: the `DnsSynced` reason and message.
+/// A problem a person can act on: the `DnsSynced` verdict.
 #[derive(Debug)]
 pub struct DnsProblem {
-    pub reason: &'static str,
-    pub message: String,
+    pub verdict: Verdict,
     /// What status must list after this failure (None: what it listed before): what the
     /// stored status lists (the cache may lag behind this domain's last status write), and
     /// a record an update that may have reached the server added.
@@ -31,8 +33,7 @@ pub struct DnsProblem {
 impl DnsProblem {
     fn new(reason: &'static str, message: String) -> Self {
         Self {
-            reason,
-            message,
+            verdict: Verdict::failed(reason, message),
             still_listed: None,
         }
     }
@@ -64,21 +65,6 @@ pub struct Published {
     pub repaired: Option<Mx>,
 }
 
-/// The gateway's MX record for the domain: its first MX host name, at the spec's
-/// preference (default 20 for a backup, 10 for a primary).
-pub fn desired_mx(domain: &MailDomain, gateway: &MailGateway) -> Option<Mx> {
-    let exchange = gateway
-        .spec
-        .mx_hostnames
-        .first()
-        .and_then(|h| normalize_domain(h).ok())?;
-    let preference = domain.spec.mx.preference.unwrap_or(match domain.spec.role {
-        DomainRole::Backup => 20,
-        DomainRole::Primary => 10,
-    });
-    Some(Mx::new(preference, &exchange))
-}
-
 /// The records status lists as published, and as pending.
 fn listed_before(status: Option<&MailDomainStatus>) -> (Vec<Mx>, Vec<Mx>) {
     let parse = |records: &[String]| records.iter().filter_map(|r| parse_record(r)).collect();
@@ -101,14 +87,7 @@ pub async fn sync(
     desired: Option<&Mx>,
 ) -> Result<Result<Published, DnsProblem>, Error> {
     let Some(dns) = &domain.spec.dns else {
-        return Ok(Ok(Published {
-            records: vec![],
-            pending: vec![],
-            zone: None,
-            via: String::new(),
-            server: None,
-            repaired: None,
-        }));
+        return Ok(Ok(Published::nothing()));
     };
     let providers: Api<DNSProvider> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(provider) = providers.get_opt(&dns.provider_ref.name).await? else {
@@ -132,6 +111,7 @@ pub async fn sync(
     if let Some(rfc2136) = &provider.spec.rfc2136 {
         let api: Api<MailDomain> = Api::namespaced(ctx.client.clone(), namespace);
         let name = domain.name_any();
+        // 1. Read the server's RRset and plan against the records status lists as ours.
         let mut update =
             match prepare_rfc2136(domain, ctx, namespace, normalized, rfc2136, desired).await {
                 Ok(update) => update,
@@ -145,10 +125,13 @@ pub async fn sync(
             let stored = api.get(&name).await?;
             update.replan(stored.status, desired);
         }
+        // 2. Record the intent: a record about to be added is listed as ours first, so
+        // a run that stops after sending still knows it is ours to remove.
         let intent = update.intent();
         if let Some(records) = &intent {
             record_intent(&api, &name, update.status.clone(), records.clone()).await?;
         }
+        // 3. Send, and 4. confirm what is published now.
         return match update.apply(normalized, domain.spec.mx.ttl, desired).await {
             Ok(published) => Ok(Ok(published)),
             Err(problem) => Ok(Err(still_listed(problem, &api, &name, intent).await?)),
@@ -162,6 +145,20 @@ pub async fn sync(
     publish_endpoint(domain, ctx, namespace, normalized, desired, &labels)
         .await
         .map(Ok)
+}
+
+impl Published {
+    /// Nothing published: the domain names no DNSProvider.
+    fn nothing() -> Self {
+        Self {
+            records: vec![],
+            pending: vec![],
+            zone: None,
+            via: String::new(),
+            server: None,
+            repaired: None,
+        }
+    }
 }
 
 /// An RFC 2136 change worked out against the server's current records, not yet sent.
@@ -288,7 +285,7 @@ async fn record_intent(
 ) -> Result<(), Error> {
     let mut status = status.unwrap_or_default();
     status.published_records = records;
-    super::apply_status(api, name, &status).await
+    apply_status(api, name, &status).await
 }
 
 async fn server(ctx: &Context, namespace: &str, spec: &Rfc2136) -> Result<Server, DnsProblem> {

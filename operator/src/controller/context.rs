@@ -1,0 +1,80 @@
+//! What every reconcile shares: settings, caches, the API client, the Event recorder, and
+//! the error type.
+
+use super::claims::ClaimIndex;
+pub use super::error::Error;
+use super::metrics::Metrics;
+use super::status::Transition;
+use crate::api::{MailDomain, MailGateway};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Event, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "mx-operator";
+/// Holds a MailDomain until its children outside its namespace (and DNS records) are gone.
+pub const FINALIZER: &str = "mx-operator.io/cleanup";
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image of gateways that do not name their own.
+    pub gateway_image: String,
+    /// How often every object is looked at again although nothing changed.
+    pub resync: Duration,
+    /// MailDomains reconciled at the same time. Unbounded, thousands of reconciles pile up
+    /// on a slow API server: memory grows and requests time out and are retried.
+    pub concurrency: u16,
+    /// Drift checks (DNS, SMTP probes, departure); `None` turns them off.
+    pub drift: Option<crate::drift::DriftSettings>,
+    /// Where ownership proofs (TXT records) are looked up; none, no proof is found.
+    pub resolvers: Vec<std::net::SocketAddr>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub domains: Store<MailDomain>,
+    pub gateways: Store<MailGateway>,
+    /// Whether the server serves `policy/v1` PodDisruptionBudgets (Kubernetes 1.21+).
+    pub pdb_served: bool,
+    /// Namespaces' labels, for gateways that admit MailDomains by namespace selector.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The relay ConfigMaps as the operator last saw them, compared before each write.
+    pub relays: Store<ConfigMap>,
+    /// MailDomains by the domain they claim.
+    pub claims: Arc<ClaimIndex>,
+    /// The drift checks' registry, when drift is on.
+    pub drift: Option<Arc<crate::drift::Drift>>,
+    /// DNS clients for ownership proofs.
+    pub lookups: crate::drift::check::DnsClients,
+}
+
+impl Context {
+    /// Publishes one Event per transition; a failed publish is logged, never fatal.
+    pub(crate) async fn publish(
+        &self,
+        object: &impl Resource<DynamicType = ()>,
+        transitions: Vec<Transition>,
+    ) {
+        for transition in transitions {
+            let event = Event {
+                type_: transition.type_,
+                reason: transition.reason,
+                note: Some(transition.message),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+                tracing::warn!(%error, "publishing an Event failed");
+            }
+        }
+    }
+}

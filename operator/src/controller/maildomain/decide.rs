@@ -1,0 +1,466 @@
+//! The MailDomain decision: one pure function from the domain and its inputs to what the
+//! reconcile does (relay config, finalizer, MX record, drift expectation), the conditions
+//! it reports and when it looks again. Every way a domain can fail to be relayed is a
+//! branch here, with a table test below.
+
+use super::fetch::Inputs;
+use super::recipients::{self, Recipients};
+use crate::api::conditions::{
+    ACCEPTANCE_VERIFIED, CONFLICT, DEPARTED, Desired, OWNERSHIP_VERIFIED, PRIMARY_REACHABLE, READY,
+    RECIPIENTS_SYNCED, RELAY_CONFIGURED, Verdict,
+};
+use crate::api::domain::{DomainRole, OwnershipProof};
+use crate::api::validate::{normalize_domain, normalize_host, parse_duration};
+use crate::api::{MailDomain, MailGateway};
+use crate::controller::ownership;
+use crate::controller::placement::{claim_winner, namespace_allowed};
+use crate::dns::Mx;
+use crate::drift::decide as drift;
+use crate::drift::{Expectation, ProbePlan, ProbeTarget};
+use crate::manifests::gateway::GatewayNames;
+use crate::manifests::relay::{RelayTarget, relay_configmap, relay_configmap_name};
+use crate::recipients::fingerprint;
+use crate::render::{DomainInput, RelayMode, RenderError, relay_configmap_data};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use std::time::Duration;
+
+/// How soon a domain whose proof is missing, or whose DNS update failed, is looked at
+/// again (at most; the resync may be shorter).
+pub const RETRY: Duration = Duration::from_secs(30);
+
+/// What one reconcile of a MailDomain does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Add the cleanup finalizer (when missing): the relay config lives in another
+    /// namespace, or there are DNS records to withdraw.
+    pub finalizer: bool,
+    /// The relay config to apply; `None` leaves what the gateway has as it is.
+    pub relay: Option<Relay>,
+    /// `Some`: make the MX record at the DNSProvider, if the spec names one, match
+    /// (`Some(None)`: withdraw ours).
+    pub mx: Option<Option<Mx>>,
+    /// Conditions, in the order they are listed: those before `DnsSynced`, then those
+    /// after it; `Ready` comes last.
+    pub conditions: Vec<Desired>,
+    pub conditions_after_dns: Vec<Desired>,
+    pub ready: Ready,
+    /// Status fields besides conditions.
+    pub status: StatusChange,
+    /// What the drift checks look at, once the MX record's server is known.
+    pub drift: Option<Expectation>,
+    pub requeue: Action,
+}
+
+/// The relay ConfigMap for the domain, where it goes, and where the last one was when the
+/// domain moved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Relay {
+    pub configmap: ConfigMap,
+    /// `namespace/name`.
+    pub location: String,
+    pub moved_from: Option<String>,
+}
+
+/// The `Ready` condition, which for a relayed domain also depends on the DNS outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ready {
+    Fixed(Desired),
+    /// This, unless publishing the MX record fails: then `False` with the DNS reason.
+    UnlessDnsFails(Desired),
+}
+
+/// Status fields a decision sets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatusChange {
+    /// Recipient count and fingerprint, and the relay ConfigMap's location.
+    pub relayed: Option<Relayed>,
+    /// `Some(proof)` sets the ownership proof shown (`Some(None)` clears it and its
+    /// condition: the gateway no longer asks for one).
+    pub ownership: Option<Option<OwnershipProof>>,
+    /// Write the one-word drift summary (a drift check has seen the domain).
+    pub drift_summary: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Relayed {
+    pub count: i64,
+    pub hash: String,
+    pub location: String,
+}
+
+impl Decision {
+    /// Nothing of the domain is rendered or published; only conditions change.
+    fn report(conditions: Vec<Desired>, ready: Desired, requeue: Action) -> Self {
+        Self {
+            finalizer: false,
+            relay: None,
+            mx: None,
+            conditions,
+            conditions_after_dns: vec![],
+            ready: Ready::Fixed(ready),
+            status: StatusChange::default(),
+            drift: None,
+            requeue,
+        }
+    }
+}
+
+fn no_conflict() -> Desired {
+    Desired::new(
+        CONFLICT,
+        false,
+        "NoConflict",
+        "no other MailDomain claims this domain",
+    )
+}
+
+/// The domain is not relayed for a reason outside it.
+fn not_relayed(reason: &'static str, message: String, resync: Duration) -> Decision {
+    Decision::report(
+        vec![Desired::new(
+            RELAY_CONFIGURED,
+            false,
+            reason,
+            message.clone(),
+        )],
+        Desired::new(READY, false, reason, message),
+        Action::requeue(resync),
+    )
+}
+
+/// Decides one reconcile of a MailDomain that is not being deleted.
+pub fn decide(
+    domain: &MailDomain,
+    inputs: &Inputs,
+    now: Timestamp,
+) -> Result<Decision, RenderError> {
+    if let Err(problems) = domain.spec.validate() {
+        // Nothing else is touched: the last good relay config keeps serving.
+        return Ok(Decision::report(
+            vec![],
+            Desired::new(READY, false, "InvalidSpec", problems.to_string()),
+            Action::await_change(),
+        ));
+    }
+    let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
+    let namespace = &inputs.namespace;
+    let (gateway_namespace, gateway_name) = &inputs.gateway_key;
+    let Some(gateway) = inputs.gateway.as_deref() else {
+        let message = format!("MailGateway {gateway_namespace}/{gateway_name} does not exist");
+        return Ok(not_relayed("GatewayNotFound", message, inputs.resync));
+    };
+    let admits = |ns: &str| namespace_allowed(gateway, ns, inputs.namespace_labels.get(ns));
+    if !admits(namespace) {
+        let message = format!(
+            "MailGateway {gateway_namespace}/{gateway_name} does not accept MailDomains from namespace {namespace} (spec.allowedDomains)"
+        );
+        return Ok(not_relayed("NamespaceNotAllowed", message, inputs.resync));
+    }
+    if let Some((winner_namespace, winner_name)) =
+        conflicting_winner(domain, inputs, gateway, &normalized, admits)
+    {
+        let message = format!(
+            "{normalized} is already relayed by MailGateway {gateway_namespace}/{gateway_name} for MailDomain {winner_namespace}/{winner_name}, which claimed it first; nothing of this MailDomain is rendered",
+        );
+        return Ok(Decision::report(
+            vec![
+                Desired::new(CONFLICT, true, "DomainClaimed", message.clone()),
+                Desired::new(RELAY_CONFIGURED, false, "Conflict", message.clone()),
+            ],
+            Desired::new(READY, false, "Conflict", message),
+            Action::requeue(inputs.resync),
+        ));
+    }
+
+    let ownership = match ownership::required(gateway, namespace, &normalized) {
+        None => None,
+        Some(proof) if ownership::proved(domain, &proof) => {
+            let verdict = ownership::verified(&proof);
+            Some((proof, verdict))
+        }
+        Some(proof) => {
+            let found = inputs
+                .ownership_txt
+                .clone()
+                .unwrap_or_else(|| Err("not looked up".into()));
+            let verdict = ownership::judge(&found, &proof);
+            if !verdict.status && !ownership::grandfathered(domain, gateway, &normalized) {
+                let message = verdict.message.clone();
+                let mut decision = Decision::report(
+                    vec![
+                        verdict.on(OWNERSHIP_VERIFIED),
+                        Desired::new(
+                            RELAY_CONFIGURED,
+                            false,
+                            "OwnershipUnproven",
+                            message.clone(),
+                        ),
+                    ],
+                    Desired::new(READY, false, "OwnershipUnproven", message),
+                    Action::requeue(inputs.resync.min(RETRY)),
+                );
+                decision.status.ownership = Some(Some(proof));
+                return Ok(decision);
+            }
+            Some((proof, verdict))
+        }
+    };
+
+    let recipients = match recipients::merge(domain, &normalized, namespace, &inputs.lists, now) {
+        Ok(recipients) => recipients,
+        Err(problem) => {
+            let ready = Desired::new(
+                READY,
+                false,
+                problem.reason,
+                format!("{}; the previous list keeps serving", problem.message),
+            );
+            return Ok(Decision::report(
+                vec![no_conflict(), problem.on(RECIPIENTS_SYNCED)],
+                ready,
+                Action::requeue(inputs.resync),
+            ));
+        }
+    };
+    relayed(
+        domain,
+        inputs,
+        gateway,
+        &normalized,
+        ownership,
+        recipients,
+        now,
+    )
+}
+
+/// The domain is relayed (perhaps deferred, suspended or withdrawn after departure).
+fn relayed(
+    domain: &MailDomain,
+    inputs: &Inputs,
+    gateway: &MailGateway,
+    normalized: &str,
+    ownership: Option<(OwnershipProof, Verdict)>,
+    recipients: Recipients,
+    now: Timestamp,
+) -> Result<Decision, RenderError> {
+    let namespace = &inputs.namespace;
+    let (gateway_namespace, gateway_name) = &inputs.gateway_key;
+    let ours: Vec<String> = gateway
+        .spec
+        .mx_hostnames
+        .iter()
+        .filter_map(|h| normalize_domain(h).ok())
+        .collect();
+    let departure = if inputs.drift_on {
+        drift::departure(
+            domain.condition(DEPARTED),
+            inputs.observation.as_ref().map(|o| &o.public),
+            &ours,
+            now,
+            parse_duration(&domain.spec.departure.grace_period).unwrap_or(Duration::MAX),
+        )
+    } else {
+        // Without drift checks nothing is ever departed.
+        drift::Departure::default()
+    };
+    let (departed_mode, withdraw_mx) =
+        drift::departure_effect(departure.action_due, domain.spec.departure.action);
+    let mode = match departed_mode {
+        Some(mode) => mode,
+        None if recipients.stale.is_some() => RelayMode::Stale,
+        None => RelayMode::Active,
+    };
+    let data = relay_configmap_data(&DomainInput {
+        spec: &domain.spec,
+        recipients: &recipients.addresses,
+        mode,
+        gateway_delivery: &gateway.spec.delivery,
+    })?;
+    let same_namespace = gateway_namespace == namespace;
+    let name = domain.name_any();
+    let target = RelayTarget {
+        gateway_namespace,
+        gateway_name,
+        domain: normalized,
+        owner_namespace: namespace,
+        owner_name: &name,
+        owner_reference: if same_namespace {
+            domain.controller_owner_ref(&())
+        } else {
+            None
+        },
+    };
+    let location = format!("{gateway_namespace}/{}", relay_configmap_name(normalized));
+    let previous = domain
+        .status
+        .as_ref()
+        .and_then(|s| s.relay_config_map.clone());
+    let relay = Relay {
+        configmap: relay_configmap(&target, data),
+        location: location.clone(),
+        moved_from: previous.filter(|p| *p != location),
+    };
+    let desired_mx = desired_mx(domain, gateway).filter(|_| !withdraw_mx);
+    let drift = inputs.drift_on.then(|| Expectation {
+        domain: normalized.to_string(),
+        ours: ours.clone(),
+        primary_host: normalize_host(&domain.spec.primary.host).unwrap_or_default(),
+        primary_port: domain.spec.primary.port,
+        // Known once the record is published.
+        authoritative: None,
+        probe: Some(ProbePlan {
+            target: match &gateway.spec.probe_address {
+                Some(address) => ProbeTarget::Address(address.clone()),
+                None => ProbeTarget::Replicas {
+                    namespace: gateway_namespace.clone(),
+                    service: GatewayNames::of(gateway_name).headless,
+                },
+            },
+            helo: ours.first().cloned().unwrap_or_default(),
+            domain: normalized.to_string(),
+            known: recipients.addresses.iter().next().cloned(),
+            expect: drift::expect_for(mode, domain.spec.policy.require_tls),
+            catch_all: domain.spec.recipients.catch_all,
+        }),
+    });
+
+    let count = recipients.addresses.len();
+    let synced = match &recipients.stale {
+        Some(age) => Desired::new(
+            RECIPIENTS_SYNCED,
+            false,
+            "Stale",
+            format!(
+                "{} is older than recipients.maxAge ({age}); the gateway answers 4xx (try later) for the domain",
+                recipients.described
+            ),
+        ),
+        None => Desired::new(
+            RECIPIENTS_SYNCED,
+            true,
+            "Synced",
+            format!("{count} recipient(s) from {}", recipients.described),
+        ),
+    };
+    let ready = match departed_mode {
+        Some(mode) => Ready::Fixed(Desired::new(
+            READY,
+            false,
+            "Departed",
+            format!(
+                "the domain's MX no longer points at the gateway and the grace period has passed: {}",
+                match mode {
+                    RelayMode::Suspended =>
+                        "the gateway answers 4xx for it (departure.action Suspend)",
+                    _ =>
+                        "its relay config and MX record are withdrawn (departure.action Remove); it comes back when the MX points here again",
+                }
+            ),
+        )),
+        None if recipients.stale.is_some() => Ready::Fixed(Desired::new(
+            READY,
+            false,
+            "Stale",
+            "the recipient list is stale; mail is deferred, not accepted",
+        )),
+        None => Ready::UnlessDnsFails(Desired::new(
+            READY,
+            true,
+            "Relayed",
+            format!("relayed by MailGateway {gateway_namespace}/{gateway_name}"),
+        )),
+    };
+    let mut after_dns = vec![];
+    if let Some(verdict) = departure.condition {
+        after_dns.push(verdict.on(DEPARTED));
+    }
+    if let Some(observation) = &inputs.observation {
+        for (type_, verdict) in [
+            (ACCEPTANCE_VERIFIED, &observation.acceptance),
+            (PRIMARY_REACHABLE, &observation.primary),
+        ] {
+            if let Some(verdict) = verdict {
+                after_dns.push(verdict.clone().on(type_));
+            }
+        }
+    }
+    let proof = ownership.map(|(proof, verdict)| {
+        after_dns.push(verdict.on(OWNERSHIP_VERIFIED));
+        proof
+    });
+    let requeue = [recipients.becomes_stale_in, departure.due_in]
+        .into_iter()
+        .flatten()
+        .fold(inputs.resync, Duration::min);
+    Ok(Decision {
+        finalizer: !same_namespace || domain.spec.dns.is_some(),
+        relay: Some(relay),
+        mx: Some(desired_mx),
+        conditions: vec![
+            no_conflict(),
+            synced,
+            Desired::new(
+                RELAY_CONFIGURED,
+                true,
+                "Configured",
+                format!("relay ConfigMap {location}"),
+            ),
+        ],
+        conditions_after_dns: after_dns,
+        ready,
+        status: StatusChange {
+            relayed: Some(Relayed {
+                count: count as i64,
+                hash: fingerprint(&recipients.addresses),
+                location,
+            }),
+            ownership: Some(proof),
+            drift_summary: inputs.observation.is_some(),
+        },
+        drift,
+        requeue: Action::requeue(requeue),
+    })
+}
+
+/// The MailDomain (`namespace`, `name`) that holds the domain when it is not this one.
+/// Rivals that are invalid keep their claim (their last config still serves); rivals from
+/// namespaces the gateway refuses hold none; where the gateway asks for proof, proved
+/// claims beat those kept from before, and unproved ones hold none.
+fn conflicting_winner(
+    domain: &MailDomain,
+    inputs: &Inputs,
+    gateway: &MailGateway,
+    normalized: &str,
+    admits: impl Fn(&str) -> bool,
+) -> Option<(String, String)> {
+    let rivals = inputs.rivals.iter().filter_map(|rival| {
+        let rival_namespace = rival.namespace().unwrap_or_default();
+        admits(&rival_namespace).then(|| {
+            let claim = ownership::claim(gateway, &rival_namespace, normalized, rival);
+            (rival.as_ref(), claim)
+        })
+    });
+    let own = ownership::claim(gateway, &inputs.namespace, normalized, domain);
+    let claims: Vec<_> = rivals.chain([(domain, own)]).collect();
+    let winner = claim_winner(ownership::strongest(claims))?;
+    (winner.metadata.uid != domain.metadata.uid)
+        .then(|| (winner.namespace().unwrap_or_default(), winner.name_any()))
+}
+
+/// The gateway's MX record for the domain: its first MX host name, at the spec's
+/// preference (default 20 for a backup, 10 for a primary).
+pub fn desired_mx(domain: &MailDomain, gateway: &MailGateway) -> Option<Mx> {
+    let exchange = gateway
+        .spec
+        .mx_hostnames
+        .first()
+        .and_then(|h| normalize_domain(h).ok())?;
+    let preference = domain.spec.mx.preference.unwrap_or(match domain.spec.role {
+        DomainRole::Backup => 20,
+        DomainRole::Primary => 10,
+    });
+    Some(Mx::new(preference, &exchange))
+}

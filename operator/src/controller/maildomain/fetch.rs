@@ -1,0 +1,160 @@
+//! Everything a MailDomain's decision depends on, gathered before anything is decided:
+//! from the operator's caches, plus the two reads no cache holds (the referenced recipient
+//! lists, and an ownership proof's TXT record while the claim is unproved).
+
+use super::super::context::{Context, Error};
+use super::super::ownership;
+use super::super::placement::{gateway_key, rivals};
+use crate::api::gateway::NamespacesFrom;
+use crate::api::validate::normalize_domain;
+use crate::api::{KeyRef, MailDomain, MailGateway};
+use crate::drift::Observation;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The inputs of one decision.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// The domain's own namespace.
+    pub namespace: String,
+    /// The gateway (`namespace`, `name`) the domain names, and the gateway when it exists.
+    pub gateway_key: (String, String),
+    pub gateway: Option<Arc<MailGateway>>,
+    /// Labels of the domain's and its rivals' namespaces, where the gateway admits
+    /// namespaces by label (a namespace that does not exist has none).
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Other MailDomains claiming the same domain at the same gateway.
+    pub rivals: Vec<Arc<MailDomain>>,
+    /// The TXT strings at the ownership proof's record (`Err`: the lookup failed); looked
+    /// up only while the gateway asks for a proof this claim has not shown yet.
+    pub ownership_txt: Option<Result<Vec<String>, String>>,
+    /// The referenced recipient lists, in spec order (ConfigMap, then Secret).
+    pub lists: Vec<ListSource>,
+    /// Whether drift checks run, and what the last one saw of this domain.
+    pub drift_on: bool,
+    pub observation: Option<Observation>,
+    /// How often every domain is looked at again.
+    pub resync: Duration,
+    /// The relay ConfigMap at the domain's gateway, as the cache holds it.
+    pub relay_live: Option<Arc<ConfigMap>>,
+}
+
+/// A referenced recipient list: its object's metadata and the key's text, if they exist.
+#[derive(Clone, Debug)]
+pub struct ListSource {
+    pub kind: &'static str,
+    pub reference: KeyRef,
+    /// `None`: the object does not exist; else its metadata and the key's text (`None`:
+    /// no such key, or not UTF-8).
+    pub found: Option<(ObjectMeta, Option<String>)>,
+}
+
+pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> {
+    let namespace = domain
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(domain.name_any()))?;
+    let gateway_key = gateway_key(domain).ok_or_else(|| Error::NotNamespaced(domain.name_any()))?;
+    let (gateway_namespace, gateway_name) = &gateway_key;
+    let gateway = ctx
+        .gateways
+        .get(&ObjectRef::<MailGateway>::new(gateway_name).within(gateway_namespace));
+    let normalized = normalize_domain(&domain.spec.domain).ok();
+    let mut inputs = Inputs {
+        namespace: namespace.clone(),
+        gateway_key: gateway_key.clone(),
+        drift_on: ctx.drift.is_some(),
+        observation: ctx
+            .drift
+            .as_ref()
+            .and_then(|d| d.observation(&ObjectRef::from_obj(domain))),
+        resync: ctx.settings.resync,
+        ..Default::default()
+    };
+    // An invalid spec or a missing gateway is decided from this much; nothing is read
+    // from the network for it.
+    let (Some(gateway), Some(normalized), true) =
+        (gateway, normalized, domain.spec.validate().is_ok())
+    else {
+        return Ok(inputs);
+    };
+    inputs.rivals = rivals(&ctx.domains, &ctx.claims, domain, &normalized);
+    if gateway.spec.allowed_domains.from == NamespacesFrom::Selector {
+        let asked = inputs.rivals.iter().filter_map(|r| r.namespace());
+        for asked in asked.chain([namespace.clone()]) {
+            let key = ObjectRef::new(&asked);
+            if let Some(found) = ctx.namespaces.get(&key) {
+                let labels = found.metadata.labels.clone().unwrap_or_default();
+                inputs.namespace_labels.insert(asked, labels);
+            }
+        }
+    }
+    if let Some(proof) = ownership::required(&gateway, &namespace, &normalized)
+        && !ownership::proved(domain, &proof)
+    {
+        let found = ctx
+            .lookups
+            .txt_any(&ctx.settings.resolvers, &proof.record)
+            .await;
+        inputs.ownership_txt = Some(found);
+    }
+    inputs.lists = lists(domain, ctx, &namespace).await?;
+    inputs.relay_live = ctx.relays.get(
+        &ObjectRef::new(&crate::manifests::relay::relay_configmap_name(&normalized))
+            .within(gateway_namespace),
+    );
+    inputs.gateway = Some(gateway);
+    Ok(inputs)
+}
+
+/// The referenced lists, read from the API server: caching every ConfigMap and Secret of
+/// the cluster with its data would put every credential into the operator's memory.
+async fn lists(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Vec<ListSource>, Error> {
+    let spec = &domain.spec.recipients;
+    let mut lists = vec![];
+    if let Some(reference) = &spec.config_map_ref {
+        let found = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(&reference.name)
+            .await?
+            .map(|cm| {
+                let text = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&reference.key).cloned());
+                (cm.metadata, text)
+            });
+        lists.push(ListSource {
+            kind: "ConfigMap",
+            reference: reference.clone(),
+            found,
+        });
+    }
+    if let Some(reference) = &spec.secret_ref {
+        let found = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(&reference.name)
+            .await?
+            .map(|secret| {
+                let text = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&reference.key))
+                    .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+                (secret.metadata, text)
+            });
+        lists.push(ListSource {
+            kind: "Secret",
+            reference: reference.clone(),
+            found,
+        });
+    }
+    Ok(lists)
+}

@@ -1,0 +1,60 @@
+//! MailDomain → one relay ConfigMap in its gateway's namespace, its MX record, and a status
+//! that says whether the gateway relays the domain and why not.
+//!
+//! One reconcile is a pipeline:
+//!
+//! ```text
+//! fetch (caches; lists and TXT proof) → decide (pure) → apply (writes, DNS) → status (one write)
+//! ```
+//!
+//! and deletion is `finalize`.
+
+mod apply;
+mod decide;
+mod dns;
+mod fetch;
+mod finalize;
+mod recipients;
+mod status;
+
+use super::context::{Context, Error};
+use crate::api::MailDomain;
+use crate::api::validate::normalize_domain;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub async fn reconcile(domain: Arc<MailDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&domain, &ctx).await;
+    ctx.metrics
+        .observe_reconcile("MailDomain", started.elapsed(), result.as_ref().err());
+    result
+}
+
+pub fn error_policy(domain: Arc<MailDomain>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(maildomain = %domain.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(decide::RETRY)
+}
+
+#[tracing::instrument(skip_all, fields(maildomain = %domain.name_any(), namespace = domain.namespace().unwrap_or_default()))]
+async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
+    if domain.metadata.deletion_timestamp.is_some() {
+        let namespace = domain
+            .namespace()
+            .ok_or_else(|| Error::NotNamespaced(domain.name_any()))?;
+        return finalize::finalize(domain, ctx, &namespace).await;
+    }
+    let inputs = fetch::fetch(domain, ctx).await?;
+    let decision = decide::decide(domain, &inputs, Timestamp::now())?;
+    let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
+    let applied = apply::apply(domain, ctx, &inputs, &normalized, &decision).await?;
+    let dns_failed = status::dns_failed(&applied);
+    status::write(domain, ctx, &decision, applied).await?;
+    if dns_failed {
+        return Ok(Action::requeue(ctx.settings.resync.min(decide::RETRY)));
+    }
+    Ok(decision.requeue)
+}

@@ -1,0 +1,111 @@
+//! A domain's recipient list: the inline addresses merged with the referenced lists, and
+//! whether the oldest of them is past `recipients.maxAge`. Pure.
+
+use super::fetch::ListSource;
+use crate::api::MailDomain;
+use crate::api::conditions::Verdict;
+use crate::api::validate::{normalize_address, parse_duration};
+use crate::recipients::parse_list;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Set on a referenced recipient list by whatever keeps it up to date; `maxAge` is
+/// measured from it (otherwise from the object's last write).
+pub const RECIPIENTS_UPDATED_ANNOTATION: &str = "mx-operator.io/recipients-updated-at";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipients {
+    pub addresses: BTreeSet<String>,
+    /// Where they came from, for status: "2 inline, 3 from ConfigMap users".
+    pub described: String,
+    /// Set to the age when a referenced list is older than `maxAge`.
+    pub stale: Option<String>,
+    pub becomes_stale_in: Option<Duration>,
+}
+
+/// Merges the inline list with the referenced ones. `Err` is a problem the user can fix:
+/// a missing list or key, or an invalid line (the whole list is refused then).
+pub fn merge(
+    domain: &MailDomain,
+    normalized: &str,
+    namespace: &str,
+    lists: &[ListSource],
+    now: Timestamp,
+) -> Result<Recipients, Verdict> {
+    let spec = &domain.spec.recipients;
+    let mut addresses: BTreeSet<String> = spec
+        .inline
+        .iter()
+        .filter_map(|a| normalize_address(a, normalized).ok())
+        .collect();
+    let mut sources = vec![format!("{} inline", spec.inline.len())];
+    let max_age = spec.max_age.as_deref().and_then(|a| parse_duration(a).ok());
+    let mut oldest: Option<(Duration, String)> = None;
+    for list in lists {
+        let (kind, name, key) = (list.kind, &list.reference.name, &list.reference.key);
+        let Some((metadata, text)) = &list.found else {
+            return Err(Verdict::failed(
+                "RecipientSourceMissing",
+                format!("{kind} {namespace}/{name} does not exist"),
+            ));
+        };
+        let Some(text) = text else {
+            return Err(Verdict::failed(
+                "RecipientSourceMissing",
+                format!("{kind} {namespace}/{name} has no key {key:?} (or it is not UTF-8 text)"),
+            ));
+        };
+        let label = format!("{kind} {namespace}/{name} key {key}");
+        match parse_list(&label, text, normalized) {
+            Ok(list) => {
+                sources.push(format!("{} from {kind} {name}", list.len()));
+                addresses.extend(list);
+            }
+            Err(invalid) => return Err(Verdict::failed("InvalidRecipients", invalid.to_string())),
+        }
+        if let Some(age) = age_of(metadata, now)
+            && oldest.as_ref().is_none_or(|(o, _)| age > *o)
+        {
+            oldest = Some((age, label));
+        }
+    }
+    let (stale, becomes_stale_in) = match (max_age, &oldest) {
+        (Some(max), Some((age, label))) if *age > max => (
+            Some(format!("{label}: last updated {}s ago", age.as_secs())),
+            None,
+        ),
+        (Some(max), Some((age, _))) => (None, Some(max - *age + Duration::from_secs(1))),
+        _ => (None, None),
+    };
+    if spec.catch_all {
+        sources.push("catch-all".into());
+    }
+    Ok(Recipients {
+        addresses,
+        described: sources.join(", "),
+        stale,
+        becomes_stale_in,
+    })
+}
+
+/// How long ago a referenced list was last updated: its annotation when the tool that
+/// keeps it sets one, otherwise the last write recorded in its managed fields.
+fn age_of(metadata: &ObjectMeta, now: Timestamp) -> Option<Duration> {
+    let annotated = metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RECIPIENTS_UPDATED_ANNOTATION))
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let written = metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .chain(metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .max();
+    let updated = annotated.or(written)?;
+    let age = now.duration_since(updated);
+    Some(Duration::from_secs(age.as_secs().max(0) as u64))
+}

@@ -1,0 +1,227 @@
+//! The operator's metrics: reconciles, MailDomains by state, MX repairs, and the drift
+//! checks' figures in the same registry; and the operator's `/metrics`, `/healthz` and
+//! `/readyz` answers.
+
+use super::error::Error;
+use crate::api::conditions::{DEPARTED, READY};
+use crate::api::{ConditionStatus, MailDomain};
+use crate::drift::metrics::DriftMetrics;
+use crate::telemetry::{Endpoints, Health};
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The operator's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<KindLabels, Histogram>,
+    domains: Family<StateLabels, Gauge>,
+    departed: Gauge,
+    dns_repairs: Counter,
+    domain_store: Mutex<Option<Store<MailDomain>>>,
+    /// The drift checks' own figures, registered here.
+    pub drift: DriftMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mx_operator");
+        let metrics = Self {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            durations: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 12))
+            }),
+            domains: Family::default(),
+            departed: Gauge::default(),
+            dns_repairs: Counter::default(),
+            domain_store: Mutex::new(None),
+            drift: DriftMetrics::register(&mut registry),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconciles",
+            "Reconciles finished, by kind",
+            metrics.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by kind and error",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, by kind",
+            metrics.durations.clone(),
+        );
+        registry.register(
+            "maildomains",
+            "MailDomains by the reason of their Ready condition",
+            metrics.domains.clone(),
+        );
+        registry.register(
+            "dns_drift_repairs",
+            "MX records of ours restored after they were removed or changed behind the operator's back",
+            metrics.dns_repairs.clone(),
+        );
+        registry.register(
+            "maildomains_departed",
+            "MailDomains whose public MX no longer names their gateway (Departed=True)",
+            metrics.departed.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, kind: &str, took: Duration, error: Option<&Error>) {
+        let labels = KindLabels {
+            kind: kind.to_string(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if let Some(error) = error {
+            let labels = ErrorLabels {
+                kind: kind.to_string(),
+                reason: error.metric_label().to_string(),
+            };
+            self.errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn observe_dns_repair(&self) {
+        self.dns_repairs.inc();
+    }
+
+    /// Domains are counted from this cache when metrics are scraped, so the figures are
+    /// never out of date.
+    pub fn count_domains_from(&self, store: Store<MailDomain>) {
+        if let Ok(mut slot) = self.domain_store.lock() {
+            *slot = Some(store);
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.refresh_domain_counts();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    fn refresh_domain_counts(&self) {
+        let Ok(slot) = self.domain_store.lock() else {
+            return;
+        };
+        let Some(store) = slot.as_ref() else { return };
+        self.domains.clear();
+        let state = store.state();
+        let departed = state
+            .iter()
+            .filter(|d| {
+                d.condition(DEPARTED)
+                    .is_some_and(|c| c.status == ConditionStatus::True)
+            })
+            .count();
+        self.departed.set(departed as i64);
+        for domain in state {
+            self.domains
+                .get_or_create(&StateLabels {
+                    state: domain_state(&domain),
+                })
+                .inc();
+        }
+    }
+}
+
+/// `Ready`, or the reason a domain is not ready (`Conflict`, `InvalidSpec`, ...).
+fn domain_state(domain: &MailDomain) -> String {
+    match domain.condition(READY) {
+        Some(c) if c.status == ConditionStatus::True => "Ready".into(),
+        Some(c) => c.reason.clone(),
+        None => "Pending".into(),
+    }
+}
+
+/// The operator's endpoints.
+pub struct OperatorEndpoints {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Endpoints for OperatorEndpoints {
+    fn metrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.encode()
+    }
+
+    fn health(&self) -> Result<&'static str, &'static str> {
+        if self.health.is_broken() {
+            Err("a controller loop stopped\n")
+        } else {
+            Ok("ok\n")
+        }
+    }
+
+    fn readiness(&self) -> Result<&'static str, &'static str> {
+        let health = &self.health;
+        if health.is_broken() || !health.is_connected() {
+            Err("not connected to the API server\n")
+        } else if health.is_leader() {
+            Ok("ok: leading\n")
+        } else {
+            Ok("ok: standby\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_and_errors_are_counted() {
+        let metrics = Metrics::default();
+        metrics.observe_reconcile("MailDomain", Duration::from_millis(3), None);
+        let error = Error::NotNamespaced("x".into());
+        metrics.observe_reconcile("MailDomain", Duration::from_millis(3), Some(&error));
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("mx_operator_reconciles_total{kind=\"MailDomain\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("mx_operator_reconcile_errors_total{kind=\"MailDomain\",reason=\"not_namespaced\"} 1"), "{text}");
+        assert!(
+            text.contains("mx_operator_reconcile_duration_seconds_count{kind=\"MailDomain\"} 2"),
+            "{text}"
+        );
+    }
+}

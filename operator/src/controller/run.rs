@@ -1,0 +1,279 @@
+//! The controllers' wiring: the watches, the caches they fill, and the two controllers
+//! that run on them until shutdown.
+
+use super::claims::ClaimIndex;
+use super::context::{Context, FIELD_MANAGER, Settings};
+use super::metrics::Metrics;
+use super::{maildomain, mailgateway, placement};
+use crate::api::{MailDomain, MailGateway};
+use crate::shutdown::Shutdown;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
+use kube::runtime::{Controller, WatchStreamExt, controller, predicates, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one watch waits before trying again after errors: 0.5 s doubling to 5 s, plus
+/// up to as much again of jitter, back to 0.5 s after 30 s without one. kube's default (up
+/// to 30 s plus jitter, reset only after 2 min quiet) is made for thousands of clients of a
+/// struggling API server; for one operator it meant a minute or more of ignored changes
+/// after a short API server restart.
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    backoff(Duration::from_millis(500), Duration::from_secs(5))
+}
+
+/// The pause of all of a controller's watches after an error of any one of them (kube
+/// shares one backoff among a controller's triggers): short, or after an API server
+/// restart each watch's error (a dropped stream, then a resource version the restarted
+/// server no longer knows) delays every other watch's recovery in turn. The watches built
+/// here back off on their own as well.
+fn trigger_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    backoff(Duration::from_millis(250), Duration::from_secs(1))
+}
+
+fn backoff(min: Duration, max: Duration) -> ResetTimerBackoff<ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
+}
+
+/// Runs both controllers until `shutdown` completes.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: Shutdown) {
+    let pdb_served = policy_v1_served(&client).await;
+    if !pdb_served {
+        tracing::info!(
+            "policy/v1 is not served (Kubernetes < 1.21): gateways get no PodDisruptionBudget"
+        );
+    }
+    let domains_api: Api<MailDomain> = Api::all(client.clone());
+    let gateways_api: Api<MailGateway> = Api::all(client.clone());
+    // Only metadata is watched: what changed is enough to know which domains to look at.
+    let configmaps = Api::<PartialObjectMeta<ConfigMap>>::all(client.clone());
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    let namespaces = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
+
+    // The MailDomain watch feeds the controller's cache and the claim index alike.
+    // Lists are consistent reads (not `any_semantic`): after an API server restart its
+    // watch cache answers a list with a version it then calls too old to watch from, and a
+    // watcher relisting from that cache would never get a working watch again.
+    let (domains, writer) = reflector::store();
+    let claims = Arc::new(ClaimIndex::default());
+    let observer = claims.clone();
+    let domain_events = watcher(domains_api.clone(), watcher::Config::default())
+        .backoff(watch_backoff())
+        // Nothing reads the managed fields of a cached MailDomain; at 10,000 domains they are
+        // a good part of the operator's memory.
+        .modify(|domain: &mut MailDomain| domain.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                observer.observe(event);
+            }
+        })
+        .touched_objects();
+    let domain_controller = Controller::for_stream(domain_events, domains.clone())
+        .trigger_backoff(trigger_backoff())
+        .with_config(controller::Config::default().concurrency(settings.concurrency));
+    let gateway_controller = Controller::new(gateways_api.clone(), watcher::Config::default())
+        .trigger_backoff(trigger_backoff());
+    let gateways = gateway_controller.store();
+
+    let (namespaces_store, namespaces_writer) = reflector::store();
+    let (relays, relays_writer) = reflector::store();
+    let domain_controller = {
+        let by_configmap = domains.clone();
+        let by_secret = domains.clone();
+        let by_gateway = domains.clone();
+        let by_namespace = domains.clone();
+        domain_controller
+            .watches(
+                configmaps,
+                watcher::Config::default(),
+                move |cm: PartialObjectMeta<ConfigMap>| {
+                    placement::domains_using_configmap(&by_configmap, &cm.metadata)
+                },
+            )
+            .watches(
+                secrets,
+                watcher::Config::default(),
+                move |secret: PartialObjectMeta<Secret>| {
+                    placement::domains_using_secret(&by_secret, &secret.metadata)
+                },
+            )
+            // Only a gateway's spec matters to its domains: its status changes with every
+            // domain it counts, and must not send all of them round again. (A deleted
+            // gateway is noticed at the domains' next resync.)
+            .watches_stream(
+                watcher(gateways_api.clone(), watcher::Config::default())
+                    .backoff(watch_backoff())
+                    .touched_objects()
+                    .predicate_filter(predicates::generation, Default::default()),
+                move |gw: MailGateway| placement::domains_of_gateway(&by_gateway, &gw),
+            )
+            // The namespaces' labels are cached for gateways that admit MailDomains by
+            // namespace selector; a change of them sends the namespace's domains round.
+            .watches_stream(
+                watcher(namespaces, watcher::Config::default())
+                    .backoff(watch_backoff())
+                    .reflect(namespaces_writer)
+                    .touched_objects(),
+                move |ns: PartialObjectMeta<Namespace>| {
+                    placement::domains_in_namespace(&by_namespace, &ns.name_any())
+                },
+            )
+            // The relay ConfigMaps are cached (compared before each write); a hand edit
+            // sends its domain round once the cache holds it, and is repaired.
+            .watches_stream(
+                watcher(
+                    Api::<ConfigMap>::all(client.clone()),
+                    watcher::Config::default().labels(crate::render::RELAY_GATEWAY_LABEL),
+                )
+                .backoff(watch_backoff())
+                .reflect(relays_writer)
+                .touched_objects(),
+                |cm: ConfigMap| placement::domain_of_relay(&cm.metadata),
+            )
+    };
+    let gateway_controller = gateway_controller
+        .owns(
+            Api::<k8s_openapi::api::apps::v1::StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<k8s_openapi::api::core::v1::Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
+        )
+        // A gateway counts and configures its domains from their specs: their status writes
+        // are no reason to look again. (Deletion marks bump the generation; a domain deleted
+        // without a finalizer leaves the count until the gateway's next resync.)
+        .watches_stream(
+            watcher(domains_api, watcher::Config::default())
+                .backoff(watch_backoff())
+                .touched_objects()
+                .predicate_filter(predicates::generation, Default::default()),
+            |md: MailDomain| placement::gateway_of(&md),
+        )
+        // While many domains arrive at once, one gateway reconcile after they settle.
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
+
+    // The SMTP probe asks each ready gateway replica, found in the Endpoints of the
+    // gateways' headless Services (they carry the Services' labels).
+    let (endpoints, endpoints_writer) = reflector::store();
+    let endpoints_watch = settings.drift.as_ref().map(|_| {
+        let events = watcher(
+            Api::<k8s_openapi::api::core::v1::Endpoints>::all(client.clone()),
+            watcher::Config::default().labels(GATEWAY_ENDPOINTS_SELECTOR),
+        )
+        .backoff(watch_backoff())
+        .reflect(endpoints_writer);
+        tokio::spawn(async move {
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                if let Err(error) = event {
+                    tracing::warn!(%error, "watching the gateways' Endpoints failed; retrying");
+                }
+            }
+        })
+    });
+    let drift = settings.drift.clone().map(|drift| {
+        Arc::new(crate::drift::Drift::new(
+            drift,
+            Arc::new(crate::drift::replicas::EndpointsReplicas(endpoints)),
+            metrics.drift.clone(),
+        ))
+    });
+    let (changed, drift_triggers) = futures::channel::mpsc::unbounded();
+    let domain_controller = domain_controller.reconcile_on(drift_triggers);
+    let drift_loop = drift.clone().map(|drift| {
+        let store = domains.clone();
+        tokio::spawn(drift.run(move |key| store.get(key).is_some(), changed))
+    });
+    metrics.count_domains_from(domains.clone());
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        settings,
+        metrics,
+        domains,
+        gateways,
+        pdb_served,
+        namespaces: namespaces_store,
+        relays,
+        claims,
+        drift,
+        lookups: crate::drift::check::DnsClients::new(Duration::from_secs(3)),
+    });
+
+    let shutdown = futures::future::FutureExt::shared(shutdown);
+    let domains_done = domain_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            maildomain::reconcile,
+            maildomain::error_policy,
+            context.clone(),
+        )
+        .for_each(|result| {
+            log_result("MailDomain", result);
+            futures::future::ready(())
+        });
+    let gateways_done = gateway_controller
+        .graceful_shutdown_on(shutdown)
+        .run(mailgateway::reconcile, mailgateway::error_policy, context)
+        .for_each(|result| {
+            log_result("MailGateway", result);
+            futures::future::ready(())
+        });
+    futures::join!(domains_done, gateways_done);
+    if let Some(drift_loop) = drift_loop {
+        drift_loop.abort();
+    }
+    if let Some(endpoints_watch) = endpoints_watch {
+        endpoints_watch.abort();
+    }
+}
+
+/// The Endpoints of the gateways' Services.
+const GATEWAY_ENDPOINTS_SELECTOR: &str =
+    "app.kubernetes.io/name=mx-gateway,app.kubernetes.io/managed-by=mx-operator";
+
+fn log_result<K: Resource, E: std::error::Error, W: std::error::Error>(
+    kind: &str,
+    result: Result<
+        (ObjectRef<K>, kube::runtime::controller::Action),
+        kube::runtime::controller::Error<E, W>,
+    >,
+) {
+    if let Err(error) = result {
+        tracing::debug!(kind, %error, "reconcile did not finish");
+    }
+}
+
+async fn policy_v1_served(client: &Client) -> bool {
+    client
+        .list_api_group_resources("policy/v1")
+        .await
+        .is_ok_and(|list| {
+            list.resources
+                .iter()
+                .any(|r| r.name == "poddisruptionbudgets")
+        })
+}

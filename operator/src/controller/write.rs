@@ -1,0 +1,261 @@
+//! Writes that happen only when something changed: server-side apply of children that lack
+//! a wanted field, and status applied only when it differs.
+
+use super::context::{Context, Error, FIELD_MANAGER};
+use super::status;
+use crate::api::Condition;
+use crate::api::conditions::Desired;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+/// Server-side applies `desired` unless the live object already has every field of it,
+/// so a steady-state resync makes no write request. `exact` names top-level fields that
+/// must match exactly (a ConfigMap's `data`, where a removed key matters).
+pub(crate) async fn apply_if_changed<K>(
+    api: &Api<K>,
+    desired: &K,
+    exact: &[&str],
+) -> Result<K, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let live = api.get_opt(&name).await?;
+    Ok(apply_unless_current(api, desired, exact, live.as_ref())
+        .await?
+        .or(live)
+        .unwrap_or_else(|| desired.clone()))
+}
+
+/// Like [`apply_if_changed`], compared with `live` as a cache holds it (`None`: absent).
+/// Returns the applied object, or `None` when `live` already had everything. A cache that
+/// lags behind costs at most one needless apply, which changes nothing.
+pub(crate) async fn apply_unless_current<K>(
+    api: &Api<K>,
+    desired: &K,
+    exact: &[&str],
+    live: Option<&K>,
+) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let encode = |source| Error::Encode {
+        kind: std::any::type_name::<K>(),
+        name: name.clone(),
+        source,
+    };
+    let want = serde_json::to_value(desired).map_err(encode)?;
+    let mut foreign_keys = serde_json::Map::new();
+    if let Some(live) = live {
+        let have = serde_json::to_value(live).map_err(encode)?;
+        let same_exact = exact.iter().all(|field| want.get(field) == have.get(field));
+        if same_exact && is_subset(&want, &have) {
+            return Ok(None);
+        }
+        foreign_keys = keys_to_remove(&want, &have, exact);
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = api.patch(&name, &params, &Patch::Apply(desired)).await?;
+    tracing::info!(
+        kind = K::kind(&Default::default()).as_ref(),
+        name,
+        "applied"
+    );
+    if foreign_keys.is_empty() {
+        return Ok(Some(applied));
+    }
+    // Server-side apply leaves keys another manager added (a hand edit); an exact field
+    // must not keep them.
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    Ok(Some(
+        api.patch(
+            &name,
+            &params,
+            &Patch::Merge(serde_json::Value::Object(foreign_keys)),
+        )
+        .await?,
+    ))
+}
+
+/// A merge patch that deletes the keys of each `exact` object field that `have` holds and
+/// `want` does not.
+fn keys_to_remove(
+    want: &serde_json::Value,
+    have: &serde_json::Value,
+    exact: &[&str],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut patch = serde_json::Map::new();
+    for field in exact {
+        let Some(live) = have.get(field).and_then(|v| v.as_object()) else {
+            continue;
+        };
+        let wanted = want.get(field).and_then(|v| v.as_object());
+        let extra: serde_json::Map<_, _> = live
+            .keys()
+            .filter(|key| !wanted.is_some_and(|w| w.contains_key(*key)))
+            .map(|key| (key.clone(), serde_json::Value::Null))
+            .collect();
+        if !extra.is_empty() {
+            patch.insert(field.to_string(), serde_json::Value::Object(extra));
+        }
+    }
+    patch
+}
+
+/// Whether every field of `want` is in `have` with the same value (`have` may hold more,
+/// such as fields the server sets).
+fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (want, have) {
+        (Value::Object(want), Value::Object(have)) => want
+            .iter()
+            .all(|(key, value)| have.get(key).is_some_and(|live| is_subset(value, live))),
+        (Value::Array(want), Value::Array(have)) => {
+            want.len() == have.len() && want.iter().zip(have).all(|(w, h)| is_subset(w, h))
+        }
+        (want, have) => want == have,
+    }
+}
+
+/// A status with conditions, written by [`write_status`].
+pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + Serialize {
+    fn conditions(&self) -> &[Condition];
+    fn set_conditions(&mut self, conditions: Vec<Condition>, observed_generation: Option<i64>);
+}
+
+macro_rules! conditioned_status {
+    ($($status:ty),*) => {$(
+        impl ConditionedStatus for $status {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn set_conditions(&mut self, conditions: Vec<Condition>, observed_generation: Option<i64>) {
+                self.conditions = conditions;
+                self.observed_generation = observed_generation;
+            }
+        }
+    )*};
+}
+conditioned_status!(crate::api::MailDomainStatus, crate::api::MailGatewayStatus);
+
+/// Writes status (server-side apply of the status subresource) only when it differs from
+/// what is stored, and publishes an Event for each condition that changed status or reason.
+pub(crate) async fn write_status<K, S>(
+    object: &K,
+    current: Option<&S>,
+    ctx: &Context,
+    desired: &[Desired],
+    fill: impl FnOnce(&mut S),
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+    S: ConditionedStatus,
+{
+    let current = current.cloned().unwrap_or_default();
+    let generation = object.meta().generation;
+    let now = Time(Timestamp::now());
+    let mut next = current.clone();
+    next.set_conditions(
+        status::merge(current.conditions(), desired, generation, &now),
+        generation,
+    );
+    fill(&mut next);
+    if next == current {
+        return Ok(());
+    }
+    let name = object.meta().name.clone().unwrap_or_default();
+    let namespace = object
+        .meta()
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+    apply_status(
+        &Api::<K>::namespaced(ctx.client.clone(), &namespace),
+        &name,
+        &next,
+    )
+    .await?;
+    ctx.publish(
+        object,
+        status::transitions(current.conditions(), next.conditions()),
+    )
+    .await;
+    Ok(())
+}
+
+/// Server-side applies `status` as the whole status of object `name`: the operator's
+/// field manager owns all of it, so a field left out is removed.
+pub(crate) async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The namespace of an object that must have one.
+pub(crate) fn namespace_of(object: &impl ResourceExt) -> Result<String, Error> {
+    object
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(object.name_any()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn foreign_keys_of_exact_fields_are_removed() {
+        let want = json!({"data": {"a": "1"}, "metadata": {"labels": {"x": "1"}}});
+        let have = json!({"data": {"a": "2", "injected": "x"}, "metadata": {"labels": {"x": "1", "y": "2"}}});
+        let patch = keys_to_remove(&want, &have, &["data"]);
+        assert_eq!(
+            serde_json::Value::Object(patch),
+            json!({"data": {"injected": null}})
+        );
+    }
+
+    #[test]
+    fn subset_ignores_server_fields_but_not_changes() {
+        let have = json!({"metadata": {"name": "a", "uid": "1", "labels": {"x": "1"}}, "data": {"k": "v"}});
+        assert!(is_subset(
+            &json!({"metadata": {"name": "a", "labels": {"x": "1"}}}),
+            &have
+        ));
+        assert!(!is_subset(
+            &json!({"metadata": {"labels": {"x": "2"}}}),
+            &have
+        ));
+        assert!(!is_subset(&json!({"data": {"k": "v", "new": "1"}}), &have));
+        assert!(!is_subset(&json!({"list": [1]}), &json!({"list": [1, 2]})));
+    }
+}
