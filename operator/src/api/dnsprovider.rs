@@ -179,14 +179,7 @@ mod tests {
     use serde_json::json;
 
     fn rfc2136(overrides: serde_json::Value) -> DNSProviderSpec {
-        let mut rfc = json!({
-            "server": "127.0.0.1",
-            "tsig": {"keyName": "mx-operator", "secretRef": {"name": "tsig", "key": "secret"}},
-        });
-        if let (Some(rfc), Some(overrides)) = (rfc.as_object_mut(), overrides.as_object()) {
-            rfc.extend(overrides.clone());
-        }
-        serde_json::from_value(json!({"rfc2136": rfc})).unwrap()
+        crate::api::fixtures::provider(json!({"spec": {"rfc2136": overrides}})).spec
     }
 
     fn paths(spec: &DNSProviderSpec) -> Vec<String> {

@@ -4,6 +4,8 @@ pub mod conditions;
 pub mod crd;
 pub mod dnsprovider;
 pub mod domain;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod gateway;
 pub mod reference;
 pub mod validate;

@@ -464,3 +464,281 @@ pub fn desired_mx(domain: &MailDomain, gateway: &MailGateway) -> Option<Mx> {
     });
     Some(Mx::new(preference, &exchange))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::Desired;
+    use crate::api::fixtures;
+    use crate::drift::Observation;
+    use crate::drift::decide::MxState;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    const RESYNC: Duration = Duration::from_secs(300);
+
+    fn now() -> Timestamp {
+        "2026-12-01T00:00:00Z".parse().unwrap()
+    }
+
+    /// The inputs of a domain in `mail` whose gateway `mail/edge` exists.
+    fn inputs(gateway: MailGateway) -> Inputs {
+        Inputs {
+            namespace: "mail".into(),
+            gateway_key: ("mail".into(), "edge".into()),
+            gateway: Some(Arc::new(gateway)),
+            resync: RESYNC,
+            ..Default::default()
+        }
+    }
+
+    fn condition<'a>(decision: &'a Decision, type_: &str) -> Option<&'a Desired> {
+        decision
+            .conditions
+            .iter()
+            .chain(&decision.conditions_after_dns)
+            .find(|c| c.type_ == type_)
+    }
+
+    fn ready(decision: &Decision) -> &Desired {
+        match &decision.ready {
+            Ready::Fixed(ready) | Ready::UnlessDnsFails(ready) => ready,
+        }
+    }
+
+    /// A decision that renders and publishes nothing and writes only conditions.
+    fn assert_reports_only(decision: &Decision) {
+        assert!(!decision.finalizer, "{decision:?}");
+        assert_eq!(decision.relay, None);
+        assert_eq!(decision.mx, None, "DNS is left alone");
+        assert_eq!(decision.drift, None);
+        assert_eq!(decision.status.relayed, None);
+    }
+
+    /// Every way a domain is not relayed, each once an early exit of the reconcile: what
+    /// is reported, and that nothing is rendered.
+    #[test]
+    fn each_reason_not_to_relay_reports_and_renders_nothing() {
+        let rival = Arc::new(fixtures::domain(json!({
+            "metadata": {"name": "first", "uid": "uid-first", "creationTimestamp": "2026-01-01T00:00:00Z"}
+        })));
+        let missing_list = fixtures::domain(json!({
+            "spec": {"recipients": {"configMapRef": {"name": "users", "key": "list"}}}
+        }));
+        let mut no_gateway = inputs(fixtures::gateway(json!({})));
+        no_gateway.gateway = None;
+        let other_namespace = Inputs {
+            namespace: "tenant".into(),
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let contested = Inputs {
+            rivals: vec![rival],
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let proof_asked = inputs(fixtures::gateway(json!({"spec": {"requireOwnershipProof": true}})));
+        let proof_absent = Inputs {
+            ownership_txt: Some(Ok(vec![])),
+            ..proof_asked.clone()
+        };
+        let list_absent = Inputs {
+            lists: vec![super::super::fetch::ListSource {
+                kind: "ConfigMap",
+                reference: crate::api::KeyRef {
+                    name: "users".into(),
+                    key: "list".into(),
+                },
+                found: None,
+            }],
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let invalid = fixtures::domain(json!({"spec": {"domain": "bad domain"}}));
+        let plain = fixtures::domain(json!({}));
+        let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 6] = [
+            ("invalid spec", &invalid, &no_gateway, "InvalidSpec", "spec.domain", Action::await_change()),
+            ("gateway missing", &plain, &no_gateway, "GatewayNotFound", "MailGateway mail/edge does not exist", Action::requeue(RESYNC)),
+            ("namespace refused", &plain, &other_namespace, "NamespaceNotAllowed", "does not accept MailDomains from namespace tenant", Action::requeue(RESYNC)),
+            ("claimed first by another", &plain, &contested, "Conflict", "for MailDomain mail/first, which claimed it first", Action::requeue(RESYNC)),
+            ("proof missing", &plain, &proof_absent, "OwnershipUnproven", "no TXT record _mx-operator.example.com", Action::requeue(RETRY)),
+            ("list missing", &missing_list, &list_absent, "RecipientSourceMissing", "ConfigMap mail/users does not exist; the previous list keeps serving", Action::requeue(RESYNC)),
+        ];
+        for (case, domain, inputs, reason, message, requeue) in cases {
+            let decision = decide(domain, inputs, now()).unwrap();
+            assert_reports_only(&decision);
+            let ready = ready(&decision);
+            assert!(!ready.verdict.status, "{case}");
+            assert_eq!(ready.verdict.reason, reason, "{case}");
+            assert!(
+                ready.verdict.message.contains(message),
+                "{case}: {}",
+                ready.verdict.message
+            );
+            assert_eq!(decision.requeue, requeue, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_conflict_is_reported_on_three_conditions() {
+        let rival = Arc::new(fixtures::domain(json!({
+            "metadata": {"name": "first", "uid": "uid-first", "creationTimestamp": "2026-01-01T00:00:00Z"}
+        })));
+        let contested = Inputs {
+            rivals: vec![rival],
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let decision = decide(&fixtures::domain(json!({})), &contested, now()).unwrap();
+        assert_eq!(condition(&decision, CONFLICT).unwrap().verdict.reason, "DomainClaimed");
+        assert!(condition(&decision, CONFLICT).unwrap().verdict.status);
+        assert_eq!(condition(&decision, RELAY_CONFIGURED).unwrap().verdict.reason, "Conflict");
+        // A younger rival does not take the domain.
+        let younger = Arc::new(fixtures::domain(json!({
+            "metadata": {"name": "late", "uid": "uid-late", "creationTimestamp": "2026-11-30T00:00:00Z"}
+        })));
+        let late = Inputs {
+            rivals: vec![younger],
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let decision = decide(&fixtures::domain(json!({})), &late, now()).unwrap();
+        assert_eq!(ready(&decision).verdict.reason, "Relayed");
+    }
+
+    #[test]
+    fn an_unproved_claim_shows_what_to_publish() {
+        let asked = inputs(fixtures::gateway(json!({"spec": {"requireOwnershipProof": true}})));
+        let failed = Inputs {
+            ownership_txt: Some(Err("no answer in time".into())),
+            ..asked.clone()
+        };
+        let decision = decide(&fixtures::domain(json!({})), &failed, now()).unwrap();
+        let verified = condition(&decision, OWNERSHIP_VERIFIED).unwrap();
+        assert_eq!(verified.verdict.reason, "LookupFailed");
+        let Some(Some(proof)) = &decision.status.ownership else {
+            panic!("the proof to publish is shown: {decision:?}");
+        };
+        assert!(verified.verdict.message.contains(&proof.value));
+        // Found: relayed, and proved.
+        let found = Inputs {
+            ownership_txt: Some(Ok(vec![proof.value.clone()])),
+            ..asked
+        };
+        let decision = decide(&fixtures::domain(json!({})), &found, now()).unwrap();
+        assert_eq!(ready(&decision).verdict.reason, "Relayed");
+        assert!(condition(&decision, OWNERSHIP_VERIFIED).unwrap().verdict.status);
+    }
+
+    #[test]
+    fn a_relayed_domain_gets_its_relay_config_and_mx() {
+        let domain = fixtures::domain(json!({}));
+        let decision = decide(&domain, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
+        assert!(
+            matches!(&decision.ready, Ready::UnlessDnsFails(r) if r.verdict.reason == "Relayed"),
+            "{:?}",
+            decision.ready
+        );
+        let relay = decision.relay.as_ref().unwrap();
+        assert_eq!(relay.location, "mail/relay-example.com");
+        assert_eq!(relay.moved_from, None);
+        assert!(
+            relay.configmap.metadata.owner_references.is_some(),
+            "same namespace: the garbage collector removes it"
+        );
+        assert!(!decision.finalizer, "nothing outside the namespace, no DNS");
+        assert_eq!(decision.mx, Some(Some(Mx::new(20, "mx1.relay.example.net"))));
+        assert_eq!(decision.requeue, Action::requeue(RESYNC));
+        let relayed = decision.status.relayed.as_ref().unwrap();
+        assert_eq!(relayed.count, 1);
+        assert_eq!(decision.status.ownership, Some(None), "no proof asked: none shown");
+        let types: Vec<_> = decision.conditions.iter().map(|c| c.type_).collect();
+        assert_eq!(types, [CONFLICT, RECIPIENTS_SYNCED, RELAY_CONFIGURED]);
+    }
+
+    #[test]
+    fn finalizer_only_where_the_garbage_collector_cannot_clean_up() {
+        let elsewhere = fixtures::domain(json!({
+            "metadata": {"namespace": "tenant"},
+            "spec": {"gatewayRef": {"name": "edge", "namespace": "mail"}}
+        }));
+        let tenant = Inputs {
+            namespace: "tenant".into(),
+            ..inputs(fixtures::gateway(json!({"spec": {"allowedDomains": {"from": "All"}}})))
+        };
+        let decision = decide(&elsewhere, &tenant, now()).unwrap();
+        assert!(decision.finalizer, "relay config in another namespace");
+        assert!(decision.relay.unwrap().configmap.metadata.owner_references.is_none());
+        let with_dns = fixtures::domain(json!({"spec": {"dns": {"providerRef": {"name": "dns"}}}}));
+        let decision = decide(&with_dns, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
+        assert!(decision.finalizer, "MX records to withdraw");
+    }
+
+    #[test]
+    fn a_moved_domain_removes_its_old_relay_config() {
+        let moved = fixtures::domain(json!({"status": {"relayConfigMap": "old/relay-example.com"}}));
+        let decision = decide(&moved, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
+        assert_eq!(
+            decision.relay.unwrap().moved_from.as_deref(),
+            Some("old/relay-example.com")
+        );
+    }
+
+    #[test]
+    fn a_stale_list_defers_and_a_fresh_one_says_when_it_goes_stale() {
+        let domain = fixtures::domain(json!({"spec": {"recipients": {
+            "configMapRef": {"name": "users", "key": "list"}, "maxAge": "5m"}}}));
+        let list = |written: &str| super::super::fetch::ListSource {
+            kind: "ConfigMap",
+            reference: crate::api::KeyRef {
+                name: "users".into(),
+                key: "list".into(),
+            },
+            found: Some((
+                serde_json::from_value(json!({"creationTimestamp": written})).unwrap(),
+                Some("bob@example.com\n".into()),
+            )),
+        };
+        let stale = Inputs {
+            lists: vec![list("2026-11-30T23:50:00Z")],
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let decision = decide(&domain, &stale, now()).unwrap();
+        assert_eq!(ready(&decision).verdict.reason, "Stale");
+        assert!(matches!(decision.ready, Ready::Fixed(_)));
+        assert!(decision.relay.is_some(), "rendered in Stale mode (4xx)");
+        let fresh = Inputs {
+            lists: vec![list("2026-11-30T23:58:00Z")],
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let decision = decide(&domain, &fresh, now()).unwrap();
+        assert_eq!(decision.status.relayed.unwrap().count, 2);
+        // 3 minutes (and a second) left: sooner than the resync.
+        assert_eq!(decision.requeue, Action::requeue(Duration::from_secs(181)));
+    }
+
+    #[test]
+    fn a_departed_domain_past_its_grace_is_withdrawn() {
+        let departed_since = json!({"conditions": [{"type": "Departed", "status": "True",
+            "reason": "NxDomain", "message": "", "lastTransitionTime": "2026-11-01T00:00:00Z"}]});
+        let domain = fixtures::domain(json!({"status": departed_since}));
+        let watched = Inputs {
+            drift_on: true,
+            observation: Some(Observation {
+                public: MxState::NxDomain,
+                authoritative_ok: None,
+                acceptance: None,
+                primary: None,
+            }),
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let decision = decide(&domain, &watched, now()).unwrap();
+        assert_eq!(ready(&decision).verdict.reason, "Departed");
+        assert_eq!(decision.mx, Some(None), "our MX record is withdrawn");
+        assert!(decision.status.drift_summary);
+        assert_eq!(
+            decision.drift.unwrap().probe.unwrap().expect,
+            drift::Expect::Deny
+        );
+        // Without drift checks, the same domain is simply relayed.
+        let unwatched = inputs(fixtures::gateway(json!({})));
+        let decision = decide(&domain, &unwatched, now()).unwrap();
+        assert_eq!(ready(&decision).verdict.reason, "Relayed");
+        assert_eq!(decision.drift, None);
+    }
+}
