@@ -535,7 +535,9 @@ mod tests {
             rivals: vec![rival],
             ..inputs(fixtures::gateway(json!({})))
         };
-        let proof_asked = inputs(fixtures::gateway(json!({"spec": {"requireOwnershipProof": true}})));
+        let proof_asked = inputs(fixtures::gateway(
+            json!({"spec": {"requireOwnershipProof": true}}),
+        ));
         let proof_absent = Inputs {
             ownership_txt: Some(Ok(vec![])),
             ..proof_asked.clone()
@@ -554,12 +556,54 @@ mod tests {
         let invalid = fixtures::domain(json!({"spec": {"domain": "bad domain"}}));
         let plain = fixtures::domain(json!({}));
         let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 6] = [
-            ("invalid spec", &invalid, &no_gateway, "InvalidSpec", "spec.domain", Action::await_change()),
-            ("gateway missing", &plain, &no_gateway, "GatewayNotFound", "MailGateway mail/edge does not exist", Action::requeue(RESYNC)),
-            ("namespace refused", &plain, &other_namespace, "NamespaceNotAllowed", "does not accept MailDomains from namespace tenant", Action::requeue(RESYNC)),
-            ("claimed first by another", &plain, &contested, "Conflict", "for MailDomain mail/first, which claimed it first", Action::requeue(RESYNC)),
-            ("proof missing", &plain, &proof_absent, "OwnershipUnproven", "no TXT record _mx-operator.example.com", Action::requeue(RETRY)),
-            ("list missing", &missing_list, &list_absent, "RecipientSourceMissing", "ConfigMap mail/users does not exist; the previous list keeps serving", Action::requeue(RESYNC)),
+            (
+                "invalid spec",
+                &invalid,
+                &no_gateway,
+                "InvalidSpec",
+                "spec.domain",
+                Action::await_change(),
+            ),
+            (
+                "gateway missing",
+                &plain,
+                &no_gateway,
+                "GatewayNotFound",
+                "MailGateway mail/edge does not exist",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "namespace refused",
+                &plain,
+                &other_namespace,
+                "NamespaceNotAllowed",
+                "does not accept MailDomains from namespace tenant",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "claimed first by another",
+                &plain,
+                &contested,
+                "Conflict",
+                "for MailDomain mail/first, which claimed it first",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "proof missing",
+                &plain,
+                &proof_absent,
+                "OwnershipUnproven",
+                "no TXT record _mx-operator.example.com",
+                Action::requeue(RETRY),
+            ),
+            (
+                "list missing",
+                &missing_list,
+                &list_absent,
+                "RecipientSourceMissing",
+                "ConfigMap mail/users does not exist; the previous list keeps serving",
+                Action::requeue(RESYNC),
+            ),
         ];
         for (case, domain, inputs, reason, message, requeue) in cases {
             let decision = decide(domain, inputs, now()).unwrap();
@@ -586,9 +630,18 @@ mod tests {
             ..inputs(fixtures::gateway(json!({})))
         };
         let decision = decide(&fixtures::domain(json!({})), &contested, now()).unwrap();
-        assert_eq!(condition(&decision, CONFLICT).unwrap().verdict.reason, "DomainClaimed");
+        assert_eq!(
+            condition(&decision, CONFLICT).unwrap().verdict.reason,
+            "DomainClaimed"
+        );
         assert!(condition(&decision, CONFLICT).unwrap().verdict.status);
-        assert_eq!(condition(&decision, RELAY_CONFIGURED).unwrap().verdict.reason, "Conflict");
+        assert_eq!(
+            condition(&decision, RELAY_CONFIGURED)
+                .unwrap()
+                .verdict
+                .reason,
+            "Conflict"
+        );
         // A younger rival does not take the domain.
         let younger = Arc::new(fixtures::domain(json!({
             "metadata": {"name": "late", "uid": "uid-late", "creationTimestamp": "2026-11-30T00:00:00Z"}
@@ -603,7 +656,9 @@ mod tests {
 
     #[test]
     fn an_unproved_claim_shows_what_to_publish() {
-        let asked = inputs(fixtures::gateway(json!({"spec": {"requireOwnershipProof": true}})));
+        let asked = inputs(fixtures::gateway(
+            json!({"spec": {"requireOwnershipProof": true}}),
+        ));
         let failed = Inputs {
             ownership_txt: Some(Err("no answer in time".into())),
             ..asked.clone()
@@ -622,7 +677,12 @@ mod tests {
         };
         let decision = decide(&fixtures::domain(json!({})), &found, now()).unwrap();
         assert_eq!(ready(&decision).verdict.reason, "Relayed");
-        assert!(condition(&decision, OWNERSHIP_VERIFIED).unwrap().verdict.status);
+        assert!(
+            condition(&decision, OWNERSHIP_VERIFIED)
+                .unwrap()
+                .verdict
+                .status
+        );
     }
 
     #[test]
@@ -642,11 +702,18 @@ mod tests {
             "same namespace: the garbage collector removes it"
         );
         assert!(!decision.finalizer, "nothing outside the namespace, no DNS");
-        assert_eq!(decision.mx, Some(Some(Mx::new(20, "mx1.relay.example.net"))));
+        assert_eq!(
+            decision.mx,
+            Some(Some(Mx::new(20, "mx1.relay.example.net")))
+        );
         assert_eq!(decision.requeue, Action::requeue(RESYNC));
         let relayed = decision.status.relayed.as_ref().unwrap();
         assert_eq!(relayed.count, 1);
-        assert_eq!(decision.status.ownership, Some(None), "no proof asked: none shown");
+        assert_eq!(
+            decision.status.ownership,
+            Some(None),
+            "no proof asked: none shown"
+        );
         let types: Vec<_> = decision.conditions.iter().map(|c| c.type_).collect();
         assert_eq!(types, [CONFLICT, RECIPIENTS_SYNCED, RELAY_CONFIGURED]);
     }
@@ -659,11 +726,21 @@ mod tests {
         }));
         let tenant = Inputs {
             namespace: "tenant".into(),
-            ..inputs(fixtures::gateway(json!({"spec": {"allowedDomains": {"from": "All"}}})))
+            ..inputs(fixtures::gateway(
+                json!({"spec": {"allowedDomains": {"from": "All"}}}),
+            ))
         };
         let decision = decide(&elsewhere, &tenant, now()).unwrap();
         assert!(decision.finalizer, "relay config in another namespace");
-        assert!(decision.relay.unwrap().configmap.metadata.owner_references.is_none());
+        assert!(
+            decision
+                .relay
+                .unwrap()
+                .configmap
+                .metadata
+                .owner_references
+                .is_none()
+        );
         let with_dns = fixtures::domain(json!({"spec": {"dns": {"providerRef": {"name": "dns"}}}}));
         let decision = decide(&with_dns, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
         assert!(decision.finalizer, "MX records to withdraw");
@@ -671,7 +748,8 @@ mod tests {
 
     #[test]
     fn a_moved_domain_removes_its_old_relay_config() {
-        let moved = fixtures::domain(json!({"status": {"relayConfigMap": "old/relay-example.com"}}));
+        let moved =
+            fixtures::domain(json!({"status": {"relayConfigMap": "old/relay-example.com"}}));
         let decision = decide(&moved, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
         assert_eq!(
             decision.relay.unwrap().moved_from.as_deref(),

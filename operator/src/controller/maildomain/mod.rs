@@ -15,6 +15,8 @@ mod dns;
 mod fetch;
 mod finalize;
 mod recipients;
+#[cfg(test)]
+mod requests;
 mod status;
 
 use super::context::{Context, Error};
