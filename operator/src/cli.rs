@@ -143,7 +143,7 @@ impl RunArgs {
     /// `--resolver`, or the resolvers of /etc/resolv.conf.
     fn resolvers(&self) -> Vec<std::net::SocketAddr> {
         if self.resolvers.is_empty() {
-            crate::drift::check::system_resolvers()
+            crate::net::resolver::system_resolvers()
         } else {
             self.resolvers.clone()
         }
@@ -398,7 +398,7 @@ async fn audit(args: AuditArgs) -> Result<(), CliError> {
     };
     let domains = parse(&text, args.format.for_path(&args.domains))?;
     let resolvers = if args.resolvers.is_empty() {
-        crate::drift::check::system_resolvers()
+        crate::net::resolver::system_resolvers()
     } else {
         args.resolvers
     };

@@ -10,7 +10,7 @@ pub mod controller;
 pub mod dns;
 pub mod drift;
 pub mod manifests;
-pub mod probe;
+pub mod net;
 pub mod recipients;
 pub mod render;
 pub mod shutdown;

@@ -53,8 +53,8 @@ pub struct Context {
     pub claims: Arc<ClaimIndex>,
     /// The drift checks' registry, when drift is on.
     pub drift: Option<Arc<crate::drift::Drift>>,
-    /// DNS clients for ownership proofs.
-    pub lookups: crate::drift::check::DnsClients,
+    /// DNS lookups (ownership proofs) and RFC 2136 updates.
+    pub network: crate::net::Network,
 }
 
 impl Context {

@@ -220,7 +220,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         relays,
         claims,
         drift,
-        lookups: crate::drift::check::DnsClients::new(Duration::from_secs(3)),
+        network: crate::net::Network::real(Duration::from_secs(3)),
     });
 
     let shutdown = futures::future::FutureExt::shared(shutdown);

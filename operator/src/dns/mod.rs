@@ -3,6 +3,5 @@
 
 pub mod external;
 pub mod plan;
-pub mod rfc2136;
 
 pub use plan::{Mx, Plan, plan};

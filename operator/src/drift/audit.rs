@@ -1,10 +1,12 @@
 //! `mx-operator audit`: the drift checks over a list of domains, without a cluster — for
 //! finding the zones whose MX and relay configuration disagree.
 
-use super::check::{CheckSettings, DnsClients, NoReplicas, ProbePlan, ProbeTarget, probe_gateway};
-use super::decide::{Expect, MxLookup, MxState, classify};
+use super::check::{CheckSettings, NoReplicas, ProbePlan, ProbeTarget, probe_gateway};
+use super::decide::{Expect, MxState, classify};
 use crate::api::MailDomain;
 use crate::api::validate::{normalize_address, normalize_domain, normalize_host};
+use crate::net::MxLookup;
+use crate::net::Network;
 use futures::StreamExt;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -250,7 +252,7 @@ pub struct AuditSettings {
 
 /// Audits every domain, in input order.
 pub async fn run(domains: &[AuditDomain], settings: &AuditSettings) -> Vec<Finding> {
-    let dns = DnsClients::new(settings.dns_timeout);
+    let network = Network::real(settings.dns_timeout);
     let checks = CheckSettings {
         resolvers: settings.resolvers.clone(),
         smtp: settings.probe.is_some(),
@@ -262,7 +264,7 @@ pub async fn run(domains: &[AuditDomain], settings: &AuditSettings) -> Vec<Findi
         .iter()
         .filter_map(|h| normalize_domain(h).ok())
         .collect();
-    let (dns, checks, ours) = (&dns, &checks, &ours);
+    let (network, checks, ours) = (&network, &checks, &ours);
     futures::stream::iter(domains)
         .map(|domain| async move {
             let plan = settings.probe.as_ref().map(|target| ProbePlan {
@@ -273,7 +275,7 @@ pub async fn run(domains: &[AuditDomain], settings: &AuditSettings) -> Vec<Findi
                 expect: Expect::Accept,
                 catch_all: domain.catch_all,
             });
-            finding(dns, checks, ours, domain, plan).await
+            finding(network, checks, ours, domain, plan).await
         })
         .buffered(settings.concurrency.max(1))
         .collect()
@@ -281,18 +283,21 @@ pub async fn run(domains: &[AuditDomain], settings: &AuditSettings) -> Vec<Findi
 }
 
 async fn finding(
-    dns: &DnsClients,
+    network: &Network,
     checks: &CheckSettings,
     ours: &[String],
     domain: &AuditDomain,
     plan: Option<ProbePlan>,
 ) -> Finding {
-    let lookup = dns.mx_any(&checks.resolvers, &domain.domain).await;
+    let lookup = network
+        .resolver
+        .mx_any(&checks.resolvers, &domain.domain)
+        .await;
     let public = classify(&lookup, ours, domain.primary.as_deref());
     let mut states: Vec<State> = dns_state(&public).into_iter().collect();
     let mut details = vec![public.describe(ours)];
     if let Some(plan) = &plan {
-        let verdict = probe_gateway(checks, &NoReplicas, plan).await;
+        let verdict = probe_gateway(network, checks, &NoReplicas, plan).await;
         states.extend(probe_state(verdict.reason));
         details.push(verdict.message);
     }

@@ -2,173 +2,13 @@
 //! SMTP probes, turned into an [`Observation`] of one domain.
 
 pub use super::decide::Replica;
-use super::decide::{self, Expect, MxLookup, MxState, ProbeReplies, acceptance, primary_reachable};
+use super::decide::{self, Expect, MxState, acceptance, primary_reachable};
 use crate::api::conditions::Verdict;
 use crate::api::validate::host_port;
 use crate::dns::Mx;
-use crate::probe;
-use hickory_net::client::{Client, ClientHandle};
-use hickory_net::runtime::TokioRuntimeProvider;
-use hickory_net::udp::UdpClientStream;
-use hickory_net::{DnsError, NetError};
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, RData, RecordType};
-use std::collections::HashMap;
+use crate::net::{MxLookup, Network, ProbeReplies, Recipients};
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
-
-/// What a server answered to a query.
-enum Answer {
-    Records(hickory_proto::op::DnsResponse),
-    NxDomain,
-    NoData,
-}
-
-/// UDP DNS clients, one per server, reused across queries (each multiplexes).
-pub struct DnsClients {
-    timeout: Duration,
-    clients: Mutex<HashMap<SocketAddr, Client<TokioRuntimeProvider>>>,
-}
-
-impl DnsClients {
-    pub fn new(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            clients: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn client(&self, server: SocketAddr) -> Client<TokioRuntimeProvider> {
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        clients
-            .entry(server)
-            .or_insert_with(|| {
-                let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new())
-                    .with_timeout(Some(self.timeout))
-                    .build();
-                let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-                tokio::spawn(background);
-                client
-            })
-            .clone()
-    }
-
-    /// The answer of `server` to a `record_type` query for `name` (no cache in between).
-    async fn query(
-        &self,
-        server: SocketAddr,
-        name: &str,
-        record_type: RecordType,
-    ) -> Result<Answer, String> {
-        let name = crate::dns::rfc2136::name(name).map_err(|e| e.to_string())?;
-        let mut client = self.client(server);
-        let query = client.query(name, DNSClass::IN, record_type);
-        let response = match tokio::time::timeout(self.timeout * 2, query).await {
-            Err(_) => return Err(format!("{server}: no answer in time")),
-            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => {
-                return match none.response_code {
-                    ResponseCode::NXDomain => Ok(Answer::NxDomain),
-                    ResponseCode::NoError => Ok(Answer::NoData),
-                    code => Err(format!("{server}: {code}")),
-                };
-            }
-            Ok(Err(error)) => return Err(format!("{server}: {error}")),
-            Ok(Ok(response)) => response,
-        };
-        match response.response_code {
-            ResponseCode::NoError => Ok(Answer::Records(response)),
-            ResponseCode::NXDomain => Ok(Answer::NxDomain),
-            code => Err(format!("{server}: {code}")),
-        }
-    }
-
-    /// The answer of the first of `servers` that answers, in order; a failure only when
-    /// all fail.
-    async fn query_any(
-        &self,
-        servers: &[SocketAddr],
-        name: &str,
-        record_type: RecordType,
-    ) -> Result<Answer, String> {
-        let mut failures = vec![];
-        for server in servers {
-            match self.query(*server, name, record_type).await {
-                Err(error) => failures.push(error),
-                answer => return answer,
-            }
-        }
-        Err(if failures.is_empty() {
-            "no resolver configured".into()
-        } else {
-            failures.join("; ")
-        })
-    }
-
-    /// The MX RRset of `domain` as `server` answers it (no cache in between).
-    pub async fn mx(&self, server: SocketAddr, domain: &str) -> MxLookup {
-        mx_lookup(self.query(server, domain, RecordType::MX).await)
-    }
-
-    /// The first usable MX answer among `servers`, in order; a failure only when all fail.
-    pub async fn mx_any(&self, servers: &[SocketAddr], domain: &str) -> MxLookup {
-        mx_lookup(self.query_any(servers, domain, RecordType::MX).await)
-    }
-
-    /// The TXT strings at `name` from the first of `servers` that answers (each record's
-    /// character-strings joined; none for NXDOMAIN or no TXT record).
-    pub async fn txt_any(&self, servers: &[SocketAddr], name: &str) -> Result<Vec<String>, String> {
-        let response = match self.query_any(servers, name, RecordType::TXT).await? {
-            Answer::NxDomain | Answer::NoData => return Ok(vec![]),
-            Answer::Records(response) => response,
-        };
-        Ok(response
-            .answers
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::TXT(txt) => Some(
-                    txt.txt_data
-                        .iter()
-                        .map(|part| String::from_utf8_lossy(part))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect())
-    }
-}
-
-/// An MX answer as the drift checks judge it.
-fn mx_lookup(answer: Result<Answer, String>) -> MxLookup {
-    let response = match answer {
-        Err(error) => return MxLookup::Failed(error),
-        Ok(Answer::NxDomain) => return MxLookup::NxDomain,
-        Ok(Answer::NoData) => return MxLookup::NoMx,
-        Ok(Answer::Records(response)) => response,
-    };
-    let mut records = crate::dns::rfc2136::mx_answers(&response);
-    records.sort();
-    records.dedup();
-    if records.is_empty() {
-        MxLookup::NoMx
-    } else {
-        MxLookup::Records(records)
-    }
-}
-
-/// The resolvers of /etc/resolv.conf (port 53).
-pub fn system_resolvers() -> Vec<SocketAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("nameserver"))
-        .filter_map(|address| address.trim().parse::<std::net::IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
-}
 
 /// Where the gateway is probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,20 +89,23 @@ pub struct CheckSettings {
 
 /// Runs every check for one domain.
 pub async fn observe(
-    dns: &DnsClients,
+    network: &Network,
     settings: &CheckSettings,
     replicas: &dyn ReplicaSource,
     expectation: &Expectation,
 ) -> Observation {
     let authoritative = match &expectation.authoritative {
-        Some((server, ours)) => match dns.mx(*server, &expectation.domain).await {
+        Some((server, ours)) => match network.resolver.mx(*server, &expectation.domain).await {
             MxLookup::Records(records) => Some(records.contains(ours)),
             MxLookup::NoMx | MxLookup::NxDomain => Some(false),
             MxLookup::Failed(_) => None,
         },
         None => None,
     };
-    let lookup = dns.mx_any(&settings.resolvers, &expectation.domain).await;
+    let lookup = network
+        .resolver
+        .mx_any(&settings.resolvers, &expectation.domain)
+        .await;
     let mut public = decide::classify(
         &lookup,
         &expectation.ours,
@@ -275,10 +118,13 @@ pub async fn observe(
     }
     let (acceptance, primary) = if settings.smtp {
         let acceptance = match &expectation.probe {
-            Some(plan) => Some(probe_gateway(settings, replicas, plan).await),
+            Some(plan) => Some(probe_gateway(network, settings, replicas, plan).await),
             None => None,
         };
-        (acceptance, Some(probe_primary(settings, expectation).await))
+        (
+            acceptance,
+            Some(probe_primary(network, settings, expectation).await),
+        )
     } else {
         (None, None)
     };
@@ -293,18 +139,21 @@ pub async fn observe(
 /// The gateway's answers: at its one address, or at every ready replica, where the first
 /// replica that answers wrongly is named.
 pub(crate) async fn probe_gateway(
+    network: &Network,
     settings: &CheckSettings,
     replicas: &dyn ReplicaSource,
     plan: &ProbePlan,
 ) -> Verdict {
     let (namespace, service) = match &plan.target {
-        ProbeTarget::Address(address) => return probe_confirmed(settings, plan, address).await,
+        ProbeTarget::Address(address) => {
+            return probe_confirmed(network, settings, plan, address).await;
+        }
         ProbeTarget::Replicas { namespace, service } => (namespace, service),
     };
     let mut ready = replicas.ready(namespace, service);
     ready.sort();
     let verdicts = futures::future::join_all(ready.iter().map(|replica| async move {
-        probe_confirmed(settings, plan, &replica.address.to_string()).await
+        probe_confirmed(network, settings, plan, &replica.address.to_string()).await
     }))
     .await;
     decide::acceptance_of_replicas(namespace, service, &ready, verdicts)
@@ -312,33 +161,153 @@ pub(crate) async fn probe_gateway(
 
 /// One probe, repeated once after `confirm_after` when it fails, so a replica that is
 /// loading a new configuration is not reported.
-async fn probe_confirmed(settings: &CheckSettings, plan: &ProbePlan, target: &str) -> Verdict {
-    let mut verdict = probe_gateway_once(settings, plan, target).await;
+async fn probe_confirmed(
+    network: &Network,
+    settings: &CheckSettings,
+    plan: &ProbePlan,
+    target: &str,
+) -> Verdict {
+    let mut verdict = probe_gateway_once(network, settings, plan, target).await;
     if !verdict.status {
         tokio::time::sleep(settings.confirm_after).await;
-        verdict = probe_gateway_once(settings, plan, target).await;
+        verdict = probe_gateway_once(network, settings, plan, target).await;
     }
     verdict
 }
 
-async fn probe_gateway_once(settings: &CheckSettings, plan: &ProbePlan, target: &str) -> Verdict {
-    let ask = probe::Recipients {
+async fn probe_gateway_once(
+    network: &Network,
+    settings: &CheckSettings,
+    plan: &ProbePlan,
+    target: &str,
+) -> Verdict {
+    let ask = Recipients {
         helo: plan.helo.clone(),
         known: plan.known.clone(),
         random: format!("mx-probe-{:016x}@{}", fastrand::u64(..), plan.domain),
         foreign: format!("mx-probe@{:016x}.invalid", fastrand::u64(..)),
     };
-    let replies: Result<ProbeReplies, String> =
-        probe::recipients(target, &ask, settings.smtp_timeout)
-            .await
-            .map_err(|e| e.to_string());
+    let replies: Result<ProbeReplies, String> = network
+        .prober
+        .recipients(target, &ask, settings.smtp_timeout)
+        .await;
     acceptance(&replies, plan.expect, plan.catch_all)
 }
 
-async fn probe_primary(settings: &CheckSettings, expectation: &Expectation) -> Verdict {
+async fn probe_primary(
+    network: &Network,
+    settings: &CheckSettings,
+    expectation: &Expectation,
+) -> Verdict {
     let target = host_port(&expectation.primary_host, expectation.primary_port);
-    let banner = probe::banner(&target, settings.smtp_timeout)
-        .await
-        .map_err(|e| e.to_string());
+    let banner = network.prober.banner(&target, settings.smtp_timeout).await;
     primary_reachable(&target, &banner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::rfc2136::Tcp;
+    use crate::net::{Prober, Reply, Resolver};
+    use futures::future::BoxFuture;
+    use std::sync::{Arc, Mutex};
+
+    /// A resolver whose public view has the domain gone and whose authoritative server
+    /// lacks our record; it remembers which servers it was asked.
+    #[derive(Default)]
+    struct Gone {
+        asked: Mutex<Vec<SocketAddr>>,
+    }
+
+    impl Resolver for Gone {
+        fn mx<'a>(&'a self, server: SocketAddr, _: &'a str) -> BoxFuture<'a, MxLookup> {
+            self.asked.lock().unwrap().push(server);
+            Box::pin(async { MxLookup::NoMx })
+        }
+        fn mx_any<'a>(&'a self, _: &'a [SocketAddr], _: &'a str) -> BoxFuture<'a, MxLookup> {
+            Box::pin(async { MxLookup::NxDomain })
+        }
+        fn txt_any<'a>(
+            &'a self,
+            _: &'a [SocketAddr],
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+    }
+
+    /// A gateway that accepts its domain's recipients and refuses others; a primary that
+    /// greets.
+    struct Answers;
+
+    impl Prober for Answers {
+        fn banner<'a>(&'a self, _: &'a str, _: Duration) -> BoxFuture<'a, Result<Reply, String>> {
+            Box::pin(async {
+                Ok(Reply {
+                    code: 220,
+                    text: "mail.example.com ESMTP".into(),
+                })
+            })
+        }
+        fn recipients<'a>(
+            &'a self,
+            _: &'a str,
+            ask: &'a Recipients,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<ProbeReplies, String>> {
+            let reply = |code, text: &str| Reply {
+                code,
+                text: text.into(),
+            };
+            Box::pin(async move {
+                Ok(ProbeReplies {
+                    known: ask.known.clone().map(|k| (k, reply(250, "2.1.5 Ok"))),
+                    random: reply(550, "5.1.1 unknown user"),
+                    foreign: reply(554, "5.7.1 relay access denied"),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_ask_the_network_they_are_given() {
+        let resolver = Arc::new(Gone::default());
+        let network = Network {
+            resolver: resolver.clone(),
+            prober: Arc::new(Answers),
+            updater: Arc::new(Tcp),
+        };
+        let server: SocketAddr = ([192, 0, 2, 53], 53).into();
+        let expectation = Expectation {
+            domain: "example.com".into(),
+            ours: vec!["mx1.relay.example.net".into()],
+            primary_host: "mail.example.com".into(),
+            primary_port: 25,
+            authoritative: Some((server, Mx::new(20, "mx1.relay.example.net"))),
+            probe: Some(ProbePlan {
+                target: ProbeTarget::Address("192.0.2.25:25".into()),
+                helo: "mx1.relay.example.net".into(),
+                domain: "example.com".into(),
+                known: Some("alice@example.com".into()),
+                expect: Expect::Accept,
+                catch_all: false,
+            }),
+        };
+        let settings = CheckSettings {
+            resolvers: vec![],
+            smtp: true,
+            smtp_timeout: Duration::from_secs(1),
+            confirm_after: Duration::ZERO,
+        };
+        let seen = observe(&network, &settings, &NoReplicas, &expectation).await;
+        assert_eq!(*resolver.asked.lock().unwrap(), [server]);
+        assert_eq!(seen.authoritative_ok, Some(false));
+        assert!(
+            matches!(seen.public, MxState::Unknown(_)),
+            "our record is being restored, so a missing domain is no departure: {:?}",
+            seen.public
+        );
+        assert_eq!(seen.acceptance.map(|v| v.reason), Some("Verified"));
+        assert_eq!(seen.primary.map(|v| v.status), Some(true));
+    }
 }

@@ -3,9 +3,10 @@
 //! observation changed is handed back to the reconciler, so an unchanged domain costs its
 //! DNS queries (and probes) and no API request at all.
 
-use super::check::{CheckSettings, DnsClients, Expectation, Observation, ReplicaSource, observe};
+use super::check::{CheckSettings, Expectation, Observation, ReplicaSource, observe};
 use super::metrics::DriftMetrics;
 use crate::api::MailDomain;
+use crate::net::Network;
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ type Key = ObjectRef<MailDomain>;
 /// The registry of what to check and what was seen, shared by the loop and the reconciler.
 pub struct Drift {
     settings: DriftSettings,
-    dns: DnsClients,
+    network: Network,
     replicas: Arc<dyn ReplicaSource>,
     entries: Mutex<HashMap<Key, Entry>>,
     metrics: DriftMetrics,
@@ -48,13 +49,25 @@ pub struct CycleReport {
 }
 
 impl Drift {
+    /// Checks against the real network.
     pub fn new(
         settings: DriftSettings,
         replicas: Arc<dyn ReplicaSource>,
         metrics: DriftMetrics,
     ) -> Self {
+        let network = Network::real(settings.dns_timeout);
+        Self::with_network(settings, network, replicas, metrics)
+    }
+
+    /// Checks through `network` (a test's fakes, for example).
+    pub fn with_network(
+        settings: DriftSettings,
+        network: Network,
+        replicas: Arc<dyn ReplicaSource>,
+        metrics: DriftMetrics,
+    ) -> Self {
         Self {
-            dns: DnsClients::new(settings.dns_timeout),
+            network,
             replicas,
             settings,
             entries: Mutex::new(HashMap::new()),
@@ -107,7 +120,7 @@ impl Drift {
         let results: Vec<(Key, Expectation, Observation)> = futures::stream::iter(work)
             .map(|(key, expectation)| async move {
                 let observation = observe(
-                    &self.dns,
+                    &self.network,
                     &self.settings.checks,
                     self.replicas.as_ref(),
                     &expectation,

@@ -7,21 +7,10 @@ use crate::api::conditions::{
 };
 use crate::api::domain::DepartureAction;
 use crate::dns::Mx;
+use crate::net::{MxLookup, ProbeReplies, Reply};
 use crate::render::RelayMode;
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
-
-/// What a resolver said about a domain's MX RRset.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MxLookup {
-    /// The records, sorted.
-    Records(Vec<Mx>),
-    /// The name exists but has no MX records.
-    NoMx,
-    NxDomain,
-    /// No usable answer (timeout, SERVFAIL, refused): says nothing about the domain.
-    Failed(String),
-}
 
 /// How a domain's public MX relates to the gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,36 +185,6 @@ pub enum Expect {
     Defer,
     /// 5xx: the domain's relay config is withdrawn.
     Deny,
-}
-
-/// One SMTP reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub text: String,
-}
-
-impl Reply {
-    fn class(&self) -> u16 {
-        self.code / 100
-    }
-}
-
-impl std::fmt::Display for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
-    }
-}
-
-/// The gateway's answers to the probe's three RCPT commands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeReplies {
-    /// For a recipient that exists (none when the domain is catch-all only).
-    pub known: Option<(String, Reply)>,
-    /// For a random recipient of the domain.
-    pub random: Reply,
-    /// For a domain the gateway does not serve.
-    pub foreign: Reply,
 }
 
 /// What the probe's replies say about the gateway. Messages carry reply codes, not the

@@ -10,8 +10,9 @@ use crate::api::dnsprovider::{DNSProvider, Rfc2136};
 use crate::api::domain::{DomainRole, MailDomainStatus};
 use crate::api::validate::normalize_domain;
 use crate::dns::external::{api_resource, endpoint};
-use crate::dns::rfc2136::{DnsError, Server, Session};
 use crate::dns::{Mx, plan};
+use crate::net::UpdateSession;
+use crate::net::rfc2136::{DnsError, Server};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -163,7 +164,7 @@ impl Published {
 
 /// An RFC 2136 change worked out against the server's current records, not yet sent.
 struct PendingUpdate {
-    session: Session,
+    session: Box<dyn UpdateSession>,
     server: std::net::SocketAddr,
     zone: String,
     current: Vec<Mx>,
@@ -230,7 +231,7 @@ async fn prepare_rfc2136(
     desired: Option<&Mx>,
 ) -> Result<PendingUpdate, DnsProblem> {
     let server = server(ctx, namespace, spec).await?;
-    let mut session = Session::connect(&server).await?;
+    let mut session = ctx.network.updater.connect(&server).await?;
     let zone = match &spec.zone {
         Some(zone) => normalize_domain(zone).unwrap_or_else(|_| zone.clone()),
         None => session.find_zone(normalized).await?,

@@ -98,7 +98,8 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         && !ownership::proved(domain, &proof)
     {
         let found = ctx
-            .lookups
+            .network
+            .resolver
             .txt_any(&ctx.settings.resolvers, &proof.record)
             .await;
         inputs.ownership_txt = Some(found);

@@ -6,7 +6,6 @@ use super::super::context::{Context, Settings};
 use super::super::metrics::Metrics;
 use crate::api::fixtures;
 use crate::api::{MailDomain, MailGateway};
-use crate::drift::check::DnsClients;
 use http::{Request, Response};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::client::Body;
@@ -102,7 +101,7 @@ fn context(
         relays: store(relays),
         claims: Arc::new(ClaimIndex::default()),
         drift: None,
-        lookups: DnsClients::new(Duration::from_secs(1)),
+        network: crate::net::Network::real(Duration::from_secs(1)),
     };
     (Arc::new(context), seen)
 }

@@ -1,12 +1,43 @@
-//! SMTP probes: the gateway's answers to RCPT commands (EHLO, MAIL, RCPT, RSET, QUIT — no
-//! mail is ever sent) and a primary's greeting. What the answers mean is decided in
+//! The SMTP probe: the gateway's answers to RCPT commands (EHLO, MAIL, RCPT, RSET, QUIT —
+//! no mail is ever sent) and a primary's greeting. What the answers mean is decided in
 //! `drift::decide`.
 
-use crate::drift::decide::{ProbeReplies, Reply};
+use super::Prober;
+use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// One SMTP reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    pub(crate) fn class(&self) -> u16 {
+        self.code / 100
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// The gateway's answers to the probe's three RCPT commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeReplies {
+    /// For a recipient that exists (none when the domain is catch-all only).
+    pub known: Option<(String, Reply)>,
+    /// For a random recipient of the domain.
+    pub random: Reply,
+    /// For a domain the gateway does not serve.
+    pub foreign: Reply,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -171,4 +202,30 @@ pub async fn recipients(
         })
     })
     .await
+}
+
+/// The probe over TCP.
+pub struct Smtp;
+
+impl Prober for Smtp {
+    fn banner<'a>(
+        &'a self,
+        target: &'a str,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<Reply, String>> {
+        Box::pin(async move { banner(target, limit).await.map_err(|e| e.to_string()) })
+    }
+
+    fn recipients<'a>(
+        &'a self,
+        target: &'a str,
+        ask: &'a Recipients,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<ProbeReplies, String>> {
+        Box::pin(async move {
+            recipients(target, ask, limit)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }

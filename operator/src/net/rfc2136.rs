@@ -1,6 +1,7 @@
 //! RFC 2136 dynamic updates signed with TSIG (RFC 8945), over TCP to the zone's primary.
 
-use super::plan::{Mx, Plan};
+use crate::dns::{Mx, Plan};
+use futures::future::BoxFuture;
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
@@ -256,4 +257,39 @@ fn record_set(owner: &str, ttl: u32, mx: &Mx) -> Result<RecordSet, DnsError> {
         RData::MX(MX::new(mx.preference, name(&mx.exchange)?)),
     );
     Ok(RecordSet::from(record))
+}
+
+/// RFC 2136 over TCP, to the real server.
+pub struct Tcp;
+
+impl super::Updater for Tcp {
+    fn connect<'a>(
+        &'a self,
+        server: &'a Server,
+    ) -> BoxFuture<'a, Result<Box<dyn super::UpdateSession>, DnsError>> {
+        Box::pin(async move {
+            let session = Session::connect(server).await?;
+            Ok(Box::new(session) as Box<dyn super::UpdateSession>)
+        })
+    }
+}
+
+impl super::UpdateSession for Session {
+    fn mx_records<'a>(&'a mut self, owner: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>> {
+        Box::pin(Session::mx_records(self, owner))
+    }
+
+    fn find_zone<'a>(&'a mut self, owner: &'a str) -> BoxFuture<'a, Result<String, DnsError>> {
+        Box::pin(Session::find_zone(self, owner))
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        zone: &'a str,
+        owner: &'a str,
+        ttl: u32,
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(Session::apply(self, zone, owner, ttl, plan))
+    }
 }
