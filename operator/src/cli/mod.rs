@@ -1,0 +1,56 @@
+//! The `mx-operator` command line: one binary, one subcommand per role, each in its own
+//! file.
+
+mod agent;
+mod audit;
+mod common;
+mod crd;
+mod error;
+mod run;
+
+pub use error::CliError;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mx-operator",
+    version,
+    about = "Kubernetes operator for managed inbound mail gateways (MX relays)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
+    Run(run::RunArgs),
+    /// Run the gateway sidecar that loads relay configuration into Postfix.
+    Agent(agent::AgentArgs),
+    /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
+    Crd(crd::CrdArgs),
+    /// Check a list of domains' MX records (and optionally the gateway's answers) against
+    /// the gateway host names, without a cluster. Exit status: 0 all ok, 1 problems found,
+    /// 2 unusable input.
+    Audit(audit::AuditArgs),
+}
+
+/// Runs one parsed command line.
+pub fn execute(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Run(args) => block_on(run::run(args)),
+        Command::Agent(args) => block_on(agent::agent(args)),
+        Command::Audit(args) => block_on(audit::audit(args)),
+        Command::Crd(args) => crd::crd(args),
+    }
+}
+
+fn block_on(work: impl std::future::Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?
+        .block_on(work)
+}
