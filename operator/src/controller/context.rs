@@ -6,7 +6,8 @@ pub use super::error::Error;
 use super::metrics::Metrics;
 use super::status::Transition;
 use crate::api::{MailDomain, MailGateway};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, Recorder};
 use kube::runtime::reflector::Store;
@@ -49,6 +50,10 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// The relay ConfigMaps as the operator last saw them, compared before each write.
     pub relays: Store<ConfigMap>,
+    /// The gateways' Services, gateway ConfigMaps and StatefulSets, likewise.
+    pub gateway_services: Store<Service>,
+    pub gateway_configs: Store<ConfigMap>,
+    pub gateway_workloads: Store<StatefulSet>,
     /// MailDomains by the domain they claim.
     pub claims: Arc<ClaimIndex>,
     /// The drift checks' registry, when drift is on.

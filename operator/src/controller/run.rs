@@ -8,7 +8,8 @@ use super::{maildomain, mailgateway, placement};
 use crate::api::{MailDomain, MailGateway};
 use crate::shutdown::Shutdown;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -91,6 +92,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
 
     let (namespaces_store, namespaces_writer) = reflector::store();
     let (relays, relays_writer) = reflector::store();
+    let (gateway_services, services_writer) = reflector::store();
+    let (gateway_configs, configs_writer) = reflector::store();
+    let (gateway_workloads, workloads_writer) = reflector::store();
     let domain_controller = {
         let by_configmap = domains.clone();
         let by_secret = domains.clone();
@@ -146,17 +150,34 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             )
     };
     let gateway_controller = gateway_controller
-        .owns(
-            Api::<k8s_openapi::api::apps::v1::StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
+        // The children it compares before writing are cached from the watches that send
+        // it round when they change (the cache is filled before the trigger).
+        .owns_stream(
+            watcher(
+                Api::<StatefulSet>::all(client.clone()),
+                watcher::Config::default().labels(GATEWAY_SELECTOR),
+            )
+            .backoff(watch_backoff())
+            .reflect(workloads_writer)
+            .touched_objects(),
         )
-        .owns(
-            Api::<k8s_openapi::api::core::v1::Service>::all(client.clone()),
-            watcher::Config::default(),
+        .owns_stream(
+            watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default().labels(GATEWAY_SELECTOR),
+            )
+            .backoff(watch_backoff())
+            .reflect(services_writer)
+            .touched_objects(),
         )
-        .owns(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
+        .owns_stream(
+            watcher(
+                Api::<ConfigMap>::all(client.clone()),
+                watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
+            )
+            .backoff(watch_backoff())
+            .reflect(configs_writer)
+            .touched_objects(),
         )
         // A gateway counts and configures its domains from their specs: their status writes
         // are no reason to look again. (Deletion marks bump the generation; a domain deleted
@@ -177,7 +198,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let endpoints_watch = settings.drift.as_ref().map(|_| {
         let events = watcher(
             Api::<k8s_openapi::api::core::v1::Endpoints>::all(client.clone()),
-            watcher::Config::default().labels(GATEWAY_ENDPOINTS_SELECTOR),
+            watcher::Config::default().labels(GATEWAY_SELECTOR),
         )
         .backoff(watch_backoff())
         .reflect(endpoints_writer);
@@ -218,6 +239,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         pdb_served,
         namespaces: namespaces_store,
         relays,
+        gateway_services,
+        gateway_configs,
+        gateway_workloads,
         claims,
         drift,
         network: crate::net::Network::real(Duration::from_secs(3)),
@@ -251,8 +275,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     }
 }
 
-/// The Endpoints of the gateways' Services.
-const GATEWAY_ENDPOINTS_SELECTOR: &str =
+/// The gateways' StatefulSets and Services, and the Endpoints of those Services.
+const GATEWAY_SELECTOR: &str =
     "app.kubernetes.io/name=mx-gateway,app.kubernetes.io/managed-by=mx-operator";
 
 fn log_result<K: Resource, E: std::error::Error, W: std::error::Error>(

@@ -1,0 +1,130 @@
+//! The inputs of a MailGateway's decision, all from caches: the domains it serves and
+//! its live Service and StatefulSet.
+
+use super::super::context::{Context, Error};
+use super::super::ownership::{self, Claim, strongest};
+use super::super::placement::{claim_winner, gateway_key, namespace_allowed};
+use crate::api::validate::normalize_domain;
+use crate::api::{MailDomain, MailGateway};
+use crate::manifests::gateway::GatewayNames;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// How many MailDomains the gateway relays.
+    pub served: usize,
+    /// The address of the gateway's load balancer, once it has one.
+    pub load_balancer_ip: Option<IpAddr>,
+    /// The gateway's StatefulSet as last seen: its ready replicas.
+    pub ready_replicas: i32,
+    /// Whether the server serves `policy/v1` PodDisruptionBudgets.
+    pub pdb_served: bool,
+    /// Image of gateways that do not name their own.
+    pub default_image: String,
+    /// The owner reference every child carries.
+    pub owner: OwnerReference,
+}
+
+pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
+    let owner = gateway
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::NotNamespaced(gateway.name_any()))?;
+    let namespace = gateway.namespace().unwrap_or_default();
+    let names = GatewayNames::of(&gateway.name_any());
+    let service = ctx
+        .gateway_services
+        .get(&ObjectRef::new(&names.workload).within(&namespace));
+    let stateful_set = ctx
+        .gateway_workloads
+        .get(&ObjectRef::<StatefulSet>::new(&names.workload).within(&namespace));
+    Ok(Inputs {
+        owner,
+        served: served_domains(gateway, ctx).len(),
+        load_balancer_ip: gateway
+            .spec
+            .service
+            .load_balancer_ip
+            .as_deref()
+            .or_else(|| service.as_deref().and_then(load_balancer_address))
+            .and_then(|ip| ip.parse().ok()),
+        ready_replicas: stateful_set
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+        pdb_served: ctx.pdb_served,
+        default_image: ctx.settings.gateway_image.clone(),
+    })
+}
+
+fn load_balancer_address(service: &Service) -> Option<&str> {
+    service
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .as_deref()
+}
+
+/// The MailDomains this gateway relays: valid, from an allowed namespace, and the holder
+/// of their domain's claim. One pass over the domains (claims grouped by domain), so a
+/// gateway with many thousands of domains costs linear time.
+fn served_domains(gateway: &MailGateway, ctx: &Context) -> Vec<Arc<MailDomain>> {
+    let key = (gateway.namespace().unwrap_or_default(), gateway.name_any());
+    let mut allowed_namespaces: HashMap<String, bool> = HashMap::new();
+    let mut claims: BTreeMap<String, Vec<(Arc<MailDomain>, Claim)>> = BTreeMap::new();
+    for domain in ctx.domains.state() {
+        if gateway_key(&domain).as_ref() != Some(&key)
+            || domain.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let Ok(normalized) = normalize_domain(&domain.spec.domain) else {
+            continue;
+        };
+        let namespace = domain.namespace().unwrap_or_default();
+        let allowed_here = match allowed_namespaces.get(&namespace) {
+            Some(known) => *known,
+            None => {
+                let labels = ctx
+                    .namespaces
+                    .get(&ObjectRef::new(&namespace))
+                    .map(|ns| ns.metadata.labels.clone().unwrap_or_default());
+                let verdict = namespace_allowed(gateway, &namespace, labels.as_ref());
+                allowed_namespaces.insert(namespace.clone(), verdict);
+                verdict
+            }
+        };
+        if allowed_here {
+            let claim = ownership::claim(gateway, &namespace, &normalized, &domain);
+            claims.entry(normalized).or_default().push((domain, claim));
+        }
+    }
+    // An invalid winner keeps its claim (its last config still serves) but is not counted.
+    let mut served = vec![];
+    for claimants in claims.values() {
+        let holders = strongest(claimants.iter().map(|(d, claim)| (d.as_ref(), *claim)));
+        let Some(winner) = claim_winner(holders) else {
+            continue;
+        };
+        if winner.spec.validate().is_ok()
+            && let Some((held, _)) = claimants
+                .iter()
+                .find(|(d, _)| std::ptr::eq(d.as_ref(), winner))
+        {
+            served.push(held.clone());
+        }
+    }
+    served
+}

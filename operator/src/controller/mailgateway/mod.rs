@@ -1,0 +1,65 @@
+//! MailGateway → StatefulSet, Services, PodDisruptionBudget, agent RBAC and the gateway
+//! ConfigMap; status says how many replicas serve and how many domains they relay.
+//!
+//! ```text
+//! fetch (caches) → decide (pure) → apply (children) → status (one write)
+//! ```
+
+mod apply;
+mod decide;
+mod fetch;
+
+use super::context::{Context, Error};
+use super::write::{namespace_of, write_status};
+use crate::api::MailGateway;
+use crate::api::gateway::MailGatewayStatus;
+use decide::Decision;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RETRY: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(gateway: Arc<MailGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&gateway, &ctx).await;
+    ctx.metrics
+        .observe_reconcile("MailGateway", started.elapsed(), result.as_ref().err());
+    result
+}
+
+pub fn error_policy(gateway: Arc<MailGateway>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(mailgateway = %gateway.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+#[tracing::instrument(skip_all, fields(mailgateway = %gateway.name_any(), namespace = gateway.namespace().unwrap_or_default()))]
+async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action, Error> {
+    if gateway.metadata.deletion_timestamp.is_some() {
+        // Children carry owner references; the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let namespace = namespace_of(gateway)?;
+    let inputs = fetch::fetch(gateway, ctx)?;
+    let children = match decide::decide(gateway, &inputs)? {
+        Decision::Invalid(ready) => {
+            write_status(gateway, gateway.status.as_ref(), ctx, &[ready], |_| {}).await?;
+            return Ok(Action::await_change());
+        }
+        Decision::Apply(children) => children,
+    };
+    apply::apply(ctx, &namespace, &children).await?;
+    write_status(
+        gateway,
+        gateway.status.as_ref(),
+        ctx,
+        &children.conditions,
+        |status: &mut MailGatewayStatus| {
+            status.ready_replicas = Some(children.ready_replicas);
+            status.domains = Some(children.served as i32);
+        },
+    )
+    .await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
