@@ -3,6 +3,8 @@
 
 use crate::TestNamespace;
 use kube::api::{Patch, PatchParams};
+pub use mx_operator::api::fixtures::merge;
+use mx_operator::api::fixtures::{domain_object, gateway_object};
 use serde_json::{Value, json};
 
 /// A namespaced kind the fixtures can apply.
@@ -69,33 +71,16 @@ pub async fn apply_dynamic(ns: &TestNamespace, object: Value) {
     .expect("apply");
 }
 
-/// A MailGateway `name` with `extra` merged into its spec.
+/// A MailGateway `name` (two replicas, MX host `<name>.mx.example.net`) with `extra`
+/// merged into its spec.
 pub fn gateway(name: &str, extra: Value) -> Value {
-    let mut spec = json!({"mxHostnames": [format!("{name}.mx.example.net")], "replicas": 2});
-    merge(&mut spec, extra);
-    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": name}, "spec": spec})
+    gateway_object(name, json!({"spec": extra}))
 }
 
-/// A MailDomain on gateway `edge` with alice as its one recipient, `extra` merged in.
+/// A MailDomain on gateway `edge` with alice as its one recipient and a primary at
+/// 192.0.2.25 (documentation address: nothing answers), `extra` merged into its spec.
 pub fn domain(name: &str, domain: &str, extra: Value) -> Value {
-    let mut spec = json!({
-        "domain": domain,
-        "gatewayRef": {"name": "edge"},
-        "primary": {"host": "192.0.2.25"},
-        "recipients": {"inline": [format!("alice@{domain}")]},
-    });
+    let mut spec = json!({"primary": {"host": "192.0.2.25"}});
     merge(&mut spec, extra);
-    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name}, "spec": spec})
-}
-
-/// Deep-merges `extra` into `base` (objects key by key, anything else replaced).
-pub fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(base), Value::Object(extra)) => {
-            for (key, value) in extra {
-                merge(base.entry(key).or_insert(Value::Null), value);
-            }
-        }
-        (base, extra) => *base = extra,
-    }
+    domain_object(name, domain, json!({"spec": spec}))
 }

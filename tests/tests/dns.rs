@@ -2,6 +2,7 @@
 //! DNSEndpoint objects on the real API server.
 
 use kube::api::{Api, DeleteParams, DynamicObject};
+use mx_operator::api::fixtures::{domain_object, gateway_object, provider_object};
 use mx_operator::api::{ConditionStatus, MailDomain};
 use mx_operator::dns::external::api_resource;
 use mx_operator_tests::TestNamespace;
@@ -23,25 +24,26 @@ async fn provider(ns: &TestNamespace, name: &str, knot: &Knot, zone: Option<&str
         "stringData": {"secret": secret}}),
     )
     .await;
-    let mut rfc = json!({"server": "127.0.0.1", "port": knot.address.port(),
-        "tsig": {"keyName": TSIG_KEY_NAME, "secretRef": {"name": format!("{name}-key"), "key": "secret"}}});
+    let mut rfc = json!({"port": knot.address.port(),
+        "tsig": {"keyName": TSIG_KEY_NAME, "secretRef": {"name": format!("{name}-key")}}});
     if let Some(zone) = zone {
         rfc["zone"] = json!(zone);
     }
-    apply(ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": name},
-        "spec": {"rfc2136": rfc}})).await;
+    apply(ns, provider_object(name, json!({"spec": {"rfc2136": rfc}}))).await;
 }
 
 async fn gateway(ns: &TestNamespace, host: &str) {
-    apply(ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": "edge"},
-        "spec": {"mxHostnames": [host]}})).await;
+    apply(
+        ns,
+        gateway_object("edge", json!({"spec": {"mxHostnames": [host]}})),
+    )
+    .await;
 }
 
 async fn domain(ns: &TestNamespace, name: &str, domain: &str, provider: &str, mx: Value) {
-    apply(ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name},
-        "spec": {"domain": domain, "gatewayRef": {"name": "edge"}, "primary": {"host": "mail.customer.example"},
-                 "recipients": {"inline": [format!("alice@{domain}")]}, "dns": {"providerRef": {"name": provider}},
-                 "mx": mx}})).await;
+    let spec = json!({"primary": {"host": "mail.customer.example"},
+        "dns": {"providerRef": {"name": provider}}, "mx": mx});
+    apply(ns, domain_object(name, domain, json!({"spec": spec}))).await;
 }
 
 async fn dns_synced(ns: &TestNamespace, name: &str, ok: bool, reason: &str) -> MailDomain {

@@ -91,13 +91,10 @@ fn gateway(smtp: SocketAddr) -> Value {
 
 fn domain(name: &str, domain: &str, primary: SocketAddr, extra: Value) -> Value {
     let mut spec = json!({
-        "domain": domain,
-        "gatewayRef": {"name": "edge"},
         "primary": {"host": primary.ip().to_string(), "port": primary.port(), "tls": "None"},
-        "recipients": {"inline": [format!("alice@{domain}")]},
     });
     merge(&mut spec, extra);
-    json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name}, "spec": spec})
+    mx_operator::api::fixtures::domain_object(name, domain, json!({"spec": spec}))
 }
 
 async fn provider(ns: &TestNamespace, knot: &Knot) {

@@ -456,14 +456,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(overrides: serde_json::Value) -> MailDomainSpec {
-        let mut base = json!({
-            "domain": "example.com",
-            "gatewayRef": {"name": "edge"},
-            "primary": {"host": "mail.example.com"},
-            "recipients": {"inline": ["alice@example.com"]},
-        });
-        crate::api::merge_json(&mut base, overrides);
-        serde_json::from_value(base).unwrap()
+        crate::api::fixtures::domain_spec(overrides)
     }
 
     fn paths(spec: &MailDomainSpec) -> Vec<String> {

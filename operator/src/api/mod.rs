@@ -4,8 +4,8 @@ pub mod conditions;
 pub mod crd;
 pub mod dnsprovider;
 pub mod domain;
-#[cfg(test)]
-pub(crate) mod fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod gateway;
 pub mod reference;
 pub mod validate;
@@ -71,19 +71,5 @@ impl DeliveryLimits {
                 format!("must be at most 1h, not {}s", delay.as_secs()),
             );
         }
-    }
-}
-
-/// Deep-merges `overrides` into `base` for test fixtures (objects key by key, anything
-/// else replaced).
-#[cfg(test)]
-pub(crate) fn merge_json(base: &mut serde_json::Value, overrides: serde_json::Value) {
-    match (base, overrides) {
-        (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
-            for (key, value) in overrides {
-                merge_json(base.entry(key).or_insert(serde_json::Value::Null), value);
-            }
-        }
-        (base, overrides) => *base = overrides,
     }
 }

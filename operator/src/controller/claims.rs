@@ -101,13 +101,8 @@ mod tests {
     use serde_json::json;
 
     fn domain(name: &str, domain: &str) -> MailDomain {
-        serde_json::from_value(json!({
-            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain",
-            "metadata": {"name": name, "namespace": "ns"},
-            "spec": {"domain": domain, "gatewayRef": {"name": "edge"},
-                     "primary": {"host": "m.test"}, "recipients": {"catchAll": true}},
-        }))
-        .unwrap()
+        crate::api::fixtures::domain(json!({
+            "metadata": {"name": name, "namespace": "ns"}, "spec": {"domain": domain}}))
     }
 
     fn names(index: &ClaimIndex, claim: &str) -> Vec<String> {

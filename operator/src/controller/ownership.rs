@@ -157,14 +157,12 @@ pub fn judge(found: &Result<Vec<String>, String>, proof: &OwnershipProof) -> Ver
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::fixtures;
     use serde_json::json;
 
     fn gateway(require: bool) -> MailGateway {
-        serde_json::from_value(json!({
-            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway",
-            "metadata": {"name": "edge", "namespace": "fleet", "uid": "uid-1"},
-            "spec": {"mxHostnames": ["mx1.relay.example.net"], "requireOwnershipProof": require}}))
-        .unwrap()
+        fixtures::gateway(json!({"metadata": {"namespace": "fleet", "uid": "uid-1"},
+            "spec": {"requireOwnershipProof": require}}))
     }
 
     /// A MailDomain in `owner` with the given conditions (`(type, status)`), proof and
@@ -181,13 +179,10 @@ mod tests {
                 "lastTransitionTime": "2026-11-23T00:00:00Z"})
             })
             .collect();
-        serde_json::from_value(json!({
-            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain",
+        fixtures::domain(json!({
             "metadata": {"name": "d", "namespace": "owner"},
-            "spec": {"domain": "example.com", "gatewayRef": {"name": "edge", "namespace": "fleet"},
-                "primary": {"host": "mail.example.com"}, "recipients": {"inline": ["a@example.com"]}},
+            "spec": {"gatewayRef": {"name": "edge", "namespace": "fleet"}},
             "status": {"conditions": conditions, "ownership": ownership, "relayConfigMap": relay}}))
-        .unwrap()
     }
 
     #[test]

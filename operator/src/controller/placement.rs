@@ -94,6 +94,19 @@ pub fn domains_using_secret(
     })
 }
 
+pub fn domains_using_provider(
+    domains: &Store<MailDomain>,
+    provider: &ObjectMeta,
+) -> Vec<ObjectRef<MailDomain>> {
+    domains_referencing(domains, provider, |domain| {
+        domain
+            .spec
+            .dns
+            .as_ref()
+            .map(|d| d.provider_ref.name.as_str())
+    })
+}
+
 fn domains_referencing(
     domains: &Store<MailDomain>,
     object: &ObjectMeta,
@@ -172,25 +185,18 @@ pub fn rivals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::fixtures;
     use serde_json::json;
 
     fn domain(namespace: &str, name: &str, created: &str, gateway_ns: Option<&str>) -> MailDomain {
-        serde_json::from_value(json!({
-            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain",
+        fixtures::domain(json!({
             "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created, "uid": format!("{namespace}/{name}")},
-            "spec": {"domain": "example.com", "gatewayRef": {"name": "edge", "namespace": gateway_ns},
-                     "primary": {"host": "mail.example.com"}, "recipients": {"catchAll": true}},
+            "spec": {"gatewayRef": {"name": "edge", "namespace": gateway_ns}, "recipients": {"catchAll": true}},
         }))
-        .unwrap()
     }
 
     fn gateway(from: &str, selector: Option<serde_json::Value>) -> MailGateway {
-        serde_json::from_value(json!({
-            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway",
-            "metadata": {"name": "edge", "namespace": "mail"},
-            "spec": {"mxHostnames": ["mx1.example.net"], "allowedDomains": {"from": from, "selector": selector}},
-        }))
-        .unwrap()
+        fixtures::gateway(json!({"spec": {"allowedDomains": {"from": from, "selector": selector}}}))
     }
 
     #[test]

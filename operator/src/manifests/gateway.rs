@@ -419,13 +419,12 @@ mod tests {
     use super::*;
     use kube::Resource;
 
+    /// Gateway `edge` with exactly `spec`.
     fn gateway(spec: serde_json::Value) -> MailGateway {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway",
-            "metadata": {"name": "edge", "namespace": "mail", "uid": "1234"},
-            "spec": spec,
-        }))
-        .unwrap()
+        let mut gateway =
+            crate::api::fixtures::gateway(serde_json::json!({"metadata": {"uid": "1234"}}));
+        gateway.spec = serde_json::from_value(spec).unwrap();
+        gateway
     }
 
     fn build(gateway: &MailGateway) -> GatewayBuild<'_> {

@@ -97,15 +97,11 @@ mod test_support {
     };
 
     /// A MailDomain spec for example.com with `overrides` merged in.
+    /// (No recipients unless the test names them.)
     pub fn domain_spec(overrides: serde_json::Value) -> MailDomainSpec {
-        let mut value = serde_json::json!({
-            "domain": "example.com",
-            "gatewayRef": {"name": "edge"},
-            "primary": {"host": "mail.example.com"},
-            "recipients": {},
-        });
-        crate::api::merge_json(&mut value, overrides);
-        serde_json::from_value(value).unwrap()
+        let mut none = serde_json::json!({"recipients": {"inline": []}});
+        crate::api::fixtures::merge(&mut none, overrides);
+        crate::api::fixtures::domain_spec(none)
     }
 
     pub fn input<'a>(

@@ -702,10 +702,7 @@ mod tests {
             "same namespace: the garbage collector removes it"
         );
         assert!(!decision.finalizer, "nothing outside the namespace, no DNS");
-        assert_eq!(
-            decision.mx,
-            Some(Some(Mx::new(20, "mx1.relay.example.net")))
-        );
+        assert_eq!(decision.mx, Some(Some(Mx::new(20, "edge.mx.example.net"))));
         assert_eq!(decision.requeue, Action::requeue(RESYNC));
         let relayed = decision.status.relayed.as_ref().unwrap();
         assert_eq!(relayed.count, 1);
