@@ -5,7 +5,7 @@ use super::claims::ClaimIndex;
 pub use super::error::Error;
 use super::metrics::Metrics;
 use super::status::Transition;
-use crate::api::{MailDomain, MailGateway};
+use crate::api::{DNSProvider, MailDomain, MailGateway};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::core::PartialObjectMeta;
@@ -48,6 +48,8 @@ pub struct Context {
     pub pdb_served: bool,
     /// Namespaces' labels, for gateways that admit MailDomains by namespace selector.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// DNSProviders, read when a domain's MX record is published.
+    pub providers: Store<DNSProvider>,
     /// The relay ConfigMaps as the operator last saw them, compared before each write.
     pub relays: Store<ConfigMap>,
     /// The gateways' Services, gateway ConfigMaps and StatefulSets, likewise.

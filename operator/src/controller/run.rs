@@ -5,7 +5,7 @@ use super::claims::ClaimIndex;
 use super::context::{Context, FIELD_MANAGER, Settings};
 use super::metrics::Metrics;
 use super::{maildomain, mailgateway, placement};
-use crate::api::{MailDomain, MailGateway};
+use crate::api::{DNSProvider, MailDomain, MailGateway};
 use crate::shutdown::Shutdown;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -92,6 +92,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
 
     let (namespaces_store, namespaces_writer) = reflector::store();
     let (relays, relays_writer) = reflector::store();
+    let (providers, providers_writer) = reflector::store();
     let (gateway_services, services_writer) = reflector::store();
     let (gateway_configs, configs_writer) = reflector::store();
     let (gateway_workloads, workloads_writer) = reflector::store();
@@ -100,6 +101,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         let by_secret = domains.clone();
         let by_gateway = domains.clone();
         let by_namespace = domains.clone();
+        let by_provider = domains.clone();
         domain_controller
             .watches(
                 configmaps,
@@ -147,6 +149,19 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                 .reflect(relays_writer)
                 .touched_objects(),
                 |cm: ConfigMap| placement::domain_of_relay(&cm.metadata),
+            )
+            // DNSProviders are cached; a change of one sends the domains that name it round.
+            .watches_stream(
+                watcher(
+                    Api::<DNSProvider>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .backoff(watch_backoff())
+                .reflect(providers_writer)
+                .touched_objects(),
+                move |provider: DNSProvider| {
+                    placement::domains_using_provider(&by_provider, &provider.metadata)
+                },
             )
     };
     let gateway_controller = gateway_controller
@@ -239,6 +254,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         pdb_served,
         namespaces: namespaces_store,
         relays,
+        providers,
         gateway_services,
         gateway_configs,
         gateway_workloads,

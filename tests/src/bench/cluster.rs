@@ -207,39 +207,92 @@ async fn apiserver_requests(plane: &ControlPlane) -> Result<f64, String> {
         .sum())
 }
 
-async fn create_domains(ns: &TestNamespace, count: usize) -> Result<(), String> {
-    let primary: SocketAddr = ([127, 0, 0, 1], 2526).into();
+/// Runs `work(i)` for `i` in `0..count`, 16 at a time (the operator's concurrency);
+/// the first error, if any.
+async fn sixteen_at_a_time<F, Fut>(count: usize, work: F) -> Result<(), String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let results: Vec<Result<(), String>> = futures::stream::iter(0..count)
-        .map(|i| {
-            let api: Api<MailDomain> = ns.api();
-            async move {
-                let name = format!("s{i:05}");
-                let mail_domain = format!("{name}.scale.test");
-                let recipients = (0..100)
-                    .map(|u| format!("user{u:03}@{mail_domain}"))
-                    .collect();
-                let object: MailDomain = serde_json::from_value(domain(
-                    &name,
-                    &mail_domain,
-                    "edge",
-                    recipients,
-                    primary,
-                ))
-                .map_err(fail)?;
-                api.patch(
-                    &name,
-                    &PatchParams::apply("bench").force(),
-                    &Patch::Apply(&object),
-                )
-                .await
-                .map(|_| ())
-                .map_err(fail)
-            }
-        })
+        .map(work)
         .buffer_unordered(16)
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+async fn create_domains(ns: &TestNamespace, count: usize) -> Result<(), String> {
+    let primary: SocketAddr = ([127, 0, 0, 1], 2526).into();
+    sixteen_at_a_time(count, |i| {
+        let api: Api<MailDomain> = ns.api();
+        async move {
+            let name = format!("s{i:05}");
+            let mail_domain = format!("{name}.scale.test");
+            let recipients = (0..100)
+                .map(|u| format!("user{u:03}@{mail_domain}"))
+                .collect();
+            let object: MailDomain =
+                serde_json::from_value(domain(&name, &mail_domain, "edge", recipients, primary))
+                    .map_err(fail)?;
+            api.patch(
+                &name,
+                &PatchParams::apply("bench").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .map(|_| ())
+            .map_err(fail)
+        }
+    })
+    .await
+}
+
+/// The API server's raw write floor for `count` domains, with the operator's client and
+/// concurrency (16): `count` ConfigMap creates of a relay config's size, then `count`
+/// status writes (server-side apply of the MailDomains' status). What converging can
+/// never beat; the operator's convergence time is printed as a ratio to it.
+async fn write_floor(
+    plane: &ControlPlane,
+    domains: &TestNamespace,
+    count: usize,
+) -> Result<Duration, String> {
+    let floor = plane.namespace("floor").await.map_err(fail)?;
+    let started = Instant::now();
+    sixteen_at_a_time(count, |i| {
+        let api: Api<ConfigMap> = floor.api();
+        async move {
+            let lines: String = (0..100)
+                .map(|u| format!("user{u:03}@s{i:05}.scale.test OK\n"))
+                .collect();
+            let object: ConfigMap = serde_json::from_value(json!({
+                "metadata": {"name": format!("floor-{i:05}")},
+                "data": {"relay_recipients": lines}}))
+            .map_err(fail)?;
+            api.create(&Default::default(), &object)
+                .await
+                .map(|_| ())
+                .map_err(fail)
+        }
+    })
+    .await?;
+    sixteen_at_a_time(count, |i| {
+        let api: Api<MailDomain> = domains.api();
+        async move {
+            let status = json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain",
+                "status": {"observedGeneration": 1, "recipientCount": i}});
+            api.patch_status(
+                &format!("s{i:05}"),
+                &PatchParams::apply("bench-floor").force(),
+                &Patch::Apply(&status),
+            )
+            .await
+            .map(|_| ())
+            .map_err(fail)
+        }
+    })
+    .await?;
+    Ok(started.elapsed())
 }
 
 /// Section 3 for one size, on a control plane of its own.
@@ -298,6 +351,9 @@ pub async fn scale(dir: &Path, count: usize, limit: Duration) -> Result<Vec<Figu
         eprintln!("bench: {count} domains, writes after convergence: {kinds:?}");
     }
     let rss = peak_rss_mib(operator.id());
+    // The floor is measured with the operator stopped, so that nothing else writes.
+    drop(operator);
+    let floor = write_floor(&plane, &ns, count).await?;
     let label = |what: &str| format!("{count} domains: {what}");
     let mut convergence = Figure::new(
         SCALE,
@@ -324,6 +380,25 @@ pub async fn scale(dir: &Path, count: usize, limit: Duration) -> Result<Vec<Figu
             label("API requests per second while converging"),
             requests / converged.as_secs_f64(),
             "req/s",
+        ),
+        Figure::new(
+            SCALE,
+            label("API requests per domain while converging"),
+            requests / count as f64,
+            "",
+        )
+        .at_most(3.0),
+        Figure::new(
+            SCALE,
+            label("API write floor (N ConfigMap creates + N status writes, 16 at a time)"),
+            floor.as_secs_f64(),
+            "s",
+        ),
+        Figure::new(
+            SCALE,
+            label("convergence ÷ write floor"),
+            converged.as_secs_f64() / floor.as_secs_f64(),
+            "",
         ),
         Figure::new(
             SCALE,

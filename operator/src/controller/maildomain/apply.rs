@@ -41,7 +41,8 @@ pub async fn apply(
     let Some(desired_mx) = &decision.mx else {
         return Ok(Applied { published: None });
     };
-    let published = dns::sync(domain, ctx, namespace, normalized, desired_mx.as_ref()).await?;
+    let provider = inputs.provider.as_deref();
+    let published = dns::sync(domain, ctx, provider, normalized, desired_mx.as_ref()).await?;
     if let Ok(Published {
         repaired: Some(record),
         ..

@@ -16,7 +16,9 @@ use crate::net::rfc2136::{DnsError, Server};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use std::sync::Arc;
 use std::time::Duration;
 
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,19 +81,29 @@ fn parse_record(text: &str) -> Option<Mx> {
     Some(Mx::new(preference.parse().ok()?, exchange))
 }
 
+/// The DNSProvider the domain names, from the cache (`None`: it names none, or it does
+/// not exist).
+pub fn provider(domain: &MailDomain, ctx: &Context) -> Option<Arc<DNSProvider>> {
+    let name = &domain.spec.dns.as_ref()?.provider_ref.name;
+    let namespace = domain.namespace()?;
+    ctx.providers.get(&ObjectRef::new(name).within(&namespace))
+}
+
 /// Makes the domain's MX record at its DNS provider match `desired` (None: withdraw ours).
 pub async fn sync(
     domain: &MailDomain,
     ctx: &Context,
-    namespace: &str,
+    provider: Option<&DNSProvider>,
     normalized: &str,
     desired: Option<&Mx>,
 ) -> Result<Result<Published, DnsProblem>, Error> {
     let Some(dns) = &domain.spec.dns else {
         return Ok(Ok(Published::nothing()));
     };
-    let providers: Api<DNSProvider> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(provider) = providers.get_opt(&dns.provider_ref.name).await? else {
+    let namespace = &domain
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(domain.name_any()))?;
+    let Some(provider) = provider else {
         return Ok(Err(DnsProblem::new(
             "ProviderNotFound",
             format!(
@@ -141,7 +153,8 @@ pub async fn sync(
     let labels = provider
         .spec
         .external_dns
-        .map(|e| e.labels)
+        .as_ref()
+        .map(|e| e.labels.clone())
         .unwrap_or_default();
     publish_endpoint(domain, ctx, namespace, normalized, desired, &labels)
         .await

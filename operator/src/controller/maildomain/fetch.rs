@@ -7,7 +7,7 @@ use super::super::ownership;
 use super::super::placement::{gateway_key, rivals};
 use crate::api::gateway::NamespacesFrom;
 use crate::api::validate::normalize_domain;
-use crate::api::{KeyRef, MailDomain, MailGateway};
+use crate::api::{DNSProvider, KeyRef, MailDomain, MailGateway};
 use crate::drift::Observation;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -43,6 +43,8 @@ pub struct Inputs {
     pub resync: Duration,
     /// The relay ConfigMap at the domain's gateway, as the cache holds it.
     pub relay_live: Option<Arc<ConfigMap>>,
+    /// The DNSProvider the domain names, if it exists.
+    pub provider: Option<Arc<DNSProvider>>,
 }
 
 /// A referenced recipient list: its object's metadata and the key's text, if they exist.
@@ -109,6 +111,7 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         &ObjectRef::new(&crate::manifests::relay::relay_configmap_name(&normalized))
             .within(gateway_namespace),
     );
+    inputs.provider = super::dns::provider(domain, ctx);
     inputs.gateway = Some(gateway);
     Ok(inputs)
 }

@@ -53,7 +53,8 @@ pub async fn finalize(
         delete_relay(domain, ctx, namespace, location).await?;
     }
     let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
-    match dns::sync(domain, ctx, namespace, &normalized, None).await? {
+    let provider = dns::provider(domain, ctx);
+    match dns::sync(domain, ctx, provider.as_deref(), &normalized, None).await? {
         Ok(published) if !published.pending.is_empty() => {
             // A record listed as ours was absent: an update that adds it (sent by a run
             // that stopped before it saw the answer) may still be applied. Look again a

@@ -99,6 +99,7 @@ fn context(
         pdb_served: true,
         namespaces: store(vec![]),
         relays: store(relays),
+        providers: store(vec![]),
         gateway_services: store(vec![]),
         gateway_configs: store(vec![]),
         gateway_workloads: store(vec![]),

@@ -3,8 +3,7 @@
 //! the agent's RBAC and the PodDisruptionBudget, which the operator does not watch, with
 //! a read of each.
 
-use super::super::context::Context;
-use super::super::context::Error;
+use super::super::context::{Context, Error};
 use super::super::write::{apply_if_changed, apply_unless_current};
 use super::decide::Children;
 use kube::api::Api;
@@ -15,54 +14,29 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Result<(), Error> {
-    cached(
-        ctx,
-        namespace,
-        &ctx.gateway_services,
-        &children.service,
-        &[],
-    )
-    .await?;
-    cached(
-        ctx,
-        namespace,
-        &ctx.gateway_services,
-        &children.headless,
-        &[],
-    )
-    .await?;
-    cached(
-        ctx,
-        namespace,
-        &ctx.gateway_configs,
-        &children.config,
-        &["data"],
-    )
-    .await?;
-    read_first(ctx, namespace, &children.service_account).await?;
-    read_first(ctx, namespace, &children.role).await?;
-    read_first(ctx, namespace, &children.role_binding).await?;
+    let (services, configs) = (Some(&ctx.gateway_services), Some(&ctx.gateway_configs));
+    child(ctx, namespace, &children.service, &[], services).await?;
+    child(ctx, namespace, &children.headless, &[], services).await?;
+    child(ctx, namespace, &children.config, &["data"], configs).await?;
+    child(ctx, namespace, &children.service_account, &[], None).await?;
+    child(ctx, namespace, &children.role, &[], None).await?;
+    child(ctx, namespace, &children.role_binding, &[], None).await?;
     if let Some(budget) = &children.pod_disruption_budget {
-        read_first(ctx, namespace, budget).await?;
+        child(ctx, namespace, budget, &[], None).await?;
     }
-    cached(
-        ctx,
-        namespace,
-        &ctx.gateway_workloads,
-        &children.stateful_set,
-        &[],
-    )
-    .await?;
+    let workloads = Some(&ctx.gateway_workloads);
+    child(ctx, namespace, &children.stateful_set, &[], workloads).await?;
     Ok(())
 }
 
-/// Applies `desired` unless the cache's copy already has it.
-async fn cached<K>(
+/// Applies `desired` unless the live object has it: the cache's copy, or without a cache
+/// the object read first.
+async fn child<K>(
     ctx: &Context,
     namespace: &str,
-    store: &Store<K>,
     desired: &K,
     exact: &[&str],
+    cache: Option<&Store<K>>,
 ) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -71,22 +45,15 @@ where
         + Serialize
         + DeserializeOwned,
 {
-    let live = store.get(&ObjectRef::new(&desired.name_any()).within(namespace));
     let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
-    apply_unless_current(&api, desired, exact, live.as_deref()).await?;
-    Ok(())
-}
-
-/// Applies `desired` unless the live object, read first, already has it.
-async fn read_first<K>(ctx: &Context, namespace: &str, desired: &K) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
-    apply_if_changed(&api, desired, &[]).await?;
+    match cache {
+        Some(store) => {
+            let live = store.get(&ObjectRef::new(&desired.name_any()).within(namespace));
+            apply_unless_current(&api, desired, exact, live.as_deref()).await?;
+        }
+        None => {
+            apply_if_changed(&api, desired, exact).await?;
+        }
+    }
     Ok(())
 }
