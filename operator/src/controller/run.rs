@@ -4,6 +4,7 @@
 use super::claims::ClaimIndex;
 use super::context::{Context, FIELD_MANAGER, Settings};
 use super::metrics::Metrics;
+use super::write::digest_data;
 use super::{maildomain, mailgateway, placement};
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use crate::shutdown::Shutdown;
@@ -146,6 +147,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                     watcher::Config::default().labels(crate::render::RELAY_GATEWAY_LABEL),
                 )
                 .backoff(watch_backoff())
+                .modify(digest_data)
                 .reflect(relays_writer)
                 .touched_objects(),
                 |cm: ConfigMap| placement::domain_of_relay(&cm.metadata),
@@ -191,6 +193,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                 watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
             )
             .backoff(watch_backoff())
+            .modify(digest_data)
             .reflect(configs_writer)
             .touched_objects(),
         )

@@ -5,12 +5,14 @@ use super::context::{Context, Error, FIELD_MANAGER};
 use super::status;
 use crate::api::Condition;
 use crate::api::conditions::Desired;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 /// Server-side applies `desired` unless the live object already has every field of it,
@@ -47,17 +49,10 @@ where
     K::DynamicType: Default,
 {
     let name = desired.meta().name.clone().unwrap_or_default();
-    let encode = |source| Error::Encode {
-        kind: std::any::type_name::<K>(),
-        name: name.clone(),
-        source,
-    };
-    let want = serde_json::to_value(desired).map_err(encode)?;
     let mut foreign_keys = serde_json::Map::new();
     if let Some(live) = live {
-        let have = serde_json::to_value(live).map_err(encode)?;
-        let same_exact = exact.iter().all(|field| want.get(field) == have.get(field));
-        if same_exact && is_subset(&want, &have) {
+        let (want, have) = (encode(desired)?, encode(live)?);
+        if has_all(&want, &have, exact) {
             return Ok(None);
         }
         foreign_keys = keys_to_remove(&want, &have, exact);
@@ -86,6 +81,67 @@ where
         )
         .await?,
     ))
+}
+
+/// The one key a cached ConfigMap's `data` keeps: the digest of the data it had.
+const DATA_DIGEST_KEY: &str = "mx-operator.io/data-sha256";
+
+/// A ConfigMap as a cache keeps it: without managed fields, and with its data replaced by
+/// a digest of it. Ten thousand relay ConfigMaps of a hundred recipients each are tens
+/// of megabytes of text; the digest is enough to tell that nothing changed.
+pub(crate) fn digest_data(configmap: &mut ConfigMap) {
+    use sha2::{Digest, Sha256};
+    configmap.managed_fields_mut().clear();
+    let Some(data) = configmap.data.take() else {
+        return;
+    };
+    let mut hasher = Sha256::new();
+    for (key, value) in &data {
+        // Lengths first, so that no two different maps hash the same text.
+        hasher.update((key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.len() as u64).to_le_bytes());
+        hasher.update(value.as_bytes());
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    configmap.data = Some(BTreeMap::from([(DATA_DIGEST_KEY.to_string(), hex)]));
+}
+
+/// Applies the ConfigMap `desired` unless `cached` (a [`digest_data`] copy) shows it
+/// unchanged. When the cache shows a difference, the live object is read, so that keys
+/// added by hand are found and removed.
+pub(crate) async fn apply_configmap_unless_cached(
+    api: &Api<ConfigMap>,
+    desired: &ConfigMap,
+    cached: Option<&ConfigMap>,
+) -> Result<(), Error> {
+    let Some(cached) = cached else {
+        apply_unless_current(api, desired, &["data"], None).await?;
+        return Ok(());
+    };
+    let mut digested = desired.clone();
+    digest_data(&mut digested);
+    if !has_all(&encode(&digested)?, &encode(cached)?, &["data"]) {
+        apply_if_changed(api, desired, &["data"]).await?;
+    }
+    Ok(())
+}
+
+fn encode<K: Resource + Serialize>(object: &K) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(object).map_err(|source| Error::Encode {
+        kind: std::any::type_name::<K>(),
+        name: object.meta().name.clone().unwrap_or_default(),
+        source,
+    })
+}
+
+/// Whether `have` has every field of `want`, and the `exact` fields equal.
+fn has_all(want: &serde_json::Value, have: &serde_json::Value, exact: &[&str]) -> bool {
+    exact.iter().all(|field| want.get(field) == have.get(field)) && is_subset(want, have)
 }
 
 /// A merge patch that deletes the keys of each `exact` object field that `have` holds and
@@ -257,5 +313,37 @@ mod tests {
         ));
         assert!(!is_subset(&json!({"data": {"k": "v", "new": "1"}}), &have));
         assert!(!is_subset(&json!({"list": [1]}), &json!({"list": [1, 2]})));
+    }
+
+    #[test]
+    fn a_digested_cache_tells_same_data_from_any_change() {
+        let configmap = |data: serde_json::Value| -> ConfigMap {
+            serde_json::from_value(json!({"metadata": {"name": "relay-example.com"}, "data": data}))
+                .unwrap()
+        };
+        let desired = configmap(json!({"relay_domains": "example.com OK\n", "transport": "t"}));
+        let mut same = desired.clone();
+        digest_data(&mut same);
+        let mut digested = desired.clone();
+        digest_data(&mut digested);
+        let (want, have) = (encode(&digested).unwrap(), encode(&same).unwrap());
+        assert!(has_all(&want, &have, &["data"]));
+        assert_eq!(
+            same.data.as_ref().map(|d| d.len()),
+            Some(1),
+            "only the digest is kept"
+        );
+        for changed in [
+            json!({"relay_domains": "example.com OK\n", "transport": "u"}),
+            json!({"relay_domains": "example.com OK\n", "transport": "t", "injected": "x"}),
+            json!({"relay_domains": "example.com OK\ntransport", "": "t"}),
+        ] {
+            let mut cached = configmap(changed.clone());
+            digest_data(&mut cached);
+            assert!(
+                !has_all(&want, &encode(&cached).unwrap(), &["data"]),
+                "{changed}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::super::context::{Context, Error, FINALIZER};
 use super::super::status::Transition;
-use super::super::write::apply_unless_current;
+use super::super::write::apply_configmap_unless_cached;
 use super::decide::{Decision, Relay};
 use super::dns::{self, DnsProblem, Published};
 use super::fetch::Inputs;
@@ -83,14 +83,12 @@ async fn apply_relay(
         delete_relay(domain, ctx, &inputs.namespace, previous).await?;
     }
     let gateway_namespace = &inputs.gateway_key.0;
-    apply_unless_current(
+    apply_configmap_unless_cached(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), gateway_namespace),
         &relay.configmap,
-        &["data"],
         inputs.relay_live.as_deref(),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Replaces the finalizers, guarded by the resource version the decision was made on.

@@ -4,6 +4,7 @@
 use super::super::claims::ClaimIndex;
 use super::super::context::{Context, Settings};
 use super::super::metrics::Metrics;
+use super::super::write::digest_data;
 use crate::api::fixtures;
 use crate::api::{MailDomain, MailGateway};
 use http::{Request, Response};
@@ -98,7 +99,16 @@ fn context(
         gateways: store(gateways),
         pdb_served: true,
         namespaces: store(vec![]),
-        relays: store(relays),
+        // As the watch keeps them: data digested.
+        relays: store(
+            relays
+                .into_iter()
+                .map(|mut cm| {
+                    digest_data(&mut cm);
+                    cm
+                })
+                .collect(),
+        ),
         providers: store(vec![]),
         gateway_services: store(vec![]),
         gateway_configs: store(vec![]),

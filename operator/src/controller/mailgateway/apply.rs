@@ -1,11 +1,13 @@
 //! Applies a MailGateway's children, each only when the live object lacks a wanted field.
-//! The Services, the gateway ConfigMap and the StatefulSet are compared with the caches;
+//! The Services, the gateway ConfigMap (by digest) and the StatefulSet are compared with
+//! the caches;
 //! the agent's RBAC and the PodDisruptionBudget, which the operator does not watch, with
 //! a read of each.
 
 use super::super::context::{Context, Error};
-use super::super::write::{apply_if_changed, apply_unless_current};
+use super::super::write::{apply_configmap_unless_cached, apply_if_changed, apply_unless_current};
 use super::decide::Children;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -14,10 +16,14 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Result<(), Error> {
-    let (services, configs) = (Some(&ctx.gateway_services), Some(&ctx.gateway_configs));
+    let services = Some(&ctx.gateway_services);
     child(ctx, namespace, &children.service, &[], services).await?;
     child(ctx, namespace, &children.headless, &[], services).await?;
-    child(ctx, namespace, &children.config, &["data"], configs).await?;
+    let config = ctx
+        .gateway_configs
+        .get(&ObjectRef::new(&children.config.name_any()).within(namespace));
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
+    apply_configmap_unless_cached(&api, &children.config, config.as_deref()).await?;
     child(ctx, namespace, &children.service_account, &[], None).await?;
     child(ctx, namespace, &children.role, &[], None).await?;
     child(ctx, namespace, &children.role_binding, &[], None).await?;
