@@ -7,7 +7,9 @@ use super::metrics::Metrics;
 use super::status::Transition;
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, Recorder};
 use kube::runtime::reflector::Store;
@@ -52,10 +54,15 @@ pub struct Context {
     pub providers: Store<DNSProvider>,
     /// The relay ConfigMaps as the operator last saw them, compared before each write.
     pub relays: Store<ConfigMap>,
-    /// The gateways' Services, gateway ConfigMaps and StatefulSets, likewise.
+    /// The gateways' children, likewise (their ConfigMaps as digests).
     pub gateway_services: Store<Service>,
     pub gateway_configs: Store<ConfigMap>,
     pub gateway_workloads: Store<StatefulSet>,
+    pub gateway_accounts: Store<ServiceAccount>,
+    pub gateway_roles: Store<Role>,
+    pub gateway_bindings: Store<RoleBinding>,
+    /// Empty where `policy/v1` is not served.
+    pub gateway_budgets: Store<PodDisruptionBudget>,
     /// MailDomains by the domain they claim.
     pub claims: Arc<ClaimIndex>,
     /// The drift checks' registry, when drift is on.

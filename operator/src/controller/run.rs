@@ -9,16 +9,16 @@ use super::{maildomain, mailgateway, placement};
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use crate::shutdown::Shutdown;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, store::Writer};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{Controller, WatchStreamExt, controller, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +97,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let (gateway_services, services_writer) = reflector::store();
     let (gateway_configs, configs_writer) = reflector::store();
     let (gateway_workloads, workloads_writer) = reflector::store();
+    let (gateway_accounts, accounts_writer) = reflector::store();
+    let (gateway_roles, roles_writer) = reflector::store();
+    let (gateway_bindings, bindings_writer) = reflector::store();
+    let (gateway_budgets, budgets_writer) = reflector::store();
     let domain_controller = {
         let by_configmap = domains.clone();
         let by_secret = domains.clone();
@@ -169,24 +173,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let gateway_controller = gateway_controller
         // The children it compares before writing are cached from the watches that send
         // it round when they change (the cache is filled before the trigger).
-        .owns_stream(
-            watcher(
-                Api::<StatefulSet>::all(client.clone()),
-                watcher::Config::default().labels(GATEWAY_SELECTOR),
-            )
-            .backoff(watch_backoff())
-            .reflect(workloads_writer)
-            .touched_objects(),
-        )
-        .owns_stream(
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default().labels(GATEWAY_SELECTOR),
-            )
-            .backoff(watch_backoff())
-            .reflect(services_writer)
-            .touched_objects(),
-        )
+        .owns_stream(gateway_children(&client, workloads_writer))
+        .owns_stream(gateway_children(&client, services_writer))
+        .owns_stream(gateway_children(&client, accounts_writer))
+        .owns_stream(gateway_children(&client, roles_writer))
+        .owns_stream(gateway_children(&client, bindings_writer))
         .owns_stream(
             watcher(
                 Api::<ConfigMap>::all(client.clone()),
@@ -209,6 +200,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         )
         // While many domains arrive at once, one gateway reconcile after they settle.
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
+    // PodDisruptionBudgets only where policy/v1 is served (a watch of it fails elsewhere).
+    let gateway_controller = if pdb_served {
+        gateway_controller.owns_stream(gateway_children(&client, budgets_writer))
+    } else {
+        gateway_controller
+    };
 
     // The SMTP probe asks each ready gateway replica, found in the Endpoints of the
     // gateways' headless Services (they carry the Services' labels).
@@ -261,6 +258,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         gateway_services,
         gateway_configs,
         gateway_workloads,
+        gateway_accounts,
+        gateway_roles,
+        gateway_bindings,
+        gateway_budgets,
         claims,
         drift,
         network: crate::net::Network::real(Duration::from_secs(3)),
@@ -294,7 +295,32 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     }
 }
 
-/// The gateways' StatefulSets and Services, and the Endpoints of those Services.
+/// A watch of the gateways' children of one kind (by label), filling `writer` before it
+/// sends the gateway round.
+fn gateway_children<K>(
+    client: &Client,
+    writer: Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(
+        Api::<K>::all(client.clone()),
+        watcher::Config::default().labels(GATEWAY_SELECTOR),
+    )
+    .backoff(watch_backoff())
+    .reflect(writer)
+    .touched_objects()
+}
+
+/// The gateways' children (StatefulSets, Services, agent RBAC, PodDisruptionBudgets),
+/// and the Endpoints of their Services.
 const GATEWAY_SELECTOR: &str =
     "app.kubernetes.io/name=mx-gateway,app.kubernetes.io/managed-by=mx-operator";
 
