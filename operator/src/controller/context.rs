@@ -14,7 +14,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The one field manager of every server-side apply the operator makes.
@@ -69,6 +70,56 @@ pub struct Context {
     pub drift: Option<Arc<crate::drift::Drift>>,
     /// DNS lookups (ownership proofs) and RFC 2136 updates.
     pub network: crate::net::Network,
+    /// The status last written per object, until the cache holds it (see
+    /// [`Context::written_on`]).
+    pub written: WrittenStatus,
+}
+
+/// An object: kind, namespace, name.
+pub type ObjectKey = (String, String, String);
+
+/// A status written on a resource version of its object.
+type Written = (Option<String>, serde_json::Value);
+
+/// Statuses the operator wrote that its cache may not hold yet, by object: the object's
+/// resource version the write was made on, and what was written.
+#[derive(Default)]
+pub struct WrittenStatus(Mutex<HashMap<ObjectKey, Written>>);
+
+impl WrittenStatus {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Written>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What was written on `version` of the object, while the cache still holds that
+    /// version (the reconcile that follows a status write often starts before the watch
+    /// has delivered it); `None` once the cache has moved on.
+    pub fn written_on(
+        &self,
+        key: &ObjectKey,
+        version: &Option<String>,
+    ) -> Option<serde_json::Value> {
+        let mut entries = self.entries();
+        match entries.get(key) {
+            Some((base, status)) if base == version => Some(status.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn remember(&self, key: ObjectKey, version: Option<String>, status: serde_json::Value) {
+        self.entries().insert(key, (version, status));
+    }
+
+    /// Another write changed the status (an RFC 2136 intent): nothing remembered holds.
+    pub fn forget(&self, key: &ObjectKey) {
+        self.entries().remove(key);
+    }
 }
 
 impl Context {

@@ -265,6 +265,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         claims,
         drift,
         network: crate::net::Network::real(Duration::from_secs(3)),
+        written: Default::default(),
     });
 
     let shutdown = futures::future::FutureExt::shared(shutdown);

@@ -1,7 +1,7 @@
 //! Writes that happen only when something changed: server-side apply of children that lack
 //! a wanted field, and status applied only when it differs.
 
-use super::context::{Context, Error, FIELD_MANAGER};
+use super::context::{Context, Error, FIELD_MANAGER, ObjectKey};
 use super::status;
 use crate::api::Condition;
 use crate::api::conditions::Desired;
@@ -185,7 +185,9 @@ fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
 }
 
 /// A status with conditions, written by [`write_status`].
-pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + Serialize {
+pub(crate) trait ConditionedStatus:
+    Clone + Default + PartialEq + Serialize + DeserializeOwned
+{
     fn conditions(&self) -> &[Condition];
     fn set_conditions(&mut self, conditions: Vec<Condition>, observed_generation: Option<i64>);
 }
@@ -221,7 +223,22 @@ where
         + DeserializeOwned,
     S: ConditionedStatus,
 {
-    let current = current.cloned().unwrap_or_default();
+    let name = object.meta().name.clone().unwrap_or_default();
+    let namespace = object
+        .meta()
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+    let key = status_key(object);
+    let version = object.meta().resource_version.clone();
+    // A status this operator wrote on the very version the cache still holds is the
+    // current one: comparing with the older cached status would write it again.
+    let current = ctx
+        .written
+        .written_on(&key, &version)
+        .and_then(|written| serde_json::from_value::<S>(written).ok())
+        .or_else(|| current.cloned())
+        .unwrap_or_default();
     let generation = object.meta().generation;
     let now = Time(Timestamp::now());
     let mut next = current.clone();
@@ -233,24 +250,30 @@ where
     if next == current {
         return Ok(());
     }
-    let name = object.meta().name.clone().unwrap_or_default();
-    let namespace = object
-        .meta()
-        .namespace
-        .clone()
-        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
     apply_status(
         &Api::<K>::namespaced(ctx.client.clone(), &namespace),
         &name,
         &next,
     )
     .await?;
+    if let Ok(written) = serde_json::to_value(&next) {
+        ctx.written.remember(key, version, written);
+    }
     ctx.publish(
         object,
         status::transitions(current.conditions(), next.conditions()),
     )
     .await;
     Ok(())
+}
+
+/// The key of an object's remembered status write: kind, namespace, name.
+pub(crate) fn status_key<K: Resource<DynamicType = ()>>(object: &K) -> ObjectKey {
+    (
+        K::kind(&()).to_string(),
+        object.meta().namespace.clone().unwrap_or_default(),
+        object.meta().name.clone().unwrap_or_default(),
+    )
 }
 
 /// Server-side applies `status` as the whole status of object `name`: the operator's

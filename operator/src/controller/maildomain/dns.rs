@@ -3,7 +3,7 @@
 //! ours, record the intent in status, send the update, confirm what is published.
 
 use super::super::context::{Context, Error, FIELD_MANAGER};
-use super::super::write::apply_status;
+use super::super::write::{apply_status, status_key};
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
 use crate::api::dnsprovider::{DNSProvider, Rfc2136};
@@ -143,6 +143,7 @@ pub async fn sync(
         let intent = update.intent();
         if let Some(records) = &intent {
             record_intent(&api, &name, update.status.clone(), records.clone()).await?;
+            ctx.written.forget(&status_key(domain));
         }
         // 3. Send, and 4. confirm what is published now.
         return match update.apply(normalized, domain.spec.mx.ttl, desired).await {

@@ -120,6 +120,7 @@ fn context(
         claims: Arc::new(ClaimIndex::default()),
         drift: None,
         network: crate::net::Network::real(Duration::from_secs(1)),
+        written: Default::default(),
     };
     (Arc::new(context), seen)
 }
@@ -134,6 +135,25 @@ async fn reconcile(
         .await
         .unwrap();
     seen.lock().unwrap().clone()
+}
+
+/// The reconcile that follows a status write often starts before the watch delivers the
+/// write: the cache still holds the version the write was made on. It must not write the
+/// same status (and its Event) again.
+#[tokio::test]
+async fn a_status_just_written_is_not_written_again_from_a_stale_cache() {
+    let domain = fixtures::domain(json!({"metadata": {"resourceVersion": "7"}}));
+    let (ctx, seen) = context(&domain, vec![fixtures::gateway(json!({}))], vec![]);
+    let stale = Arc::new(domain);
+    super::reconcile(stale.clone(), ctx.clone()).await.unwrap();
+    assert_eq!(lines(&seen.lock().unwrap()), [RELAY, STATUS, EVENT]);
+    seen.lock().unwrap().clear();
+    super::reconcile(stale, ctx).await.unwrap();
+    let again = lines(&seen.lock().unwrap());
+    assert!(
+        !again.iter().any(|l| l == STATUS || l == EVENT),
+        "the status written a moment ago stands: {again:?}"
+    );
 }
 
 fn lines(seen: &[Seen]) -> Vec<String> {
