@@ -389,6 +389,48 @@ fn no_module_depends_on_itself() {
     assert!(report.is_empty(), "{}", report.join("\n"));
 }
 
+/// Nor do the subsystems (the top-level modules: `api`, `controller`, `drift`, `net`, …)
+/// depend on each other in a circle: `drift` and `net` using each other through
+/// different files is a cycle too.
+#[test]
+fn no_subsystem_depends_on_itself() {
+    let mut subsystems: BTreeMap<Module, BTreeMap<Module, String>> = BTreeMap::new();
+    for (from, edges) in dependencies() {
+        let top = |m: &Module| m.iter().take(1).cloned().collect::<Module>();
+        let entry = subsystems.entry(top(&from)).or_default();
+        for (to, via) in edges {
+            if top(&to) != top(&from) {
+                entry
+                    .entry(top(&to))
+                    .or_insert_with(|| format!("{}: {via}", name(&from)));
+            }
+        }
+    }
+    let found = cycles(&subsystems);
+    assert!(
+        found.is_empty(),
+        "{}",
+        found
+            .iter()
+            .map(|component| {
+                let edges: Vec<String> = component
+                    .iter()
+                    .flat_map(|from| {
+                        subsystems[from]
+                            .iter()
+                            .filter(|(to, _)| component.contains(to))
+                            .map(move |(to, via)| {
+                                format!("  {} → {} ({via})", name(from), name(to))
+                            })
+                    })
+                    .collect();
+                edges.join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// The check itself finds a cycle, and only a real one.
 #[test]
 fn the_check_sees_a_cycle() {
