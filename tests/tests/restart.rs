@@ -69,8 +69,20 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
         )
     }))
     .await;
-    // Mid-run: some domains are done, most are not.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Mid-run: the operator has written some relay ConfigMaps, most domains are not done.
+    // Waiting for one (rather than a fixed pause) keeps a slow operator start from leaving
+    // nothing written before the kill.
+    let deleted = until(LIMIT, "a relay ConfigMap other than d0's written", || async {
+        ns.api::<ConfigMap>()
+            .list(&ListParams::default().labels("mx-operator.io/relay-for"))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .find(|name| name != "relay-d0.example")
+    })
+    .await;
     let before = ready_names(
         &ns.api::<MailDomain>()
             .list(&ListParams::default())
@@ -104,17 +116,6 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
         .unwrap();
     apply::<MailDomain>(&ns, domain("late", "late.example", json!({}))).await;
     // One of the relay ConfigMaps written before the kill, deleted behind the operator's back.
-    let relays = ns
-        .api::<ConfigMap>()
-        .list(&ListParams::default().labels("mx-operator.io/relay-for"))
-        .await
-        .unwrap();
-    let deleted = relays
-        .items
-        .iter()
-        .filter_map(|c| c.metadata.name.clone())
-        .find(|name| name != "relay-d0.example")
-        .expect("some relay ConfigMap was written before the kill");
     ns.api::<ConfigMap>()
         .delete(&deleted, &DeleteParams::default())
         .await
@@ -128,7 +129,7 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
     until(
         WATCH_LIMIT,
         "the deleted relay ConfigMap restored",
-        || async { relay_data(&ns, "relay-d1.example").await },
+        || async { relay_data(&ns, &deleted).await },
     )
     .await;
     let changes_after = back.elapsed();
