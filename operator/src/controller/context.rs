@@ -2,12 +2,13 @@
 //! the error type.
 
 use super::claims::ClaimIndex;
+use super::digests::ConfigMapDigests;
 pub use super::error::Error;
 use super::metrics::Metrics;
 use super::status::Transition;
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -53,11 +54,12 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// DNSProviders, read when a domain's MX record is published.
     pub providers: Store<DNSProvider>,
-    /// The relay ConfigMaps as the operator last saw them, compared before each write.
-    pub relays: Store<ConfigMap>,
-    /// The gateways' children, likewise (their ConfigMaps as digests).
+    /// The relay ConfigMaps as the operator last saw them (as digests), compared before
+    /// each write.
+    pub relays: Arc<ConfigMapDigests>,
+    /// The gateways' children, likewise.
     pub gateway_services: Store<Service>,
-    pub gateway_configs: Store<ConfigMap>,
+    pub gateway_configs: Arc<ConfigMapDigests>,
     pub gateway_workloads: Store<StatefulSet>,
     pub gateway_accounts: Store<ServiceAccount>,
     pub gateway_roles: Store<Role>,

@@ -3,6 +3,7 @@
 
 mod claims;
 mod context;
+mod digests;
 mod error;
 mod leader;
 pub mod maildomain;

@@ -4,7 +4,7 @@
 use super::claims::ClaimIndex;
 use super::context::{Context, FIELD_MANAGER, Settings};
 use super::metrics::Metrics;
-use super::write::digest_data;
+use super::digests::ConfigMapDigests;
 use super::{maildomain, mailgateway, placement};
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use crate::shutdown::Shutdown;
@@ -92,10 +92,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let gateways = gateway_controller.store();
 
     let (namespaces_store, namespaces_writer) = reflector::store();
-    let (relays, relays_writer) = reflector::store();
+    let relays = Arc::new(ConfigMapDigests::default());
+    let relays_observer = relays.clone();
     let (providers, providers_writer) = reflector::store();
     let (gateway_services, services_writer) = reflector::store();
-    let (gateway_configs, configs_writer) = reflector::store();
+    let gateway_configs = Arc::new(ConfigMapDigests::default());
+    let configs_observer = gateway_configs.clone();
     let (gateway_workloads, workloads_writer) = reflector::store();
     let (gateway_accounts, accounts_writer) = reflector::store();
     let (gateway_roles, roles_writer) = reflector::store();
@@ -143,16 +145,19 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                     placement::domains_in_namespace(&by_namespace, &ns.name_any())
                 },
             )
-            // The relay ConfigMaps are cached (compared before each write); a hand edit
-            // sends its domain round once the cache holds it, and is repaired.
+            // The relay ConfigMaps are cached as digests (compared before each write); a
+            // hand edit sends its domain round once the cache holds it, and is repaired.
             .watches_stream(
                 watcher(
                     Api::<ConfigMap>::all(client.clone()),
                     watcher::Config::default().labels(crate::render::RELAY_GATEWAY_LABEL),
                 )
                 .backoff(watch_backoff())
-                .modify(digest_data)
-                .reflect(relays_writer)
+                .inspect(move |event| {
+                    if let Ok(event) = event {
+                        relays_observer.observe(event);
+                    }
+                })
                 .touched_objects(),
                 |cm: ConfigMap| placement::domain_of_relay(&cm.metadata),
             )
@@ -184,8 +189,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                 watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
             )
             .backoff(watch_backoff())
-            .modify(digest_data)
-            .reflect(configs_writer)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    configs_observer.observe(event);
+                }
+            })
             .touched_objects(),
         )
         // A gateway counts and configures its domains from their specs: their status writes

@@ -86,7 +86,7 @@ async fn apply_relay(
     apply_configmap_unless_cached(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), gateway_namespace),
         &relay.configmap,
-        inputs.relay_live.as_deref(),
+        inputs.relay_live,
     )
     .await
 }

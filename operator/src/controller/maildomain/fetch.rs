@@ -3,6 +3,7 @@
 //! lists, and an ownership proof's TXT record while the claim is unproved).
 
 use super::super::context::{Context, Error};
+use super::super::digests::Digest;
 use super::super::ownership;
 use super::super::placement::{gateway_key, rivals};
 use crate::api::gateway::NamespacesFrom;
@@ -42,7 +43,7 @@ pub struct Inputs {
     /// How often every domain is looked at again.
     pub resync: Duration,
     /// The relay ConfigMap at the domain's gateway, as the cache holds it.
-    pub relay_live: Option<Arc<ConfigMap>>,
+    pub relay_live: Option<Digest>,
     /// The DNSProvider the domain names, if it exists.
     pub provider: Option<Arc<DNSProvider>>,
 }
@@ -108,8 +109,8 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
     }
     inputs.lists = lists(domain, ctx, &namespace).await?;
     inputs.relay_live = ctx.relays.get(
-        &ObjectRef::new(&crate::manifests::relay::relay_configmap_name(&normalized))
-            .within(gateway_namespace),
+        gateway_namespace,
+        &crate::manifests::relay::relay_configmap_name(&normalized),
     );
     inputs.provider = super::dns::provider(domain, ctx);
     inputs.gateway = Some(gateway);

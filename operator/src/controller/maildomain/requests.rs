@@ -4,7 +4,7 @@
 use super::super::claims::ClaimIndex;
 use super::super::context::{Context, Settings};
 use super::super::metrics::Metrics;
-use super::super::write::digest_data;
+use super::super::digests::ConfigMapDigests;
 use crate::api::fixtures;
 use crate::api::{MailDomain, MailGateway};
 use http::{Request, Response};
@@ -42,6 +42,15 @@ where
         writer.apply_watcher_event(&Event::Apply(object));
     }
     store
+}
+
+/// As the watch keeps them.
+fn digests(configmaps: Vec<ConfigMap>) -> Arc<ConfigMapDigests> {
+    let digests = ConfigMapDigests::default();
+    for configmap in configmaps {
+        digests.observe(&Event::Apply(configmap));
+    }
+    Arc::new(digests)
 }
 
 /// A Context over a mocked API server that answers every request: a write to the
@@ -99,19 +108,10 @@ fn context(
         gateways: store(gateways),
         pdb_served: true,
         namespaces: store(vec![]),
-        // As the watch keeps them: data digested.
-        relays: store(
-            relays
-                .into_iter()
-                .map(|mut cm| {
-                    digest_data(&mut cm);
-                    cm
-                })
-                .collect(),
-        ),
+        relays: digests(relays),
         providers: store(vec![]),
         gateway_services: store(vec![]),
-        gateway_configs: store(vec![]),
+        gateway_configs: digests(vec![]),
         gateway_workloads: store(vec![]),
         gateway_accounts: store(vec![]),
         gateway_roles: store(vec![]),

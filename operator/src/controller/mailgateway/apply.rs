@@ -17,9 +17,9 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
     child(ctx, namespace, &children.headless, &ctx.gateway_services).await?;
     let config = ctx
         .gateway_configs
-        .get(&ObjectRef::new(&children.config.name_any()).within(namespace));
+        .get(namespace, &children.config.name_any());
     let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
-    apply_configmap_unless_cached(&api, &children.config, config.as_deref()).await?;
+    apply_configmap_unless_cached(&api, &children.config, config).await?;
     child(
         ctx,
         namespace,
