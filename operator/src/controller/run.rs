@@ -2,7 +2,8 @@
 //! that run on them until shutdown.
 
 use super::claims::ClaimIndex;
-use super::context::{Context, FIELD_MANAGER, Settings};
+use super::context::{Context, FIELD_MANAGER, Settings, WrittenStatus};
+use super::write::status_key;
 use super::metrics::Metrics;
 use super::digests::ConfigMapDigests;
 use super::{maildomain, mailgateway, placement};
@@ -72,6 +73,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let (domains, writer) = reflector::store();
     let claims = Arc::new(ClaimIndex::default());
     let observer = claims.clone();
+    let written = Arc::new(WrittenStatus::default());
+    let written_observer = written.clone();
     let domain_events = watcher(domains_api.clone(), watcher::Config::default())
         .backoff(watch_backoff())
         // Nothing reads the managed fields of a cached MailDomain; at 10,000 domains they are
@@ -81,6 +84,16 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         .inspect(move |event| {
             if let Ok(event) = event {
                 observer.observe(event);
+                match event {
+                    watcher::Event::Apply(domain) | watcher::Event::InitApply(domain) => {
+                        written_observer
+                            .observe(&status_key(domain), domain.resource_version().as_deref())
+                    }
+                    watcher::Event::Delete(domain) => {
+                        written_observer.observe(&status_key(domain), None)
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => {}
+                }
             }
         })
         .touched_objects();
@@ -273,7 +286,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         claims,
         drift,
         network: crate::net::Network::real(Duration::from_secs(3)),
-        written: Default::default(),
+        written,
     });
 
     let shutdown = futures::future::FutureExt::shared(shutdown);
