@@ -22,17 +22,15 @@ pub(crate) async fn apply_if_changed<K>(
     api: &Api<K>,
     desired: &K,
     exact: &[&str],
-) -> Result<K, Error>
+) -> Result<(), Error>
 where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned,
     K::DynamicType: Default,
 {
     let name = desired.meta().name.clone().unwrap_or_default();
     let live = api.get_opt(&name).await?;
-    Ok(apply_unless_current(api, desired, exact, live.as_ref())
-        .await?
-        .or(live)
-        .unwrap_or_else(|| desired.clone()))
+    apply_unless_current(api, desired, exact, live.as_ref()).await?;
+    Ok(())
 }
 
 /// Like [`apply_if_changed`], compared with `live` as a cache holds it (`None`: absent).
