@@ -72,16 +72,20 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
     // Mid-run: the operator has written some relay ConfigMaps, most domains are not done.
     // Waiting for one (rather than a fixed pause) keeps a slow operator start from leaving
     // nothing written before the kill.
-    let deleted = until(LIMIT, "a relay ConfigMap other than d0's written", || async {
-        ns.api::<ConfigMap>()
-            .list(&ListParams::default().labels("mx-operator.io/relay-for"))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .filter_map(|c| c.metadata.name)
-            .find(|name| name != "relay-d0.example")
-    })
+    let deleted = until(
+        LIMIT,
+        "a relay ConfigMap other than d0's written",
+        || async {
+            ns.api::<ConfigMap>()
+                .list(&ListParams::default().labels("mx-operator.io/relay-for"))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .find(|name| name != "relay-d0.example")
+        },
+    )
     .await;
     let before = ready_names(
         &ns.api::<MailDomain>()

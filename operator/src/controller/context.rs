@@ -4,6 +4,7 @@
 use super::claims::ClaimIndex;
 use super::digests::ConfigMapDigests;
 pub use super::error::Error;
+use super::listed::Listed;
 use super::metrics::Metrics;
 use super::status::Transition;
 use crate::api::{DNSProvider, MailDomain, MailGateway};
@@ -75,6 +76,17 @@ pub struct Context {
     /// The status last written per object, until the cache holds it (see
     /// [`Context::written_on`]).
     pub written: Arc<WrittenStatus>,
+    /// The watches each controller's decisions read, waited for before each reconcile.
+    pub listed: Listings,
+}
+
+/// See [`Listed`].
+#[derive(Clone, Default)]
+pub struct Listings {
+    /// The gateways, namespaces, DNSProviders and relay ConfigMaps.
+    pub domain_inputs: Vec<Listed>,
+    /// The MailDomains and the gateways' children.
+    pub gateway_inputs: Vec<Listed>,
 }
 
 /// An object: kind, namespace, name.
@@ -140,6 +152,16 @@ impl WrittenStatus {
 }
 
 impl Context {
+    /// Returns once the watches a MailDomain's decision reads have listed.
+    pub(crate) async fn domain_caches_listed(&self) {
+        Listed::all(&self.listed.domain_inputs).await;
+    }
+
+    /// Likewise for a MailGateway: its domains (which it counts) and its children.
+    pub(crate) async fn gateway_caches_listed(&self) {
+        Listed::all(&self.listed.gateway_inputs).await;
+    }
+
     /// Publishes one Event per transition; a failed publish is logged, never fatal.
     pub(crate) async fn publish(
         &self,

@@ -52,7 +52,10 @@ pub fn managed_digest(configmap: &ConfigMap) -> Digest {
         for part in [&owner.api_version, &owner.kind, &owner.name, &owner.uid] {
             field(part);
         }
-        field(&format!("{:?}/{:?}", owner.controller, owner.block_owner_deletion));
+        field(&format!(
+            "{:?}/{:?}",
+            owner.controller, owner.block_owner_deletion
+        ));
     }
     match &configmap.data {
         None => field("no data"),
@@ -219,7 +222,12 @@ mod tests {
         .config_map(BTreeMap::new());
         for configmap in [relay, gateway] {
             let meta = &configmap.metadata;
-            for key in meta.labels.iter().chain(&meta.annotations).flat_map(|m| m.keys()) {
+            for key in meta
+                .labels
+                .iter()
+                .chain(&meta.annotations)
+                .flat_map(|m| m.keys())
+            {
                 assert!(
                     MANAGED_PREFIXES.iter().any(|p| key.starts_with(p)),
                     "{key} of {:?} would be left out of the digest",

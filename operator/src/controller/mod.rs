@@ -6,6 +6,7 @@ mod context;
 mod digests;
 mod error;
 mod leader;
+mod listed;
 pub mod maildomain;
 pub mod mailgateway;
 pub mod metrics;

@@ -2,10 +2,12 @@
 //! that run on them until shutdown.
 
 use super::claims::ClaimIndex;
+use super::context::Listings;
 use super::context::{Context, FIELD_MANAGER, Settings, WrittenStatus};
-use super::write::status_key;
-use super::metrics::Metrics;
 use super::digests::ConfigMapDigests;
+use super::listed::Listed;
+use super::metrics::Metrics;
+use super::write::status_key;
 use super::{maildomain, mailgateway, placement};
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use crate::shutdown::Shutdown;
@@ -75,6 +77,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let observer = claims.clone();
     let written = Arc::new(WrittenStatus::default());
     let written_observer = written.clone();
+    let mut listed = Listings::default();
+    let domains_listed = Listed::default();
+    listed.gateway_inputs.push(domains_listed.clone());
     let domain_events = watcher(domains_api.clone(), watcher::Config::default())
         .backoff(watch_backoff())
         // Nothing reads the managed fields of a cached MailDomain; at 10,000 domains they are
@@ -84,6 +89,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         .inspect(move |event| {
             if let Ok(event) = event {
                 observer.observe(event);
+                domains_listed.observe(event);
                 match event {
                     watcher::Event::Apply(domain) | watcher::Event::InitApply(domain) => {
                         written_observer
@@ -100,9 +106,14 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let domain_controller = Controller::for_stream(domain_events, domains.clone())
         .trigger_backoff(trigger_backoff())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let gateway_controller = Controller::new(gateways_api.clone(), watcher::Config::default())
-        .trigger_backoff(trigger_backoff());
-    let gateways = gateway_controller.store();
+    let (gateways, gateways_writer) = reflector::store();
+    let gateway_events = watcher(gateways_api.clone(), watcher::Config::default())
+        .backoff(watch_backoff())
+        .reflect(gateways_writer)
+        .inspect(marks(listed_by(&mut listed.domain_inputs)))
+        .touched_objects();
+    let gateway_controller =
+        Controller::for_stream(gateway_events, gateways.clone()).trigger_backoff(trigger_backoff());
 
     let (namespaces_store, namespaces_writer) = reflector::store();
     let relays = Arc::new(ConfigMapDigests::default());
@@ -153,6 +164,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                 watcher(namespaces, watcher::Config::default())
                     .backoff(watch_backoff())
                     .reflect(namespaces_writer)
+                    .inspect(marks(listed_by(&mut listed.domain_inputs)))
                     .touched_objects(),
                 move |ns: PartialObjectMeta<Namespace>| {
                     placement::domains_in_namespace(&by_namespace, &ns.name_any())
@@ -171,6 +183,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                         relays_observer.observe(event);
                     }
                 })
+                .inspect(marks(listed_by(&mut listed.domain_inputs)))
                 .touched_objects(),
                 |cm: ConfigMap| placement::domain_of_relay(&cm.metadata),
             )
@@ -182,6 +195,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                 )
                 .backoff(watch_backoff())
                 .reflect(providers_writer)
+                .inspect(marks(listed_by(&mut listed.domain_inputs)))
                 .touched_objects(),
                 move |provider: DNSProvider| {
                     placement::domains_using_provider(&by_provider, &provider.metadata)
@@ -191,11 +205,31 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let gateway_controller = gateway_controller
         // The children it compares before writing are cached from the watches that send
         // it round when they change (the cache is filled before the trigger).
-        .owns_stream(gateway_children(&client, workloads_writer))
-        .owns_stream(gateway_children(&client, services_writer))
-        .owns_stream(gateway_children(&client, accounts_writer))
-        .owns_stream(gateway_children(&client, roles_writer))
-        .owns_stream(gateway_children(&client, bindings_writer))
+        .owns_stream(gateway_children(
+            &client,
+            workloads_writer,
+            listed_by(&mut listed.gateway_inputs),
+        ))
+        .owns_stream(gateway_children(
+            &client,
+            services_writer,
+            listed_by(&mut listed.gateway_inputs),
+        ))
+        .owns_stream(gateway_children(
+            &client,
+            accounts_writer,
+            listed_by(&mut listed.gateway_inputs),
+        ))
+        .owns_stream(gateway_children(
+            &client,
+            roles_writer,
+            listed_by(&mut listed.gateway_inputs),
+        ))
+        .owns_stream(gateway_children(
+            &client,
+            bindings_writer,
+            listed_by(&mut listed.gateway_inputs),
+        ))
         .owns_stream(
             watcher(
                 Api::<ConfigMap>::all(client.clone()),
@@ -207,6 +241,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                     configs_observer.observe(event);
                 }
             })
+            .inspect(marks(listed_by(&mut listed.gateway_inputs)))
             .touched_objects(),
         )
         // A gateway counts and configures its domains from their specs: their status writes
@@ -223,7 +258,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
     // PodDisruptionBudgets only where policy/v1 is served (a watch of it fails elsewhere).
     let gateway_controller = if pdb_served {
-        gateway_controller.owns_stream(gateway_children(&client, budgets_writer))
+        gateway_controller.owns_stream(gateway_children(
+            &client,
+            budgets_writer,
+            listed_by(&mut listed.gateway_inputs),
+        ))
     } else {
         gateway_controller
     };
@@ -287,6 +326,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         drift,
         network: crate::net::Network::real(Duration::from_secs(3)),
         written,
+        listed,
     });
 
     let shutdown = futures::future::FutureExt::shared(shutdown);
@@ -322,6 +362,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
 fn gateway_children<K>(
     client: &Client,
     writer: Writer<K>,
+    listed: Listed,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()>
@@ -338,7 +379,24 @@ where
     )
     .backoff(watch_backoff())
     .reflect(writer)
+    .inspect(marks(listed))
     .touched_objects()
+}
+
+/// A new [`Listed`], waited for as one of `inputs`.
+fn listed_by(inputs: &mut Vec<Listed>) -> Listed {
+    let listed = Listed::default();
+    inputs.push(listed.clone());
+    listed
+}
+
+/// Marks `listed` from a watch's events.
+fn marks<K>(listed: Listed) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if let Ok(event) = event {
+            listed.observe(event);
+        }
+    }
 }
 
 /// The gateways' children (StatefulSets, Services, agent RBAC, PodDisruptionBudgets),

@@ -43,6 +43,7 @@ pub fn error_policy(domain: Arc<MailDomain>, error: &Error, _ctx: Arc<Context>) 
 
 #[tracing::instrument(skip_all, fields(maildomain = %domain.name_any(), namespace = domain.namespace().unwrap_or_default()))]
 async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
+    ctx.domain_caches_listed().await;
     if domain.metadata.deletion_timestamp.is_some() {
         let namespace = domain
             .namespace()

@@ -3,8 +3,8 @@
 
 use super::super::claims::ClaimIndex;
 use super::super::context::{Context, Settings};
-use super::super::metrics::Metrics;
 use super::super::digests::ConfigMapDigests;
+use super::super::metrics::Metrics;
 use crate::api::fixtures;
 use crate::api::{MailDomain, MailGateway};
 use http::{Request, Response};
@@ -38,18 +38,22 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&Event::Init);
     for object in objects {
-        writer.apply_watcher_event(&Event::Apply(object));
+        writer.apply_watcher_event(&Event::InitApply(object));
     }
+    writer.apply_watcher_event(&Event::InitDone);
     store
 }
 
 /// As the watch keeps them.
 fn digests(configmaps: Vec<ConfigMap>) -> Arc<ConfigMapDigests> {
     let digests = ConfigMapDigests::default();
+    digests.observe(&Event::Init);
     for configmap in configmaps {
-        digests.observe(&Event::Apply(configmap));
+        digests.observe(&Event::InitApply(configmap));
     }
+    digests.observe(&Event::InitDone);
     Arc::new(digests)
 }
 
@@ -121,6 +125,7 @@ fn context(
         drift: None,
         network: crate::net::Network::real(Duration::from_secs(1)),
         written: Default::default(),
+        listed: Default::default(),
     };
     (Arc::new(context), seen)
 }

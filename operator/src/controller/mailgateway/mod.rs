@@ -36,6 +36,7 @@ pub fn error_policy(gateway: Arc<MailGateway>, error: &Error, _ctx: Arc<Context>
 
 #[tracing::instrument(skip_all, fields(mailgateway = %gateway.name_any(), namespace = gateway.namespace().unwrap_or_default()))]
 async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action, Error> {
+    ctx.gateway_caches_listed().await;
     if gateway.metadata.deletion_timestamp.is_some() {
         // Children carry owner references; the garbage collector removes them.
         return Ok(Action::await_change());
