@@ -84,3 +84,15 @@ pub fn domain(name: &str, domain: &str, extra: Value) -> Value {
     merge(&mut spec, extra);
     domain_object(name, domain, json!({"spec": spec}))
 }
+
+/// Gateway `edge` and `count` MailDomains `d<i>` for `d<i>.example` on it, applied at once.
+pub async fn edge_and_domains(ns: &TestNamespace, count: usize) {
+    apply::<mx_operator::api::MailGateway>(ns, gateway("edge", json!({}))).await;
+    futures::future::join_all((0..count).map(|i| {
+        apply::<mx_operator::api::MailDomain>(
+            ns,
+            domain(&format!("d{i}"), &format!("d{i}.example"), json!({})),
+        )
+    }))
+    .await;
+}

@@ -4,9 +4,9 @@
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain};
 use mx_operator_tests::control_plane::Lifetime;
-use mx_operator_tests::fixtures::{apply, domain, gateway};
+use mx_operator_tests::fixtures::{apply, domain, edge_and_domains};
 use mx_operator_tests::process;
 use mx_operator_tests::wait::until;
 use mx_operator_tests::{ControlPlane, TestNamespace};
@@ -61,14 +61,7 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
     .expect("operator");
 
     let ns = plane.namespace("restart").await.expect("namespace");
-    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
-    futures::future::join_all((0..DOMAINS).map(|i| {
-        apply::<MailDomain>(
-            &ns,
-            domain(&format!("d{i}"), &format!("d{i}.example"), json!({})),
-        )
-    }))
-    .await;
+    edge_and_domains(&ns, DOMAINS).await;
     // Mid-run: the operator has written some relay ConfigMaps, most domains are not done.
     // Waiting for one (rather than a fixed pause) keeps a slow operator start from leaving
     // nothing written before the kill.

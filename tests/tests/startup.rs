@@ -5,13 +5,12 @@
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
-use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain};
 use mx_operator_tests::ControlPlane;
 use mx_operator_tests::control_plane::Lifetime;
-use mx_operator_tests::fixtures::{apply, domain, gateway};
+use mx_operator_tests::fixtures::edge_and_domains;
 use mx_operator_tests::process;
 use mx_operator_tests::wait::until;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -29,14 +28,7 @@ async fn an_operator_started_on_existing_domains_reports_each_once() {
         .expect("control plane");
     plane.install_crds().await.expect("CRDs");
     let ns = plane.namespace("startup").await.expect("namespace");
-    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
-    futures::future::join_all((0..DOMAINS).map(|i| {
-        apply::<MailDomain>(
-            &ns,
-            domain(&format!("d{i}"), &format!("d{i}.example"), json!({})),
-        )
-    }))
-    .await;
+    edge_and_domains(&ns, DOMAINS).await;
 
     let _operator = process::start_operator(
         &plane.operator_kubeconfig,

@@ -90,15 +90,17 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             if let Ok(event) = event {
                 observer.observe(event);
                 domains_listed.observe(event);
+                // Not from a relist's objects: the cache takes them only at its end, and
+                // a reconcile until then still reads the version the write was made on.
                 match event {
-                    watcher::Event::Apply(domain) | watcher::Event::InitApply(domain) => {
-                        written_observer
-                            .observe(&status_key(domain), domain.resource_version().as_deref())
-                    }
+                    watcher::Event::Apply(domain) => written_observer
+                        .observe(&status_key(domain), domain.resource_version().as_deref()),
                     watcher::Event::Delete(domain) => {
                         written_observer.observe(&status_key(domain), None)
                     }
-                    watcher::Event::Init | watcher::Event::InitDone => {}
+                    watcher::Event::Init
+                    | watcher::Event::InitApply(_)
+                    | watcher::Event::InitDone => {}
                 }
             }
         })
@@ -208,27 +210,27 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         .owns_stream(gateway_children(
             &client,
             workloads_writer,
-            listed_by(&mut listed.gateway_inputs),
+            &mut listed.gateway_inputs,
         ))
         .owns_stream(gateway_children(
             &client,
             services_writer,
-            listed_by(&mut listed.gateway_inputs),
+            &mut listed.gateway_inputs,
         ))
         .owns_stream(gateway_children(
             &client,
             accounts_writer,
-            listed_by(&mut listed.gateway_inputs),
+            &mut listed.gateway_inputs,
         ))
         .owns_stream(gateway_children(
             &client,
             roles_writer,
-            listed_by(&mut listed.gateway_inputs),
+            &mut listed.gateway_inputs,
         ))
         .owns_stream(gateway_children(
             &client,
             bindings_writer,
-            listed_by(&mut listed.gateway_inputs),
+            &mut listed.gateway_inputs,
         ))
         .owns_stream(
             watcher(
@@ -261,7 +263,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         gateway_controller.owns_stream(gateway_children(
             &client,
             budgets_writer,
-            listed_by(&mut listed.gateway_inputs),
+            &mut listed.gateway_inputs,
         ))
     } else {
         gateway_controller
@@ -362,7 +364,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
 fn gateway_children<K>(
     client: &Client,
     writer: Writer<K>,
-    listed: Listed,
+    inputs: &mut Vec<Listed>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()>
@@ -379,7 +381,7 @@ where
     )
     .backoff(watch_backoff())
     .reflect(writer)
-    .inspect(marks(listed))
+    .inspect(marks(listed_by(inputs)))
     .touched_objects()
 }
 
