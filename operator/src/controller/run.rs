@@ -2,8 +2,7 @@
 //! that run on them until shutdown.
 
 use super::claims::ClaimIndex;
-use super::context::Listings;
-use super::context::{Context, FIELD_MANAGER, Settings, WrittenStatus};
+use super::context::{Context, FIELD_MANAGER, Listings, Settings, WrittenStatus};
 use super::digests::ConfigMapDigests;
 use super::listed::Listed;
 use super::metrics::Metrics;
