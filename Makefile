@@ -26,17 +26,19 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 ## verify-mail-safety: the data-plane tests against real Postfix and the fault and bad-input
-## tests, and their figures: relay tricks and unknown recipients accepted, messages lost
+## tests, and their figures: relay tricks and unknown recipients accepted, messages lost,
+## duplicated or bounced (outages, restarts, domains deleted, withdrawn or moved)
 verify-mail-safety: bootstrap
 	$(CARGO) build --workspace --locked
 	@set -o pipefail; \
-	  $(CARGO) test --locked -p mx-operator-tests --test gateway --test crash --test restart --test hostile -- --nocapture 2>&1 \
+	  $(CARGO) test --locked -p mx-operator-tests --test gateway --test drift --test crash --test restart --test hostile -- --nocapture 2>&1 \
 	  | tee target/mail-safety.log | grep -E '^test result'; status=$$?; \
 	  echo; echo "Mail safety:"; grep '^mail safety:' target/mail-safety.log | sed 's/^mail safety: /  /'; \
 	  awk '/^mail safety: messages queued/ { for (i = 1; i < NF; i++) { \
 	      if ($$i == "queued") q += $$(i+1); if ($$i == "delivered") d += $$(i+1); \
-	      if ($$i == "lost") l += $$(i+1); if ($$i == "duplicated") u += $$(i+1) } } \
-	    END { printf "  all fault tests: messages queued %d / delivered %d / lost %d / duplicated %d\n", q, d, l, u }' target/mail-safety.log; \
+	      if ($$i == "lost") l += $$(i+1); if ($$i == "duplicated") u += $$(i+1); \
+	      if ($$i == "bounced") b += $$(i+1) } } \
+	    END { printf "  all fault tests: messages queued %d / delivered %d / lost %d / duplicated %d / bounced %d\n", q, d, l, u, b }' target/mail-safety.log; \
 	  echo "Faults and bad input:"; grep -E '^(faults|hostile specs):' target/mail-safety.log | sed -E 's/^(faults|hostile specs): /  /'; \
 	  exit $$status
 

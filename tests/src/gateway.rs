@@ -285,6 +285,14 @@ impl Gateway {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Lines of the mail log that contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        fs::read_to_string(self.dir.join("maillog"))
+            .unwrap_or_default()
+            .matches(text)
+            .count()
+    }
+
     /// The agent's /metrics text.
     pub fn metrics(&self) -> String {
         http_get(self.agent_port, "/metrics")

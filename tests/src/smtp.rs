@@ -192,6 +192,25 @@ impl Sink {
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
+
+    /// The `X-Seq:` numbers of the messages received, sorted without repeats, and how
+    /// many numbered messages arrived in all (more than the numbers: some came twice).
+    pub fn sequence_numbers(&self) -> (Vec<usize>, usize) {
+        let mut numbers: Vec<usize> = self
+            .received()
+            .iter()
+            .filter_map(|m| {
+                m.data
+                    .lines()
+                    .find_map(|l| l.strip_prefix("X-Seq: "))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .collect();
+        numbers.sort_unstable();
+        let total = numbers.len();
+        numbers.dedup();
+        (numbers, total)
+    }
 }
 
 impl Drop for Sink {

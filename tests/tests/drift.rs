@@ -14,6 +14,7 @@ use mx_operator_tests::control_plane::Lifetime;
 use mx_operator_tests::fixtures::{apply_dynamic, merge};
 use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
+use mx_operator_tests::lifecycle::queued_mail_outlives;
 use mx_operator_tests::operator::{ensure_shared_operator_with, test_settings};
 use mx_operator_tests::process::{free_port, operator_binary};
 use mx_operator_tests::smtp::{Sink, rcpt_reply};
@@ -45,10 +46,13 @@ async fn world() -> World {
     let (public, authoritative) = SERVERS.get_or_init(|| {
         let public = Knot::start(
             &plane.dir.join("knot-public"),
-            &[(
-                "moved.test",
-                "@ MX 10 mail.moved.test.\n@ MX 20 edge.mx.example.net.",
-            )],
+            &[
+                (
+                    "moved.test",
+                    "@ MX 10 mail.moved.test.\n@ MX 20 edge.mx.example.net.",
+                ),
+                ("leaving.test", "@ MX 20 edge.mx.example.net."),
+            ],
         )
         .expect("public knot");
         let authoritative = Knot::start(
@@ -393,6 +397,44 @@ async fn drift_is_repaired_departures_withdraw_and_return_and_probes_catch_stale
         "AcceptanceVerified",
         ConditionStatus::True,
         "Verified",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queued_for_a_departed_domain_still_reaches_its_primary() {
+    let w = world().await;
+    let ns = w.plane.namespace("departed").await.expect("namespace");
+    let api: Api<MailDomain> = ns.api();
+    let primary: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let smtp: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    apply_dynamic(&ns, gateway(smtp)).await;
+    let departure = json!({"departure": {"gracePeriod": "4s", "action": "Remove"}});
+    apply_dynamic(&ns, domain("leaving", "leaving.test", primary, departure)).await;
+    let gateway = replica(&w, &ns, smtp, &["leaving.test"]).await;
+    condition(
+        &api,
+        "leaving",
+        "Departed",
+        ConditionStatus::False,
+        "MxPointsHere",
+    )
+    .await;
+    queued_mail_outlives(
+        &gateway,
+        "alice@leaving.test",
+        primary,
+        "domain withdrawn after its departure",
+        554,
+        async {
+            w.public
+                .nsupdate(
+                    "leaving.test",
+                    "update delete leaving.test. MX\nupdate add leaving.test. 300 MX 10 mx.elsewhere.test.",
+                )
+                .unwrap();
+            condition(&api, "leaving", "Ready", ConditionStatus::False, "Departed").await;
+        },
     )
     .await;
 }

@@ -7,9 +7,11 @@ use kube::api::{Patch, PatchParams};
 use mx_operator::api::{MailDomain, MailGateway};
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::gateway::Gateway;
+use mx_operator_tests::lifecycle::queued_mail_outlives;
 use mx_operator_tests::operator::namespace_with_operator;
+use mx_operator_tests::process::free_port;
 use mx_operator_tests::smtp::{Reply, Sink, rcpt_reply, relay_tricks, send};
-use mx_operator_tests::wait::until;
+use mx_operator_tests::wait::{gone, until};
 use mx_operator_tests::{ControlPlane, TestNamespace};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -127,6 +129,14 @@ async fn known_recipients_are_relayed_and_nothing_else_is_accepted() {
     assert_eq!(foreign.code, 554, "{foreign}");
     assert!(foreign.text.contains("Relay access denied"), "{foreign}");
 
+    // ETRN (a request to deliver a domain's queue now) is refused, for any domain.
+    let mut client = mx_operator_tests::smtp::Client::connect(smtp).unwrap();
+    for domain in ["relay.example", "elsewhere.test"] {
+        let etrn = client.command(&format!("ETRN {domain}")).unwrap();
+        assert_eq!(etrn.code / 100, 5, "ETRN {domain}: {etrn}");
+    }
+    client.quit();
+
     let (tried, accepted) = relay_tricks(smtp, "relay.example", "edge.mx.example.net");
     println!(
         "mail safety: open-relay tricks tried {tried} / accepted {}",
@@ -172,8 +182,7 @@ async fn queued_during_an_outage_then_released_at_the_configured_pace() {
         assert_eq!(reply.code, 250, "{reply}");
     }
     until(LIMIT, "all messages deferred", || async {
-        let log = std::fs::read_to_string(gateway.dir.join("maillog")).unwrap_or_default();
-        (log.matches("status=deferred").count() >= MESSAGES).then_some(())
+        (gateway.log_count("status=deferred") >= MESSAGES).then_some(())
     })
     .await;
     assert_eq!(
@@ -200,8 +209,7 @@ async fn queued_during_an_outage_then_released_at_the_configured_pace() {
         },
     )
     .await;
-    let log = std::fs::read_to_string(gateway.dir.join("maillog")).unwrap_or_default();
-    assert!(!log.contains("status=bounced"), "nothing bounced:\n{log}");
+    assert_eq!(gateway.log_count("status=bounced"), 0, "nothing bounced");
     let mut bodies: Vec<String> = received.iter().map(|m| m.data.clone()).collect();
     bodies.sort();
     bodies.dedup();
@@ -293,21 +301,8 @@ async fn a_thousand_queued_messages_survive_a_postfix_restart_and_arrive_exactly
     .await;
     // Anything delivered twice would arrive right after the rest.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let received = sink.received();
-    let mut sequence: Vec<usize> = received
-        .iter()
-        .filter_map(|m| {
-            m.data
-                .lines()
-                .find_map(|l| l.strip_prefix("X-Seq: "))
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .collect();
-    sequence.sort_unstable();
-    let total = sequence.len();
-    sequence.dedup();
-    let log = std::fs::read_to_string(gateway.dir.join("maillog")).unwrap_or_default();
-    assert!(!log.contains("status=bounced"), "nothing bounced");
+    let (sequence, total) = sink.sequence_numbers();
+    assert_eq!(gateway.log_count("status=bounced"), 0, "nothing bounced");
     println!(
         "mail safety: messages queued {MESSAGES} / delivered {} / lost {} / duplicated {} (Postfix restarted with all queued, primary down)",
         sequence.len(),
@@ -437,4 +432,67 @@ async fn policy_changes_reload_postfix_and_apply_per_domain() {
     );
     let spam = rcpt_reply(smtp, "x@spam.test", "alice@strict.example").unwrap();
     assert_eq!(spam.code, 554, "the sender deny list still applies: {spam}");
+}
+
+#[tokio::test]
+async fn mail_queued_for_a_deleted_domain_still_reaches_its_primary() {
+    let address: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let (_plane, ns, gateway) =
+        replica("deleted", &[("gone", "gone.example", primary(address))]).await;
+    let domains = ns.api::<MailDomain>();
+    queued_mail_outlives(
+        &gateway,
+        "alice@gone.example",
+        address,
+        "domain deleted",
+        554,
+        async {
+            domains
+                .delete("gone", &Default::default())
+                .await
+                .expect("delete");
+            gone(&domains, "gone").await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
+    let address: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let (plane, ns) = namespace_with_operator("moved").await;
+    let old = replica_in(
+        plane,
+        &ns,
+        &[("moving", "moving.example", primary(address))],
+    )
+    .await;
+    apply::<MailGateway>(&ns, gateway("edge2", json!({}))).await;
+    let new = Gateway::start(
+        &plane.dir.join(format!("gateway-{}-edge2", ns.name)),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge2",
+        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
+    )
+    .await
+    .expect("second gateway replica");
+    reply_becomes(new.smtp, "alice@moving.example", 554).await;
+    queued_mail_outlives(
+        &old,
+        "alice@moving.example",
+        address,
+        "domain moved to another gateway",
+        554,
+        async {
+            let domains = ns.api::<MailDomain>();
+            let edit = json!({"spec": {"gatewayRef": {"name": "edge2"}}});
+            domains
+                .patch("moving", &PatchParams::default(), &Patch::Merge(&edit))
+                .await
+                .expect("move");
+            reply_becomes(new.smtp, "alice@moving.example", 250).await;
+        },
+    )
+    .await;
 }

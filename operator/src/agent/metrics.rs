@@ -29,6 +29,7 @@ pub struct AgentMetrics {
     load_errors: Family<ReasonLabels, Counter>,
     queue_messages: Family<DomainLabels, Gauge>,
     queue_oldest_age: Family<DomainLabels, Gauge>,
+    draining_messages: Family<DomainLabels, Gauge>,
     queued_domains: Mutex<Vec<String>>,
     loaded: AtomicBool,
     postfix_running: AtomicBool,
@@ -44,6 +45,7 @@ impl Default for AgentMetrics {
         let load_errors = Family::<ReasonLabels, Counter>::default();
         let queue_messages = Family::<DomainLabels, Gauge>::default();
         let queue_oldest_age = Family::<DomainLabels, Gauge>::default();
+        let draining_messages = Family::<DomainLabels, Gauge>::default();
         registry.register(
             "config_generation",
             "Configurations loaded into Postfix since the agent started",
@@ -74,6 +76,11 @@ impl Default for AgentMetrics {
             "Age of the oldest queued message, by recipient domain",
             queue_oldest_age.clone(),
         );
+        registry.register(
+            "draining_messages",
+            "Messages queued for domains this replica no longer relays (deleted, withdrawn or moved), still delivered to their primary; the domain's route goes when this is 0",
+            draining_messages.clone(),
+        );
         Self {
             registry,
             generation,
@@ -82,6 +89,7 @@ impl Default for AgentMetrics {
             load_errors,
             queue_messages,
             queue_oldest_age,
+            draining_messages,
             queued_domains: Mutex::new(Vec::new()),
             loaded: AtomicBool::new(false),
             postfix_running: AtomicBool::new(false),
@@ -115,6 +123,18 @@ impl AgentMetrics {
 
     pub fn stopped(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Replaces the draining figures; domains whose route went drop out of the output.
+    pub fn set_draining(&self, draining: &BTreeMap<String, u64>) {
+        self.draining_messages.clear();
+        for (domain, messages) in draining {
+            self.draining_messages
+                .get_or_create(&DomainLabels {
+                    domain: domain.clone(),
+                })
+                .set(i64::try_from(*messages).unwrap_or(i64::MAX));
+        }
     }
 
     /// Replaces the queue figures; domains no longer queued drop out of the output.

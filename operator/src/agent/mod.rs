@@ -2,6 +2,11 @@
 //! gateway ConfigMap and the relay ConfigMaps of its gateway, checks each one, and writes
 //! what Postfix reads. A ConfigMap that fails the checks is reported and its last good
 //! version keeps serving.
+//!
+//! A domain that stops being relayed here (its ConfigMap deleted, withdrawn, or moved to
+//! another gateway) keeps its route to the primary while this replica's queue holds mail
+//! for it: new mail for it is refused, queued mail is still delivered, never bounced
+//! because the configuration changed.
 
 mod metrics;
 mod postfix;
@@ -43,6 +48,20 @@ pub struct AgentSettings {
 pub struct LastGood {
     gateway: Option<BTreeMap<String, String>>,
     relays: BTreeMap<String, BTreeMap<String, String>>,
+    /// Relays of domains still draining, by domain.
+    #[serde(default)]
+    draining: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Queue reads in a row that must find no mail for a draining domain before its route
+/// goes: `showq` skips a message while the queue manager moves it, so one empty read
+/// does not prove an empty queue.
+const EMPTY_READS_TO_DRAIN: u8 = 2;
+
+/// A domain no longer relayed here whose queued mail still goes to its primary.
+struct Draining {
+    relay: CheckedRelay,
+    empty_reads: u8,
 }
 
 /// What was last loaded, and the last good version of every ConfigMap.
@@ -54,6 +73,73 @@ struct Loaded {
     applied: Option<Assembled>,
     /// The refusal last logged per ConfigMap, so a bad ConfigMap is reported once.
     refused: BTreeMap<String, String>,
+    /// By domain.
+    draining: BTreeMap<String, Draining>,
+}
+
+impl Loaded {
+    fn served_domains(&self) -> BTreeMap<String, CheckedRelay> {
+        self.relays
+            .values()
+            .filter(|relay| relay.relayed())
+            .map(|relay| (relay.domain.clone(), relay.clone()))
+            .collect()
+    }
+
+    /// Relays served `before` and no longer served start draining; a domain served again
+    /// stops draining (its relay carries the route).
+    fn update_draining(&mut self, before: BTreeMap<String, CheckedRelay>) {
+        let now = self.served_domains();
+        for (domain, relay) in before {
+            if !now.contains_key(&domain) && !self.draining.contains_key(&domain) {
+                tracing::info!(
+                    %domain,
+                    "no longer relayed here; its route stays until the mail queued for it is delivered"
+                );
+                self.draining.insert(
+                    domain,
+                    Draining {
+                        relay,
+                        empty_reads: 0,
+                    },
+                );
+            }
+        }
+        self.draining.retain(|domain, _| !now.contains_key(domain));
+        self.last_good.draining = self
+            .draining
+            .iter()
+            .map(|(domain, d)| (domain.clone(), d.relay.source().clone()))
+            .collect();
+    }
+
+    /// Drops the routes of draining domains the queue has held no mail for in the last
+    /// reads, and returns the messages still queued per draining domain.
+    fn drain(&mut self, queue: &BTreeMap<String, queue::DomainQueue>) -> BTreeMap<String, u64> {
+        for (domain, draining) in self.draining.iter_mut() {
+            match queue.get(domain) {
+                Some(queued) if queued.messages > 0 => draining.empty_reads = 0,
+                _ => draining.empty_reads = draining.empty_reads.saturating_add(1),
+            }
+        }
+        self.draining.retain(|domain, draining| {
+            let drained = draining.empty_reads >= EMPTY_READS_TO_DRAIN;
+            if drained {
+                tracing::info!(%domain, "its queued mail is delivered; its route is removed");
+            }
+            !drained
+        });
+        self.last_good
+            .draining
+            .retain(|domain, _| self.draining.contains_key(domain));
+        self.draining
+            .keys()
+            .map(|domain| {
+                let messages = queue.get(domain).map(|q| q.messages).unwrap_or_default();
+                (domain.clone(), messages)
+            })
+            .collect()
+    }
 }
 
 /// Runs until `shutdown` completes.
@@ -86,6 +172,20 @@ pub async fn run(
                 .relays
                 .iter()
                 .filter_map(|(name, data)| Some((name.clone(), check_relay(data).ok()?)))
+                .collect();
+            loaded.draining = last_good
+                .draining
+                .iter()
+                .filter_map(|(domain, data)| {
+                    let relay = check_relay(data).ok()?;
+                    Some((
+                        domain.clone(),
+                        Draining {
+                            relay,
+                            empty_reads: 0,
+                        },
+                    ))
+                })
                 .collect();
             loaded.last_good = last_good;
         }
@@ -125,7 +225,9 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ = queue_timer.tick() => {
-                    read_queue(&settings.postfix, &metrics).await;
+                    if let Some(queue) = read_queue(&settings.postfix, &metrics).await {
+                        metrics.set_draining(&loaded.drain(&queue));
+                    }
                 }
                 // Retry a failed load (for example Postfix tools missing for a moment).
                 _ = retry_timer.tick(), if loaded.applied.is_none() => {}
@@ -201,6 +303,7 @@ async fn sync(
             ),
         },
     }
+    let served_before = loaded.served_domains();
     let present: BTreeMap<String, Arc<ConfigMap>> = relays
         .state()
         .into_iter()
@@ -235,11 +338,13 @@ async fn sync(
             }
         }
     }
+    loaded.update_draining(served_before);
     let Some(gateway_files) = &loaded.gateway else {
         return;
     };
     let relays: Vec<CheckedRelay> = loaded.relays.values().cloned().collect();
-    let (files, problems) = assemble(gateway_files, &relays, &settings.local);
+    let draining: Vec<CheckedRelay> = loaded.draining.values().map(|d| d.relay.clone()).collect();
+    let (files, problems) = assemble(gateway_files, &relays, &draining, &settings.local);
     for problem in problems {
         refuse(
             loaded,
@@ -279,9 +384,13 @@ fn refuse(loaded: &mut Loaded, metrics: &AgentMetrics, key: &str, reason: &str, 
     }
 }
 
-async fn read_queue(postfix: &Postfix, metrics: &AgentMetrics) {
+/// Reads the queue into the metrics; None when it could not be read.
+async fn read_queue(
+    postfix: &Postfix,
+    metrics: &AgentMetrics,
+) -> Option<BTreeMap<String, queue::DomainQueue>> {
     if !postfix.running().await {
-        return;
+        return None;
     }
     match postfix.queue().await {
         Ok(output) => {
@@ -297,7 +406,75 @@ async fn read_queue(postfix: &Postfix, metrics: &AgentMetrics) {
                 .map(|d| d.as_secs())
                 .unwrap_or_default();
             metrics.set_queue(&domains, now);
+            // Lines it cannot read might be a draining domain's mail.
+            (unreadable == 0).then_some(domains)
         }
-        Err(error) => tracing::warn!(%error, "reading the queue failed"),
+        Err(error) => {
+            tracing::warn!(%error, "reading the queue failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_support::{domain_spec, input};
+    use crate::render::{RelayMode, relay_configmap_data};
+    use queue::DomainQueue;
+
+    fn relay(mode: RelayMode) -> CheckedRelay {
+        let spec = domain_spec(serde_json::json!({}));
+        let recipients = ["alice@example.com".to_string()].into();
+        check_relay(&relay_configmap_data(&input(&spec, &recipients, mode)).unwrap()).unwrap()
+    }
+
+    fn queued(messages: u64) -> BTreeMap<String, DomainQueue> {
+        BTreeMap::from([(
+            "example.com".to_string(),
+            DomainQueue {
+                messages,
+                oldest_arrival: 0,
+            },
+        )])
+    }
+
+    fn change(loaded: &mut Loaded, relay: Option<CheckedRelay>) {
+        let before = loaded.served_domains();
+        loaded.relays.clear();
+        if let Some(relay) = relay {
+            loaded.relays.insert("relay-example-com".into(), relay);
+        }
+        loaded.update_draining(before);
+    }
+
+    #[test]
+    fn a_relay_that_leaves_drains_until_reads_find_none_of_its_mail() {
+        let draining = |n: u64| BTreeMap::from([("example.com".to_string(), n)]);
+        let mut loaded = Loaded::default();
+        change(&mut loaded, Some(relay(RelayMode::Active)));
+        assert!(loaded.draining.is_empty());
+
+        // Deleted (or moved away): the route stays, and is saved for a restart.
+        change(&mut loaded, None);
+        assert!(loaded.last_good.draining.contains_key("example.com"));
+        assert_eq!(loaded.drain(&queued(3)), draining(3));
+        // One empty read proves nothing; mail seen again starts the count over.
+        assert_eq!(loaded.drain(&BTreeMap::new()), draining(0));
+        assert_eq!(loaded.drain(&queued(1)), draining(1));
+        assert_eq!(loaded.drain(&queued(0)), draining(0));
+        assert_eq!(loaded.drain(&BTreeMap::new()), BTreeMap::new());
+        assert!(loaded.last_good.draining.is_empty());
+
+        // Withdrawn after a departure: the same; served again: the relay carries the route.
+        change(&mut loaded, Some(relay(RelayMode::Active)));
+        change(&mut loaded, Some(relay(RelayMode::Withdrawn)));
+        assert_eq!(loaded.drain(&queued(2)), draining(2));
+        change(&mut loaded, Some(relay(RelayMode::Active)));
+        assert!(loaded.draining.is_empty() && loaded.last_good.draining.is_empty());
+
+        // Suspended keeps its own route (450 at RCPT, queued mail delivered): no draining.
+        change(&mut loaded, Some(relay(RelayMode::Suspended)));
+        assert!(loaded.draining.is_empty());
     }
 }

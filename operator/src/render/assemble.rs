@@ -26,6 +26,44 @@ impl CheckedRelay {
     pub fn relayed(&self) -> bool {
         !self.data.is_empty()
     }
+
+    /// The ConfigMap `data` this was checked from.
+    pub fn source(&self) -> &BTreeMap<String, String> {
+        &self.data
+    }
+
+    /// Only the way to the primary: the transport entry, its delivery service and that
+    /// service's limits. Assembled, it delivers mail already queued for the domain with the
+    /// same transport, TLS level and pace, while the domain is no longer a relay domain, so
+    /// new mail for it is refused. None when the relay carries no route (withdrawn).
+    pub fn route_only(&self) -> Option<CheckedRelay> {
+        if !self.relayed() {
+            return None;
+        }
+        let transport = self.data.get(keys::TRANSPORT)?;
+        let service = transport.split_once(' ')?.1.split(':').next()?;
+        let limits: String = self
+            .data
+            .get(keys::MAIN_CF)
+            .map(String::as_str)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with(&format!("{service}_")))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let mut data = BTreeMap::from([
+            (keys::DOMAIN.to_string(), self.domain.clone()),
+            (keys::TRANSPORT.to_string(), transport.clone()),
+            (keys::MAIN_CF.to_string(), limits),
+        ]);
+        if let Some(master_cf) = self.data.get(keys::MASTER_CF) {
+            data.insert(keys::MASTER_CF.to_string(), master_cf.clone());
+        }
+        Some(CheckedRelay {
+            domain: self.domain.clone(),
+            data,
+        })
+    }
 }
 
 /// The gateway ConfigMap's files.
@@ -268,12 +306,14 @@ fn check_parameters(
     Ok(())
 }
 
-/// Merges the gateway files and the relays (sorted by domain) into what Postfix reads.
-/// A relay whose lines clash with an earlier one (the same domain twice, or one parameter
-/// with two values) is left out, and the reason returned beside the result.
+/// Merges the gateway files and the relays (sorted by domain) into what Postfix reads,
+/// and the routes of `draining` relays (see [`CheckedRelay::route_only`]) whose domain no
+/// relay serves. A relay whose lines clash with an earlier one (the same domain twice, or
+/// one parameter with two values) is left out, and the reason returned beside the result.
 pub fn assemble(
     gateway: &GatewayFiles,
     relays: &[CheckedRelay],
+    draining: &[CheckedRelay],
     local: &LocalSettings,
 ) -> (Assembled, Vec<String>) {
     let mut problems = Vec::new();
@@ -299,7 +339,14 @@ pub fn assemble(
     let mut size_limit = None::<u64>;
     let mut sorted: Vec<&CheckedRelay> = relays.iter().filter(|r| r.relayed()).collect();
     sorted.sort_by(|a, b| a.domain.cmp(&b.domain));
-    for relay in sorted {
+    let served: BTreeSet<&str> = sorted.iter().map(|r| r.domain.as_str()).collect();
+    let mut routes: Vec<CheckedRelay> = draining
+        .iter()
+        .filter(|r| !served.contains(r.domain.as_str()))
+        .filter_map(CheckedRelay::route_only)
+        .collect();
+    routes.sort_by(|a, b| a.domain.cmp(&b.domain));
+    for relay in sorted.into_iter().chain(&routes) {
         if !seen.insert(relay.domain.clone()) {
             problems.push(format!(
                 "{} is carried by two relay ConfigMaps; the second is ignored",
@@ -521,7 +568,7 @@ mod tests {
             overrides: vec![("queue_directory".into(), "/tmp/q".into())],
             smtp_listen: Some("127.0.0.1:2525".into()),
         };
-        let (files, problems) = assemble(&gateway(), &[b.clone(), a.clone()], &local);
+        let (files, problems) = assemble(&gateway(), &[b.clone(), a.clone()], &[], &local);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
             files.tables[keys::RELAY_DOMAINS].source,
@@ -538,9 +585,57 @@ mod tests {
         // Both domains use the same transport class: one service line.
         assert_eq!(files.master_cf.matches(" smtp -o ").count(), 1);
 
-        let (again, problems) = assemble(&gateway(), &[a.clone(), a], &LocalSettings::default());
+        let (again, problems) =
+            assemble(&gateway(), &[a.clone(), a], &[], &LocalSettings::default());
         assert_eq!(problems.len(), 1);
         assert_eq!(again.tables[keys::RELAY_DOMAINS].source, "example.com OK\n");
+    }
+
+    #[test]
+    fn a_draining_relay_keeps_its_route_and_nothing_that_accepts_mail() {
+        let leaving = check_relay(&relay(
+            serde_json::json!({"policy": {"requireTls": true, "senderDeny": ["@spam.test"]}, "delivery": {"concurrency": 2, "rateDelay": "1s"}}),
+            &["alice@example.com"],
+            RelayMode::Active,
+        ))
+        .unwrap();
+        let leaving = std::slice::from_ref(&leaving);
+        let (serving, _) = assemble(&gateway(), leaving, &[], &LocalSettings::default());
+        let (files, problems) = assemble(&gateway(), &[], leaving, &LocalSettings::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        for key in [
+            keys::RELAY_DOMAINS,
+            keys::RELAY_RECIPIENTS,
+            keys::RECIPIENT_POLICY,
+        ] {
+            assert_eq!(files.tables[key].source, "", "{key}");
+        }
+        assert_eq!(
+            files.tables[keys::TRANSPORT],
+            serving.tables[keys::TRANSPORT],
+            "the same route to the primary"
+        );
+        assert_eq!(
+            files.master_cf, serving.master_cf,
+            "the same delivery service"
+        );
+        for limit in [
+            "_destination_concurrency_limit = 2\n",
+            "_destination_rate_delay = 1s\n",
+        ] {
+            assert!(files.main_cf.contains(limit), "{limit}: {}", files.main_cf);
+        }
+        assert!(!files.main_cf.contains(&class_name("example.com")));
+        assert!(!files.tables.keys().any(|t| t.contains("example.com")));
+
+        // Served again (or by a new relay ConfigMap): the relay wins, the route is not doubled.
+        let (again, problems) = assemble(&gateway(), leaving, leaving, &LocalSettings::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(again, serving);
+
+        let withdrawn =
+            check_relay(&relay(serde_json::json!({}), &[], RelayMode::Withdrawn)).unwrap();
+        assert_eq!(withdrawn.route_only(), None);
     }
 
     #[test]

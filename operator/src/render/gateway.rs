@@ -53,6 +53,10 @@ pub fn gateway_configmap_data(
          swap_bangpath = no\n\
          allow_untrusted_routing = no\n\
          disable_vrfy_command = yes\n\
+         # ETRN would let anyone start deliveries to the primaries and around their pace;\n\
+         # queued mail leaves on its own schedule. (postqueue -f does not need the flush service.)\n\
+         smtpd_etrn_restrictions = reject\n\
+         fast_flush_domains =\n\
          smtpd_helo_required = yes\n\
          smtpd_relay_restrictions = reject_unauth_destination\n\
          smtpd_recipient_restrictions = reject_non_fqdn_recipient, reject_unauth_destination, \
@@ -133,6 +137,8 @@ mod tests {
             "mynetworks = 127.0.0.1/32\n",
             "smtpd_relay_restrictions = reject_unauth_destination\n",
             "unknown_relay_recipient_reject_code = 550\n",
+            "smtpd_etrn_restrictions = reject\n",
+            "fast_flush_domains =\n",
             "maximal_queue_lifetime = 432000s\n",
             "allow_percent_hack = no\n",
         ] {

@@ -88,7 +88,7 @@ fn invalid(field: &'static str) -> impl FnOnce(String) -> RenderError {
 mod proptests;
 
 #[cfg(test)]
-mod test_support {
+pub(crate) mod test_support {
     use super::*;
 
     pub static NO_LIMITS: DeliveryLimits = DeliveryLimits {

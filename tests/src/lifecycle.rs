@@ -1,0 +1,123 @@
+//! Mail queued for a domain while its primary is down, taken through a change of the
+//! domain (deleted, withdrawn after a departure, moved to another gateway): the messages
+//! the gateway accepted must still reach the primary, each exactly once, none bounced.
+
+use crate::gateway::Gateway;
+use crate::smtp::{Client, Sink, rcpt_reply};
+use crate::wait::until;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Messages queued in each case.
+pub const MESSAGES: usize = 200;
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Queues [`MESSAGES`] numbered messages for `recipient` on `gateway` while nothing listens
+/// at `primary`, runs `change`, and checks what the change must not do to them:
+/// * new mail for the recipient gets `refused_with` at RCPT;
+/// * every queued message is retried under the new configuration and stays queued;
+/// * once the primary is back, each arrives exactly once and nothing is bounced;
+/// * then the domain's route leaves the gateway.
+///
+/// Prints the `mail safety:` figures `make verify-mail-safety` sums up.
+pub async fn queued_mail_outlives<F: Future<Output = ()>>(
+    gateway: &Gateway,
+    recipient: &str,
+    primary: SocketAddr,
+    case: &str,
+    refused_with: u16,
+    change: F,
+) {
+    let domain = recipient
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or_default();
+    let mut client = Client::connect(gateway.smtp).expect("SMTP session");
+    for n in 0..MESSAGES {
+        let body = format!(
+            "Subject: queued {n}\r\nMessage-ID: <{n}.{domain}@client.test>\r\nX-Seq: {n}\r\n\r\nbody {n}"
+        );
+        let reply = client.send("sender@client.test", recipient, &body).unwrap();
+        assert_eq!(reply.code, 250, "message {n}: {reply}");
+    }
+    client.quit();
+    until(LIMIT, "every message queued", || async {
+        (gateway.queued().ok()? == MESSAGES).then_some(())
+    })
+    .await;
+
+    change.await;
+    until(
+        LIMIT,
+        &format!("RCPT {recipient} → {refused_with}"),
+        || async {
+            rcpt_reply(gateway.smtp, "sender@client.test", recipient)
+                .ok()
+                .filter(|reply| reply.code == refused_with)
+        },
+    )
+    .await;
+    // Every message goes through the queue manager again under the new configuration:
+    // without a route it would bounce right here.
+    let deferred = gateway.log_count("status=deferred");
+    until(LIMIT, "every message retried after the change", || async {
+        let retried = gateway.log_count("status=deferred") >= deferred + MESSAGES;
+        (retried || gateway.log_count("status=bounced") > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gateway.log_count("status=bounced"),
+        0,
+        "nothing bounced after the change"
+    );
+    let draining = format!("mx_agent_draining_messages{{domain=\"{domain}\"}}");
+    until(
+        LIMIT,
+        "the draining figure in the agent's metrics",
+        || async {
+            gateway
+                .metric(&draining)
+                .filter(|n| *n as usize == MESSAGES)
+        },
+    )
+    .await;
+
+    let sink = Sink::start_on(primary).expect("primary sink");
+    until(LIMIT, "the queue manager taking a flush", || async {
+        gateway.flush().ok()
+    })
+    .await;
+    until(
+        Duration::from_secs(180),
+        "the queue drained to the primary",
+        || async {
+            (sink.received().len() >= MESSAGES && gateway.queued().ok()? == 0).then_some(())
+        },
+    )
+    .await;
+    // Anything delivered twice would arrive right after the rest.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (arrived, total) = sink.sequence_numbers();
+    let bounced = gateway.log_count("status=bounced");
+    println!(
+        "mail safety: messages queued {MESSAGES} / delivered {} / lost {} / duplicated {} / bounced {bounced} ({case}, primary down)",
+        arrived.len(),
+        MESSAGES - arrived.len(),
+        total - arrived.len()
+    );
+    assert_eq!(bounced, 0, "nothing bounced");
+    assert_eq!(
+        arrived,
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "every message arrived"
+    );
+    assert_eq!(total, MESSAGES, "none arrived twice");
+
+    until(LIMIT, "the drained domain's route removed", || async {
+        let transport = std::fs::read_to_string(gateway.dir.join("conf/maps/transport")).ok()?;
+        (!transport.contains(&format!("{domain} ")) && gateway.metric(&draining).is_none())
+            .then_some(())
+    })
+    .await;
+}
