@@ -1,11 +1,13 @@
 //! The operator started on domains that already exist (an upgrade, a restart, a new
 //! leader): each domain's first status is its real one. Reconciles wait for every watch
 //! they read to list; before that, the first domains were reported `GatewayNotFound`, with
-//! an Event, and then `Ready`. Its own test binary and its own control plane.
+//! an Event, and then `Ready`. Then deletions reach what depends on them through the
+//! watches, not at the next resync (300 s here). Its own test binary and its own control
+//! plane.
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
-use mx_operator::api::{ConditionStatus, MailDomain};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use mx_operator_tests::ControlPlane;
 use mx_operator_tests::control_plane::Lifetime;
 use mx_operator_tests::fixtures::edge_and_domains;
@@ -16,9 +18,11 @@ use std::time::Duration;
 
 const DOMAINS: usize = 100;
 const LIMIT: Duration = Duration::from_secs(90);
+/// Well below the resync: only a watch can make it in time.
+const AT_ONCE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
-async fn an_operator_started_on_existing_domains_reports_each_once() {
+async fn an_operator_started_on_existing_domains_reports_each_once_then_follows_deletions() {
     let dir = std::env::temp_dir()
         .join("mx-operator-tests")
         .join(std::process::id().to_string())
@@ -76,4 +80,26 @@ async fn an_operator_started_on_existing_domains_reports_each_once() {
         DOMAINS,
         "one Event per domain: {by_domain:?}"
     );
+
+    // A domain deleted (no finalizer: same namespace) leaves its gateway's count.
+    let gateways = ns.api::<MailGateway>();
+    domains.delete("d0", &Default::default()).await.unwrap();
+    until(AT_ONCE, "the gateway counting one domain less", || async {
+        let gateway = gateways.get("edge").await.ok()?;
+        (gateway.status?.domains? == DOMAINS as i32 - 1).then_some(())
+    })
+    .await;
+
+    // The gateway deleted: every domain says so, at once.
+    gateways.delete("edge", &Default::default()).await.unwrap();
+    until(AT_ONCE, "every domain GatewayNotFound", || async {
+        let list = domains.list(&ListParams::default()).await.ok()?;
+        let told = list.items.iter().filter(|d| {
+            d.condition("Ready").is_some_and(|c| {
+                c.status == ConditionStatus::False && c.reason == "GatewayNotFound"
+            })
+        });
+        (told.count() == DOMAINS - 1).then_some(())
+    })
+    .await;
 }

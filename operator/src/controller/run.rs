@@ -1,6 +1,7 @@
 //! The controllers' wiring: the watches, the caches they fill, and the two controllers
 //! that run on them until shutdown.
 
+use super::changes::spec_changes_and_deletions;
 use super::claims::ClaimIndex;
 use super::context::{Context, FIELD_MANAGER, Listings, Settings, WrittenStatus};
 use super::digests::ConfigMapDigests;
@@ -18,7 +19,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, store::Writer};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
-use kube::runtime::{Controller, WatchStreamExt, controller, predicates, reflector, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -107,14 +108,16 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let domain_controller = Controller::for_stream(domain_events, domains.clone())
         .trigger_backoff(trigger_backoff())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let (gateways, gateways_writer) = reflector::store();
+    let (gateway_objects, gateway_objects_writer) = reflector::store();
     let gateway_events = watcher(gateways_api.clone(), watcher::Config::default())
         .backoff(watch_backoff())
-        .reflect(gateways_writer)
-        .inspect(marks(listed_by(&mut listed.domain_inputs)))
+        .reflect(gateway_objects_writer)
         .touched_objects();
     let gateway_controller =
-        Controller::for_stream(gateway_events, gateways.clone()).trigger_backoff(trigger_backoff());
+        Controller::for_stream(gateway_events, gateway_objects).trigger_backoff(trigger_backoff());
+    // The domains read gateways from a cache of their own, filled by the watch that
+    // triggers them: a domain sent round by its gateway's deletion finds it gone.
+    let (gateways, gateways_writer) = reflector::store();
 
     let (namespaces_store, namespaces_writer) = reflector::store();
     let relays = Arc::new(ConfigMapDigests::default());
@@ -149,14 +152,15 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                     placement::domains_using_secret(&by_secret, &secret.metadata)
                 },
             )
-            // Only a gateway's spec matters to its domains: its status changes with every
-            // domain it counts, and must not send all of them round again. (A deleted
-            // gateway is noticed at the domains' next resync.)
+            // Only a gateway's spec and its deletion matter to its domains: its status
+            // changes with every domain it counts, and must not send all of them round.
             .watches_stream(
-                watcher(gateways_api.clone(), watcher::Config::default())
-                    .backoff(watch_backoff())
-                    .touched_objects()
-                    .predicate_filter(predicates::generation, Default::default()),
+                spec_changes_and_deletions(
+                    watcher(gateways_api.clone(), watcher::Config::default())
+                        .backoff(watch_backoff())
+                        .reflect(gateways_writer)
+                        .inspect(marks(listed_by(&mut listed.domain_inputs))),
+                ),
                 move |gw: MailGateway| placement::domains_of_gateway(&by_gateway, &gw),
             )
             // The namespaces' labels are cached for gateways that admit MailDomains by
@@ -246,13 +250,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             .touched_objects(),
         )
         // A gateway counts and configures its domains from their specs: their status writes
-        // are no reason to look again. (Deletion marks bump the generation; a domain deleted
-        // without a finalizer leaves the count until the gateway's next resync.)
+        // are no reason to look again, their deletions are.
         .watches_stream(
-            watcher(domains_api, watcher::Config::default())
-                .backoff(watch_backoff())
-                .touched_objects()
-                .predicate_filter(predicates::generation, Default::default()),
+            spec_changes_and_deletions(
+                watcher(domains_api, watcher::Config::default()).backoff(watch_backoff()),
+            ),
             |md: MailDomain| placement::gateway_of(&md),
         )
         // While many domains arrive at once, one gateway reconcile after they settle.
