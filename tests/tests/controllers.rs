@@ -647,3 +647,59 @@ async fn a_steady_state_resync_makes_no_write_request() {
         "writes during a steady-state resync: {new:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_primary_that_is_the_gateway_itself_is_refused() {
+    let (_plane, ns) = namespace_with_operator("loop").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    // The API server gives the gateway's Service its cluster IP.
+    let cluster_ip = until(LIMIT, "the gateway's Service with a cluster IP", || async {
+        let service = ns.api::<Service>().get_opt("edge").await.ok()??;
+        service.spec?.cluster_ip.filter(|ip| ip != "None")
+    })
+    .await;
+    let configmaps = ns.api::<ConfigMap>();
+    for (name, host) in [
+        ("by-name", "EDGE.mx.example.net."),
+        ("by-address", cluster_ip.as_str()),
+    ] {
+        apply::<MailDomain>(
+            &ns,
+            domain(
+                name,
+                &format!("{name}.example"),
+                json!({"primary": {"host": host}}),
+            ),
+        )
+        .await;
+        let md = wait_condition(
+            &ns,
+            name,
+            "Ready",
+            ConditionStatus::False,
+            "PrimaryIsGateway",
+        )
+        .await;
+        let (_, _, message) = condition(&md, "Ready").unwrap();
+        assert!(
+            message.contains(&format!("is MailGateway {}/edge itself", ns.name)),
+            "{message}"
+        );
+        let relay = format!("relay-{name}.example");
+        assert!(
+            configmaps.get_opt(&relay).await.unwrap().is_none(),
+            "{relay}"
+        );
+    }
+    // The same host on another port is another server: relayed.
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "other-port",
+            "other-port.example",
+            json!({"primary": {"host": cluster_ip, "port": 2525}}),
+        ),
+    )
+    .await;
+    wait_condition(&ns, "other-port", "Ready", ConditionStatus::True, "Relayed").await;
+}

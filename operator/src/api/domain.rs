@@ -57,7 +57,9 @@ pub struct MailDomainSpec {
     /// customer's own MX is unreachable. `Primary`: the gateway is the domain's inbound MX.
     #[serde(default)]
     pub role: DomainRole,
-    /// The server accepted mail is relayed to: the customer's own mail server.
+    /// The server accepted mail is relayed to: the customer's own mail server. One that is
+    /// the gateway itself (one of its `mxHostnames` or Service addresses on port 25, or its
+    /// `probeAddress`) is refused with `Ready=False PrimaryIsGateway`: mail would loop.
     pub primary: PrimaryServer,
     /// The MX record published for this domain.
     #[serde(default)]

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-const SMTP_PORT: i32 = 25;
+pub const SMTP_PORT: i32 = 25;
 /// Where the agent serves /healthz, /readyz and /metrics.
 pub const AGENT_PORT: i32 = 8080;
 const QUEUE_VOLUME: &str = "queue";

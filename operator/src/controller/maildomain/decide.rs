@@ -10,14 +10,16 @@ use crate::api::conditions::{
     RECIPIENTS_SYNCED, RELAY_CONFIGURED, Verdict,
 };
 use crate::api::domain::{DomainRole, OwnershipProof};
-use crate::api::validate::{normalize_domain, normalize_host, parse_duration};
+use crate::api::validate::{
+    host_port, normalize_domain, normalize_host, parse_duration, parse_host_port,
+};
 use crate::api::{MailDomain, MailGateway};
 use crate::controller::ownership;
 use crate::controller::placement::{claim_winner, namespace_allowed};
 use crate::dns::Mx;
 use crate::drift::decide as drift;
 use crate::drift::{Expectation, ProbePlan, ProbeTarget};
-use crate::manifests::gateway::GatewayNames;
+use crate::manifests::gateway::{GatewayNames, SMTP_PORT};
 use crate::manifests::relay::{RelayTarget, relay_configmap, relay_configmap_name};
 use crate::recipients::fingerprint;
 use crate::render::{DomainInput, RelayMode, RenderError, relay_configmap_data};
@@ -159,6 +161,12 @@ pub fn decide(
         );
         return Ok(not_relayed("NamespaceNotAllowed", message, inputs.resync));
     }
+    if let Some(target) = primary_is_gateway(domain, gateway, &inputs.gateway_addresses) {
+        let message = format!(
+            "spec.primary {target} is MailGateway {gateway_namespace}/{gateway_name} itself: mail for {normalized} would loop between the gateway and itself; name the domain's own mail server"
+        );
+        return Ok(not_relayed("PrimaryIsGateway", message, inputs.resync));
+    }
     if let Some((winner_namespace, winner_name)) =
         conflicting_winner(domain, inputs, gateway, &normalized, admits)
     {
@@ -234,6 +242,32 @@ pub fn decide(
         recipients,
         now,
     )
+}
+
+/// `host:port` of the primary when it is the gateway: one of its MX host names or its
+/// Service's addresses on the SMTP port, or its probe address.
+fn primary_is_gateway(
+    domain: &MailDomain,
+    gateway: &MailGateway,
+    service_addresses: &[String],
+) -> Option<String> {
+    let primary = &domain.spec.primary;
+    let host = normalize_host(&primary.host).ok()?;
+    let target = host_port(&host, primary.port);
+    let own_names = gateway
+        .spec
+        .mx_hostnames
+        .iter()
+        .chain(&gateway.spec.service.load_balancer_ip)
+        .chain(service_addresses)
+        .filter_map(|name| normalize_host(name).ok());
+    let probe = gateway
+        .spec
+        .probe_address
+        .as_deref()
+        .and_then(|address| parse_host_port(address).ok());
+    let named = i32::from(primary.port) == SMTP_PORT && { own_names }.any(|name| name == host);
+    (named || probe.as_ref() == Some(&target)).then_some(target)
 }
 
 /// The domain is relayed (perhaps deferred, suspended or withdrawn after departure).
@@ -555,7 +589,19 @@ mod tests {
         };
         let invalid = fixtures::domain(json!({"spec": {"domain": "bad domain"}}));
         let plain = fixtures::domain(json!({}));
-        let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 6] = [
+        let primary = |host: &str, port: u16| {
+            fixtures::domain(json!({"spec": {"primary": {"host": host, "port": port}}}))
+        };
+        let at_mx_host = primary("MX1.relay.example.net.", 25);
+        let at_service = primary("10.96.0.25", 25);
+        let at_probe = primary("127.0.0.1", 2525);
+        let with_service = Inputs {
+            gateway_addresses: vec!["10.96.0.25".into()],
+            ..inputs(fixtures::gateway(
+                json!({"spec": {"mxHostnames": ["mx1.relay.example.net"], "probeAddress": "127.0.0.1:2525"}}),
+            ))
+        };
+        let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 9] = [
             (
                 "invalid spec",
                 &invalid,
@@ -578,6 +624,30 @@ mod tests {
                 &other_namespace,
                 "NamespaceNotAllowed",
                 "does not accept MailDomains from namespace tenant",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "primary is the gateway's MX host",
+                &at_mx_host,
+                &with_service,
+                "PrimaryIsGateway",
+                "spec.primary mx1.relay.example.net:25 is MailGateway mail/edge itself",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "primary is the gateway's Service",
+                &at_service,
+                &with_service,
+                "PrimaryIsGateway",
+                "10.96.0.25:25",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "primary is the gateway's probe address",
+                &at_probe,
+                &with_service,
+                "PrimaryIsGateway",
+                "127.0.0.1:2525",
                 Action::requeue(RESYNC),
             ),
             (
@@ -617,6 +687,22 @@ mod tests {
                 ready.verdict.message
             );
             assert_eq!(decision.requeue, requeue, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_primary_on_another_port_of_the_gateway_host_is_no_loop() {
+        let gateway = fixtures::gateway(
+            json!({"spec": {"mxHostnames": ["mx1.relay.example.net"], "probeAddress": "127.0.0.1:2525"}}),
+        );
+        for (host, port) in [("mx1.relay.example.net", 2525), ("127.0.0.1", 25)] {
+            let domain =
+                fixtures::domain(json!({"spec": {"primary": {"host": host, "port": port}}}));
+            assert_eq!(
+                primary_is_gateway(&domain, &gateway, &[]),
+                None,
+                "{host}:{port}"
+            );
         }
     }
 

@@ -10,7 +10,8 @@ use crate::api::gateway::NamespacesFrom;
 use crate::api::validate::normalize_domain;
 use crate::api::{DNSProvider, KeyRef, MailDomain, MailGateway};
 use crate::drift::Observation;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use crate::manifests::gateway::GatewayNames;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -46,6 +47,8 @@ pub struct Inputs {
     pub relay_live: Option<Digest>,
     /// The DNSProvider the domain names, if it exists.
     pub provider: Option<Arc<DNSProvider>>,
+    /// The addresses of the gateway's Service (cluster IP, load balancer), as last seen.
+    pub gateway_addresses: Vec<String>,
 }
 
 /// A referenced recipient list: its object's metadata and the key's text, if they exist.
@@ -113,8 +116,33 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         &crate::manifests::relay::relay_configmap_name(&normalized),
     );
     inputs.provider = super::dns::provider(domain, ctx);
+    inputs.gateway_addresses = ctx
+        .gateway_services
+        .get(&ObjectRef::new(&GatewayNames::of(gateway_name).workload).within(gateway_namespace))
+        .map(|service| service_addresses(&service))
+        .unwrap_or_default();
     inputs.gateway = Some(gateway);
     Ok(inputs)
+}
+
+fn service_addresses(service: &Service) -> Vec<String> {
+    let spec = service.spec.iter().flat_map(|spec| {
+        spec.cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .chain(spec.external_ips.iter().flatten())
+    });
+    let ingress = service
+        .status
+        .iter()
+        .filter_map(|status| status.load_balancer.as_ref())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .flat_map(|ingress| ingress.ip.iter().chain(ingress.hostname.iter()));
+    spec.chain(ingress)
+        .filter(|address| address.as_str() != "None")
+        .cloned()
+        .collect()
 }
 
 /// The referenced lists, read from the API server: caching every ConfigMap and Secret of
