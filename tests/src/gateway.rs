@@ -226,6 +226,22 @@ impl Gateway {
         self.start_postfix().await
     }
 
+    /// What a pod deleted and started again does: Postfix and the agent stop, the
+    /// configuration folder (an emptyDir) is lost, the queue (a volume) stays; then the
+    /// agent starts, writes a new configuration, and Postfix starts on it.
+    pub async fn recreate(&mut self) -> Result<(), HarnessError> {
+        self.postfix_command(&["stop"])?;
+        self.postfix = None;
+        self.agent = None;
+        let conf = self.dir.join("conf");
+        fs::remove_dir_all(&conf).map_err(io_error(format!("removing {}", conf.display())))?;
+        fs::create_dir_all(&conf).map_err(io_error(format!("creating {}", conf.display())))?;
+        self.start_agent()?;
+        self.wait_for_config().await?;
+        self.start_postfix().await?;
+        self.wait_ready().await
+    }
+
     /// The Postfix master's process id (it changes only on a restart, not on a reload).
     pub fn master_pid(&self) -> Option<u32> {
         fs::read_to_string(self.dir.join("queue/pid/master.pid"))

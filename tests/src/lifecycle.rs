@@ -16,13 +16,15 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// Queues [`MESSAGES`] numbered messages for `recipient` on `gateway` while nothing listens
 /// at `primary`, runs `change`, and checks what the change must not do to them:
 /// * new mail for the recipient gets `refused_with` at RCPT;
-/// * every queued message is retried under the new configuration and stays queued;
+/// * every queued message is retried under the new configuration and stays queued, also
+///   after the replica's pod is deleted and started again (new configuration folder, same
+///   queue volume);
 /// * once the primary is back, each arrives exactly once and nothing is bounced;
 /// * then the domain's route leaves the gateway.
 ///
 /// Prints the `mail safety:` figures `make verify-mail-safety` sums up.
 pub async fn queued_mail_outlives<F: Future<Output = ()>>(
-    gateway: &Gateway,
+    gateway: &mut Gateway,
     recipient: &str,
     primary: SocketAddr,
     case: &str,
@@ -60,28 +62,9 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     .await;
     // Every message goes through the queue manager again under the new configuration:
     // without a route it would bounce right here.
-    let deferred = gateway.log_count("status=deferred");
-    until(LIMIT, "every message retried after the change", || async {
-        let retried = gateway.log_count("status=deferred") >= deferred + MESSAGES;
-        (retried || gateway.log_count("status=bounced") > 0).then_some(())
-    })
-    .await;
-    assert_eq!(
-        gateway.log_count("status=bounced"),
-        0,
-        "nothing bounced after the change"
-    );
-    let draining = format!("mx_agent_draining_messages{{domain=\"{domain}\"}}");
-    until(
-        LIMIT,
-        "the draining figure in the agent's metrics",
-        || async {
-            gateway
-                .metric(&draining)
-                .filter(|n| *n as usize == MESSAGES)
-        },
-    )
-    .await;
+    retried_and_draining(gateway, domain, "after the change").await;
+    gateway.recreate().await.expect("the replica started again");
+    retried_and_draining(gateway, domain, "after the pod's restart").await;
 
     let sink = Sink::start_on(primary).expect("primary sink");
     until(LIMIT, "the queue manager taking a flush", || async {
@@ -116,8 +99,33 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
 
     until(LIMIT, "the drained domain's route removed", || async {
         let transport = std::fs::read_to_string(gateway.dir.join("conf/maps/transport")).ok()?;
-        (!transport.contains(&format!("{domain} ")) && gateway.metric(&draining).is_none())
-            .then_some(())
+        let draining = gateway.metric(&draining_sample(domain));
+        (!transport.contains(&format!("{domain} ")) && draining.is_none()).then_some(())
+    })
+    .await;
+}
+
+fn draining_sample(domain: &str) -> String {
+    format!("mx_agent_draining_messages{{domain=\"{domain}\"}}")
+}
+
+/// Waits until every queued message was tried again (and deferred, nothing bounced), and
+/// the agent reports them all as draining.
+async fn retried_and_draining(gateway: &Gateway, domain: &str, when: &str) {
+    let deferred = gateway.log_count("status=deferred");
+    until(LIMIT, &format!("every message retried {when}"), || async {
+        let retried = gateway.log_count("status=deferred") >= deferred + MESSAGES;
+        (retried || gateway.log_count("status=bounced") > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gateway.log_count("status=bounced"),
+        0,
+        "nothing bounced {when}"
+    );
+    let sample = draining_sample(domain);
+    until(LIMIT, &format!("the draining figure {when}"), || async {
+        gateway.metric(&sample).filter(|n| *n as usize == MESSAGES)
     })
     .await;
 }

@@ -411,7 +411,7 @@ async fn mail_queued_for_a_departed_domain_still_reaches_its_primary() {
     apply_dynamic(&ns, gateway(smtp)).await;
     let departure = json!({"departure": {"gracePeriod": "4s", "action": "Remove"}});
     apply_dynamic(&ns, domain("leaving", "leaving.test", primary, departure)).await;
-    let gateway = replica(&w, &ns, smtp, &["leaving.test"]).await;
+    let mut gateway = replica(&w, &ns, smtp, &["leaving.test"]).await;
     condition(
         &api,
         "leaving",
@@ -421,7 +421,7 @@ async fn mail_queued_for_a_departed_domain_still_reaches_its_primary() {
     )
     .await;
     queued_mail_outlives(
-        &gateway,
+        &mut gateway,
         "alice@leaving.test",
         primary,
         "domain withdrawn after its departure",

@@ -437,11 +437,11 @@ async fn policy_changes_reload_postfix_and_apply_per_domain() {
 #[tokio::test]
 async fn mail_queued_for_a_deleted_domain_still_reaches_its_primary() {
     let address: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
-    let (_plane, ns, gateway) =
+    let (_plane, ns, mut gateway) =
         replica("deleted", &[("gone", "gone.example", primary(address))]).await;
     let domains = ns.api::<MailDomain>();
     queued_mail_outlives(
-        &gateway,
+        &mut gateway,
         "alice@gone.example",
         address,
         "domain deleted",
@@ -461,7 +461,7 @@ async fn mail_queued_for_a_deleted_domain_still_reaches_its_primary() {
 async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
     let address: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
     let (plane, ns) = namespace_with_operator("moved").await;
-    let old = replica_in(
+    let mut old = replica_in(
         plane,
         &ns,
         &[("moving", "moving.example", primary(address))],
@@ -479,7 +479,7 @@ async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
     .expect("second gateway replica");
     reply_becomes(new.smtp, "alice@moving.example", 554).await;
     queued_mail_outlives(
-        &old,
+        &mut old,
         "alice@moving.example",
         address,
         "domain moved to another gateway",

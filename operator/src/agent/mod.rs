@@ -48,10 +48,12 @@ pub struct AgentSettings {
 pub struct LastGood {
     gateway: Option<BTreeMap<String, String>>,
     relays: BTreeMap<String, BTreeMap<String, String>>,
-    /// Relays of domains still draining, by domain.
-    #[serde(default)]
-    draining: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// The relays of draining domains, by domain, kept on the queue volume beside the mail
+/// they route: a pod deleted and started again has a new configuration folder, but the
+/// same queue.
+pub type DrainingRoutes = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Queue reads in a row that must find no mail for a draining domain before its route
 /// goes: `showq` skips a message while the queue manager moves it, so one empty read
@@ -75,6 +77,10 @@ struct Loaded {
     refused: BTreeMap<String, String>,
     /// By domain.
     draining: BTreeMap<String, Draining>,
+    /// Whether the draining routes saved on the queue volume have been read.
+    draining_restored: bool,
+    /// What was last saved there.
+    saved_draining: Option<DrainingRoutes>,
 }
 
 impl Loaded {
@@ -106,11 +112,34 @@ impl Loaded {
             }
         }
         self.draining.retain(|domain, _| !now.contains_key(domain));
-        self.last_good.draining = self
-            .draining
+    }
+
+    /// Takes the routes saved on the queue volume, of domains not served here.
+    fn restore_draining(&mut self, saved: DrainingRoutes) {
+        let served = self.served_domains();
+        for (domain, data) in saved {
+            match check_relay(&data) {
+                Ok(relay) if relay.domain == domain && !served.contains_key(&domain) => {
+                    tracing::info!(%domain, "draining: its route is kept until the mail queued for it is delivered");
+                    self.draining.entry(domain).or_insert(Draining {
+                        relay,
+                        empty_reads: 0,
+                    });
+                }
+                Ok(_) => {}
+                Err(problem) => {
+                    tracing::error!(%domain, %problem, "a saved draining route is unreadable; mail queued for the domain may bounce")
+                }
+            }
+        }
+        self.draining_restored = true;
+    }
+
+    fn draining_routes(&self) -> DrainingRoutes {
+        self.draining
             .iter()
             .map(|(domain, d)| (domain.clone(), d.relay.source().clone()))
-            .collect();
+            .collect()
     }
 
     /// Drops the routes of draining domains the queue has held no mail for in the last
@@ -129,9 +158,6 @@ impl Loaded {
             }
             !drained
         });
-        self.last_good
-            .draining
-            .retain(|domain, _| self.draining.contains_key(domain));
         self.draining
             .keys()
             .map(|domain| {
@@ -172,20 +198,6 @@ pub async fn run(
                 .relays
                 .iter()
                 .filter_map(|(name, data)| Some((name.clone(), check_relay(data).ok()?)))
-                .collect();
-            loaded.draining = last_good
-                .draining
-                .iter()
-                .filter_map(|(domain, data)| {
-                    let relay = check_relay(data).ok()?;
-                    Some((
-                        domain.clone(),
-                        Draining {
-                            relay,
-                            empty_reads: 0,
-                        },
-                    ))
-                })
                 .collect();
             loaded.last_good = last_good;
         }
@@ -339,12 +351,33 @@ async fn sync(
         }
     }
     loaded.update_draining(served_before);
-    let Some(gateway_files) = &loaded.gateway else {
+    let Some(gateway_files) = loaded.gateway.clone() else {
         return;
     };
+    let queue_directory = gateway_files.queue_directory(&settings.local);
+    if !loaded.draining_restored
+        && let Some(queue_directory) = &queue_directory
+    {
+        match settings.postfix.load_draining(queue_directory).await {
+            Ok(saved) => loaded.restore_draining(saved),
+            Err(error) => {
+                // Without them, mail queued for departed domains would bounce: no load.
+                refuse(
+                    loaded,
+                    metrics,
+                    "draining",
+                    "draining_unreadable",
+                    format!(
+                        "{error}; the configuration is not loaded until the draining routes can be read"
+                    ),
+                );
+                return;
+            }
+        }
+    }
     let relays: Vec<CheckedRelay> = loaded.relays.values().cloned().collect();
     let draining: Vec<CheckedRelay> = loaded.draining.values().map(|d| d.relay.clone()).collect();
-    let (files, problems) = assemble(gateway_files, &relays, &draining, &settings.local);
+    let (files, problems) = assemble(&gateway_files, &relays, &draining, &settings.local);
     for problem in problems {
         refuse(
             loaded,
@@ -356,6 +389,24 @@ async fn sync(
     }
     if loaded.applied.as_ref() == Some(&files) {
         return;
+    }
+    // Saved before the load: a route must be on the volume before the relay that carried
+    // it leaves the running configuration. (One saved too long is pruned like any other.)
+    let routes = loaded.draining_routes();
+    if let Some(queue_directory) = &queue_directory
+        && loaded.saved_draining.as_ref() != Some(&routes)
+    {
+        match settings
+            .postfix
+            .save_draining(queue_directory, &routes)
+            .await
+        {
+            Ok(()) => loaded.saved_draining = Some(routes),
+            Err(error) => {
+                metrics.load_error(error.reason());
+                tracing::error!(%error, "saving the draining routes failed; a pod started again without them would bounce mail queued for departed domains");
+            }
+        }
     }
     match settings.postfix.apply(&files).await {
         Ok(reloaded) => {
@@ -457,24 +508,48 @@ mod tests {
 
         // Deleted (or moved away): the route stays, and is saved for a restart.
         change(&mut loaded, None);
-        assert!(loaded.last_good.draining.contains_key("example.com"));
+        assert!(loaded.draining_routes().contains_key("example.com"));
         assert_eq!(loaded.drain(&queued(3)), draining(3));
         // One empty read proves nothing; mail seen again starts the count over.
         assert_eq!(loaded.drain(&BTreeMap::new()), draining(0));
         assert_eq!(loaded.drain(&queued(1)), draining(1));
         assert_eq!(loaded.drain(&queued(0)), draining(0));
         assert_eq!(loaded.drain(&BTreeMap::new()), BTreeMap::new());
-        assert!(loaded.last_good.draining.is_empty());
+        assert!(loaded.draining_routes().is_empty());
 
         // Withdrawn after a departure: the same; served again: the relay carries the route.
         change(&mut loaded, Some(relay(RelayMode::Active)));
         change(&mut loaded, Some(relay(RelayMode::Withdrawn)));
         assert_eq!(loaded.drain(&queued(2)), draining(2));
         change(&mut loaded, Some(relay(RelayMode::Active)));
-        assert!(loaded.draining.is_empty() && loaded.last_good.draining.is_empty());
+        assert!(loaded.draining.is_empty());
 
         // Suspended keeps its own route (450 at RCPT, queued mail delivered): no draining.
         change(&mut loaded, Some(relay(RelayMode::Suspended)));
         assert!(loaded.draining.is_empty());
+    }
+
+    #[test]
+    fn saved_routes_come_back_unless_the_domain_is_served() {
+        let mut saved = DrainingRoutes::new();
+        saved.insert(
+            "example.com".into(),
+            relay(RelayMode::Active).source().clone(),
+        );
+        let mut restarted = Loaded::default();
+        restarted.restore_draining(saved.clone());
+        assert_eq!(restarted.draining_routes(), saved);
+
+        let mut serving = Loaded::default();
+        change(&mut serving, Some(relay(RelayMode::Active)));
+        serving.restore_draining(saved.clone());
+        assert!(serving.draining.is_empty());
+
+        // A route saved under another domain's name is not taken.
+        let mut misfiled = DrainingRoutes::new();
+        misfiled.insert("example.org".into(), saved["example.com"].clone());
+        let mut restarted = Loaded::default();
+        restarted.restore_draining(misfiled);
+        assert!(restarted.draining.is_empty());
     }
 }

@@ -16,6 +16,8 @@ const RELOAD_TABLES: [&str; 2] = [
 /// its presence says that main.cf and every table are in place, so the gateway image's
 /// entrypoint starts Postfix only once it exists.
 pub const LAST_GOOD_FILE: &str = "mx-agent-last-good.json";
+/// The draining routes, in the queue directory (a volume that outlives the pod).
+const DRAINING_FILE: &str = "mx-agent-draining.json";
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,31 @@ impl Postfix {
 
     fn last_good_path(&self) -> PathBuf {
         self.dir.join(LAST_GOOD_FILE)
+    }
+
+    /// The draining routes saved by `save_draining` in `queue_directory` (none saved:
+    /// none).
+    pub async fn load_draining(
+        &self,
+        queue_directory: &Path,
+    ) -> Result<super::DrainingRoutes, PostfixError> {
+        let path = queue_directory.join(DRAINING_FILE);
+        let text = read_or_empty(&path).await?;
+        if text.is_empty() {
+            return Ok(Default::default());
+        }
+        serde_json::from_str(&text).map_err(|e| io(&path)(std::io::Error::other(e)))
+    }
+
+    pub async fn save_draining(
+        &self,
+        queue_directory: &Path,
+        routes: &super::DrainingRoutes,
+    ) -> Result<(), PostfixError> {
+        let path = queue_directory.join(DRAINING_FILE);
+        let text =
+            serde_json::to_string(routes).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+        write_atomic(&path, &text).await
     }
 
     /// The last good ConfigMaps saved by `save_last_good`, if any.

@@ -73,6 +73,27 @@ pub struct GatewayFiles {
     master_cf: String,
 }
 
+impl GatewayFiles {
+    /// Postfix's queue directory: the host's override, or the gateway's `main.cf` value.
+    pub fn queue_directory(&self, local: &LocalSettings) -> Option<std::path::PathBuf> {
+        const NAME: &str = "queue_directory";
+        let gateway = self.main_cf.lines().filter_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            (name.trim() == NAME).then(|| value.trim().to_string())
+        });
+        let local = local
+            .overrides
+            .iter()
+            .filter(|(name, _)| name == NAME)
+            .map(|(_, value)| value.clone());
+        gateway
+            .chain(local)
+            .last()
+            .filter(|dir| !dir.is_empty())
+            .map(std::path::PathBuf::from)
+    }
+}
+
 /// Settings of this agent's host that override the gateway's (paths, listen address).
 #[derive(Clone, Debug, Default)]
 pub struct LocalSettings {
@@ -636,6 +657,19 @@ mod tests {
         let withdrawn =
             check_relay(&relay(serde_json::json!({}), &[], RelayMode::Withdrawn)).unwrap();
         assert_eq!(withdrawn.route_only(), None);
+    }
+
+    #[test]
+    fn the_queue_directory_is_the_hosts_or_the_gateways() {
+        let local = LocalSettings {
+            overrides: vec![("queue_directory".into(), "/tmp/q".into())],
+            smtp_listen: None,
+        };
+        assert_eq!(gateway().queue_directory(&local), Some("/tmp/q".into()));
+        assert_eq!(
+            gateway().queue_directory(&LocalSettings::default()),
+            Some("/var/spool/postfix".into())
+        );
     }
 
     #[test]
