@@ -267,9 +267,28 @@ async fn drift_is_repaired_departures_withdraw_and_return_and_probes_catch_stale
         "{repairs}"
     );
 
-    // The public resolver stops answering for longer than the grace period: no departure.
+    // The public resolver stops answering for longer than the grace period: no departure,
+    // but the blind spot shows.
+    let frozen_at = Instant::now();
     w.public.freeze();
-    tokio::time::sleep(GRACE + Duration::from_secs(2)).await;
+    let (blind, _) = condition(
+        &api,
+        "moved",
+        "PublicMxResolved",
+        ConditionStatus::False,
+        "LookupFailed",
+    )
+    .await;
+    assert!(
+        blind
+            .status
+            .as_ref()
+            .and_then(|s| s.drift.as_deref())
+            .is_some_and(|d| d.contains("MxLookupFailed")),
+        "DRIFT column: {:?}",
+        blind.status.as_ref().map(|s| &s.drift)
+    );
+    tokio::time::sleep((GRACE + Duration::from_secs(2)).saturating_sub(frozen_at.elapsed())).await;
     let during = api.get("moved").await.unwrap();
     w.public.thaw();
     let departed = during
@@ -281,6 +300,14 @@ async fn drift_is_repaired_departures_withdraw_and_return_and_probes_catch_stale
         (departed.status, departed.reason.as_str()),
         (ConditionStatus::False, "MxPointsHere")
     );
+    condition(
+        &api,
+        "moved",
+        "PublicMxResolved",
+        ConditionStatus::True,
+        "Resolved",
+    )
+    .await;
     rcpt_becomes(smtp, "alice@moved.test", 250).await;
     let metrics = w.metrics.encode().unwrap();
     assert!(
@@ -386,9 +413,11 @@ async fn drift_is_repaired_departures_withdraw_and_return_and_probes_catch_stale
         "Unreachable",
     )
     .await;
+    // (The "public" server has no zone for late.test and refuses: a blind departure check
+    // is on the list too.)
     assert_eq!(
         md.status.unwrap().drift.as_deref(),
-        Some("NotAccepting,PrimaryUnreachable")
+        Some("NotAccepting,MxLookupFailed,PrimaryUnreachable")
     );
     gateway.start_agent().unwrap();
     condition(

@@ -20,6 +20,9 @@ pub const DNS_SYNCED: &str = "DnsSynced";
 pub const OWNERSHIP_VERIFIED: &str = "OwnershipVerified";
 /// MailDomain: its public MX no longer points at the gateway (`True` is bad).
 pub const DEPARTED: &str = "Departed";
+/// MailDomain: the public MX lookup of the departure check answered (`False`: departure
+/// is neither detected nor cleared while it fails).
+pub const PUBLIC_MX_RESOLVED: &str = "PublicMxResolved";
 /// MailDomain: the gateway's replicas answer SMTP for it as the spec says.
 pub const ACCEPTANCE_VERIFIED: &str = "AcceptanceVerified";
 /// MailDomain: its primary answers SMTP.

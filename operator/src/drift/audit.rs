@@ -223,7 +223,7 @@ fn dns_state(state: &MxState) -> Option<State> {
         MxState::OurMxMissing(_) | MxState::NoMx => Some(State::MxMissing),
         MxState::Elsewhere(_) => Some(State::Departed),
         MxState::NxDomain => Some(State::Nxdomain),
-        MxState::Unknown(_) => Some(State::DnsError),
+        MxState::Unknown(_) | MxState::Repairing => Some(State::DnsError),
     }
 }
 

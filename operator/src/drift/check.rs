@@ -114,7 +114,7 @@ pub async fn observe(
     if authoritative == Some(false) && public.is_departure() {
         // Our own record is missing at the source and is being repaired: that explains
         // the public view, which is no evidence that the domain moved.
-        public = MxState::Unknown("our MX record is being restored at the zone's server".into());
+        public = MxState::Repairing;
     }
     let (acceptance, primary) = if settings.smtp {
         let acceptance = match &expectation.probe {
@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(*resolver.asked.lock().unwrap(), [server]);
         assert_eq!(seen.authoritative_ok, Some(false));
         assert!(
-            matches!(seen.public, MxState::Unknown(_)),
+            seen.public == MxState::Repairing,
             "our record is being restored, so a missing domain is no departure: {:?}",
             seen.public
         );

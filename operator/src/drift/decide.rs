@@ -3,7 +3,8 @@
 //! mean, and the one-word summary in `kubectl get md`.
 
 use crate::api::conditions::{
-    ACCEPTANCE_VERIFIED, Condition, ConditionStatus, DEPARTED, PRIMARY_REACHABLE, Verdict,
+    ACCEPTANCE_VERIFIED, Condition, ConditionStatus, DEPARTED, PRIMARY_REACHABLE,
+    PUBLIC_MX_RESOLVED, Verdict,
 };
 use crate::api::domain::DepartureAction;
 use crate::dns::Mx;
@@ -23,6 +24,10 @@ pub enum MxState {
     Elsewhere(Vec<Mx>),
     NoMx,
     NxDomain,
+    /// The public view is not counted: our own record is being restored at the zone's
+    /// server, which explains it.
+    Repairing,
+    /// The lookup failed.
     Unknown(String),
 }
 
@@ -48,7 +53,7 @@ pub fn classify(lookup: &MxLookup, ours: &[String], primary: Option<&str>) -> Mx
 impl MxState {
     /// Whether this is evidence that the domain no longer sends its mail to the gateway.
     pub fn is_departure(&self) -> bool {
-        !matches!(self, Self::Ours | Self::Unknown(_))
+        !matches!(self, Self::Ours | Self::Repairing | Self::Unknown(_))
     }
 
     pub fn reason(&self) -> &'static str {
@@ -58,6 +63,7 @@ impl MxState {
             Self::Elsewhere(_) => "MxElsewhere",
             Self::NoMx => "NoMx",
             Self::NxDomain => "NxDomain",
+            Self::Repairing => "OurMxBeingRestored",
             Self::Unknown(_) => "LookupFailed",
         }
     }
@@ -84,8 +90,26 @@ impl MxState {
             ),
             Self::NoMx => "the domain has no MX records".into(),
             Self::NxDomain => "the domain does not exist (NXDOMAIN)".into(),
+            Self::Repairing => {
+                "our MX record is being restored at the zone's server; the public MX is not counted until then".into()
+            }
             Self::Unknown(error) => format!("the MX lookup failed: {error}"),
         }
+    }
+}
+
+/// The `PublicMxResolved` verdict: whether the lookup answered, and what it said.
+pub fn public_mx_resolved(state: &MxState, ours: &[String]) -> Verdict {
+    match state {
+        MxState::Unknown(_) => Verdict::failed(
+            "LookupFailed",
+            format!(
+                "{}; whether the domain still sends its mail here is not known until the lookup answers",
+                state.describe(ours)
+            ),
+        ),
+        MxState::Repairing => Verdict::new(true, state.reason(), state.describe(ours)),
+        _ => Verdict::new(true, "Resolved", state.describe(ours)),
     }
 }
 
@@ -351,6 +375,9 @@ pub fn summary(conditions: &[Condition]) -> String {
     }
     if let Some(c) = bad(DEPARTED, ConditionStatus::True) {
         parts.push(format!("Departed({})", c.reason));
+    }
+    if bad(PUBLIC_MX_RESOLVED, ConditionStatus::False).is_some() {
+        parts.push("MxLookupFailed".into());
     }
     if bad(PRIMARY_REACHABLE, ConditionStatus::False).is_some() {
         parts.push("PrimaryUnreachable".into());
@@ -703,5 +730,26 @@ mod tests {
             condition(ACCEPTANCE_VERIFIED, ConditionStatus::True, "Verified"),
         ];
         assert_eq!(summary(&fine), "None");
+        // A failed lookup is not "all well": the departure check is blind while it lasts.
+        let blind = [
+            condition(DEPARTED, ConditionStatus::False, "MxPointsHere"),
+            condition(PUBLIC_MX_RESOLVED, ConditionStatus::False, "LookupFailed"),
+        ];
+        assert_eq!(summary(&blind), "MxLookupFailed");
+    }
+
+    #[test]
+    fn a_failed_public_lookup_is_its_own_condition() {
+        let ours = ["edge.mx.example.net".to_string()];
+        let failed = public_mx_resolved(&MxState::Unknown("timed out".into()), &ours);
+        assert_eq!((failed.status, failed.reason), (false, "LookupFailed"));
+        assert!(
+            failed
+                .message
+                .starts_with("the MX lookup failed: timed out; whether")
+        );
+        let answered = public_mx_resolved(&MxState::NoMx, &ours);
+        assert_eq!((answered.status, answered.reason), (true, "Resolved"));
+        assert_eq!(answered.message, "the domain has no MX records");
     }
 }

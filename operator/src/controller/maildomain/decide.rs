@@ -6,8 +6,8 @@
 use super::fetch::Inputs;
 use super::recipients::{self, Recipients};
 use crate::api::conditions::{
-    ACCEPTANCE_VERIFIED, CONFLICT, DEPARTED, Desired, OWNERSHIP_VERIFIED, PRIMARY_REACHABLE, READY,
-    RECIPIENTS_SYNCED, RELAY_CONFIGURED, Verdict,
+    ACCEPTANCE_VERIFIED, CONFLICT, DEPARTED, Desired, OWNERSHIP_VERIFIED, PRIMARY_REACHABLE,
+    PUBLIC_MX_RESOLVED, READY, RECIPIENTS_SYNCED, RELAY_CONFIGURED, Verdict,
 };
 use crate::api::domain::{DomainRole, OwnershipProof};
 use crate::api::validate::{
@@ -419,6 +419,8 @@ fn relayed(
             if let Some(verdict) = verdict {
                 after_dns.push(verdict.clone().on(type_));
             }
+        after_dns
+            .push(drift::public_mx_resolved(&observation.public, &ours).on(PUBLIC_MX_RESOLVED));
         }
     }
     let proof = ownership.map(|(proof, verdict)| {
