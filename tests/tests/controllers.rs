@@ -703,3 +703,58 @@ async fn a_primary_that_is_the_gateway_itself_is_refused() {
     .await;
     wait_condition(&ns, "other-port", "Ready", ConditionStatus::True, "Relayed").await;
 }
+
+#[tokio::test]
+async fn a_shared_gateway_delivers_only_where_it_allows() {
+    let (plane, ns) = namespace_with_operator("targets").await;
+    apply::<MailGateway>(
+        &ns,
+        gateway("edge", json!({"allowedDomains": {"from": "All"}})),
+    )
+    .await;
+    let tenant = plane.namespace("targets-tenant").await.unwrap();
+    let on_edge = json!({"gatewayRef": {"name": "edge", "namespace": ns.name}});
+    let mut inward = on_edge.clone();
+    inward["primary"] = json!({"host": "127.0.0.1", "port": 2525});
+    apply::<MailDomain>(&tenant, domain("inward", "inward.example", inward)).await;
+    let md = wait_condition(
+        &tenant,
+        "inward",
+        "Ready",
+        ConditionStatus::False,
+        "PrimaryNotAllowed",
+    )
+    .await;
+    let (_, _, message) = condition(&md, "Ready").unwrap();
+    assert!(message.contains("127.0.0.1 is a loopback"), "{message}");
+    let configmaps = ns.api::<ConfigMap>();
+    assert!(
+        configmaps
+            .get_opt("relay-inward.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The gateway's owner lists where tenants may deliver: the same domain is relayed, and
+    // a primary outside the list is refused.
+    apply::<MailGateway>(
+        &ns,
+        gateway("edge", json!({"allowedDomains": {"from": "All"}, "allowedPrimaries": {"networks": ["127.0.0.0/8"]}})),
+    )
+    .await;
+    wait_condition(&tenant, "inward", "Ready", ConditionStatus::True, "Relayed").await;
+    let mut elsewhere = on_edge;
+    elsewhere["primary"] = json!({"host": "mail.elsewhere.example"});
+    apply::<MailDomain>(&tenant, domain("elsewhere", "elsewhere.example", elsewhere)).await;
+    let md = wait_condition(
+        &tenant,
+        "elsewhere",
+        "Ready",
+        ConditionStatus::False,
+        "PrimaryNotAllowed",
+    )
+    .await;
+    let (_, _, message) = condition(&md, "Ready").unwrap();
+    assert!(message.contains("hostSuffixes"), "{message}");
+}

@@ -2,7 +2,8 @@
 
 use super::validate::{
     MAX_MX_HOSTNAMES, Problems, ValidationError, check_annotations, check_list_len,
-    normalize_domain, parse_byte_quantity, parse_duration, parse_host_port, quote,
+    normalize_domain, parse_byte_quantity, parse_client_network, parse_duration, parse_host_port,
+    quote,
 };
 use super::{Condition, DeliveryLimits};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -75,6 +76,18 @@ pub struct MailGatewaySpec {
     /// Which namespaces may attach MailDomains to this gateway.
     #[serde(default)]
     pub allowed_domains: AllowedDomains,
+    /// Where the gateway may deliver: the `primary` servers its MailDomains may name. Set,
+    /// it holds for every MailDomain: an address primary must lie in one of `networks`, a
+    /// host-name primary must end in one of `hostSuffixes` (a list left empty admits none
+    /// of its kind). Unset, domains from the gateway's own namespace may name any primary,
+    /// and domains from other namespaces none inside the cluster's own reach: loopback,
+    /// link-local, unspecified and multicast addresses, `localhost`, single-label names and
+    /// names under `.svc`, `.cluster.local` or `.local`. The operator does not know the
+    /// cluster's Pod and Service networks: on a gateway shared by tenants, list the
+    /// networks their primaries live in. A primary refused here is
+    /// `Ready=False PrimaryNotAllowed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_primaries: Option<AllowedPrimaries>,
     /// CPU and memory for the Postfix container. Unset: modest requests suited to a
     /// backup MX.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +222,23 @@ pub struct AllowedDomains {
     pub selector: Option<LabelSelector>,
 }
 
+/// The primaries a gateway delivers to.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedPrimaries {
+    /// Addresses or CIDR networks, for example `203.0.113.0/24`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ALLOWED_PRIMARIES))]
+    pub networks: Vec<String>,
+    /// DNS suffixes: `example.net` admits `example.net` and `mx.example.net`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ALLOWED_PRIMARIES))]
+    pub host_suffixes: Vec<String>,
+}
+
+/// Most entries of each list of `spec.allowedPrimaries`.
+pub const MAX_ALLOWED_PRIMARIES: usize = 256;
+
 /// Where attached MailDomains may live: `Same`, `All` or `Selector`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum NamespacesFrom {
@@ -307,6 +337,29 @@ impl MailGatewaySpec {
             problems.k8s_name("spec.tls.secretName", &tls.secret_name);
         }
         self.delivery.validate_into("spec.delivery", &mut problems);
+        if let Some(allowed) = &self.allowed_primaries {
+            for (field, list) in [
+                ("networks", &allowed.networks),
+                ("hostSuffixes", &allowed.host_suffixes),
+            ] {
+                problems.check(
+                    format!("spec.allowedPrimaries.{field}"),
+                    check_list_len(list.len(), MAX_ALLOWED_PRIMARIES),
+                );
+            }
+            for (i, network) in allowed.networks.iter().enumerate() {
+                problems.check(
+                    format!("spec.allowedPrimaries.networks[{i}]"),
+                    parse_client_network(network),
+                );
+            }
+            for (i, suffix) in allowed.host_suffixes.iter().enumerate() {
+                problems.check(
+                    format!("spec.allowedPrimaries.hostSuffixes[{i}]"),
+                    normalize_domain(suffix),
+                );
+            }
+        }
         match (self.allowed_domains.from, &self.allowed_domains.selector) {
             (NamespacesFrom::Selector, None) => problems.push(
                 "spec.allowedDomains.selector",
@@ -338,6 +391,28 @@ mod tests {
             Ok(()) => vec![],
             Err(e) => e.problems.into_iter().map(|p| p.path).collect(),
         }
+    }
+
+    #[test]
+    fn allowed_primaries_are_networks_and_domain_suffixes() {
+        let mut spec = valid();
+        spec.allowed_primaries = Some(AllowedPrimaries {
+            networks: vec!["203.0.113.0/24".into(), "2001:db8::/32".into()],
+            host_suffixes: vec!["Example.NET.".into()],
+        });
+        assert_eq!(problems_of(&spec), Vec::<String>::new());
+        spec.allowed_primaries = Some(AllowedPrimaries {
+            networks: vec!["203.0.113.0/33".into(), "mail.example.net".into()],
+            host_suffixes: vec!["not a domain".into()],
+        });
+        assert_eq!(
+            problems_of(&spec),
+            [
+                "spec.allowedPrimaries.networks[0]",
+                "spec.allowedPrimaries.networks[1]",
+                "spec.allowedPrimaries.hostSuffixes[0]"
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! domain, and which objects a change of another object concerns. Pure, over the caches.
 
 use crate::api::gateway::NamespacesFrom;
-use crate::api::validate::normalize_domain;
+use crate::api::validate::{network_contains, normalize_domain};
 use crate::api::{MailDomain, MailGateway};
 use crate::manifests::relay::relay_owner;
 use crate::render::RELAY_GATEWAY_LABEL;
@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// The gateway (`namespace`, `name`) a MailDomain attaches to.
 pub fn gateway_key(domain: &MailDomain) -> Option<(String, String)> {
@@ -146,6 +147,57 @@ pub fn namespace_allowed(
     }
 }
 
+/// Why `gateway` does not deliver to the primary `host` (normalized) of a domain from
+/// `domain_namespace`, if it does not: see `MailGatewaySpec::allowed_primaries`.
+pub fn primary_refused(
+    gateway: &MailGateway,
+    domain_namespace: &str,
+    host: &str,
+) -> Option<String> {
+    let ip = host.parse::<IpAddr>().ok();
+    match (&gateway.spec.allowed_primaries, ip) {
+        (Some(allowed), Some(ip)) => (!allowed
+            .networks
+            .iter()
+            .any(|network| network_contains(network, ip)))
+        .then(|| format!("{host} is in none of spec.allowedPrimaries.networks")),
+        (Some(allowed), None) => {
+            let under = |suffix: &String| {
+                normalize_domain(suffix)
+                    .is_ok_and(|s| host == s || host.ends_with(&format!(".{s}")))
+            };
+            (!allowed.host_suffixes.iter().any(under))
+                .then(|| format!("{host} ends in none of spec.allowedPrimaries.hostSuffixes"))
+        }
+        (None, _) if gateway.namespace().as_deref() == Some(domain_namespace) => None,
+        (None, Some(ip)) => inside_the_host(ip).then(|| {
+            format!(
+                "{host} is a loopback, link-local, unspecified or multicast address, refused for domains from other namespaces"
+            )
+        }),
+        (None, None) => {
+            let internal = host == "localhost"
+                || !host.contains('.')
+                || [".svc", ".cluster.local", ".local", ".localhost"]
+                    .iter()
+                    .any(|suffix| host.ends_with(suffix));
+            internal.then(|| {
+                format!("{host} is a name inside the cluster or the host, refused for domains from other namespaces")
+            })
+        }
+    }
+}
+
+fn inside_the_host(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || ["169.254.0.0/16", "fe80::/10"]
+            .iter()
+            .any(|network| network_contains(network, ip))
+}
+
 /// Among MailDomains claiming the same domain on the same gateway, the oldest wins (ties by
 /// namespace and name, so every replica of the operator picks the same one).
 pub fn claim_winner<'a>(
@@ -228,6 +280,55 @@ mod tests {
             Some(&BTreeMap::new())
         ));
         assert!(!namespace_allowed(&selecting, "tenant", None));
+    }
+
+    #[test]
+    fn primaries_a_gateway_delivers_to() {
+        let open = fixtures::gateway(json!({}));
+        let listed = fixtures::gateway(json!({"spec": {"allowedPrimaries": {
+            "networks": ["203.0.113.0/24", "2001:db8::/32"], "hostSuffixes": ["Example.NET."]}}}));
+        let only_networks =
+            fixtures::gateway(json!({"spec": {"allowedPrimaries": {"networks": ["10.0.0.0/8"]}}}));
+        // (gateway, domain namespace, primary host, refused)
+        let cases = [
+            // Unset: the gateway's own namespace may name anything.
+            (&open, "mail", "127.0.0.1", false),
+            (&open, "mail", "postfix.mail.svc.cluster.local", false),
+            // Other namespaces: nothing inside the host or the cluster's names.
+            (&open, "tenant", "127.0.0.1", true),
+            (&open, "tenant", "::1", true),
+            (&open, "tenant", "::ffff:127.0.0.1", true),
+            (&open, "tenant", "169.254.169.254", true),
+            (&open, "tenant", "fe80::1", true),
+            (&open, "tenant", "0.0.0.0", true),
+            (&open, "tenant", "224.0.0.1", true),
+            (&open, "tenant", "localhost", true),
+            (&open, "tenant", "kubernetes", true),
+            (&open, "tenant", "kubernetes.default.svc", true),
+            (&open, "tenant", "api.kube-system.svc.cluster.local", true),
+            (&open, "tenant", "printer.local", true),
+            (&open, "tenant", "mail.tenant.example", false),
+            (&open, "tenant", "198.51.100.25", false),
+            // Set: every namespace, only what is listed.
+            (&listed, "mail", "127.0.0.1", true),
+            (&listed, "tenant", "203.0.113.25", false),
+            (&listed, "tenant", "2001:db8::25", false),
+            (&listed, "tenant", "198.51.100.25", true),
+            (&listed, "tenant", "example.net", false),
+            (&listed, "tenant", "mx.example.net", false),
+            (&listed, "tenant", "badexample.net", true),
+            (&listed, "tenant", "example.net.evil.test", true),
+            (&only_networks, "tenant", "10.1.2.3", false),
+            (&only_networks, "tenant", "mx.example.net", true),
+        ];
+        for (gateway, namespace, host, refused) in cases {
+            let why = primary_refused(gateway, namespace, host);
+            assert_eq!(why.is_some(), refused, "{namespace} → {host}: {why:?}");
+        }
+        assert_eq!(
+            primary_refused(&listed, "tenant", "198.51.100.25").as_deref(),
+            Some("198.51.100.25 is in none of spec.allowedPrimaries.networks")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub use names::{
     check_annotations, host_port, is_dns1123_label, is_dns1123_subdomain, normalize_dns_name,
     normalize_domain, normalize_host, parse_host_port,
 };
-pub use network::parse_client_network;
+pub use network::{network_contains, parse_client_network};
 pub use quantity::{parse_byte_quantity, parse_message_size};
 
 use std::fmt;

@@ -15,7 +15,7 @@ use crate::api::validate::{
 };
 use crate::api::{MailDomain, MailGateway};
 use crate::controller::ownership;
-use crate::controller::placement::{claim_winner, namespace_allowed};
+use crate::controller::placement::{claim_winner, namespace_allowed, primary_refused};
 use crate::dns::Mx;
 use crate::drift::decide as drift;
 use crate::drift::{Expectation, ProbePlan, ProbeTarget};
@@ -166,6 +166,13 @@ pub fn decide(
             "spec.primary {target} is MailGateway {gateway_namespace}/{gateway_name} itself: mail for {normalized} would loop between the gateway and itself; name the domain's own mail server"
         );
         return Ok(not_relayed("PrimaryIsGateway", message, inputs.resync));
+    }
+    let primary = normalize_host(&domain.spec.primary.host).unwrap_or_default();
+    if let Some(why) = primary_refused(gateway, namespace, &primary) {
+        let message = format!(
+            "MailGateway {gateway_namespace}/{gateway_name} does not deliver to this primary: {why}"
+        );
+        return Ok(not_relayed("PrimaryNotAllowed", message, inputs.resync));
     }
     if let Some((winner_namespace, winner_name)) =
         conflicting_winner(domain, inputs, gateway, &normalized, admits)
@@ -412,6 +419,8 @@ fn relayed(
         after_dns.push(verdict.on(DEPARTED));
     }
     if let Some(observation) = &inputs.observation {
+        after_dns
+            .push(drift::public_mx_resolved(&observation.public, &ours).on(PUBLIC_MX_RESOLVED));
         for (type_, verdict) in [
             (ACCEPTANCE_VERIFIED, &observation.acceptance),
             (PRIMARY_REACHABLE, &observation.primary),
@@ -419,8 +428,6 @@ fn relayed(
             if let Some(verdict) = verdict {
                 after_dns.push(verdict.clone().on(type_));
             }
-        after_dns
-            .push(drift::public_mx_resolved(&observation.public, &ours).on(PUBLIC_MX_RESOLVED));
         }
     }
     let proof = ownership.map(|(proof, verdict)| {
@@ -603,7 +610,14 @@ mod tests {
                 json!({"spec": {"mxHostnames": ["mx1.relay.example.net"], "probeAddress": "127.0.0.1:2525"}}),
             ))
         };
-        let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 9] = [
+        let tenant_on_loopback = Inputs {
+            namespace: "tenant".into(),
+            ..inputs(fixtures::gateway(
+                json!({"spec": {"allowedDomains": {"from": "All"}}}),
+            ))
+        };
+        let loopback = primary("127.0.0.1", 2525);
+        let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 10] = [
             (
                 "invalid spec",
                 &invalid,
@@ -650,6 +664,14 @@ mod tests {
                 &with_service,
                 "PrimaryIsGateway",
                 "127.0.0.1:2525",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "primary not allowed",
+                &loopback,
+                &tenant_on_loopback,
+                "PrimaryNotAllowed",
+                "MailGateway mail/edge does not deliver to this primary: 127.0.0.1 is a loopback",
                 Action::requeue(RESYNC),
             ),
             (
