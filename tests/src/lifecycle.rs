@@ -67,21 +67,7 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     retried_and_draining(gateway, domain, "after the pod's restart").await;
 
     let sink = Sink::start_on(primary).expect("primary sink");
-    until(LIMIT, "the queue manager taking a flush", || async {
-        gateway.flush().ok()
-    })
-    .await;
-    until(
-        Duration::from_secs(180),
-        "the queue drained to the primary",
-        || async {
-            (sink.received().len() >= MESSAGES && gateway.queued().ok()? == 0).then_some(())
-        },
-    )
-    .await;
-    // Anything delivered twice would arrive right after the rest.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (arrived, total) = sink.sequence_numbers();
+    let (arrived, total) = released_to(gateway, &sink, MESSAGES, Duration::from_secs(180)).await;
     let bounced = gateway.log_count("status=bounced");
     println!(
         "mail safety: messages queued {MESSAGES} / delivered {} / lost {} / duplicated {} / bounced {bounced} ({case}, primary down)",
@@ -128,4 +114,28 @@ async fn retried_and_draining(gateway: &Gateway, domain: &str, when: &str) {
         gateway.metric(&sample).filter(|n| *n as usize == MESSAGES)
     })
     .await;
+}
+
+/// With the primary (`sink`) back: flushes the queue, waits until `count` messages arrived
+/// and the queue is empty, and a moment longer (anything delivered twice would arrive right
+/// after the rest). Returns the sink's sequence numbers and how many numbered messages
+/// arrived in all.
+pub async fn released_to(
+    gateway: &Gateway,
+    sink: &Sink,
+    count: usize,
+    limit: Duration,
+) -> (Vec<usize>, usize) {
+    // The master listens before its queue manager is up after a restart: until then
+    // postqueue -f answers "mail system is down".
+    until(LIMIT, "the queue manager taking a flush", || async {
+        gateway.flush().ok()
+    })
+    .await;
+    until(limit, "the queue drained to the primary", || async {
+        (sink.received().len() >= count && gateway.queued().ok()? == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sink.sequence_numbers()
 }

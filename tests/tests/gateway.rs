@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 use mx_operator::api::{MailDomain, MailGateway};
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::gateway::Gateway;
-use mx_operator_tests::lifecycle::queued_mail_outlives;
+use mx_operator_tests::lifecycle::{queued_mail_outlives, released_to};
 use mx_operator_tests::operator::namespace_with_operator;
 use mx_operator_tests::process::free_port;
 use mx_operator_tests::smtp::{Reply, Sink, rcpt_reply, relay_tricks, send};
@@ -47,11 +47,16 @@ async fn replica_in(
         })
         .await;
     }
+    start_replica(plane, ns, "edge").await
+}
+
+/// A replica of gateway `name` in `ns`.
+async fn start_replica(plane: &ControlPlane, ns: &TestNamespace, name: &str) -> Gateway {
     Gateway::start(
-        &plane.dir.join(format!("gateway-{}", ns.name)),
+        &plane.dir.join(format!("gateway-{}-{name}", ns.name)),
         &plane.operator_kubeconfig,
         &ns.name,
-        "edge",
+        name,
         mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
     )
     .await
@@ -285,23 +290,7 @@ async fn a_thousand_queued_messages_survive_a_postfix_restart_and_arrive_exactly
     .await;
 
     let sink = Sink::start_on(address).unwrap();
-    // The master listens before its queue manager is up after a restart: until then
-    // postqueue -f answers "mail system is down".
-    until(LIMIT, "the queue manager taking a flush", || async {
-        gateway.flush().ok()
-    })
-    .await;
-    until(
-        Duration::from_secs(300),
-        "the queue drained to the primary",
-        || async {
-            (sink.received().len() >= MESSAGES && gateway.queued().ok()? == 0).then_some(())
-        },
-    )
-    .await;
-    // Anything delivered twice would arrive right after the rest.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (sequence, total) = sink.sequence_numbers();
+    let (sequence, total) = released_to(&gateway, &sink, MESSAGES, Duration::from_secs(300)).await;
     assert_eq!(gateway.log_count("status=bounced"), 0, "nothing bounced");
     println!(
         "mail safety: messages queued {MESSAGES} / delivered {} / lost {} / duplicated {} (Postfix restarted with all queued, primary down)",
@@ -468,15 +457,7 @@ async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
     )
     .await;
     apply::<MailGateway>(&ns, gateway("edge2", json!({}))).await;
-    let new = Gateway::start(
-        &plane.dir.join(format!("gateway-{}-edge2", ns.name)),
-        &plane.operator_kubeconfig,
-        &ns.name,
-        "edge2",
-        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
-    )
-    .await
-    .expect("second gateway replica");
+    let new = start_replica(plane, &ns, "edge2").await;
     reply_becomes(new.smtp, "alice@moving.example", 554).await;
     queued_mail_outlives(
         &mut old,
