@@ -758,3 +758,54 @@ async fn a_shared_gateway_delivers_only_where_it_allows() {
     let (_, _, message) = condition(&md, "Ready").unwrap();
     assert!(message.contains("hostSuffixes"), "{message}");
 }
+
+#[tokio::test]
+async fn a_relay_config_the_api_server_refuses_is_a_condition() {
+    let (_plane, ns) = namespace_with_operator("toolarge").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    // 42,000 addresses fit in the list's ConfigMap (24 bytes each), but not in the relay
+    // ConfigMap, which adds " OK" to each.
+    let list: String = (0..42_000)
+        .map(|i| format!("user{i:06}@big.example\n"))
+        .collect();
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": list}}),
+    )
+    .await;
+    let recipients = json!({"recipients": {"configMapRef": {"name": "users", "key": "list"}}});
+    apply::<MailDomain>(&ns, domain("big", "big.example", recipients)).await;
+    let md = wait_condition(
+        &ns,
+        "big",
+        "Ready",
+        ConditionStatus::False,
+        "RelayConfigRefused",
+    )
+    .await;
+    let (_, _, message) = condition(&md, "Ready").unwrap();
+    assert!(
+        message.contains("over the 1048576 bytes a ConfigMap holds"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&md, "RelayConfigured").map(|(status, reason, _)| (status, reason)),
+        Some((ConditionStatus::False, "RelayConfigRefused".to_string()))
+    );
+    let configmaps = ns.api::<ConfigMap>();
+    assert!(
+        configmaps
+            .get_opt("relay-big.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A list that fits is relayed.
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": "alice@big.example\n"}}),
+    )
+    .await;
+    wait_condition(&ns, "big", "Ready", ConditionStatus::True, "Relayed").await;
+}

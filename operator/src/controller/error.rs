@@ -4,8 +4,6 @@
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("rendering the relay configuration: {0}")]
-    Render(#[from] crate::render::RenderError),
     #[error("encoding {kind} {name}: {source}")]
     Encode {
         kind: &'static str,
@@ -22,7 +20,6 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
-            Self::Render(_) => "render",
             Self::Encode { .. } => "encode",
             Self::NotNamespaced(_) => "not_namespaced",
         }

@@ -18,6 +18,9 @@ use serde_json::json;
 
 /// What applying a decision found out that status reports.
 pub struct Applied {
+    /// Why the API server refused the relay ConfigMap, when it did (the previous one, if
+    /// any, keeps serving).
+    pub relay_refused: Option<String>,
     /// The MX record's outcome; `None` when the decision leaves DNS alone.
     pub published: Option<Result<Published, DnsProblem>>,
 }
@@ -35,11 +38,15 @@ pub async fn apply(
         finalizers.push(FINALIZER.into());
         set_finalizers(domain, ctx, namespace, finalizers).await?;
     }
-    if let Some(relay) = &decision.relay {
-        apply_relay(domain, ctx, inputs, relay).await?;
-    }
+    let relay_refused = match &decision.relay {
+        Some(relay) => apply_relay(domain, ctx, inputs, relay).await?,
+        None => None,
+    };
     let Some(desired_mx) = &decision.mx else {
-        return Ok(Applied { published: None });
+        return Ok(Applied {
+            relay_refused,
+            published: None,
+        });
     };
     let provider = inputs.provider.as_deref();
     let published = dns::sync(domain, ctx, provider, normalized, desired_mx.as_ref()).await?;
@@ -68,27 +75,58 @@ pub async fn apply(
         drift.expect(ObjectRef::from_obj(domain), expectation);
     }
     Ok(Applied {
+        relay_refused,
         published: Some(published),
     })
 }
 
+/// Applies the relay ConfigMap; `Some(why)` when the API server refuses it as invalid or
+/// too large: the spec has to change, a retry would only be refused again.
 async fn apply_relay(
     domain: &MailDomain,
     ctx: &Context,
     inputs: &Inputs,
     relay: &Relay,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     if let Some(previous) = &relay.moved_from {
         // A domain moved to another gateway (or namespace) leaves nothing behind.
         delete_relay(domain, ctx, &inputs.namespace, previous).await?;
     }
     let gateway_namespace = &inputs.gateway_key.0;
-    apply_configmap_unless_cached(
+    let applied = apply_configmap_unless_cached(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), gateway_namespace),
         &relay.configmap,
         inputs.relay_live,
     )
-    .await
+    .await;
+    match applied {
+        Ok(()) => Ok(None),
+        Err(Error::Kube(kube::Error::Api(status))) if [413, 422].contains(&status.code) => {
+            Ok(Some(refusal(relay, &status.message)))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// A ConfigMap holds at most this many bytes of data (the API server's limit).
+const CONFIGMAP_LIMIT: usize = 1024 * 1024;
+
+fn refusal(relay: &Relay, message: &str) -> String {
+    let data = relay.configmap.data.iter().flatten();
+    let size: usize = data.map(|(key, value)| key.len() + value.len()).sum();
+    let mut why = format!(
+        "the API server refused relay ConfigMap {} ({size} bytes of data",
+        relay.location
+    );
+    if size > CONFIGMAP_LIMIT {
+        why.push_str(&format!(
+            ", over the {CONFIGMAP_LIMIT} bytes a ConfigMap holds; fewer or shorter recipients fit"
+        ));
+    }
+    why.push_str(&format!(
+        "): {message}; the previous relay config keeps serving"
+    ));
+    why
 }
 
 /// Replaces the finalizers, guarded by the resource version the decision was made on.

@@ -134,7 +134,20 @@ fn not_relayed(reason: &'static str, message: String, resync: Duration) -> Decis
 }
 
 /// Decides one reconcile of a MailDomain that is not being deleted.
-pub fn decide(
+pub fn decide(domain: &MailDomain, inputs: &Inputs, now: Timestamp) -> Decision {
+    decide_or_fail(domain, inputs, now).unwrap_or_else(|error| render_failed(&error, inputs.resync))
+}
+
+/// validate() accepted the spec, so a render error is a bug of the operator's: said where
+/// the user looks, and the relay config that last rendered keeps serving.
+fn render_failed(error: &RenderError, resync: Duration) -> Decision {
+    let message = format!(
+        "the relay configuration could not be rendered: {error}; the previous relay config keeps serving (a bug in mx-operator: the spec passed validation)"
+    );
+    not_relayed("RenderFailed", message, resync)
+}
+
+fn decide_or_fail(
     domain: &MailDomain,
     inputs: &Inputs,
     now: Timestamp,
@@ -700,7 +713,7 @@ mod tests {
             ),
         ];
         for (case, domain, inputs, reason, message, requeue) in cases {
-            let decision = decide(domain, inputs, now()).unwrap();
+            let decision = decide(domain, inputs, now());
             assert_reports_only(&decision);
             let ready = ready(&decision);
             assert!(!ready.verdict.status, "{case}");
@@ -712,6 +725,23 @@ mod tests {
             );
             assert_eq!(decision.requeue, requeue, "{case}");
         }
+    }
+
+    #[test]
+    fn a_render_error_is_a_condition_and_renders_nothing() {
+        let error = RenderError::Invalid {
+            field: "spec.policy.rbls",
+            message: "x".into(),
+        };
+        let decision = render_failed(&error, RESYNC);
+        assert_reports_only(&decision);
+        let ready = ready(&decision);
+        assert_eq!(
+            (ready.verdict.status, ready.verdict.reason),
+            (false, "RenderFailed")
+        );
+        assert!(ready.verdict.message.contains("spec.policy.rbls: x"));
+        assert_eq!(decision.requeue, Action::requeue(RESYNC));
     }
 
     #[test]
@@ -739,7 +769,7 @@ mod tests {
             rivals: vec![rival],
             ..inputs(fixtures::gateway(json!({})))
         };
-        let decision = decide(&fixtures::domain(json!({})), &contested, now()).unwrap();
+        let decision = decide(&fixtures::domain(json!({})), &contested, now());
         assert_eq!(
             condition(&decision, CONFLICT).unwrap().verdict.reason,
             "DomainClaimed"
@@ -760,7 +790,7 @@ mod tests {
             rivals: vec![younger],
             ..inputs(fixtures::gateway(json!({})))
         };
-        let decision = decide(&fixtures::domain(json!({})), &late, now()).unwrap();
+        let decision = decide(&fixtures::domain(json!({})), &late, now());
         assert_eq!(ready(&decision).verdict.reason, "Relayed");
     }
 
@@ -773,7 +803,7 @@ mod tests {
             ownership_txt: Some(Err("no answer in time".into())),
             ..asked.clone()
         };
-        let decision = decide(&fixtures::domain(json!({})), &failed, now()).unwrap();
+        let decision = decide(&fixtures::domain(json!({})), &failed, now());
         let verified = condition(&decision, OWNERSHIP_VERIFIED).unwrap();
         assert_eq!(verified.verdict.reason, "LookupFailed");
         let Some(Some(proof)) = &decision.status.ownership else {
@@ -785,7 +815,7 @@ mod tests {
             ownership_txt: Some(Ok(vec![proof.value.clone()])),
             ..asked
         };
-        let decision = decide(&fixtures::domain(json!({})), &found, now()).unwrap();
+        let decision = decide(&fixtures::domain(json!({})), &found, now());
         assert_eq!(ready(&decision).verdict.reason, "Relayed");
         assert!(
             condition(&decision, OWNERSHIP_VERIFIED)
@@ -798,7 +828,7 @@ mod tests {
     #[test]
     fn a_relayed_domain_gets_its_relay_config_and_mx() {
         let domain = fixtures::domain(json!({}));
-        let decision = decide(&domain, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
+        let decision = decide(&domain, &inputs(fixtures::gateway(json!({}))), now());
         assert!(
             matches!(&decision.ready, Ready::UnlessDnsFails(r) if r.verdict.reason == "Relayed"),
             "{:?}",
@@ -837,7 +867,7 @@ mod tests {
                 json!({"spec": {"allowedDomains": {"from": "All"}}}),
             ))
         };
-        let decision = decide(&elsewhere, &tenant, now()).unwrap();
+        let decision = decide(&elsewhere, &tenant, now());
         assert!(decision.finalizer, "relay config in another namespace");
         assert!(
             decision
@@ -849,7 +879,7 @@ mod tests {
                 .is_none()
         );
         let with_dns = fixtures::domain(json!({"spec": {"dns": {"providerRef": {"name": "dns"}}}}));
-        let decision = decide(&with_dns, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
+        let decision = decide(&with_dns, &inputs(fixtures::gateway(json!({}))), now());
         assert!(decision.finalizer, "MX records to withdraw");
     }
 
@@ -857,7 +887,7 @@ mod tests {
     fn a_moved_domain_removes_its_old_relay_config() {
         let moved =
             fixtures::domain(json!({"status": {"relayConfigMap": "old/relay-example.com"}}));
-        let decision = decide(&moved, &inputs(fixtures::gateway(json!({}))), now()).unwrap();
+        let decision = decide(&moved, &inputs(fixtures::gateway(json!({}))), now());
         assert_eq!(
             decision.relay.unwrap().moved_from.as_deref(),
             Some("old/relay-example.com")
@@ -883,7 +913,7 @@ mod tests {
             lists: vec![list("2026-11-30T23:50:00Z")],
             ..inputs(fixtures::gateway(json!({})))
         };
-        let decision = decide(&domain, &stale, now()).unwrap();
+        let decision = decide(&domain, &stale, now());
         assert_eq!(ready(&decision).verdict.reason, "Stale");
         assert!(matches!(decision.ready, Ready::Fixed(_)));
         assert!(decision.relay.is_some(), "rendered in Stale mode (4xx)");
@@ -891,7 +921,7 @@ mod tests {
             lists: vec![list("2026-11-30T23:58:00Z")],
             ..inputs(fixtures::gateway(json!({})))
         };
-        let decision = decide(&domain, &fresh, now()).unwrap();
+        let decision = decide(&domain, &fresh, now());
         assert_eq!(decision.status.relayed.unwrap().count, 2);
         // 3 minutes (and a second) left: sooner than the resync.
         assert_eq!(decision.requeue, Action::requeue(Duration::from_secs(181)));
@@ -912,7 +942,7 @@ mod tests {
             }),
             ..inputs(fixtures::gateway(json!({})))
         };
-        let decision = decide(&domain, &watched, now()).unwrap();
+        let decision = decide(&domain, &watched, now());
         assert_eq!(ready(&decision).verdict.reason, "Departed");
         assert_eq!(decision.mx, Some(None), "our MX record is withdrawn");
         assert!(decision.status.drift_summary);
@@ -922,7 +952,7 @@ mod tests {
         );
         // Without drift checks, the same domain is simply relayed.
         let unwatched = inputs(fixtures::gateway(json!({})));
-        let decision = decide(&domain, &unwatched, now()).unwrap();
+        let decision = decide(&domain, &unwatched, now());
         assert_eq!(ready(&decision).verdict.reason, "Relayed");
         assert_eq!(decision.drift, None);
     }

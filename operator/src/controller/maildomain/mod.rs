@@ -51,7 +51,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         return finalize::finalize(domain, ctx, &namespace).await;
     }
     let inputs = fetch::fetch(domain, ctx).await?;
-    let decision = decide::decide(domain, &inputs, Timestamp::now())?;
+    let decision = decide::decide(domain, &inputs, Timestamp::now());
     let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
     let applied = apply::apply(domain, ctx, &inputs, &normalized, &decision).await?;
     let dns_failed = status::dns_failed(&applied);

@@ -7,13 +7,18 @@ use super::apply::Applied;
 use super::decide::{Decision, Ready};
 use super::dns::DnsProblem;
 use crate::api::MailDomain;
-use crate::api::conditions::{DNS_SYNCED, Desired, OWNERSHIP_VERIFIED, READY};
+use crate::api::conditions::{DNS_SYNCED, Desired, OWNERSHIP_VERIFIED, READY, RELAY_CONFIGURED};
 use crate::api::domain::MailDomainStatus;
 use crate::drift::decide::summary;
 
 /// The conditions to write, in their order.
 pub fn conditions(domain: &MailDomain, decision: &Decision, applied: &Applied) -> Vec<Desired> {
     let mut desired = decision.conditions.clone();
+    if let Some(why) = &applied.relay_refused {
+        for condition in desired.iter_mut().filter(|c| c.type_ == RELAY_CONFIGURED) {
+            *condition = Desired::new(RELAY_CONFIGURED, false, "RelayConfigRefused", why.clone());
+        }
+    }
     let published = applied.published.as_ref();
     if domain.spec.dns.is_some()
         && let Some(published) = published
@@ -29,7 +34,7 @@ pub fn conditions(domain: &MailDomain, decision: &Decision, applied: &Applied) -
         });
     }
     desired.extend(decision.conditions_after_dns.iter().cloned());
-    desired.push(match (&decision.ready, published) {
+    let ready = match (&decision.ready, published) {
         (Ready::UnlessDnsFails(_), Some(Err(problem))) => Desired::new(
             READY,
             false,
@@ -40,6 +45,10 @@ pub fn conditions(domain: &MailDomain, decision: &Decision, applied: &Applied) -
             ),
         ),
         (Ready::Fixed(ready) | Ready::UnlessDnsFails(ready), _) => ready.clone(),
+    };
+    desired.push(match &applied.relay_refused {
+        Some(why) => Desired::new(READY, false, "RelayConfigRefused", why.clone()),
+        None => ready,
     });
     desired
 }

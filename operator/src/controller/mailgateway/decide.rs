@@ -37,14 +37,14 @@ pub struct Children {
     pub ready_replicas: i32,
 }
 
-pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Result<Decision, RenderError> {
+pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
     if let Err(problems) = gateway.spec.validate() {
-        return Ok(Decision::Invalid(Desired::new(
+        return Decision::Invalid(Desired::new(
             READY,
             false,
             "InvalidSpec",
             problems.to_string(),
-        )));
+        ));
     }
     let name = gateway.name_any();
     let namespace = gateway.namespace().unwrap_or_default();
@@ -55,7 +55,10 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Result<Decision, Render
         owner: inputs.owner.clone(),
         default_image: &inputs.default_image,
     };
-    let config = gateway_configmap_data(&name, &gateway.spec, inputs.load_balancer_ip)?;
+    let config = match gateway_configmap_data(&name, &gateway.spec, inputs.load_balancer_ip) {
+        Ok(config) => config,
+        Err(error) => return render_failed(&error),
+    };
     let (ready_replicas, wanted) = (inputs.ready_replicas, gateway.spec.replicas);
     let applied = if inputs.pdb_served {
         "StatefulSet, Services, PodDisruptionBudget, agent RBAC and gateway ConfigMap applied"
@@ -68,7 +71,7 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Result<Decision, Render
     } else {
         Desired::new(READY, false, "ReplicasNotReady", replicas)
     };
-    Ok(Decision::Apply(Box::new(Children {
+    Decision::Apply(Box::new(Children {
         service: build.service(),
         headless: build.headless_service(),
         config: build.config_map(config),
@@ -80,7 +83,20 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Result<Decision, Render
         conditions: vec![Desired::new(CONFIGURED, true, "Applied", applied), ready],
         served: inputs.served,
         ready_replicas,
-    })))
+    }))
+}
+
+/// validate() accepted the spec, so a render error is a bug of the operator's: said where
+/// the user looks, with nothing applied (the children as they are keep running).
+fn render_failed(error: &RenderError) -> Decision {
+    Decision::Invalid(Desired::new(
+        READY,
+        false,
+        "RenderFailed",
+        format!(
+            "the gateway configuration could not be rendered: {error}; nothing was changed (a bug in mx-operator: the spec passed validation)"
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -109,7 +125,7 @@ mod tests {
     #[test]
     fn an_invalid_gateway_reports_and_builds_nothing() {
         let invalid = fixtures::gateway(json!({"spec": {"mxHostnames": []}}));
-        let Ok(Decision::Invalid(ready)) = decide(&invalid, &inputs(0, true)) else {
+        let Decision::Invalid(ready) = decide(&invalid, &inputs(0, true)) else {
             panic!("an invalid spec is reported");
         };
         assert_eq!(ready.verdict.reason, "InvalidSpec");
@@ -122,8 +138,7 @@ mod tests {
     #[test]
     fn ready_only_when_every_replica_is() {
         let gateway = fixtures::gateway(json!({"spec": {"replicas": 2}}));
-        let ready =
-            |count| children(decide(&gateway, &inputs(count, true)).unwrap()).conditions[1].clone();
+        let ready = |count| children(decide(&gateway, &inputs(count, true))).conditions[1].clone();
         assert_eq!(ready(1).verdict.reason, "ReplicasNotReady");
         assert_eq!(ready(1).verdict.message, "1/2 replicas ready");
         assert_eq!(ready(2).verdict.reason, "AllReplicasReady");
@@ -133,11 +148,11 @@ mod tests {
     fn a_pod_disruption_budget_only_where_policy_v1_is_served() {
         let gateway = fixtures::gateway(json!({}));
         assert!(
-            children(decide(&gateway, &inputs(0, true)).unwrap())
+            children(decide(&gateway, &inputs(0, true)))
                 .pod_disruption_budget
                 .is_some()
         );
-        let old = children(decide(&gateway, &inputs(0, false)).unwrap());
+        let old = children(decide(&gateway, &inputs(0, false)));
         assert!(old.pod_disruption_budget.is_none());
         assert!(
             old.conditions[0]

@@ -43,7 +43,7 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     }
     let namespace = namespace_of(gateway)?;
     let inputs = fetch::fetch(gateway, ctx)?;
-    let children = match decide::decide(gateway, &inputs)? {
+    let children = match decide::decide(gateway, &inputs) {
         Decision::Invalid(ready) => {
             write_status(gateway, gateway.status.as_ref(), ctx, &[ready], |_| {}).await?;
             return Ok(Action::await_change());
