@@ -382,10 +382,12 @@ async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
         .stderr(Stdio::null());
     let _operator = Guarded::new("mx-operator", spawn_tied(command).unwrap());
 
-    // A gateway in `mail` that takes domains from every namespace, and a domain in `tenant`
+    // A gateway in `mail` that takes domains from every namespace (and lets them deliver to
+    // this machine's loopback, where the test's primaries live), and a domain in `tenant`
     // with everything: DNS by RFC 2136, recipients from a ConfigMap and a Secret.
     apply_dynamic(&mail, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailGateway", "metadata": {"name": "edge"},
-        "spec": {"mxHostnames": ["mx1.relay.test"], "allowedDomains": {"from": "All"}}})).await;
+        "spec": {"mxHostnames": ["mx1.relay.test"], "allowedDomains": {"from": "All"},
+            "allowedPrimaries": {"networks": ["127.0.0.0/8"]}}})).await;
     apply_dynamic(&tenant, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"}, "stringData": {"secret": TSIG_SECRET}})).await;
     apply_dynamic(&tenant, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "knot"},
         "spec": {"rfc2136": {"server": "127.0.0.1", "port": knot.address.port(),
