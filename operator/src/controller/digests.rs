@@ -124,6 +124,18 @@ impl ConfigMapDigests {
         }
     }
 
+    /// Records a ConfigMap just written, when the watch has not delivered it yet: a
+    /// reconcile that runs before its event (its own status write sends the domain round)
+    /// then finds it instead of writing it again. Whatever the watch delivers wins.
+    pub fn written(&self, configmap: &ConfigMap) {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .live
+            .entry(key_of(configmap))
+            .or_insert_with(|| managed_digest(configmap));
+    }
+
     /// The digest of the live ConfigMap `namespace/name`; `None` when the watch has not
     /// seen it (absent, or not listed yet).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Digest> {
@@ -165,6 +177,25 @@ mod tests {
                 .collect(),
             other => other,
         }
+    }
+
+    #[test]
+    fn a_write_counts_until_the_watch_says_otherwise() {
+        let digests = ConfigMapDigests::default();
+        let written = configmap(json!({}));
+        digests.written(&written);
+        assert_eq!(
+            digests.get("mail", "relay-example.com"),
+            Some(managed_digest(&written))
+        );
+        // The watch's view wins, and a later write does not overwrite it.
+        let edited = configmap(json!({"data": {"transport": "edited"}}));
+        digests.observe(&Event::Apply(edited.clone()));
+        digests.written(&written);
+        assert_eq!(
+            digests.get("mail", "relay-example.com"),
+            Some(managed_digest(&edited))
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ async fn apply_relay(
     )
     .await;
     match applied {
-        Ok(()) => Ok(None),
+        Ok(()) => {
+            ctx.relays.written(&relay.configmap);
+            Ok(None)
+        }
         Err(Error::Kube(kube::Error::Api(status))) if [413, 422].contains(&status.code) => {
             Ok(Some(refusal(relay, &status.message)))
         }

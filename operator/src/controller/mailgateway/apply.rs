@@ -20,6 +20,7 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
         .get(namespace, &children.config.name_any());
     let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
     apply_configmap_unless_cached(&api, &children.config, config).await?;
+    ctx.gateway_configs.written(&children.config);
     child(
         ctx,
         namespace,
