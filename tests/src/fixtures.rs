@@ -72,9 +72,12 @@ pub async fn apply_dynamic(ns: &TestNamespace, object: Value) {
 }
 
 /// A MailGateway `name` (two replicas, MX host `<name>.mx.example.net`) with `extra`
-/// merged into its spec.
+/// merged into its spec. Its notifications are off unless `extra` routes them: a test
+/// sends nothing beyond this machine, and `Direct` would look up the senders' MX.
 pub fn gateway(name: &str, extra: Value) -> Value {
-    gateway_object(name, json!({"spec": extra}))
+    let mut spec = json!({"notifications": {"mode": "Off"}});
+    merge(&mut spec, extra);
+    gateway_object(name, json!({"spec": spec}))
 }
 
 /// A MailDomain on gateway `edge` with alice as its one recipient and a primary at

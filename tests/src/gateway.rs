@@ -56,16 +56,18 @@ impl Gateway {
         gateway: &str,
         lifetime: Lifetime,
     ) -> Result<Self, HarnessError> {
-        Self::start_on(dir, kubeconfig, namespace, gateway, None, lifetime).await
+        Self::start_on(dir, kubeconfig, namespace, gateway, None, &[], lifetime).await
     }
 
-    /// Like `start`, on a chosen SMTP port.
+    /// Like `start`, on a chosen SMTP port, with `main.cf` settings of the test's own
+    /// (`name=value`) after the harness's.
     pub async fn start_on(
         dir: &Path,
         kubeconfig: &Path,
         namespace: &str,
         gateway: &str,
         smtp_port: Option<u16>,
+        settings: &[&str],
         lifetime: Lifetime,
     ) -> Result<Self, HarnessError> {
         let _ = fs::remove_dir_all(dir);
@@ -105,6 +107,7 @@ impl Gateway {
             "--log-format=text".into(),
         ];
         agent_args.extend(local_settings(dir, smtp));
+        agent_args.extend(settings.iter().map(|setting| format!("--set={setting}")));
         let mut replica = Self {
             dir: dir.to_path_buf(),
             smtp,

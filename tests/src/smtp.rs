@@ -161,6 +161,14 @@ impl Sink {
 
     /// Starts on `address` (port 0: a free one), e.g. to come back on the same port.
     pub fn start_on(address: SocketAddr) -> io::Result<Self> {
+        Self::start_refusing(address, &[])
+    }
+
+    /// Like `start_on`, answering `550 5.1.1` to RCPT for each of `refused` (the way a
+    /// primary refuses a user it no longer has).
+    pub fn start_refusing(address: SocketAddr, refused: &[&str]) -> io::Result<Self> {
+        let refused: Arc<Vec<String>> =
+            Arc::new(refused.iter().map(|r| r.to_ascii_lowercase()).collect());
         let listener = TcpListener::bind(address)?;
         let address = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -175,8 +183,9 @@ impl Sink {
                     }
                     let Ok(stream) = stream else { continue };
                     let received = received.clone();
+                    let refused = refused.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(stream, &received);
+                        let _ = serve(stream, &received, &refused);
                     });
                 }
             })
@@ -224,7 +233,7 @@ impl Drop for Sink {
     }
 }
 
-fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>) -> io::Result<()> {
+fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, refused: &[String]) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -257,8 +266,15 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>) -> io::Result<()> {
             recipients.clear();
             b"250 ok\r\n"
         } else if upper.starts_with("RCPT TO:") {
-            recipients.push(argument("RCPT TO:"));
-            b"250 ok\r\n"
+            let recipient = argument("RCPT TO:");
+            if refused.contains(&recipient.to_ascii_lowercase()) {
+                b"550 5.1.1 no such user here\r\n"
+            } else {
+                recipients.push(recipient);
+                b"250 ok\r\n"
+            }
+        } else if upper == "DATA" && recipients.is_empty() {
+            b"554 5.5.1 no valid recipients\r\n"
         } else if upper == "DATA" {
             writer.write_all(b"354 go ahead\r\n")?;
             let mut data = String::new();

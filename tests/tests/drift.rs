@@ -130,6 +130,7 @@ async fn replica(w: &World, ns: &TestNamespace, smtp: SocketAddr, domains: &[&st
         &ns.name,
         "edge",
         Some(smtp.port()),
+        &[],
         Lifetime::TiedToThisProcess,
     )
     .await

@@ -25,17 +25,30 @@ async fn replica(
     domains: &[(&str, &str, serde_json::Value)],
 ) -> (&'static ControlPlane, TestNamespace, Gateway) {
     let (plane, ns) = namespace_with_operator(prefix).await;
-    let gateway = replica_in(plane, &ns, domains).await;
+    let gateway = replica_in(plane, &ns, json!({}), domains).await;
     (plane, ns, gateway)
 }
 
-/// Like `replica`, in a namespace the test prepared.
+/// Like `replica`, in a namespace the test prepared, the gateway's spec merged with
+/// `gateway_spec`.
 async fn replica_in(
     plane: &ControlPlane,
     ns: &TestNamespace,
+    gateway_spec: serde_json::Value,
     domains: &[(&str, &str, serde_json::Value)],
 ) -> Gateway {
-    apply::<MailGateway>(ns, gateway("edge", json!({}))).await;
+    apply_edge(ns, gateway_spec, domains).await;
+    start_replica(plane, ns, "edge").await
+}
+
+/// Gateway `edge` (its spec merged with `gateway_spec`) and `domains`, applied, once their
+/// relay ConfigMaps exist.
+async fn apply_edge(
+    ns: &TestNamespace,
+    gateway_spec: serde_json::Value,
+    domains: &[(&str, &str, serde_json::Value)],
+) {
+    apply::<MailGateway>(ns, gateway("edge", gateway_spec)).await;
     for (name, name_of_domain, extra) in domains {
         apply::<MailDomain>(ns, domain(name, name_of_domain, extra.clone())).await;
     }
@@ -47,7 +60,6 @@ async fn replica_in(
         })
         .await;
     }
-    start_replica(plane, ns, "edge").await
 }
 
 /// A replica of gateway `name` in `ns`.
@@ -317,7 +329,13 @@ async fn recipient_list_changes_reach_the_smtp_port_without_a_restart() {
     .await;
     let mut extra = primary(sink.address);
     extra["recipients"] = json!({"configMapRef": {"name": "users", "key": "list"}});
-    let gateway = replica_in(plane, &ns, &[("change", "change.example", extra)]).await;
+    let gateway = replica_in(
+        plane,
+        &ns,
+        json!({}),
+        &[("change", "change.example", extra)],
+    )
+    .await;
     let lists = ns.api::<ConfigMap>();
     reply_becomes(gateway.smtp, "alice@change.example", 250).await;
     let master = gateway.master_pid().expect("master pid");
@@ -453,6 +471,7 @@ async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
     let mut old = replica_in(
         plane,
         &ns,
+        json!({}),
         &[("moving", "moving.example", primary(address))],
     )
     .await;
@@ -476,4 +495,174 @@ async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
         },
     )
     .await;
+}
+
+/// The notifications of `sink` to `recipient` whose body contains `text`.
+fn notices(sink: &Sink, recipient: &str, text: &str) -> usize {
+    sink.received()
+        .iter()
+        .filter(|m| m.recipients == [recipient] && m.data.contains(text))
+        .count()
+}
+
+#[tokio::test]
+async fn mail_the_primary_refuses_is_reported_to_its_sender_once_and_refused_recipients_never() {
+    let notify = Sink::start().unwrap();
+    let refusing = Sink::start_refusing(([127, 0, 0, 1], 0).into(), &["bob@dsn.example"]).unwrap();
+    let down: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let relay_host = format!("[127.0.0.1]:{}", notify.address.port());
+    let (plane, ns) = namespace_with_operator("dsn").await;
+    let mut dsn = primary(refusing.address);
+    dsn["recipients"] = json!({"inline": ["alice@dsn.example", "bob@dsn.example"]});
+    let mut late = primary(down);
+    late["recipients"] = json!({"inline": ["carol@late.example"]});
+    let spec = json!({"notifications": {"mode": "RelayHost", "relayHost": relay_host,
+        "postmaster": "postmaster@ops.test", "delayWarningTime": "1h"}});
+    apply_edge(
+        &ns,
+        spec,
+        &[("dsn", "dsn.example", dsn), ("late", "late.example", late)],
+    )
+    .await;
+    // The spec's shortest warning time is an hour; this replica warns after 10 s.
+    let gateway = Gateway::start_on(
+        &plane.dir.join(format!("gateway-{}-edge", ns.name)),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        None,
+        &["delay_warning_time=10s"],
+        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
+    )
+    .await
+    .expect("gateway replica");
+    let gateways = ns.api::<MailGateway>();
+    let said = until(LIMIT, "status.notifications", || async {
+        let status = gateways.get("edge").await.ok()?.status?;
+        status.notifications.filter(|n| n.contains(&relay_host))
+    })
+    .await;
+    assert!(
+        said.contains("copies of bounce notices to postmaster@ops.test"),
+        "{said}"
+    );
+
+    // A listed recipient the primary no longer has: accepted here, refused there.
+    let body = "Subject: to bob\r\nMessage-ID: <dsn1@client.test>\r\n\r\nhello";
+    let reply = send(gateway.smtp, "sender@client.test", "bob@dsn.example", body).unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    until(
+        Duration::from_secs(60),
+        "the DSN at the sender's relay",
+        || async { (notices(&notify, "sender@client.test", "Action: failed") > 0).then_some(()) },
+    )
+    .await;
+    let dsn = notify
+        .received()
+        .into_iter()
+        .find(|m| m.recipients == ["sender@client.test"])
+        .unwrap();
+    assert_eq!(dsn.sender, "", "a DSN has the null sender");
+    for part in [
+        "report-type=delivery-status",
+        "Final-Recipient: rfc822; bob@dsn.example",
+        "550 5.1.1",
+        "Message-ID: <dsn1@client.test>",
+    ] {
+        assert!(dsn.data.contains(part), "{part:?} missing in {}", dsn.data);
+    }
+    until(LIMIT, "the postmaster's copy", || async {
+        notify
+            .received()
+            .into_iter()
+            .find(|m| m.recipients == ["postmaster@ops.test"])
+    })
+    .await;
+
+    // Mail still queued after delayWarningTime: the sender is told, the mail stays.
+    let reply = send(
+        gateway.smtp,
+        "early@client.test",
+        "carol@late.example",
+        "Subject: late\r\n\r\nx",
+    )
+    .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    until(Duration::from_secs(60), "the delay warning", || async {
+        (notices(&notify, "early@client.test", "Action: delayed") > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gateway.queued().unwrap(),
+        1,
+        "the delayed message stays queued"
+    );
+
+    // Recipients refused during the dialogue never produce a DSN (no backscatter), and the
+    // way out that notifications have is no way out for anything else.
+    let notified = notify.received().len();
+    let (tricks, accepted) = relay_tricks(gateway.smtp, "dsn.example", "edge.mx.example.net");
+    assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+    let mut refused = 0;
+    for i in 0..50 {
+        let recipient = if i % 2 == 0 {
+            format!("nobody{i}@dsn.example")
+        } else {
+            format!("someone{i}@elsewhere.test")
+        };
+        let reply = rcpt_reply(gateway.smtp, "victim@client.test", &recipient).unwrap();
+        assert_eq!(reply.code / 100, 5, "{recipient}: {reply}");
+        refused += 1;
+    }
+    // Several queue runs (2 s apart) for anything that might have been queued.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let backscatter = notify.received().len() - notified;
+    let failed = notices(&notify, "sender@client.test", "Action: failed");
+    println!(
+        "mail safety: DSNs for 1 message the primary refused {failed} / for {refused} recipients refused at RCPT and {tricks} relay tricks {backscatter}"
+    );
+    assert_eq!(failed, 1, "one DSN for the refused message");
+    assert_eq!(
+        backscatter, 0,
+        "RCPT-refused attempts produced notifications"
+    );
+
+    // Turned off: the next refused message produces no notification, and is not kept.
+    let off = json!({"spec": {"notifications": {"mode": "Off", "relayHost": null,
+        "postmaster": null, "delayWarningTime": null}}});
+    gateways
+        .patch("edge", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    let reloads = gateway.metric("mx_agent_postfix_reloads_total");
+    until(LIMIT, "Postfix reloaded with the Off route", || async {
+        let main = std::fs::read_to_string(gateway.dir.join("conf/main.cf")).ok()?;
+        (main.contains("=discard:") && gateway.metric("mx_agent_postfix_reloads_total") > reloads)
+            .then_some(())
+    })
+    .await;
+    let reply = send(
+        gateway.smtp,
+        "quiet@client.test",
+        "bob@dsn.example",
+        "Subject: x\r\n\r\nx",
+    )
+    .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    until(
+        Duration::from_secs(60),
+        "the notification discarded",
+        || async { (gateway.log_count("delivery status notifications are off") > 0).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(notices(&notify, "quiet@client.test", ""), 0);
+    let status = gateways.get("edge").await.unwrap().status.unwrap();
+    assert!(
+        status
+            .notifications
+            .as_deref()
+            .is_some_and(|n| n.starts_with("not sent")),
+        "{status:?}"
+    );
 }

@@ -2,8 +2,8 @@
 
 use super::validate::{
     MAX_MX_HOSTNAMES, Problems, ValidationError, check_annotations, check_list_len,
-    normalize_domain, parse_byte_quantity, parse_client_network, parse_duration, parse_host_port,
-    quote,
+    normalize_domain, normalize_mailbox, parse_byte_quantity, parse_client_network, parse_duration,
+    parse_host_port, parse_next_hop, quote,
 };
 use super::{Condition, DeliveryLimits};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -67,6 +67,12 @@ pub struct MailGatewaySpec {
     /// The persistent mail queue of each replica.
     #[serde(default)]
     pub queue: QueueSpec,
+    /// Delivery status notifications (DSNs) for mail the gateway accepted and then could
+    /// not deliver: the primary refused it (5xx), or it was still queued after
+    /// `queue.maxQueueLifetime`. Mail is only accepted for listed recipients, and a
+    /// recipient refused during the SMTP dialogue gets its answer there, never a DSN.
+    #[serde(default)]
+    pub notifications: Notifications,
     /// TLS certificate offered to senders (STARTTLS). Unset: no STARTTLS is offered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<GatewayTls>,
@@ -200,6 +206,40 @@ fn default_max_queue_lifetime() -> String {
     "5d".into()
 }
 
+/// Where the gateway's notifications go, and which are sent.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    /// `Direct` (default): to the sender's mail servers, found by MX lookup (the gateway
+    /// needs outbound port 25). `RelayHost`: through `relayHost`. `Off`: none are sent;
+    /// each is discarded, with a line in the mail log. Only notifications leave this way:
+    /// mail from any other sender to a domain the gateway does not relay is refused.
+    #[serde(default)]
+    pub mode: NotificationMode,
+    /// With `mode: RelayHost`, the smarthost: `host`, `host:port`, `[host]` or
+    /// `[host]:port` (brackets: no MX lookup of `host`), for example
+    /// `[smtp.example.net]:25`. No authentication; STARTTLS when offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_host: Option<String>,
+    /// An address that gets a copy of every bounce notice (its headers, not the message)
+    /// and the notices that could not be delivered to their sender. Unset: no copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmaster: Option<String>,
+    /// Tell the sender when a message is still queued after this long, for example `4h`
+    /// (at least `1h`; the message stays queued). Unset: no delay warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_warning_time: Option<String>,
+}
+
+/// How notifications leave the gateway: `Direct`, `RelayHost` or `Off`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum NotificationMode {
+    #[default]
+    Direct,
+    RelayHost,
+    Off,
+}
+
 /// The certificate offered with STARTTLS.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -265,10 +305,15 @@ pub struct MailGatewayStatus {
     /// How many MailDomains the gateway relays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domains: Option<i32>,
+    /// Where the gateway's delivery status notifications go, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<String>,
 }
 
 const MAX_REPLICAS: i32 = 100;
 const MIN_QUEUE_LIFETIME_SECONDS: u64 = 3_600;
+/// Postfix's warning text counts the time in hours ("for 0 hours" below one).
+const MIN_DELAY_WARNING_SECONDS: u64 = 3_600;
 
 impl MailGatewaySpec {
     /// Every problem in the spec, with field paths.
@@ -333,6 +378,7 @@ impl MailGatewaySpec {
                 "must be at least 1h: a backup MX that returns mail sooner defeats its purpose",
             );
         }
+        self.validate_notifications(&mut problems);
         if let Some(tls) = &self.tls {
             problems.k8s_name("spec.tls.secretName", &tls.secret_name);
         }
@@ -375,6 +421,54 @@ impl MailGatewaySpec {
             problems.check("spec.probeAddress", parse_host_port(address));
         }
         problems.finish()
+    }
+}
+
+impl MailGatewaySpec {
+    fn validate_notifications(&self, problems: &mut Problems) {
+        let notifications = &self.notifications;
+        let off = notifications.mode == NotificationMode::Off;
+        match (notifications.mode, &notifications.relay_host) {
+            (NotificationMode::RelayHost, None) => problems.push(
+                "spec.notifications.relayHost",
+                "is required when notifications.mode is RelayHost",
+            ),
+            (NotificationMode::RelayHost, Some(host)) => {
+                problems.check("spec.notifications.relayHost", parse_next_hop(host));
+            }
+            (_, Some(_)) => problems.push(
+                "spec.notifications.relayHost",
+                "is only used when notifications.mode is RelayHost",
+            ),
+            (_, None) => {}
+        }
+        if let Some(address) = &notifications.postmaster {
+            if off {
+                problems.push(
+                    "spec.notifications.postmaster",
+                    "is not used when notifications.mode is Off: no notice leaves the gateway",
+                );
+            } else {
+                problems.check("spec.notifications.postmaster", normalize_mailbox(address));
+            }
+        }
+        if let Some(time) = &notifications.delay_warning_time {
+            let path = "spec.notifications.delayWarningTime";
+            if off {
+                problems.push(path, "is not used when notifications.mode is Off");
+            } else if let Some(warning) = problems.check(path, parse_duration(time))
+                && let Ok(lifetime) = parse_duration(&self.queue.max_queue_lifetime)
+                && !(warning.as_secs() >= MIN_DELAY_WARNING_SECONDS && warning < lifetime)
+            {
+                problems.push(
+                    path,
+                    format!(
+                        "must be at least 1h (the warning counts in hours) and less than queue.maxQueueLifetime ({})",
+                        self.queue.max_queue_lifetime
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -459,6 +553,53 @@ mod tests {
                 "spec.delivery.concurrency",
                 "spec.delivery.rateDelay",
                 "spec.allowedDomains.selector",
+            ]
+        );
+    }
+
+    #[test]
+    fn notifications_name_a_relay_host_only_when_they_use_one() {
+        let with = |value: serde_json::Value| {
+            let mut spec = valid();
+            spec.notifications = serde_json::from_value(value).unwrap();
+            problems_of(&spec)
+        };
+        let none: Vec<String> = vec![];
+        assert_eq!(with(serde_json::json!({})), none);
+        assert_eq!(
+            with(
+                serde_json::json!({"mode": "RelayHost", "relayHost": "[smtp.example.net]:25",
+                "postmaster": "Hostmaster@Example.NET", "delayWarningTime": "4h"})
+            ),
+            none
+        );
+        assert_eq!(
+            with(serde_json::json!({"mode": "RelayHost"})),
+            ["spec.notifications.relayHost"]
+        );
+        assert_eq!(
+            with(serde_json::json!({"relayHost": "smtp.example.net"})),
+            ["spec.notifications.relayHost"]
+        );
+        assert_eq!(
+            with(
+                serde_json::json!({"mode": "RelayHost", "relayHost": "2001:db8::1",
+                "postmaster": "not an address", "delayWarningTime": "5d"})
+            ),
+            [
+                "spec.notifications.relayHost",
+                "spec.notifications.postmaster",
+                "spec.notifications.delayWarningTime"
+            ]
+        );
+        assert_eq!(
+            with(
+                serde_json::json!({"mode": "Off", "postmaster": "pm@example.net",
+                "delayWarningTime": "4h"})
+            ),
+            [
+                "spec.notifications.postmaster",
+                "spec.notifications.delayWarningTime"
             ]
         );
     }

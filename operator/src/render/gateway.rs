@@ -4,8 +4,8 @@
 
 use super::postfix::{seconds, token};
 use super::{RenderError, invalid, keys};
-use crate::api::gateway::MailGatewaySpec;
-use crate::api::validate::{normalize_domain, parse_duration};
+use crate::api::gateway::{MailGatewaySpec, NotificationMode, Notifications};
+use crate::api::validate::{normalize_domain, normalize_mailbox, parse_duration, parse_next_hop};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -71,6 +71,7 @@ pub fn gateway_configmap_data(
          data_directory = /var/lib/postfix\n\
          maillog_file = /dev/stdout\n"
     );
+    main_cf.push_str(&notification_settings(&gateway.notifications, hostname)?);
     if let Some(ip) = load_balancer_ip {
         // Mail addressed to the load balancer's address is ours, not a relay loop.
         main_cf.push_str(&format!("proxy_interfaces = {ip}\n"));
@@ -87,10 +88,67 @@ pub fn gateway_configmap_data(
     ]))
 }
 
+/// Where notifications go. Mail to a domain not relayed here meets `default_transport`
+/// (refused); only mail from the null sender (the senders' DSNs, delay warnings) and from
+/// the double-bounce sender (the postmaster's copies) is sent on by `mx-notify`, so
+/// nothing else can leave the gateway even if it got into the queue.
+fn notification_settings(
+    notifications: &Notifications,
+    hostname: &str,
+) -> Result<String, RenderError> {
+    let route = match notifications.mode {
+        NotificationMode::Direct => NOTIFY_SERVICE.to_string(),
+        NotificationMode::RelayHost => {
+            let host = notifications.relay_host.as_deref().unwrap_or_default();
+            let next_hop = parse_next_hop(host).map_err(invalid("spec.notifications.relayHost"))?;
+            format!("{NOTIFY_SERVICE}:{next_hop}")
+        }
+        NotificationMode::Off => {
+            "discard:delivery status notifications are off (spec.notifications.mode Off)".into()
+        }
+    };
+    let mut settings = format!(
+        "# Delivery status notifications of accepted mail, and nothing else, leave here.\n\
+         sender_dependent_default_transport_maps = inline:{{ {{<>={route}}}, {{double-bounce@{hostname}={route}}} }}\n\
+         empty_address_default_transport_maps_lookup_key = <>\n"
+    );
+    match &notifications.postmaster {
+        Some(postmaster) => {
+            // A plain parameter value: normalize_mailbox leaves no space, comma, `#` or `$`.
+            let postmaster =
+                normalize_mailbox(postmaster).map_err(invalid("spec.notifications.postmaster"))?;
+            settings.push_str(&format!(
+                "notify_classes = bounce, 2bounce, resource, software\n\
+                 # Not for the SMTP server: its `bounce` copies are transcripts of refused\n\
+                 # sessions, one mail per refused spammer.\n\
+                 {SMTPD_NOTIFY_CLASSES} = resource, software\n\
+                 bounce_notice_recipient = {postmaster}\n\
+                 2bounce_notice_recipient = {postmaster}\n\
+                 error_notice_recipient = {postmaster}\n"
+            ));
+        }
+        // The default recipient, postmaster@ this gateway, is not relayed here.
+        None => settings.push_str(&format!("notify_classes =\n{SMTPD_NOTIFY_CLASSES} =\n")),
+    }
+    let warning = match &notifications.delay_warning_time {
+        Some(time) => {
+            seconds(parse_duration(time).map_err(invalid("spec.notifications.delayWarningTime"))?)
+        }
+        None => "0h".into(),
+    };
+    settings.push_str(&format!("delay_warning_time = {warning}\n"));
+    Ok(settings)
+}
+
+/// The delivery service of notifications: few at a time, STARTTLS when offered.
+const NOTIFY_SERVICE: &str = "mx-notify";
+/// `notify_classes` of the SMTP server (see `MASTER_CF`).
+const SMTPD_NOTIFY_CLASSES: &str = "mx_smtpd_notify_classes";
+
 /// Postfix's own services, unchrooted (the container is the boundary), with the SMTP
 /// listener first. The agent adds one delivery transport per class of primary.
 const MASTER_CF: &str = "\
-smtp      inet  n       -       n       -       -       smtpd
+smtp      inet  n       -       n       -       -       smtpd -o notify_classes=$mx_smtpd_notify_classes
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -112,6 +170,7 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+mx-notify unix  -       -       n       -       2       smtp -o smtp_tls_security_level=may
 ";
 
 #[cfg(test)]
@@ -160,6 +219,42 @@ mod tests {
         let main = &data[keys::MAIN_CF];
         assert!(main.contains("proxy_interfaces = 203.0.113.25\n"));
         assert!(main.contains("smtpd_tls_chain_files = /etc/mx-gateway/tls/tls.key"));
+    }
+
+    #[test]
+    fn only_notifications_leave_and_only_where_the_spec_says() {
+        let main_cf = |notifications: serde_json::Value| {
+            let spec = spec(serde_json::json!({"mxHostnames": ["mx1.relay.example.net"],
+                "notifications": notifications}));
+            gateway_configmap_data("edge", &spec, None).unwrap()[keys::MAIN_CF].clone()
+        };
+        let direct = main_cf(serde_json::json!({}));
+        assert!(direct.contains(
+            "sender_dependent_default_transport_maps = inline:{ {<>=mx-notify}, {double-bounce@mx1.relay.example.net=mx-notify} }\n"
+        ), "{direct}");
+        // Every other sender still meets the refusing default.
+        assert!(direct.contains("default_transport = error:5.7.1 "));
+        assert!(direct.contains("notify_classes =\n"));
+        assert!(direct.contains("delay_warning_time = 0h\n"));
+
+        let relayed = main_cf(serde_json::json!({"mode": "RelayHost",
+            "relayHost": "192.0.2.25:2525", "postmaster": "PM@Ops.Example.NET",
+            "delayWarningTime": "4h"}));
+        assert!(
+            relayed.contains("{<>=mx-notify:[192.0.2.25]:2525}"),
+            "{relayed}"
+        );
+        assert!(relayed.contains("bounce_notice_recipient = PM@ops.example.net\n"));
+        assert!(relayed.contains("notify_classes = bounce, 2bounce, resource, software\n"));
+        assert!(relayed.contains("mx_smtpd_notify_classes = resource, software\n"));
+        assert!(relayed.contains("delay_warning_time = 14400s\n"));
+
+        let off = main_cf(serde_json::json!({"mode": "Off"}));
+        assert!(
+            off.contains("{<>=discard:delivery status notifications are off"),
+            "{off}"
+        );
+        assert!(!off.contains("mx-notify"));
     }
 
     #[test]

@@ -150,21 +150,35 @@ proptest! {
         hostname in hostile(),
         lifetime in prop_oneof![Just("5d".to_string()), hostile()],
         address in prop::option::of(any::<std::net::IpAddr>()),
+        mode in prop::sample::select(vec!["Direct", "RelayHost", "Off"]),
+        relay_host in prop::option::of(prop_oneof![Just("[smtp.example.net]:25".to_string()), hostile()]),
+        postmaster in prop::option::of(prop_oneof![Just("pm@example.net".to_string()), hostile()]),
+        warning in prop::option::of(prop_oneof![Just("4h".to_string()), hostile()]),
     ) {
         let benign: MailGatewaySpec = serde_json::from_value(serde_json::json!({"mxHostnames": []})).unwrap();
         let reference = gateway_configmap_data("edge", &benign, Some("192.0.2.1".parse().unwrap())).unwrap();
         let Ok(spec) = serde_json::from_value::<MailGatewaySpec>(serde_json::json!({
             "mxHostnames": [hostname],
             "queue": {"maxQueueLifetime": lifetime},
+            "notifications": {"mode": mode, "relayHost": relay_host, "postmaster": postmaster,
+                "delayWarningTime": warning},
         })) else {
             return Ok(());
         };
-        if let Ok(data) = gateway_configmap_data("edge", &spec, address) {
+        let rendered = gateway_configmap_data("edge", &spec, address);
+        // Whatever validation accepts, the renderer renders.
+        if spec.validate().is_ok() {
+            prop_assert!(rendered.is_ok(), "valid spec refused: {:?}", rendered);
+        }
+        if let Ok(data) = rendered {
             prop_assert!(check_gateway(&data).is_ok());
             let mut names = parameter_names(&data[keys::MAIN_CF]);
             let mut expected = parameter_names(&reference[keys::MAIN_CF]);
             if address.is_none() {
                 expected.retain(|n| *n != "proxy_interfaces");
+            }
+            if spec.notifications.postmaster.is_some() {
+                expected.extend(["bounce_notice_recipient", "2bounce_notice_recipient", "error_notice_recipient"]);
             }
             names.sort_unstable();
             expected.sort_unstable();

@@ -93,6 +93,7 @@ async fn gateway(namespace: &str, name: &str) -> Result<(), String> {
         namespace,
         name,
         Some(DEMO_SMTP_PORT),
+        &[],
         Lifetime::Detached,
     )
     .await

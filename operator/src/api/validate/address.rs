@@ -32,9 +32,19 @@ pub fn normalize_sender_pattern(input: &str) -> Result<String, String> {
     joined(input, local, &normalize_domain(domain)?)
 }
 
+/// Any full address (`postmaster@example.net`), normalized: the domain in lower case, the
+/// local part kept as written (it belongs to another mail system).
+pub fn normalize_mailbox(input: &str) -> Result<String, String> {
+    let (local, domain) = split_address(input)?;
+    within_length(input, format!("{local}@{}", normalize_domain(domain)?))
+}
+
 /// `local@domain` in lower case, refused when longer than an address may be (RFC 5321).
 fn joined(input: &str, local: &str, domain: &str) -> Result<String, String> {
-    let address = format!("{}@{domain}", local.to_ascii_lowercase());
+    within_length(input, format!("{}@{domain}", local.to_ascii_lowercase()))
+}
+
+fn within_length(input: &str, address: String) -> Result<String, String> {
     if address.len() > MAX_ADDRESS_LEN {
         return Err(format!(
             "{} is longer than {MAX_ADDRESS_LEN} characters",

@@ -7,11 +7,11 @@ mod names;
 mod network;
 mod quantity;
 
-pub use address::{normalize_address, normalize_sender_pattern};
+pub use address::{normalize_address, normalize_mailbox, normalize_sender_pattern};
 pub use duration::parse_duration;
 pub use names::{
     check_annotations, host_port, is_dns1123_label, is_dns1123_subdomain, normalize_dns_name,
-    normalize_domain, normalize_host, parse_host_port,
+    normalize_domain, normalize_host, parse_host_port, parse_next_hop,
 };
 pub use network::{network_contains, parse_client_network};
 pub use quantity::{parse_byte_quantity, parse_message_size};

@@ -231,6 +231,55 @@ pub fn parse_host_port(input: &str) -> Result<String, String> {
     Ok(host_port(&normalize_host(host)?, port))
 }
 
+/// A relay host as Postfix names a next hop: `host`, `host:port`, `[host]` or
+/// `[host]:port`. Brackets mean "connect to this host, do not look up its MX"; an address
+/// is always a direct connection and is rendered in brackets (`[ipv6:...]` for IPv6).
+pub fn parse_next_hop(input: &str) -> Result<String, String> {
+    let (host, bracketed, port) = match input.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{} has '[' without ']'", quote(input)))?;
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| format!("{}: only :port may follow ']'", quote(input)))?,
+                ),
+            };
+            (host, true, port)
+        }
+        None => match input.split_once(':') {
+            Some((_, port)) if port.contains(':') => {
+                return Err(format!(
+                    "{}: write an IPv6 address in brackets, [2001:db8::25]:25",
+                    quote(input)
+                ));
+            }
+            Some((host, port)) => (host, false, Some(port)),
+            None => (input, false, None),
+        },
+    };
+    let host = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => format!("[{ip}]"),
+        Ok(IpAddr::V6(ip)) => format!("[ipv6:{ip}]"),
+        Err(_) => {
+            let name = normalize_domain(host)?;
+            if bracketed { format!("[{name}]") } else { name }
+        }
+    };
+    match port {
+        None => Ok(host),
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .map(|port| format!("{host}:{port}"))
+            .ok_or_else(|| format!("{}: {} is not a port (1-65535)", quote(input), quote(port))),
+    }
+}
+
 /// `host:port`, with an IPv6 address in brackets.
 pub fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -322,6 +371,32 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn relay_hosts_are_postfix_next_hops() {
+        for (input, next_hop) in [
+            ("smtp.example.net", "smtp.example.net"),
+            ("SMTP.Example.NET.:587", "smtp.example.net:587"),
+            ("[smtp.example.net]", "[smtp.example.net]"),
+            ("[smtp.example.net]:25", "[smtp.example.net]:25"),
+            ("192.0.2.25", "[192.0.2.25]"),
+            ("[192.0.2.25]:2525", "[192.0.2.25]:2525"),
+            ("[2001:db8::25]:25", "[ipv6:2001:db8::25]:25"),
+        ] {
+            assert_eq!(parse_next_hop(input), Ok(next_hop.into()), "{input}");
+        }
+        for bad in [
+            "2001:db8::25",
+            "[smtp.example.net",
+            "[smtp.example.net]25",
+            "smtp.example.net:0",
+            "smtp.example.net:smtp",
+            "smtp example.net",
+            "",
+        ] {
+            assert!(parse_next_hop(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn domains_are_normalized() {

@@ -4,6 +4,8 @@
 use super::fetch::Inputs;
 use crate::api::MailGateway;
 use crate::api::conditions::{CONFIGURED, Desired, READY};
+use crate::api::gateway::{NotificationMode, Notifications};
+use crate::api::validate::parse_next_hop;
 use crate::manifests::gateway::GatewayBuild;
 use crate::render::{RenderError, gateway_configmap_data};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -35,6 +37,8 @@ pub struct Children {
     pub conditions: Vec<Desired>,
     pub served: usize,
     pub ready_replicas: i32,
+    /// Where notifications go, for `status.notifications`.
+    pub notifications: String,
 }
 
 pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
@@ -83,7 +87,31 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
         conditions: vec![Desired::new(CONFIGURED, true, "Applied", applied), ready],
         served: inputs.served,
         ready_replicas,
+        notifications: notifications_summary(&gateway.spec.notifications),
     }))
+}
+
+/// `status.notifications`: where the senders' notifications go, in words.
+fn notifications_summary(notifications: &Notifications) -> String {
+    let route = match (notifications.mode, &notifications.relay_host) {
+        (NotificationMode::Off, _) => {
+            return "not sent: notifications.mode is Off (each is discarded and logged)".into();
+        }
+        (NotificationMode::RelayHost, Some(host)) => format!(
+            "to the senders through relay host {}",
+            parse_next_hop(host).unwrap_or_else(|_| host.clone())
+        ),
+        _ => "to the senders' mail servers (MX lookup, outbound port 25)".into(),
+    };
+    let copies = match &notifications.postmaster {
+        Some(postmaster) => format!("; copies of bounce notices to {postmaster}"),
+        None => String::new(),
+    };
+    let warnings = match &notifications.delay_warning_time {
+        Some(time) => format!("; delay warnings after {time}"),
+        None => String::new(),
+    };
+    format!("{route}{copies}{warnings}")
 }
 
 /// validate() accepted the spec, so a render error is a bug of the operator's: said where
@@ -142,6 +170,24 @@ mod tests {
         assert_eq!(ready(1).verdict.reason, "ReplicasNotReady");
         assert_eq!(ready(1).verdict.message, "1/2 replicas ready");
         assert_eq!(ready(2).verdict.reason, "AllReplicasReady");
+    }
+
+    #[test]
+    fn status_says_where_notifications_go() {
+        let summary = |notifications: serde_json::Value| {
+            let gateway = fixtures::gateway(json!({"spec": {"notifications": notifications}}));
+            children(decide(&gateway, &inputs(1, true))).notifications
+        };
+        assert_eq!(
+            summary(json!({})),
+            "to the senders' mail servers (MX lookup, outbound port 25)"
+        );
+        assert_eq!(
+            summary(json!({"mode": "RelayHost", "relayHost": "192.0.2.25",
+                "postmaster": "pm@example.net", "delayWarningTime": "4h"})),
+            "to the senders through relay host [192.0.2.25]; copies of bounce notices to pm@example.net; delay warnings after 4h"
+        );
+        assert!(summary(json!({"mode": "Off"})).starts_with("not sent"));
     }
 
     #[test]

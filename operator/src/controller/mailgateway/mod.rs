@@ -59,6 +59,7 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         |status: &mut MailGatewayStatus| {
             status.ready_replicas = Some(children.ready_replicas);
             status.domains = Some(children.served as i32);
+            status.notifications = Some(children.notifications.clone());
         },
     )
     .await?;
