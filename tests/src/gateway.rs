@@ -59,15 +59,15 @@ impl Gateway {
         Self::start_on(dir, kubeconfig, namespace, gateway, None, &[], lifetime).await
     }
 
-    /// Like `start`, on a chosen SMTP port, with `main.cf` settings of the test's own
-    /// (`name=value`) after the harness's.
+    /// Like `start`, on a chosen SMTP port, with agent arguments of the test's own after
+    /// the harness's (`--set=name=value` for a `main.cf` setting).
     pub async fn start_on(
         dir: &Path,
         kubeconfig: &Path,
         namespace: &str,
         gateway: &str,
         smtp_port: Option<u16>,
-        settings: &[&str],
+        extra_agent_args: &[&str],
         lifetime: Lifetime,
     ) -> Result<Self, HarnessError> {
         let _ = fs::remove_dir_all(dir);
@@ -107,7 +107,7 @@ impl Gateway {
             "--log-format=text".into(),
         ];
         agent_args.extend(local_settings(dir, smtp));
-        agent_args.extend(settings.iter().map(|setting| format!("--set={setting}")));
+        agent_args.extend(extra_agent_args.iter().map(|arg| arg.to_string()));
         let mut replica = Self {
             dir: dir.to_path_buf(),
             smtp,
@@ -252,6 +252,31 @@ impl Gateway {
             .and_then(|pid| pid.trim().parse().ok())
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the Postfix master and every daemon
+    /// it started: a Postfix that hangs, as on a volume that stopped answering.
+    pub fn freeze_postfix(&self, frozen: bool) -> Result<(), HarnessError> {
+        let master = self.master_pid().ok_or_else(|| HarnessError::Command {
+            command: "reading master.pid".into(),
+            stderr: "no master pid".into(),
+        })?;
+        let mut pids = vec![master.to_string()];
+        pids.extend(children_of(master).iter().map(u32::to_string));
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .arg(signal)
+            .args(&pids)
+            .status()
+            .map_err(io_error("running kill".into()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Command {
+                command: format!("kill {signal} {}", pids.join(" ")),
+                stderr: String::new(),
+            })
+        }
+    }
+
     /// `postfix -c DIR <args>`, output discarded: `stop` and `reload` leave daemons
     /// holding inherited pipes, so reading their output would never end.
     pub fn postfix_command(&self, args: &[&str]) -> Result<(), HarnessError> {
@@ -358,4 +383,24 @@ pub fn http_get_at(address: SocketAddr, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// The processes whose parent is `parent`, from `/proc/<pid>/stat`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name in parentheses may hold spaces: fields after it.
+                    let after = stat.rsplit_once(") ")?.1.to_string();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }

@@ -531,7 +531,7 @@ async fn mail_the_primary_refuses_is_reported_to_its_sender_once_and_refused_rec
         &ns.name,
         "edge",
         None,
-        &["delay_warning_time=10s"],
+        &["--set=delay_warning_time=10s"],
         mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
     )
     .await
@@ -665,4 +665,72 @@ async fn mail_the_primary_refuses_is_reported_to_its_sender_once_and_refused_rec
             .is_some_and(|n| n.starts_with("not sent")),
         "{status:?}"
     );
+}
+
+#[tokio::test]
+async fn a_hung_postfix_fails_its_liveness_probe_and_recovers_when_it_answers() {
+    let sink = Sink::start().unwrap();
+    let (plane, ns) = namespace_with_operator("hung").await;
+    let mut extra = primary(sink.address);
+    extra["recipients"] = json!({"inline": ["alice@hung.example"]});
+    apply_edge(&ns, json!({}), &[("hung", "hung.example", extra)]).await;
+    let gateway = Gateway::start_on(
+        &plane.dir.join(format!("gateway-{}-edge", ns.name)),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        None,
+        &["--postfix-answer-seconds=3"],
+        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
+    )
+    .await
+    .expect("gateway replica");
+    let port = gateway.agent_port;
+    let answer = |path: &'static str| async move {
+        mx_operator_tests::gateway::http_get(port, path).map(|(code, _)| code)
+    };
+    assert_eq!(answer("/healthz/postfix").await, Some(200));
+
+    gateway.freeze_postfix(true).unwrap();
+    let (code, text) = until(LIMIT, "/healthz/postfix fails", || async {
+        mx_operator_tests::gateway::http_get(port, "/healthz/postfix")
+            .filter(|(code, _)| *code == 503)
+    })
+    .await;
+    assert!(
+        text.contains("postqueue") && text.contains("no answer within 3s"),
+        "{code}: {text}"
+    );
+    assert_eq!(
+        answer("/readyz").await,
+        Some(503),
+        "a hung replica takes no new mail"
+    );
+    assert_eq!(
+        answer("/healthz").await,
+        Some(200),
+        "the agent itself is well"
+    );
+
+    gateway.freeze_postfix(false).unwrap();
+    until(LIMIT, "/healthz/postfix answers again", || async {
+        (answer("/healthz/postfix").await == Some(200)).then_some(())
+    })
+    .await;
+    until(LIMIT, "ready again", || async {
+        (answer("/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    let reply = send(
+        gateway.smtp,
+        "sender@client.test",
+        "alice@hung.example",
+        "Subject: x\r\n\r\nx",
+    )
+    .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    until(LIMIT, "the message at the primary", || async {
+        sink.received().into_iter().next()
+    })
+    .await;
 }

@@ -33,6 +33,8 @@ pub struct AgentMetrics {
     queued_domains: Mutex<Vec<String>>,
     loaded: AtomicBool,
     postfix_running: AtomicBool,
+    /// Why the last queue read of a running Postfix got no answer; `None` once one does.
+    postfix_unanswered: Mutex<Option<String>>,
     stopped: AtomicBool,
 }
 
@@ -93,6 +95,7 @@ impl Default for AgentMetrics {
             queued_domains: Mutex::new(Vec::new()),
             loaded: AtomicBool::new(false),
             postfix_running: AtomicBool::new(false),
+            postfix_unanswered: Mutex::new(None),
             stopped: AtomicBool::new(false),
         }
     }
@@ -119,6 +122,20 @@ impl AgentMetrics {
     /// Whether the Postfix master runs, as last seen by the supervision loop.
     pub fn set_postfix_running(&self, running: bool) {
         self.postfix_running.store(running, Ordering::Relaxed);
+    }
+
+    /// Whether a running Postfix answered the last queue read (`Err`: why not).
+    pub fn set_postfix_answer(&self, answer: Result<(), String>) {
+        if let Ok(mut unanswered) = self.postfix_unanswered.lock() {
+            *unanswered = answer.err();
+        }
+    }
+
+    fn postfix_unanswered(&self) -> Option<String> {
+        self.postfix_unanswered
+            .lock()
+            .map(|unanswered| unanswered.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
     pub fn stopped(&self) {
@@ -173,7 +190,7 @@ impl Endpoints for AgentMetrics {
 
     fn health(&self) -> Result<&'static str, &'static str> {
         if self.stopped.load(Ordering::Relaxed) {
-            Err("the configuration loop stopped\n")
+            Err("the configuration loop or a ConfigMap watch stopped\n")
         } else {
             Ok("ok\n")
         }
@@ -187,8 +204,19 @@ impl Endpoints for AgentMetrics {
             Err("the first configuration is not loaded yet\n")
         } else if !self.postfix_running.load(Ordering::Relaxed) {
             Err("Postfix is not running\n")
+        } else if self.postfix_unanswered().is_some() {
+            Err("Postfix runs but does not answer (see /healthz/postfix)\n")
         } else {
             Ok("ok: configuration loaded, Postfix running\n")
         }
+    }
+
+    /// `postfix`: fails while a running Postfix leaves queue reads unanswered (hung, or
+    /// stuck on its volume), so that the kubelet restarts the Postfix container.
+    fn part_health(&self, part: &str) -> Option<Result<String, String>> {
+        (part == "postfix").then(|| match self.postfix_unanswered() {
+            None => Ok("ok\n".into()),
+            Some(why) => Err(format!("Postfix does not answer: {why}\n")),
+        })
     }
 }

@@ -40,6 +40,8 @@ pub struct AgentSettings {
     pub local: LocalSettings,
     /// How often the queue is read for the metrics.
     pub queue_interval: Duration,
+    /// How long a queue read may wait for a running Postfix before it counts as hung.
+    pub postfix_answer_timeout: Duration,
 }
 
 /// The `data` of the last good ConfigMaps, kept on disk beside the Postfix files so that
@@ -181,11 +183,13 @@ pub async fn run(
         &api,
         format!("{RELAY_GATEWAY_LABEL}={}", settings.gateway),
         changed.clone(),
+        metrics.clone(),
     );
     let gateway = watch(
         &api,
         format!("{GATEWAY_CONFIG_LABEL}={}", settings.gateway),
         changed.clone(),
+        metrics.clone(),
     );
     let mut loaded = Loaded::default();
     match settings.postfix.load_last_good().await {
@@ -237,7 +241,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ = queue_timer.tick() => {
-                    if let Some(queue) = read_queue(&settings.postfix, &metrics).await {
+                    if let Some(queue) = read_queue(&settings, &metrics).await {
                         metrics.set_draining(&loaded.drain(&queue));
                     }
                 }
@@ -253,8 +257,14 @@ pub async fn run(
 }
 
 /// A reflector of the labelled ConfigMaps, driven in the background; `changed` is
-/// notified on every event.
-fn watch(api: &Api<ConfigMap>, selector: String, changed: Arc<Notify>) -> Store<ConfigMap> {
+/// notified on every event. A watch that ends (it retries every error, so only by a
+/// panic) makes /healthz fail: the cache it fills would silently go stale.
+fn watch(
+    api: &Api<ConfigMap>,
+    selector: String,
+    changed: Arc<Notify>,
+    metrics: Arc<AgentMetrics>,
+) -> Store<ConfigMap> {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
@@ -262,6 +272,7 @@ fn watch(api: &Api<ConfigMap>, selector: String, changed: Arc<Notify>) -> Store<
     )
     .default_backoff();
     tokio::spawn(async move {
+        let _unhealthy_when_dropped = StopsHealth(metrics);
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             if let Err(error) = event {
@@ -271,6 +282,15 @@ fn watch(api: &Api<ConfigMap>, selector: String, changed: Arc<Notify>) -> Store<
         }
     });
     reader
+}
+
+/// Marks the agent unhealthy when the task holding it ends, however it ends.
+struct StopsHealth(Arc<AgentMetrics>);
+
+impl Drop for StopsHealth {
+    fn drop(&mut self) {
+        self.0.stopped();
+    }
 }
 
 async fn sync(
@@ -437,13 +457,18 @@ fn refuse(loaded: &mut Loaded, metrics: &AgentMetrics, key: &str, reason: &str, 
 
 /// Reads the queue into the metrics; None when it could not be read.
 async fn read_queue(
-    postfix: &Postfix,
+    settings: &AgentSettings,
     metrics: &AgentMetrics,
 ) -> Option<BTreeMap<String, queue::DomainQueue>> {
+    let postfix = &settings.postfix;
     if !postfix.running().await {
+        // Not hung: stopped, which readiness reports.
+        metrics.set_postfix_answer(Ok(()));
         return None;
     }
-    match postfix.queue().await {
+    let answer = postfix.queue(settings.postfix_answer_timeout).await;
+    metrics.set_postfix_answer(answer.as_ref().map(|_| ()).map_err(ToString::to_string));
+    match answer {
         Ok(output) => {
             let (domains, unreadable) = queue::summarize(&output);
             if unreadable > 0 {

@@ -4,6 +4,7 @@
 
 use crate::render::{Assembled, Table, TableType};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::process::Command;
 
 const MAPS: &str = "maps";
@@ -18,7 +19,7 @@ const RELOAD_TABLES: [&str; 2] = [
 pub const LAST_GOOD_FILE: &str = "mx-agent-last-good.json";
 /// The draining routes, in the queue directory (a volume that outlives the pod).
 const DRAINING_FILE: &str = "mx-agent-draining.json";
-const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostfixError {
@@ -221,12 +222,21 @@ impl Postfix {
             .is_ok_and(|name| name.trim() == "master")
     }
 
-    /// `postqueue -j` output.
-    pub async fn queue(&self) -> Result<String, PostfixError> {
-        self.command("postqueue", &["-j"]).await
+    /// `postqueue -j` output, if it comes within `timeout`.
+    pub async fn queue(&self, timeout: Duration) -> Result<String, PostfixError> {
+        self.command_within(timeout, "postqueue", &["-j"]).await
     }
 
     async fn command(&self, program: &str, args: &[&str]) -> Result<String, PostfixError> {
+        self.command_within(COMMAND_TIMEOUT, program, args).await
+    }
+
+    async fn command_within(
+        &self,
+        timeout: Duration,
+        program: &str,
+        args: &[&str],
+    ) -> Result<String, PostfixError> {
         let dir = self.dir.display().to_string();
         let described = || format!("{program} -c {dir} {}", args.join(" "));
         let run = Command::new(program)
@@ -237,11 +247,11 @@ impl Postfix {
             .kill_on_drop(true)
             .output();
         // A Postfix tool that hangs must not stop the agent from serving its probes.
-        let output = tokio::time::timeout(COMMAND_TIMEOUT, run)
+        let output = tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| PostfixError::Command {
                 command: described(),
-                output: format!("no answer within {COMMAND_TIMEOUT:?}"),
+                output: format!("no answer within {timeout:?}"),
             })?
             .map_err(|source| PostfixError::Command {
                 command: described(),

@@ -29,6 +29,10 @@ pub struct AgentArgs {
     /// How often the queue is read for the metrics (seconds).
     #[arg(long, default_value_t = 15)]
     pub queue_interval_seconds: u64,
+    /// How long a queue read may wait for a running Postfix (seconds); without an answer
+    /// /healthz/postfix and /readyz fail until one comes.
+    #[arg(long, default_value_t = 120)]
+    pub postfix_answer_seconds: u64,
     /// Log format: json (default) or text.
     #[arg(long, env = "MX_OPERATOR_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
@@ -63,6 +67,7 @@ pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
             smtp_listen: args.smtp_listen,
         },
         queue_interval: std::time::Duration::from_secs(args.queue_interval_seconds.max(1)),
+        postfix_answer_timeout: std::time::Duration::from_secs(args.postfix_answer_seconds.max(1)),
     };
     tracing::info!(gateway = %settings.gateway, namespace = %settings.namespace, "agent starting");
     crate::agent::run(

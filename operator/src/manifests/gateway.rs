@@ -238,8 +238,14 @@ impl GatewayBuild<'_> {
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
-            // No probe of its own: the agent's /readyz says whether Postfix runs, and a
-            // connection to port 25 every few seconds would fill the mail log.
+            // Its probes ask the agent: /readyz says whether Postfix runs, and a connection
+            // to port 25 every few seconds would fill the mail log. /healthz/postfix fails
+            // while a running Postfix leaves the agent's queue reads unanswered; a minute
+            // of failures (not a short agent restart) restarts this container.
+            liveness_probe: Some(Probe {
+                failure_threshold: Some(6),
+                ..http_probe("/healthz/postfix", 10)
+            }),
             resources: Some(
                 spec.resources
                     .clone()
@@ -495,8 +501,14 @@ mod tests {
             let security = container.security_context.as_ref().unwrap();
             assert_eq!(security.allow_privilege_escalation, Some(false));
         }
-        // Postfix's port is never probed; the agent answers for the pod.
+        // Postfix's port is never probed; the agent answers for the pod, and for whether
+        // Postfix itself still answers.
         assert!(pod.containers[0].readiness_probe.is_none());
+        let postfix_liveness = pod.containers[0].liveness_probe.as_ref().unwrap();
+        assert_eq!(
+            postfix_liveness.http_get.as_ref().unwrap().path.as_deref(),
+            Some("/healthz/postfix")
+        );
         let agent = &pod.containers[1];
         assert_eq!(
             agent

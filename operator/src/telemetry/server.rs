@@ -1,7 +1,7 @@
 //! `/metrics`, `/healthz` and `/readyz` over HTTP.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use std::net::SocketAddr;
@@ -39,11 +39,17 @@ impl Health {
     }
 }
 
-/// What a process reports on `/metrics`, `/healthz` and `/readyz`; `Err` answers 503.
+/// What a process reports on `/metrics`, `/healthz`, `/healthz/<part>` and `/readyz`;
+/// `Err` answers 503.
 pub trait Endpoints: Send + Sync + 'static {
     fn metrics(&self) -> Result<String, std::fmt::Error>;
     fn health(&self) -> Result<&'static str, &'static str>;
     fn readiness(&self) -> Result<&'static str, &'static str>;
+    /// The health of a part the process watches over, for the liveness probe of that
+    /// part's own container; `None` (404) for a part it does not have.
+    fn part_health(&self, _part: &str) -> Option<Result<String, String>> {
+        None
+    }
 }
 
 /// Serves until the listener fails; binding errors are returned at once.
@@ -51,6 +57,7 @@ pub async fn serve(address: SocketAddr, endpoints: Arc<dyn Endpoints>) -> std::i
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
+        .route("/healthz/{part}", get(part_healthz))
         .route("/readyz", get(readyz))
         .with_state(endpoints);
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -87,4 +94,12 @@ async fn healthz(State(endpoints): Shared) -> (StatusCode, &'static str) {
 
 async fn readyz(State(endpoints): Shared) -> (StatusCode, &'static str) {
     answer(endpoints.readiness())
+}
+
+async fn part_healthz(State(endpoints): Shared, Path(part): Path<String>) -> (StatusCode, String) {
+    match endpoints.part_health(&part) {
+        Some(Ok(text)) => (StatusCode::OK, text),
+        Some(Err(text)) => (StatusCode::SERVICE_UNAVAILABLE, text),
+        None => (StatusCode::NOT_FOUND, format!("no part {part:?}\n")),
+    }
 }
