@@ -23,8 +23,8 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
-    #[error("leader election: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error(transparent)]
+    Leader(#[from] crate::controller::LeaderError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("writing {path}: {source}")]

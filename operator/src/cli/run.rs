@@ -130,13 +130,17 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         .await?;
     } else {
         health.set_leader(true);
-        crate::controller::run(
+        let died = crate::controller::run(
             client,
             settings,
             metrics,
             Box::pin(crate::shutdown::signal()),
         )
         .await;
+        if let Some(what) = died {
+            health.set_broken();
+            return Err(crate::controller::LeaderError::LoopDied(what).into());
+        }
     }
     tracing::info!("stopped");
     Ok(())

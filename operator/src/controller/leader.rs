@@ -22,7 +22,17 @@ pub struct LeaseSettings {
     pub duration_seconds: u64,
 }
 
-/// Runs the controllers whenever this replica holds the lease, until `shutdown`.
+/// Why leading stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("leader election: {0}")]
+    Lease(#[from] LeaseManagerError),
+    #[error("{0} stopped although no shutdown was asked; exiting so that it starts again")]
+    LoopDied(&'static str),
+}
+
+/// Runs the controllers whenever this replica holds the lease, until `shutdown`. A loop of
+/// the operator that dies ends it with an error (and the lease is released).
 pub async fn run_with_leader_election(
     client: Client,
     settings: Settings,
@@ -30,7 +40,7 @@ pub async fn run_with_leader_election(
     health: Arc<Health>,
     lease: LeaseSettings,
     shutdown: Shutdown,
-) -> Result<(), LeaseManagerError> {
+) -> Result<(), LeaderError> {
     let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
         .with_namespace(&lease.namespace)
         .with_identity(&lease.identity)
@@ -40,6 +50,7 @@ pub async fn run_with_leader_election(
         .await?;
     let (mut leading, task) = manager.watch().await;
     let shutdown = shutdown.shared();
+    let mut dead = None;
     loop {
         tokio::select! {
             () = shutdown.clone() => break,
@@ -55,7 +66,7 @@ pub async fn run_with_leader_election(
                 _ = watch.wait_for(|leader| !*leader) => {},
             }
         };
-        run(
+        let died = run(
             client.clone(),
             settings.clone(),
             metrics.clone(),
@@ -63,6 +74,11 @@ pub async fn run_with_leader_election(
         )
         .await;
         health.set_leader(false);
+        if let Some(what) = died {
+            health.set_broken();
+            dead = Some(what);
+            break;
+        }
         if shutdown.peek().is_some() {
             break;
         }
@@ -70,8 +86,12 @@ pub async fn run_with_leader_election(
     }
     // Closing the channel makes the manager release the lease for the next replica.
     drop(leading);
-    match task.await {
+    let released = match task.await {
         Ok(result) => result.map(|_| ()),
         Err(_) => Ok(()),
+    };
+    match dead {
+        Some(what) => Err(LeaderError::LoopDied(what)),
+        None => Ok(released?),
     }
 }

@@ -15,9 +15,10 @@ mod ownership;
 mod placement;
 mod run;
 mod status;
+mod supervise;
 mod write;
 
 pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Settings};
-pub use leader::{LeaseSettings, run_with_leader_election};
+pub use leader::{LeaderError, LeaseSettings, run_with_leader_election};
 pub use metrics::{Metrics, OperatorEndpoints};
 pub use run::run;

@@ -7,6 +7,7 @@ use super::context::{Context, FIELD_MANAGER, Listings, Settings, WrittenStatus};
 use super::digests::ConfigMapDigests;
 use super::listed::Listed;
 use super::metrics::Metrics;
+use super::supervise::Supervisor;
 use super::write::status_key;
 use super::{maildomain, mailgateway, placement};
 use crate::api::{DNSProvider, MailDomain, MailGateway};
@@ -53,8 +54,14 @@ fn backoff(min: Duration, max: Duration) -> ResetTimerBackoff<ExponentialBackoff
     ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
-/// Runs both controllers until `shutdown` completes.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: Shutdown) {
+/// Runs both controllers until `shutdown` completes, or until one of the operator's loops
+/// ends without it (then all stop, and its name is returned).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Option<&'static str> {
     let pdb_served = policy_v1_served(&client).await;
     if !pdb_served {
         tracing::info!(
@@ -332,32 +339,42 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         listed,
     });
 
-    let shutdown = futures::future::FutureExt::shared(shutdown);
-    let domains_done = domain_controller
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            maildomain::reconcile,
-            maildomain::error_policy,
-            context.clone(),
-        )
-        .for_each(|result| {
-            log_result("MailDomain", result);
-            futures::future::ready(())
-        });
-    let gateways_done = gateway_controller
-        .graceful_shutdown_on(shutdown)
-        .run(mailgateway::reconcile, mailgateway::error_policy, context)
-        .for_each(|result| {
-            log_result("MailGateway", result);
-            futures::future::ready(())
-        });
-    futures::join!(domains_done, gateways_done);
-    if let Some(drift_loop) = drift_loop {
-        drift_loop.abort();
-    }
-    if let Some(endpoints_watch) = endpoints_watch {
-        endpoints_watch.abort();
-    }
+    let supervisor = Supervisor::new(shutdown);
+    let stopping = supervisor.stopping();
+    let domains_done = supervisor.watch(
+        "the MailDomain controller",
+        domain_controller
+            .graceful_shutdown_on(stopping.clone())
+            .run(
+                maildomain::reconcile,
+                maildomain::error_policy,
+                context.clone(),
+            )
+            .for_each(|result| {
+                log_result("MailDomain", result);
+                futures::future::ready(())
+            }),
+    );
+    let gateways_done = supervisor.watch(
+        "the MailGateway controller",
+        gateway_controller
+            .graceful_shutdown_on(stopping)
+            .run(mailgateway::reconcile, mailgateway::error_policy, context)
+            .for_each(|result| {
+                log_result("MailGateway", result);
+                futures::future::ready(())
+            }),
+    );
+    let tasks = [
+        ("the drift loop", drift_loop),
+        ("the watch of the gateways' Endpoints", endpoints_watch),
+    ]
+    .into_iter()
+    .filter_map(|(name, task)| Some((name, task?)))
+    .collect();
+    supervisor
+        .run(futures::future::join(domains_done, gateways_done), tasks)
+        .await
 }
 
 /// A watch of the gateways' children of one kind (by label), filling `writer` before it
