@@ -3,7 +3,7 @@
 
 use kube::api::{Api, DeleteParams, DynamicObject};
 use mx_operator::api::fixtures::{domain_object, gateway_object, provider_object};
-use mx_operator::api::{ConditionStatus, MailDomain};
+use mx_operator::api::{ConditionStatus, DNSProvider, MailDomain};
 use mx_operator::dns::external::api_resource;
 use mx_operator_tests::TestNamespace;
 use mx_operator_tests::fixtures::apply_dynamic as apply;
@@ -55,6 +55,32 @@ async fn dns_synced(ns: &TestNamespace, name: &str, ok: bool, reason: &str) -> M
     domain_condition(&ns.api(), LIMIT, name, "DnsSynced", status, reason).await
 }
 
+/// Waits until DNSProvider `name`'s `Ready` is `ok` with `reason`; its message.
+async fn provider_ready(ns: &TestNamespace, name: &str, ok: bool, reason: &str) -> String {
+    let providers = ns.api::<DNSProvider>();
+    until(
+        LIMIT,
+        &format!("DNSProvider {name}: Ready {ok} ({reason})"),
+        || async {
+            let ready = providers
+                .get(name)
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            let status = if ok {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            };
+            (ready.status == status && ready.reason == reason).then_some(ready.message)
+        },
+    )
+    .await
+}
+
 async fn mx_answer(knot: &Knot, name: &str, want: &[&str]) {
     let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     want.sort();
@@ -75,6 +101,11 @@ async fn publish_change_and_delete_touch_only_our_record() {
     )
     .unwrap();
     provider(&ns, "knot", &knot, Some("life.example"), TSIG_SECRET).await;
+    let checked = provider_ready(&ns, "knot", true, "Verified").await;
+    assert!(
+        checked.contains("accepts updates of zone life.example signed with the TSIG key"),
+        "{checked}"
+    );
     gateway(&ns, "mx1.relay.example.net").await;
     let started = std::time::Instant::now();
     domain(&ns, "life", "life.example", "knot", json!({})).await;
@@ -144,6 +175,7 @@ async fn the_zone_is_found_from_the_soa() {
     let (plane, ns) = namespace_with_operator("dns-auto").await;
     let knot = Knot::start(&plane.dir.join("knot-auto"), &[("auto.example", "")]).unwrap();
     provider(&ns, "knot", &knot, None, TSIG_SECRET).await;
+    provider_ready(&ns, "knot", true, "Reachable").await;
     gateway(&ns, "mx1.relay.example.net").await;
     domain(&ns, "sub", "shop.auto.example", "knot", json!({})).await;
     let md = dns_synced(&ns, "sub", true, "Published").await;
@@ -163,6 +195,14 @@ async fn a_wrong_key_is_auth_failed() {
         "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXkhIQ==",
     )
     .await;
+    // The provider says so on its own, and names a zone the server does not serve.
+    provider_ready(&ns, "knot", false, "AuthFailed").await;
+    provider(&ns, "elsewhere", &knot, Some("other.example"), TSIG_SECRET).await;
+    let unserved = provider_ready(&ns, "elsewhere", false, "ZoneNotServed").await;
+    assert!(
+        unserved.contains("does not serve zone other.example"),
+        "{unserved}"
+    );
     gateway(&ns, "mx1.relay.example.net").await;
     domain(&ns, "key", "key.example", "knot", json!({})).await;
     let md = dns_synced(&ns, "key", false, "AuthFailed").await;
@@ -196,8 +236,10 @@ async fn an_unreachable_server_is_reported_and_recovery_republishes() {
     knot.pause();
     domain(&ns, "down", "down.example", "knot", json!({})).await;
     dns_synced(&ns, "down", false, "ServerUnreachable").await;
+    provider_ready(&ns, "knot", false, "ServerUnreachable").await;
     knot.resume().unwrap();
     dns_synced(&ns, "down", true, "Published").await;
+    provider_ready(&ns, "knot", true, "Verified").await;
     mx_answer(&knot, "down.example", &["20 mx1.relay.example.net."]).await;
 }
 

@@ -5,6 +5,7 @@ mod changes;
 mod claims;
 mod context;
 mod digests;
+mod dnsprovider;
 mod error;
 mod leader;
 mod listed;

@@ -9,7 +9,7 @@ use super::listed::Listed;
 use super::metrics::Metrics;
 use super::supervise::Supervisor;
 use super::write::status_key;
-use super::{maildomain, mailgateway, placement};
+use super::{dnsprovider, maildomain, mailgateway, placement};
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use crate::shutdown::Shutdown;
 use futures::StreamExt;
@@ -199,16 +199,18 @@ pub async fn run(
                 .touched_objects(),
                 |cm: ConfigMap| placement::domain_of_relay(&cm.metadata),
             )
-            // DNSProviders are cached; a change of one sends the domains that name it round.
+            // DNSProviders are cached; a change of one's spec sends the domains that name
+            // it round (its status, which the provider controller writes, does not).
             .watches_stream(
-                watcher(
-                    Api::<DNSProvider>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .backoff(watch_backoff())
-                .reflect(providers_writer)
-                .inspect(marks(listed_by(&mut listed.domain_inputs)))
-                .touched_objects(),
+                spec_changes_and_deletions(
+                    watcher(
+                        Api::<DNSProvider>::all(client.clone()),
+                        watcher::Config::default(),
+                    )
+                    .backoff(watch_backoff())
+                    .reflect(providers_writer)
+                    .inspect(marks(listed_by(&mut listed.domain_inputs))),
+                ),
                 move |provider: DNSProvider| {
                     placement::domains_using_provider(&by_provider, &provider.metadata)
                 },
@@ -339,6 +341,19 @@ pub async fn run(
         listed,
     });
 
+    // Each DNSProvider's own status: its server and key checked once per provider.
+    let (provider_objects, provider_objects_writer) = reflector::store();
+    let provider_controller = Controller::for_stream(
+        watcher(
+            Api::<DNSProvider>::all(context.client.clone()),
+            watcher::Config::default(),
+        )
+        .backoff(watch_backoff())
+        .reflect(provider_objects_writer)
+        .touched_objects(),
+        provider_objects,
+    )
+    .trigger_backoff(trigger_backoff());
     let supervisor = Supervisor::new(shutdown);
     let stopping = supervisor.stopping();
     let domains_done = supervisor.watch(
@@ -358,10 +373,24 @@ pub async fn run(
     let gateways_done = supervisor.watch(
         "the MailGateway controller",
         gateway_controller
-            .graceful_shutdown_on(stopping)
-            .run(mailgateway::reconcile, mailgateway::error_policy, context)
+            .graceful_shutdown_on(stopping.clone())
+            .run(
+                mailgateway::reconcile,
+                mailgateway::error_policy,
+                context.clone(),
+            )
             .for_each(|result| {
                 log_result("MailGateway", result);
+                futures::future::ready(())
+            }),
+    );
+    let providers_done = supervisor.watch(
+        "the DNSProvider controller",
+        provider_controller
+            .graceful_shutdown_on(stopping)
+            .run(dnsprovider::reconcile, dnsprovider::error_policy, context)
+            .for_each(|result| {
+                log_result("DNSProvider", result);
                 futures::future::ready(())
             }),
     );
@@ -373,7 +402,10 @@ pub async fn run(
     .filter_map(|(name, task)| Some((name, task?)))
     .collect();
     supervisor
-        .run(futures::future::join(domains_done, gateways_done), tasks)
+        .run(
+            futures::future::join3(domains_done, gateways_done, providers_done),
+            tasks,
+        )
         .await
 }
 

@@ -175,7 +175,11 @@ macro_rules! conditioned_status {
         }
     )*};
 }
-conditioned_status!(crate::api::MailDomainStatus, crate::api::MailGatewayStatus);
+conditioned_status!(
+    crate::api::MailDomainStatus,
+    crate::api::MailGatewayStatus,
+    crate::api::dnsprovider::DNSProviderStatus
+);
 
 /// Writes status (server-side apply of the status subresource) only when it differs from
 /// what is stored, and publishes an Event for each condition that changed status or reason.

@@ -59,6 +59,8 @@ pub trait Updater: Send + Sync {
 pub trait UpdateSession: Send {
     fn mx_records<'a>(&'a mut self, owner: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>>;
     fn find_zone<'a>(&'a mut self, owner: &'a str) -> BoxFuture<'a, Result<String, DnsError>>;
+    /// A signed update that changes nothing: whether the key may update `zone`.
+    fn check_update<'a>(&'a mut self, zone: &'a str) -> BoxFuture<'a, Result<(), DnsError>>;
     /// Applies a plan: the addition first, then the removals.
     fn apply<'a>(
         &'a mut self,

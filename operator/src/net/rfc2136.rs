@@ -6,9 +6,10 @@ use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::DnsMultiplexer;
+use hickory_net::xfer::{DnsHandle, FirstAnswer};
 use hickory_net::{DnsError as HickoryDnsError, NetError};
-use hickory_proto::op::DnsResponse;
 use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{DnsRequest, DnsResponse, update_message};
 use hickory_proto::rr::rdata::MX;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet, RecordType, TSigner};
@@ -210,6 +211,32 @@ impl Session {
         }
     }
 
+    /// A signed update with one prerequisite and nothing to change: "no TXT RRset at
+    /// `_mx-operator-check.<zone>`". The server must verify the key and the key's right
+    /// to update the zone before it looks at the prerequisite; a query would not do, as
+    /// servers answer queries whatever key signs them. `Ok` also when the prerequisite
+    /// fails (someone created the name): the answer came, signed.
+    pub async fn check_update(&mut self, zone: &str) -> Result<(), DnsError> {
+        let owner = name(&format!("{CHECK_LABEL}.{zone}"))?;
+        let mut message = update_message::create(
+            RecordSet::new(owner, RecordType::TXT, 0),
+            name(zone)?,
+            false,
+        );
+        message.authorities.clear();
+        let context = format!("checking the right to update zone {zone}");
+        let update = self.client.send(DnsRequest::from(message)).first_answer();
+        match self.first(&context, update).await {
+            Ok(_) => Ok(()),
+            Err(DnsError::Protocol(message))
+                if message.ends_with(&ResponseCode::YXRRSet.to_string()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Applies a plan: the addition first, then the removals, each its own signed update.
     pub async fn apply(
         &mut self,
@@ -259,6 +286,9 @@ fn record_set(owner: &str, ttl: u32, mx: &Mx) -> Result<RecordSet, DnsError> {
     Ok(RecordSet::from(record))
 }
 
+/// The name whose absence [`Session::check_update`] asks the server to confirm.
+const CHECK_LABEL: &str = "_mx-operator-check";
+
 /// RFC 2136 over TCP, to the real server.
 pub struct Tcp;
 
@@ -281,6 +311,10 @@ impl super::UpdateSession for Session {
 
     fn find_zone<'a>(&'a mut self, owner: &'a str) -> BoxFuture<'a, Result<String, DnsError>> {
         Box::pin(Session::find_zone(self, owner))
+    }
+
+    fn check_update<'a>(&'a mut self, zone: &'a str) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(Session::check_update(self, zone))
     }
 
     fn apply<'a>(

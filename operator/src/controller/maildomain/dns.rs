@@ -303,7 +303,12 @@ async fn record_intent(
     apply_status(api, name, &status).await
 }
 
-async fn server(ctx: &Context, namespace: &str, spec: &Rfc2136) -> Result<Server, DnsProblem> {
+/// The RFC 2136 server of a provider in `namespace`, with its TSIG key read from its Secret.
+pub(crate) async fn server(
+    ctx: &Context,
+    namespace: &str,
+    spec: &Rfc2136,
+) -> Result<Server, DnsProblem> {
     let secret_ref = &spec.tsig.secret_ref;
     let missing = |what: &str| {
         DnsProblem::new(

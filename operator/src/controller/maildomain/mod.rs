@@ -11,7 +11,7 @@
 
 mod apply;
 mod decide;
-mod dns;
+pub(crate) mod dns;
 mod fetch;
 mod finalize;
 mod recipients;
