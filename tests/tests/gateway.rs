@@ -64,11 +64,23 @@ async fn apply_edge(
 
 /// A replica of gateway `name` in `ns`.
 async fn start_replica(plane: &ControlPlane, ns: &TestNamespace, name: &str) -> Gateway {
-    Gateway::start(
+    start_replica_with(plane, ns, name, &[]).await
+}
+
+/// A replica of gateway `name` in `ns`, its agent given `agent_args` as well.
+async fn start_replica_with(
+    plane: &ControlPlane,
+    ns: &TestNamespace,
+    name: &str,
+    agent_args: &[&str],
+) -> Gateway {
+    Gateway::start_on(
         &plane.dir.join(format!("gateway-{}-{name}", ns.name)),
         &plane.operator_kubeconfig,
         &ns.name,
         name,
+        None,
+        agent_args,
         mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
     )
     .await
@@ -525,17 +537,7 @@ async fn mail_the_primary_refuses_is_reported_to_its_sender_once_and_refused_rec
     )
     .await;
     // The spec's shortest warning time is an hour; this replica warns after 10 s.
-    let gateway = Gateway::start_on(
-        &plane.dir.join(format!("gateway-{}-edge", ns.name)),
-        &plane.operator_kubeconfig,
-        &ns.name,
-        "edge",
-        None,
-        &["--set=delay_warning_time=10s"],
-        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
-    )
-    .await
-    .expect("gateway replica");
+    let gateway = start_replica_with(plane, &ns, "edge", &["--set=delay_warning_time=10s"]).await;
     let gateways = ns.api::<MailGateway>();
     let said = until(LIMIT, "status.notifications", || async {
         let status = gateways.get("edge").await.ok()?.status?;
@@ -674,17 +676,7 @@ async fn a_hung_postfix_fails_its_liveness_probe_and_recovers_when_it_answers() 
     let mut extra = primary(sink.address);
     extra["recipients"] = json!({"inline": ["alice@hung.example"]});
     apply_edge(&ns, json!({}), &[("hung", "hung.example", extra)]).await;
-    let gateway = Gateway::start_on(
-        &plane.dir.join(format!("gateway-{}-edge", ns.name)),
-        &plane.operator_kubeconfig,
-        &ns.name,
-        "edge",
-        None,
-        &["--postfix-answer-seconds=3"],
-        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
-    )
-    .await
-    .expect("gateway replica");
+    let gateway = start_replica_with(plane, &ns, "edge", &["--postfix-answer-seconds=3"]).await;
     let port = gateway.agent_port;
     let answer = |path: &'static str| async move {
         mx_operator_tests::gateway::http_get(port, path).map(|(code, _)| code)
