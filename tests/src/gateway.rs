@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 pub struct Gateway {
     pub dir: PathBuf,
     pub smtp: SocketAddr,
-    /// Where the agent serves /metrics, /healthz and /readyz.
-    pub agent_port: u16,
+    /// Where the agent serves /metrics, /healthz and /readyz: this machine's own address
+    /// (an Endpoints object may not list loopback).
+    pub agent_address: SocketAddr,
     agent: Option<Guarded>,
     postfix: Option<Guarded>,
     agent_args: Vec<String>,
@@ -96,13 +97,18 @@ impl Gateway {
             },
         )
             .into();
-        let agent_port = free_port().map_err(io_error("finding a free port".into()))?;
+        let agent_ip = crate::process::machine_address()
+            .map_err(io_error("finding this machine's address".into()))?;
+        let agent_address = SocketAddr::new(
+            agent_ip,
+            free_port().map_err(io_error("finding a free port".into()))?,
+        );
         let mut agent_args = vec![
             "agent".to_string(),
             format!("--gateway={gateway}"),
             format!("--namespace={namespace}"),
             format!("--config-dir={}", dir.join("conf").display()),
-            format!("--metrics-address=127.0.0.1:{agent_port}"),
+            format!("--metrics-address={agent_address}"),
             "--queue-interval-seconds=1".into(),
             "--log-format=text".into(),
         ];
@@ -111,7 +117,7 @@ impl Gateway {
         let mut replica = Self {
             dir: dir.to_path_buf(),
             smtp,
-            agent_port,
+            agent_address,
             agent: None,
             postfix: None,
             agent_args,
@@ -192,7 +198,7 @@ impl Gateway {
     async fn wait_ready(&self) -> Result<(), HarnessError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http_get(self.agent_port, "/readyz").is_some_and(|(status, _)| status == 200) {
+            if http_get_at(self.agent_address, "/readyz").is_some_and(|(status, _)| status == 200) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -250,6 +256,39 @@ impl Gateway {
         fs::read_to_string(self.dir.join("queue/pid/master.pid"))
             .ok()
             .and_then(|pid| pid.trim().parse().ok())
+    }
+
+    /// Lists this replica, as pod `replica`, in the Endpoints of gateway `gateway`'s
+    /// headless Service with its agent's port, as the endpoints controller does for a pod
+    /// (the test control plane runs none), so that the operator asks its agent.
+    pub async fn list_in_endpoints(
+        &self,
+        ns: &crate::TestNamespace,
+        gateway: &str,
+        replica: &str,
+    ) -> Result<(), kube::Error> {
+        use k8s_openapi::api::core::v1::Endpoints;
+        use kube::api::{Patch, PatchParams};
+        let name = format!("{gateway}-headless");
+        let endpoints = serde_json::json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/name": "mx-gateway",
+                "app.kubernetes.io/managed-by": "mx-operator"}},
+            "subsets": [{
+                "addresses": [{"ip": self.agent_address.ip().to_string(),
+                    "targetRef": {"kind": "Pod", "name": replica, "namespace": ns.name}}],
+                "ports": [{"name": "agent", "port": self.agent_address.port()}],
+            }],
+        });
+        ns.api::<Endpoints>()
+            .patch(
+                &name,
+                &PatchParams::apply("test-endpoints").force(),
+                &Patch::Apply(&endpoints),
+            )
+            .await
+            .map(|_| ())
     }
 
     /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the Postfix master and every daemon
@@ -339,7 +378,7 @@ impl Gateway {
 
     /// The agent's /metrics text.
     pub fn metrics(&self) -> String {
-        http_get(self.agent_port, "/metrics")
+        http_get_at(self.agent_address, "/metrics")
             .map(|(_, body)| body)
             .unwrap_or_default()
     }

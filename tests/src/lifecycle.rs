@@ -2,9 +2,11 @@
 //! domain (deleted, withdrawn after a departure, moved to another gateway): the messages
 //! the gateway accepted must still reach the primary, each exactly once, none bounced.
 
+use crate::TestNamespace;
 use crate::gateway::Gateway;
 use crate::smtp::{Client, Sink, rcpt_reply};
 use crate::wait::until;
+use mx_operator::api::{ConditionStatus, MailGateway};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,10 +22,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 ///   after the replica's pod is deleted and started again (new configuration folder, same
 ///   queue volume);
 /// * once the primary is back, each arrives exactly once and nothing is bounced;
+/// * the MailGateway `edge` in `ns` says how many are draining on the replica (listed as
+///   pod `edge-0` in its Endpoints) and, once they are delivered, that none is;
 /// * then the domain's route leaves the gateway.
 ///
 /// Prints the `mail safety:` figures `make verify-mail-safety` sums up.
 pub async fn queued_mail_outlives<F: Future<Output = ()>>(
+    ns: &TestNamespace,
     gateway: &mut Gateway,
     recipient: &str,
     primary: SocketAddr,
@@ -49,6 +54,10 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     })
     .await;
 
+    gateway
+        .list_in_endpoints(ns, "edge", "edge-0")
+        .await
+        .expect("Endpoints");
     change.await;
     until(
         LIMIT,
@@ -63,6 +72,9 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     // Every message goes through the queue manager again under the new configuration:
     // without a route it would bounce right here.
     retried_and_draining(gateway, domain, "after the change").await;
+    let draining = format!("{domain}: {MESSAGES} on edge-0");
+    let said = queue_drained(ns, false, "MailDraining", &draining).await;
+    println!("MailGateway edge, QueueDrained: {said}");
     gateway.recreate().await.expect("the replica started again");
     retried_and_draining(gateway, domain, "after the pod's restart").await;
 
@@ -89,6 +101,37 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
         (!transport.contains(&format!("{domain} ")) && draining.is_none()).then_some(())
     })
     .await;
+    queue_drained(ns, true, "NothingDraining", "1 replicas asked").await;
+}
+
+/// Waits until MailGateway `edge`'s `QueueDrained` is `ok` with `reason` and a message
+/// containing `text`; the message.
+async fn queue_drained(ns: &TestNamespace, ok: bool, reason: &str, text: &str) -> String {
+    let gateways = ns.api::<MailGateway>();
+    let status = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    until(
+        LIMIT,
+        &format!("QueueDrained {status:?} ({reason}): {text}"),
+        || async {
+            let condition = gateways
+                .get("edge")
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "QueueDrained")?;
+            (condition.status == status
+                && condition.reason == reason
+                && condition.message.contains(text))
+            .then_some(condition.message)
+        },
+    )
+    .await
 }
 
 fn draining_sample(domain: &str) -> String {

@@ -90,6 +90,15 @@ pub fn free_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// This machine's own address (of the interface its default route leaves by): what an
+/// Endpoints object may list, unlike loopback. Found by connecting a UDP socket to a
+/// documentation address, which sends nothing.
+pub fn machine_address() -> io::Result<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+    socket.connect(("192.0.2.1", 9))?;
+    Ok(socket.local_addr()?.ip())
+}
+
 /// The `mx-operator` binary of this workspace's debug build, or `$MX_OPERATOR_BINARY`.
 pub fn operator_binary() -> std::path::PathBuf {
     // `make bench` measures the release build.

@@ -451,6 +451,7 @@ async fn mail_queued_for_a_departed_domain_still_reaches_its_primary() {
     )
     .await;
     queued_mail_outlives(
+        &ns,
         &mut gateway,
         "alice@leaving.test",
         primary,

@@ -460,6 +460,7 @@ async fn mail_queued_for_a_deleted_domain_still_reaches_its_primary() {
         replica("deleted", &[("gone", "gone.example", primary(address))]).await;
     let domains = ns.api::<MailDomain>();
     queued_mail_outlives(
+        &ns,
         &mut gateway,
         "alice@gone.example",
         address,
@@ -491,6 +492,7 @@ async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
     let new = start_replica(plane, &ns, "edge2").await;
     reply_becomes(new.smtp, "alice@moving.example", 554).await;
     queued_mail_outlives(
+        &ns,
         &mut old,
         "alice@moving.example",
         address,
@@ -677,15 +679,15 @@ async fn a_hung_postfix_fails_its_liveness_probe_and_recovers_when_it_answers() 
     extra["recipients"] = json!({"inline": ["alice@hung.example"]});
     apply_edge(&ns, json!({}), &[("hung", "hung.example", extra)]).await;
     let gateway = start_replica_with(plane, &ns, "edge", &["--postfix-answer-seconds=3"]).await;
-    let port = gateway.agent_port;
+    let agent = gateway.agent_address;
     let answer = |path: &'static str| async move {
-        mx_operator_tests::gateway::http_get(port, path).map(|(code, _)| code)
+        mx_operator_tests::gateway::http_get_at(agent, path).map(|(code, _)| code)
     };
     assert_eq!(answer("/healthz/postfix").await, Some(200));
 
     gateway.freeze_postfix(true).unwrap();
     let (code, text) = until(LIMIT, "/healthz/postfix fails", || async {
-        mx_operator_tests::gateway::http_get(port, "/healthz/postfix")
+        mx_operator_tests::gateway::http_get_at(agent, "/healthz/postfix")
             .filter(|(code, _)| *code == 503)
     })
     .await;

@@ -21,6 +21,13 @@ struct DomainLabels {
     domain: String,
 }
 
+/// What an agent's `/status` says: messages its replica still holds, per domain it no
+/// longer relays (deleted, withdrawn or moved). Read by the operator.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StatusReport {
+    pub draining: BTreeMap<String, u64>,
+}
+
 pub struct AgentMetrics {
     registry: Registry,
     generation: Gauge,
@@ -33,6 +40,8 @@ pub struct AgentMetrics {
     queued_domains: Mutex<Vec<String>>,
     loaded: AtomicBool,
     postfix_running: AtomicBool,
+    /// The last draining figures, for `/status`.
+    draining: Mutex<BTreeMap<String, u64>>,
     /// Why the last queue read of a running Postfix got no answer; `None` once one does.
     postfix_unanswered: Mutex<Option<String>>,
     stopped: AtomicBool,
@@ -96,6 +105,7 @@ impl Default for AgentMetrics {
             loaded: AtomicBool::new(false),
             postfix_running: AtomicBool::new(false),
             postfix_unanswered: Mutex::new(None),
+            draining: Mutex::new(BTreeMap::new()),
             stopped: AtomicBool::new(false),
         }
     }
@@ -144,6 +154,9 @@ impl AgentMetrics {
 
     /// Replaces the draining figures; domains whose route went drop out of the output.
     pub fn set_draining(&self, draining: &BTreeMap<String, u64>) {
+        if let Ok(mut kept) = self.draining.lock() {
+            kept.clone_from(draining);
+        }
         self.draining_messages.clear();
         for (domain, messages) in draining {
             self.draining_messages
@@ -209,6 +222,15 @@ impl Endpoints for AgentMetrics {
         } else {
             Ok("ok: configuration loaded, Postfix running\n")
         }
+    }
+
+    fn status(&self) -> Option<String> {
+        let draining = self
+            .draining
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        serde_json::to_string(&StatusReport { draining }).ok()
     }
 
     /// `postfix`: fails while a running Postfix leaves queue reads unanswered (hung, or

@@ -12,7 +12,7 @@ mod metrics;
 mod postfix;
 mod queue;
 
-pub use metrics::AgentMetrics;
+pub use metrics::{AgentMetrics, StatusReport};
 pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
 
 use crate::render::{

@@ -28,6 +28,10 @@ pub const ACCEPTANCE_VERIFIED: &str = "AcceptanceVerified";
 /// MailDomain: its primary answers SMTP.
 pub const PRIMARY_REACHABLE: &str = "PrimaryReachable";
 
+/// MailGateway: no replica holds mail for a domain it no longer relays (deleted, withdrawn
+/// or moved); `False` while some does, with the counts.
+pub const QUEUE_DRAINED: &str = "QueueDrained";
+
 /// Whether `True` is the bad news for conditions of `type_` (polarity, for Events and
 /// summaries): `Conflict` and `Departed`; for every other type `True` is healthy.
 pub fn true_is_bad(type_: &str) -> bool {

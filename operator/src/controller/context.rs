@@ -60,6 +60,8 @@ pub struct Context {
     pub relays: Arc<ConfigMapDigests>,
     /// The gateways' children, likewise.
     pub gateway_services: Store<Service>,
+    /// The Endpoints of the gateways' Services: their replicas and agents.
+    pub gateway_endpoints: Store<k8s_openapi::api::core::v1::Endpoints>,
     pub gateway_configs: Arc<ConfigMapDigests>,
     pub gateway_workloads: Store<StatefulSet>,
     pub gateway_accounts: Store<ServiceAccount>,

@@ -279,10 +279,11 @@ pub async fn run(
         gateway_controller
     };
 
-    // The SMTP probe asks each ready gateway replica, found in the Endpoints of the
-    // gateways' headless Services (they carry the Services' labels).
+    // The SMTP probe asks each ready gateway replica, and the gateway controller each
+    // agent, found in the Endpoints of the gateways' headless Services (they carry the
+    // Services' labels).
     let (endpoints, endpoints_writer) = reflector::store();
-    let endpoints_watch = settings.drift.as_ref().map(|_| {
+    let endpoints_watch = {
         let events = watcher(
             Api::<k8s_openapi::api::core::v1::Endpoints>::all(client.clone()),
             watcher::Config::default().labels(GATEWAY_SELECTOR),
@@ -297,11 +298,11 @@ pub async fn run(
                 }
             }
         })
-    });
+    };
     let drift = settings.drift.clone().map(|drift| {
         Arc::new(crate::drift::Drift::new(
             drift,
-            Arc::new(crate::drift::replicas::EndpointsReplicas(endpoints)),
+            Arc::new(crate::drift::replicas::EndpointsReplicas(endpoints.clone())),
             metrics.drift.clone(),
         ))
     });
@@ -328,6 +329,7 @@ pub async fn run(
         relays,
         providers,
         gateway_services,
+        gateway_endpoints: endpoints,
         gateway_configs,
         gateway_workloads,
         gateway_accounts,
@@ -396,7 +398,10 @@ pub async fn run(
     );
     let tasks = [
         ("the drift loop", drift_loop),
-        ("the watch of the gateways' Endpoints", endpoints_watch),
+        (
+            "the watch of the gateways' Endpoints",
+            Some(endpoints_watch),
+        ),
     ]
     .into_iter()
     .filter_map(|(name, task)| Some((name, task?)))

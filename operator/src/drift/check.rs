@@ -276,6 +276,7 @@ mod tests {
             resolver: resolver.clone(),
             prober: Arc::new(Answers),
             updater: Arc::new(Tcp),
+            agents: Arc::new(crate::net::agent::Http::new(Duration::from_secs(1))),
         };
         let server: SocketAddr = ([192, 0, 2, 53], 53).into();
         let expectation = Expectation {

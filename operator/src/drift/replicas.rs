@@ -25,18 +25,33 @@ impl ReplicaSource for EndpointsReplicas {
 /// The ready addresses of the SMTP port (not-ready ones are listed apart by the API server
 /// and left out), named by their pod.
 pub fn ready_replicas(endpoints: &Endpoints) -> Vec<Replica> {
+    replicas_at(endpoints, SMTP_PORT_NAME, false)
+}
+
+/// Every replica's agent, ready or not: a replica that is not ready may still hold mail.
+pub fn agents(endpoints: &Endpoints) -> Vec<Replica> {
+    replicas_at(endpoints, crate::manifests::gateway::AGENT_PORT_NAME, true)
+}
+
+fn replicas_at(endpoints: &Endpoints, port_name: &str, not_ready_too: bool) -> Vec<Replica> {
     let mut replicas = Vec::new();
     for subset in endpoints.subsets.iter().flatten() {
         let Some(port) = subset
             .ports
             .iter()
             .flatten()
-            .find(|p| p.name.as_deref() == Some(SMTP_PORT_NAME))
+            .find(|p| p.name.as_deref() == Some(port_name))
             .and_then(|p| u16::try_from(p.port).ok())
         else {
             continue;
         };
-        for address in subset.addresses.iter().flatten() {
+        let not_ready = subset.not_ready_addresses.iter().flatten();
+        let addresses = subset
+            .addresses
+            .iter()
+            .flatten()
+            .chain(not_ready.filter(|_| not_ready_too));
+        for address in addresses {
             let Ok(ip) = address.ip.parse::<IpAddr>() else {
                 continue;
             };
@@ -70,7 +85,7 @@ mod tests {
                     {"ip": "10.244.0.7"},
                 ],
                 "notReadyAddresses": [{"ip": "10.244.0.10", "targetRef": {"kind": "Pod", "name": "edge-2"}}],
-                "ports": [{"name": "metrics", "port": 8080}, {"name": "smtp", "port": 25}],
+                "ports": [{"name": "agent", "port": 8080}, {"name": "smtp", "port": 25}],
             }, {
                 "addresses": [{"ip": "10.244.0.11"}],
                 "ports": [{"name": "other", "port": 2525}],
@@ -90,5 +105,19 @@ mod tests {
             ]
         );
         assert!(ready_replicas(&Endpoints::default()).is_empty());
+        // The agents: not-ready replicas too, at their own port.
+        let agents: Vec<String> = agents(&endpoints)
+            .into_iter()
+            .map(|r| format!("{} {}", r.name, r.address))
+            .collect();
+        assert_eq!(
+            agents,
+            [
+                "10.244.0.7 10.244.0.7:8080",
+                "edge-0 10.244.0.8:8080",
+                "edge-1 10.244.0.9:8080",
+                "edge-2 10.244.0.10:8080"
+            ]
+        );
     }
 }

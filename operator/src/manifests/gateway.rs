@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 pub const SMTP_PORT: i32 = 25;
 /// Where the agent serves /healthz, /readyz and /metrics.
 pub const AGENT_PORT: i32 = 8080;
+/// The agent's port's name, in the pod and in the headless Service.
+pub const AGENT_PORT_NAME: &str = "agent";
 const QUEUE_VOLUME: &str = "queue";
 const CONFIG_VOLUME: &str = "postfix-config";
 /// The Postfix configuration folder the agent writes. Not /etc/postfix: the image's
@@ -138,14 +140,24 @@ impl GatewayBuild<'_> {
         }
     }
 
-    /// The headless Service that gives each replica a stable DNS name.
+    /// The headless Service that gives each replica a stable DNS name. Its Endpoints list
+    /// the replicas for the SMTP probe and the agents for the operator's `/status` reads.
     pub fn headless_service(&self) -> Service {
         Service {
             metadata: self.metadata(&GatewayNames::of(self.name).headless, "smtp"),
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 selector: Some(self.selector_labels()),
-                ports: Some(vec![self.smtp_port()]),
+                ports: Some(vec![
+                    self.smtp_port(),
+                    ServicePort {
+                        name: Some(AGENT_PORT_NAME.into()),
+                        port: AGENT_PORT,
+                        target_port: Some(IntOrString::String(AGENT_PORT_NAME.into())),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    },
+                ]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -276,7 +288,7 @@ impl GatewayBuild<'_> {
                 ..Default::default()
             }]),
             ports: Some(vec![ContainerPort {
-                name: Some("agent".into()),
+                name: Some(AGENT_PORT_NAME.into()),
                 container_port: AGENT_PORT,
                 protocol: Some("TCP".into()),
                 ..Default::default()
@@ -377,7 +389,7 @@ fn http_probe(path: &str, period_seconds: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("agent".into()),
+            port: IntOrString::String(AGENT_PORT_NAME.into()),
             ..Default::default()
         }),
         period_seconds: Some(period_seconds),

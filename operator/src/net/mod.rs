@@ -1,7 +1,9 @@
-//! The network layer: DNS lookups, RFC 2136 updates and the SMTP probe. The controllers
+//! The network layer: DNS lookups, RFC 2136 updates, the SMTP probe and the agents'
+//! `/status`. The controllers
 //! and the drift checks hold them behind these traits, so tests can give fakes; the
 //! implementations here speak to real servers.
 
+pub mod agent;
 pub mod resolver;
 pub mod rfc2136;
 pub mod smtp;
@@ -71,21 +73,32 @@ pub trait UpdateSession: Send {
     ) -> BoxFuture<'a, Result<(), DnsError>>;
 }
 
+/// The gateway agents' `/status`; errors are messages for a condition.
+pub trait AgentStatus: Send + Sync {
+    fn status<'a>(
+        &'a self,
+        address: SocketAddr,
+    ) -> BoxFuture<'a, Result<crate::agent::StatusReport, String>>;
+}
+
 /// The network as the operator's processes use it: real servers.
 #[derive(Clone)]
 pub struct Network {
     pub resolver: std::sync::Arc<dyn Resolver>,
     pub prober: std::sync::Arc<dyn Prober>,
     pub updater: std::sync::Arc<dyn Updater>,
+    pub agents: std::sync::Arc<dyn AgentStatus>,
 }
 
 impl Network {
-    /// Real DNS (queries limited to `dns_timeout`), SMTP and RFC 2136.
+    /// Real DNS (queries limited to `dns_timeout`, as are the agents' `/status` reads), SMTP
+    /// and RFC 2136.
     pub fn real(dns_timeout: Duration) -> Self {
         Self {
             resolver: std::sync::Arc::new(DnsClients::new(dns_timeout)),
             prober: std::sync::Arc::new(smtp::Smtp),
             updater: std::sync::Arc::new(rfc2136::Tcp),
+            agents: std::sync::Arc::new(agent::Http::new(dns_timeout)),
         }
     }
 }

@@ -50,6 +50,11 @@ pub trait Endpoints: Send + Sync + 'static {
     fn part_health(&self, _part: &str) -> Option<Result<String, String>> {
         None
     }
+    /// `/status`: what the process reports to the operator, as JSON; `None` (404) if
+    /// nothing.
+    fn status(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Serves until the listener fails; binding errors are returned at once.
@@ -58,6 +63,7 @@ pub async fn serve(address: SocketAddr, endpoints: Arc<dyn Endpoints>) -> std::i
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/healthz/{part}", get(part_healthz))
+        .route("/status", get(status))
         .route("/readyz", get(readyz))
         .with_state(endpoints);
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -94,6 +100,13 @@ async fn healthz(State(endpoints): Shared) -> (StatusCode, &'static str) {
 
 async fn readyz(State(endpoints): Shared) -> (StatusCode, &'static str) {
     answer(endpoints.readiness())
+}
+
+async fn status(State(endpoints): Shared) -> (StatusCode, String) {
+    match endpoints.status() {
+        Some(json) => (StatusCode::OK, json),
+        None => (StatusCode::NOT_FOUND, "no status here\n".into()),
+    }
 }
 
 async fn part_healthz(State(endpoints): Shared, Path(part): Path<String>) -> (StatusCode, String) {

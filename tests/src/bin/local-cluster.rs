@@ -99,9 +99,9 @@ async fn gateway(namespace: &str, name: &str) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
     println!(
-        "gateway {namespace}/{name}: Postfix on {}, agent on 127.0.0.1:{} (logs in {})",
+        "gateway {namespace}/{name}: Postfix on {}, agent on {} (logs in {})",
         replica.smtp,
-        replica.agent_port,
+        replica.agent_address,
         replica.dir.display()
     );
     Ok(())

@@ -115,6 +115,7 @@ fn context(
         relays: digests(relays),
         providers: store(vec![]),
         gateway_services: store(vec![]),
+        gateway_endpoints: store(vec![]),
         gateway_configs: digests(vec![]),
         gateway_workloads: store(vec![]),
         gateway_accounts: store(vec![]),

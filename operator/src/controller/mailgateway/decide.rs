@@ -1,9 +1,9 @@
 //! The MailGateway decision: its children, and the conditions that say whether they are
 //! applied and every replica is ready. Pure.
 
-use super::fetch::Inputs;
+use super::fetch::{AgentReport, Inputs};
 use crate::api::MailGateway;
-use crate::api::conditions::{CONFIGURED, Desired, READY};
+use crate::api::conditions::{CONFIGURED, Desired, QUEUE_DRAINED, READY};
 use crate::api::gateway::{NotificationMode, Notifications};
 use crate::api::validate::parse_next_hop;
 use crate::manifests::gateway::GatewayBuild;
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
+use std::collections::BTreeMap;
 
 /// What one reconcile of a MailGateway does.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +40,8 @@ pub struct Children {
     pub ready_replicas: i32,
     /// Where notifications go, for `status.notifications`.
     pub notifications: String,
+    /// Whether no replica holds mail for a domain it no longer relays.
+    pub drained: bool,
 }
 
 pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
@@ -75,6 +78,7 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
     } else {
         Desired::new(READY, false, "ReplicasNotReady", replicas)
     };
+    let drained = queue_drained(&inputs.agents);
     Decision::Apply(Box::new(Children {
         service: build.service(),
         headless: build.headless_service(),
@@ -84,11 +88,83 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
         role_binding: build.role_binding(),
         pod_disruption_budget: inputs.pdb_served.then(|| build.pod_disruption_budget()),
         stateful_set: build.stateful_set(),
-        conditions: vec![Desired::new(CONFIGURED, true, "Applied", applied), ready],
+        drained: drained.verdict.status,
+        conditions: vec![
+            Desired::new(CONFIGURED, true, "Applied", applied),
+            ready,
+            drained,
+        ],
         served: inputs.served,
         ready_replicas,
         notifications: notifications_summary(&gateway.spec.notifications),
     }))
+}
+
+/// Most draining domains a `QueueDrained` message names.
+const LISTED_DRAINING: usize = 10;
+
+/// `QueueDrained`, from what every listed replica's agent reports: which domains it no
+/// longer relays still have mail queued on it, and how much.
+fn queue_drained(agents: &[AgentReport]) -> Desired {
+    let mut draining: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for agent in agents {
+        match &agent.status {
+            Ok(report) => {
+                for (domain, messages) in &report.draining {
+                    draining
+                        .entry(domain)
+                        .or_default()
+                        .push(format!("{messages} on {}", agent.replica));
+                }
+            }
+            Err(why) => unreadable.push(format!("{} ({}): {why}", agent.replica, agent.address)),
+        }
+    }
+    let mut parts: Vec<String> = draining
+        .iter()
+        .take(LISTED_DRAINING)
+        .map(|(domain, counts)| format!("{domain}: {}", counts.join(", ")))
+        .collect();
+    if draining.len() > LISTED_DRAINING {
+        parts.push(format!("{} more domains", draining.len() - LISTED_DRAINING));
+    }
+    if !draining.is_empty() {
+        return Desired::new(
+            QUEUE_DRAINED,
+            false,
+            "MailDraining",
+            format!(
+                "messages queued for domains no longer relayed here, still delivered to their primaries: {}{}",
+                parts.join("; "),
+                if unreadable.is_empty() {
+                    String::new()
+                } else {
+                    format!("; unreadable: {}", unreadable.join("; "))
+                }
+            ),
+        );
+    }
+    if !unreadable.is_empty() {
+        return Desired::new(
+            QUEUE_DRAINED,
+            false,
+            "StatusUnreadable",
+            format!(
+                "the agents of replicas {} could not be asked",
+                unreadable.join("; ")
+            ),
+        );
+    }
+    let message = if agents.is_empty() {
+        "no replica is listed in the gateway's headless Service: nothing to ask".to_string()
+    } else {
+        format!(
+            "{} replicas asked: none holds mail for a domain it no longer relays",
+            agents.len()
+        )
+    };
+    Desired::new(QUEUE_DRAINED, true, "NothingDraining", message)
 }
 
 /// `status.notifications`: where the senders' notifications go, in words.
@@ -188,6 +264,54 @@ mod tests {
             "to the senders through relay host [192.0.2.25]; copies of bounce notices to pm@example.net; delay warnings after 4h"
         );
         assert!(summary(json!({"mode": "Off"})).starts_with("not sent"));
+    }
+
+    #[test]
+    fn queue_drained_names_what_each_replica_still_holds() {
+        let report = |replica: &str, draining: &[(&str, u64)]| AgentReport {
+            replica: replica.into(),
+            address: ([10, 0, 0, 1], 8080).into(),
+            status: Ok(crate::agent::StatusReport {
+                draining: draining.iter().map(|(d, n)| (d.to_string(), *n)).collect(),
+            }),
+        };
+        let none = queue_drained(&[report("edge-0", &[]), report("edge-1", &[])]);
+        assert_eq!(
+            (none.verdict.status, none.verdict.reason),
+            (true, "NothingDraining")
+        );
+        assert!(none.verdict.message.starts_with("2 replicas asked"));
+        assert!(queue_drained(&[]).verdict.status);
+
+        let held = queue_drained(&[
+            report("edge-0", &[("gone.example", 200)]),
+            report("edge-1", &[("gone.example", 3), ("moved.example", 1)]),
+        ]);
+        assert_eq!(
+            (held.verdict.status, held.verdict.reason),
+            (false, "MailDraining")
+        );
+        assert!(
+            held.verdict
+                .message
+                .ends_with("gone.example: 200 on edge-0, 3 on edge-1; moved.example: 1 on edge-1"),
+            "{}",
+            held.verdict.message
+        );
+
+        let mut silent = report("edge-2", &[]);
+        silent.status = Err("no answer within 3s".into());
+        let unknown = queue_drained(&[report("edge-0", &[]), silent]);
+        assert_eq!(
+            (unknown.verdict.status, unknown.verdict.reason),
+            (false, "StatusUnreadable")
+        );
+        assert!(
+            unknown
+                .verdict
+                .message
+                .contains("edge-2 (10.0.0.1:8080): no answer within 3s")
+        );
     }
 
     #[test]

@@ -42,7 +42,8 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     }
     let namespace = namespace_of(gateway)?;
-    let inputs = fetch::fetch(gateway, ctx)?;
+    let mut inputs = fetch::fetch(gateway, ctx)?;
+    inputs.agents = fetch::agent_reports(gateway, ctx).await;
     let children = match decide::decide(gateway, &inputs) {
         Decision::Invalid(ready) => {
             write_status(gateway, gateway.status.as_ref(), ctx, &[ready], |_| {}).await?;
@@ -63,5 +64,14 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         },
     )
     .await?;
-    Ok(Action::requeue(ctx.settings.resync))
+    // Mail still draining is looked at again soon: the counts go down, then the condition
+    // turns.
+    Ok(Action::requeue(if children.drained {
+        ctx.settings.resync
+    } else {
+        DRAINING_RECHECK
+    }))
 }
+
+/// How soon a gateway whose replicas hold draining mail is read again.
+const DRAINING_RECHECK: Duration = Duration::from_secs(15);
