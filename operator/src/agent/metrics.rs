@@ -28,6 +28,15 @@ pub struct StatusReport {
     pub draining: BTreeMap<String, u64>,
 }
 
+/// A copy of what `value` holds, also after a panic while it was locked (the figures
+/// are replaced whole, never left half written).
+fn copied<T: Clone>(value: &Mutex<T>) -> T {
+    value
+        .lock()
+        .map(|held| held.clone())
+        .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+}
+
 pub struct AgentMetrics {
     registry: Registry,
     generation: Gauge,
@@ -142,10 +151,7 @@ impl AgentMetrics {
     }
 
     fn postfix_unanswered(&self) -> Option<String> {
-        self.postfix_unanswered
-            .lock()
-            .map(|unanswered| unanswered.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+        copied(&self.postfix_unanswered)
     }
 
     pub fn stopped(&self) {
@@ -225,11 +231,7 @@ impl Endpoints for AgentMetrics {
     }
 
     fn status(&self) -> Option<String> {
-        let draining = self
-            .draining
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let draining = copied(&self.draining);
         serde_json::to_string(&StatusReport { draining }).ok()
     }
 

@@ -54,8 +54,8 @@ fn backoff(min: Duration, max: Duration) -> ResetTimerBackoff<ExponentialBackoff
     ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
-/// Runs both controllers until `shutdown` completes, or until one of the operator's loops
-/// ends without it (then all stop, and its name is returned).
+/// Runs the three controllers until `shutdown` completes, or until one of the operator's
+/// loops ends without it (then all stop, and its name is returned).
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -360,41 +360,40 @@ pub async fn run(
     let stopping = supervisor.stopping();
     let domains_done = supervisor.watch(
         "the MailDomain controller",
-        domain_controller
-            .graceful_shutdown_on(stopping.clone())
-            .run(
-                maildomain::reconcile,
-                maildomain::error_policy,
-                context.clone(),
-            )
-            .for_each(|result| {
-                log_result("MailDomain", result);
-                futures::future::ready(())
-            }),
+        logged(
+            "MailDomain",
+            domain_controller
+                .graceful_shutdown_on(stopping.clone())
+                .run(
+                    maildomain::reconcile,
+                    maildomain::error_policy,
+                    context.clone(),
+                ),
+        ),
     );
     let gateways_done = supervisor.watch(
         "the MailGateway controller",
-        gateway_controller
-            .graceful_shutdown_on(stopping.clone())
-            .run(
-                mailgateway::reconcile,
-                mailgateway::error_policy,
-                context.clone(),
-            )
-            .for_each(|result| {
-                log_result("MailGateway", result);
-                futures::future::ready(())
-            }),
+        logged(
+            "MailGateway",
+            gateway_controller
+                .graceful_shutdown_on(stopping.clone())
+                .run(
+                    mailgateway::reconcile,
+                    mailgateway::error_policy,
+                    context.clone(),
+                ),
+        ),
     );
     let providers_done = supervisor.watch(
         "the DNSProvider controller",
-        provider_controller
-            .graceful_shutdown_on(stopping)
-            .run(dnsprovider::reconcile, dnsprovider::error_policy, context)
-            .for_each(|result| {
-                log_result("DNSProvider", result);
-                futures::future::ready(())
-            }),
+        logged(
+            "DNSProvider",
+            provider_controller.graceful_shutdown_on(stopping).run(
+                dnsprovider::reconcile,
+                dnsprovider::error_policy,
+                context,
+            ),
+        ),
     );
     let tasks = [
         ("the drift loop", drift_loop),
@@ -461,16 +460,24 @@ fn marks<K>(listed: Listed) -> impl Fn(&Result<watcher::Event<K>, watcher::Error
 const GATEWAY_SELECTOR: &str =
     "app.kubernetes.io/name=mx-gateway,app.kubernetes.io/managed-by=mx-operator";
 
-fn log_result<K: Resource, E: std::error::Error, W: std::error::Error>(
+/// Drives a controller's stream of reconcile results to its end, logging the failures.
+async fn logged<K: Resource, E: std::error::Error + 'static, W: std::error::Error + 'static>(
     kind: &str,
-    result: Result<
-        (ObjectRef<K>, kube::runtime::controller::Action),
-        kube::runtime::controller::Error<E, W>,
+    results: impl futures::Stream<
+        Item = Result<
+            (ObjectRef<K>, kube::runtime::controller::Action),
+            kube::runtime::controller::Error<E, W>,
+        >,
     >,
 ) {
-    if let Err(error) = result {
-        tracing::debug!(kind, %error, "reconcile did not finish");
-    }
+    results
+        .for_each(|result| {
+            if let Err(error) = result {
+                tracing::debug!(kind, %error, "reconcile did not finish");
+            }
+            futures::future::ready(())
+        })
+        .await
 }
 
 async fn policy_v1_served(client: &Client) -> bool {
