@@ -8,7 +8,8 @@
 use super::gateway::DEFAULT_MESSAGE_SIZE_LIMIT;
 use super::keys;
 use super::postfix::{
-    CLASS_PREFIX, TRANSPORT_PREFIX, class_name, domain_table, is_generated_name, token,
+    CLASS_PREFIX, TRANSPORT_PREFIX, class_name, domain_table, is_generated_name, is_recipient_of,
+    token,
 };
 use crate::api::validate::normalize_domain;
 use std::collections::{BTreeMap, BTreeSet};
@@ -202,11 +203,8 @@ pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, Stri
     if entries(keys::RELAY_DOMAINS)? != [(domain.as_str(), "OK")] {
         return Err(format!("relay_domains must be exactly `{domain} OK`"));
     }
-    let suffix = format!("@{domain}");
     within(keys::RELAY_RECIPIENTS, &|k, v| {
-        v == "OK"
-            && k.ends_with(&suffix)
-            && !k[..k.len() - suffix.len()].contains(['@', '%', '!', ':', '"'])
+        v == "OK" && is_recipient_of(k, &domain)
     })?;
 
     let transport = entries(keys::TRANSPORT)?;

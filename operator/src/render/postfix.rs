@@ -33,6 +33,15 @@ pub fn token(value: &str) -> Result<&str, String> {
     Ok(value)
 }
 
+/// Whether `address` is a `relay_recipients` key of `domain` as the agent accepts it:
+/// `local@domain`, with no routing character (`@ % ! : "`) in the local part.
+pub fn is_recipient_of(address: &str, domain: &str) -> bool {
+    address
+        .strip_suffix(domain)
+        .and_then(|rest| rest.strip_suffix('@'))
+        .is_some_and(|local| !local.contains(['@', '%', '!', ':', '"']))
+}
+
 /// One line of a lookup table source (`postmap` input).
 pub fn map_line(key: &str, value: &str) -> Result<String, String> {
     token(key)?;

@@ -2,7 +2,8 @@
 //! lines that only this domain needs. The agent checks and merges them (`assemble`).
 
 use super::postfix::{
-    TRANSPORT_PREFIX, class_name, domain_table, map_line, seconds, short_hash, token,
+    TRANSPORT_PREFIX, class_name, domain_table, is_recipient_of, map_line, seconds, short_hash,
+    token,
 };
 use super::{DomainInput, RelayMode, RenderError, invalid, keys};
 use crate::api::DeliveryLimits;
@@ -33,9 +34,10 @@ pub fn relay_configmap_data(input: &DomainInput) -> Result<BTreeMap<String, Stri
     } else {
         let mut lines = String::new();
         for address in input.recipients {
-            if !address.ends_with(&format!("@{domain}")) {
+            // What the agent would refuse is refused here, not shipped.
+            if !is_recipient_of(address, &domain) {
                 return Err(invalid("spec.recipients")(format!(
-                    "{address:?} is not an address of {domain}"
+                    "{address:?} is not a plain address of {domain}"
                 )));
             }
             lines.push_str(&line(address, "OK", "spec.recipients")?);
@@ -264,6 +266,20 @@ mod tests {
     use super::*;
     use crate::render::test_support::{domain_spec, input};
     use std::collections::BTreeSet;
+
+    #[test]
+    fn a_recipient_the_agent_would_refuse_is_not_rendered() {
+        let spec = domain_spec(serde_json::json!({}));
+        for address in [
+            "2001:db8::1@example.com",
+            "a%b@example.com",
+            "alice@example.org",
+        ] {
+            let recipients = [address.to_string()].into();
+            let rendered = relay_configmap_data(&input(&spec, &recipients, RelayMode::Active));
+            assert!(rendered.is_err(), "{address}");
+        }
+    }
 
     #[test]
     fn exact_recipients_transport_and_no_policy_by_default() {
