@@ -267,28 +267,7 @@ impl Gateway {
         gateway: &str,
         replica: &str,
     ) -> Result<(), kube::Error> {
-        use k8s_openapi::api::core::v1::Endpoints;
-        use kube::api::{Patch, PatchParams};
-        let name = format!("{gateway}-headless");
-        let endpoints = serde_json::json!({
-            "apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": name, "labels": {
-                "app.kubernetes.io/name": "mx-gateway",
-                "app.kubernetes.io/managed-by": "mx-operator"}},
-            "subsets": [{
-                "addresses": [{"ip": self.agent_address.ip().to_string(),
-                    "targetRef": {"kind": "Pod", "name": replica, "namespace": ns.name}}],
-                "ports": [{"name": "agent", "port": self.agent_address.port()}],
-            }],
-        });
-        ns.api::<Endpoints>()
-            .patch(
-                &name,
-                &PatchParams::apply("test-endpoints").force(),
-                &Patch::Apply(&endpoints),
-            )
-            .await
-            .map(|_| ())
+        list_in_endpoints(ns, gateway, &[(replica, self)]).await
     }
 
     /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the Postfix master and every daemon
@@ -404,6 +383,45 @@ impl Drop for Gateway {
 }
 
 /// A plain HTTP/1.0 GET on loopback: status code and body.
+/// Lists `replicas` (pod name, replica) in the Endpoints of gateway `gateway`'s headless
+/// Service, each with its agent's port (one subset each: their ports differ), as the
+/// endpoints controller does for pods (the test control plane runs none), so that the
+/// operator asks their agents.
+pub async fn list_in_endpoints(
+    ns: &crate::TestNamespace,
+    gateway: &str,
+    replicas: &[(&str, &Gateway)],
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use kube::api::{Patch, PatchParams};
+    let name = format!("{gateway}-headless");
+    let subsets: Vec<serde_json::Value> = replicas
+        .iter()
+        .map(|(pod, replica)| {
+            serde_json::json!({
+                "addresses": [{"ip": replica.agent_address.ip().to_string(),
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": ns.name}}],
+                "ports": [{"name": "agent", "port": replica.agent_address.port()}],
+            })
+        })
+        .collect();
+    let endpoints = serde_json::json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/name": "mx-gateway",
+            "app.kubernetes.io/managed-by": "mx-operator"}},
+        "subsets": subsets,
+    });
+    ns.api::<Endpoints>()
+        .patch(
+            &name,
+            &PatchParams::apply("test-endpoints").force(),
+            &Patch::Apply(&endpoints),
+        )
+        .await
+        .map(|_| ())
+}
+
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path)
 }

@@ -5,7 +5,7 @@
 use crate::TestNamespace;
 use crate::gateway::Gateway;
 use crate::smtp::{Client, Sink, rcpt_reply};
-use crate::wait::until;
+use crate::wait::{gateway_condition, until};
 use mx_operator::api::{ConditionStatus, MailGateway};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,14 +117,7 @@ async fn queue_drained(ns: &TestNamespace, ok: bool, reason: &str, text: &str) -
         LIMIT,
         &format!("QueueDrained {status:?} ({reason}): {text}"),
         || async {
-            let condition = gateways
-                .get("edge")
-                .await
-                .ok()?
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "QueueDrained")?;
+            let condition = gateway_condition(&gateways, "edge", "QueueDrained").await?;
             (condition.status == status
                 && condition.reason == reason
                 && condition.message.contains(text))

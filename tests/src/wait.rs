@@ -73,3 +73,12 @@ pub async fn domain_condition(
     )
     .await
 }
+
+/// MailGateway `name`'s condition `type_` as the API server holds it now.
+pub async fn gateway_condition(
+    api: &kube::Api<mx_operator::api::MailGateway>,
+    name: &str,
+    type_: &str,
+) -> Option<mx_operator::api::Condition> {
+    api.get(name).await.ok()?.condition(type_).cloned()
+}

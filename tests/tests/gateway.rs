@@ -11,7 +11,7 @@ use mx_operator_tests::lifecycle::{queued_mail_outlives, released_to};
 use mx_operator_tests::operator::namespace_with_operator;
 use mx_operator_tests::process::free_port;
 use mx_operator_tests::smtp::{Reply, Sink, rcpt_reply, relay_tricks, send};
-use mx_operator_tests::wait::{gone, until};
+use mx_operator_tests::wait::{gateway_condition, gone, until};
 use mx_operator_tests::{ControlPlane, TestNamespace};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -727,4 +727,157 @@ async fn a_hung_postfix_fails_its_liveness_probe_and_recovers_when_it_answers() 
         sink.received().into_iter().next()
     })
     .await;
+}
+
+/// A replica of gateway `edge` in `ns` run as pod `pod` (its agent knows its ordinal).
+async fn start_pod(plane: &ControlPlane, ns: &TestNamespace, pod: &str) -> Gateway {
+    Gateway::start_on(
+        &plane.dir.join(format!("gateway-{}-{pod}", ns.name)),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        None,
+        &[&format!("--replica={pod}")],
+        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
+    )
+    .await
+    .expect("gateway replica")
+}
+
+/// The `replicas` of StatefulSet `edge`, and MailGateway `edge`'s `Scaled` condition.
+async fn scale_state(ns: &TestNamespace) -> Option<(i32, String, String, String)> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let replicas = ns
+        .api::<StatefulSet>()
+        .get("edge")
+        .await
+        .ok()?
+        .spec?
+        .replicas?;
+    let scaled = gateway_condition(&ns.api(), "edge", "Scaled").await?;
+    Some((
+        replicas,
+        format!("{:?}", scaled.status),
+        scaled.reason,
+        scaled.message,
+    ))
+}
+
+#[tokio::test]
+async fn a_scale_in_removes_a_replica_only_once_it_has_delivered_its_queue() {
+    let address: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let (plane, ns) = namespace_with_operator("scalein").await;
+    apply_edge(
+        &ns,
+        json!({"replicas": 3}),
+        &[("relay", "relay.example", primary(address))],
+    )
+    .await;
+    let mut pods = Vec::new();
+    for ordinal in 0..3 {
+        let pod = format!("edge-{ordinal}");
+        let replica = start_pod(plane, &ns, &pod).await;
+        pods.push((pod, replica));
+    }
+    let listed: Vec<(&str, &Gateway)> = pods.iter().map(|(p, g)| (p.as_str(), g)).collect();
+    mx_operator_tests::gateway::list_in_endpoints(&ns, "edge", &listed)
+        .await
+        .expect("Endpoints");
+    // With the primary down: 2 messages wait on edge-1, 1 on edge-2.
+    let mut sequence = 0;
+    for (ordinal, count) in [(1, 2), (2, 1)] {
+        let replica = &pods[ordinal].1;
+        for _ in 0..count {
+            let body = format!("Subject: {sequence}\r\nX-Seq: {sequence}\r\n\r\nbody");
+            let reply = send(
+                replica.smtp,
+                "sender@client.test",
+                "alice@relay.example",
+                &body,
+            )
+            .unwrap();
+            assert_eq!(reply.code, 250, "{reply}");
+            sequence += 1;
+        }
+        until(LIMIT, "the messages queued", || async {
+            (replica.queued().ok()? == count).then_some(())
+        })
+        .await;
+    }
+    until(LIMIT, "StatefulSet edge at 3", || async {
+        scale_state(&ns).await.filter(|s| s.0 == 3)
+    })
+    .await;
+
+    let gateways = ns.api::<MailGateway>();
+    gateways
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    let held = until(
+        LIMIT,
+        "the scale-in held, with what it waits for",
+        || async {
+            scale_state(&ns).await.filter(|s| {
+                s.2 == "DrainingBeforeScaleIn"
+                    && s.3
+                        .ends_with("edge-1 holds 2 messages; edge-2 holds 1 message")
+            })
+        },
+    )
+    .await;
+    println!("MailGateway edge, Scaled: {}", held.3);
+    assert_eq!((held.0, held.1.as_str()), (3, "False"), "{held:?}");
+    let ready = |replica: &Gateway| {
+        mx_operator_tests::gateway::http_get_at(replica.agent_address, "/readyz")
+            .map(|(code, _)| code)
+    };
+    // The leaving replicas take no new mail; the one that stays does.
+    until(LIMIT, "edge-1 and edge-2 not ready", || async {
+        (ready(&pods[1].1) == Some(503) && ready(&pods[2].1) == Some(503)).then_some(())
+    })
+    .await;
+    assert_eq!(ready(&pods[0].1), Some(200));
+    // Held for as long as the mail cannot go.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(scale_state(&ns).await.map(|s| s.0), Some(3));
+
+    let sink = Sink::start_on(address).unwrap();
+    let done = until(
+        Duration::from_secs(120),
+        "the scale-in done once the queues are delivered",
+        || async {
+            scale_state(&ns)
+                .await
+                .filter(|s| s.0 == 1 && s.2 == "AtSpec")
+        },
+    )
+    .await;
+    assert_eq!(done.1, "True", "{done:?}");
+    for (pod, replica) in &pods[1..] {
+        assert_eq!(
+            replica.queued().ok(),
+            Some(0),
+            "{pod} emptied before it went"
+        );
+        assert_eq!(
+            replica.log_count("status=bounced"),
+            0,
+            "nothing bounced on {pod}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (arrived, total) = sink.sequence_numbers();
+    println!(
+        "mail safety: messages queued {sequence} / delivered {} / lost {} / duplicated {} / bounced 0 (scale-in 3 → 1, primary down)",
+        arrived.len(),
+        sequence - arrived.len(),
+        total - arrived.len()
+    );
+    assert_eq!(arrived, (0..sequence).collect::<Vec<_>>());
+    assert_eq!(total, sequence, "none arrived twice");
 }

@@ -16,7 +16,7 @@ use mx_operator_tests::node::{
     GATEWAY_IMAGE, Node, NodeNamespace, OPERATOR_IMAGE, gateway_pods, pod_ip, pod_ready, restarts,
 };
 use mx_operator_tests::smtp::{Client, Sink, rcpt_reply, relay_tricks, send};
-use mx_operator_tests::wait::{domain_condition, until};
+use mx_operator_tests::wait::{domain_condition, gateway_condition, until};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -247,11 +247,21 @@ async fn gateway_with_domain(
     primary: SocketAddr,
     recipients: serde_json::Value,
 ) {
+    gateway_of(ns, 2, primary, recipients).await;
+}
+
+/// Like `gateway_with_domain`, with `replicas` replicas.
+async fn gateway_of(
+    ns: &TestNamespace,
+    replicas: usize,
+    primary: SocketAddr,
+    recipients: serde_json::Value,
+) {
     apply::<MailGateway>(
         ns,
         gateway(
             "edge",
-            json!({"replicas": 2, "service": {"type": "NodePort"}}),
+            json!({"replicas": replicas, "service": {"type": "NodePort"}}),
         ),
     )
     .await;
@@ -265,9 +275,9 @@ async fn gateway_with_domain(
         ),
     )
     .await;
-    until(LIMIT, "both gateway pods Ready", || async {
+    until(LIMIT, "every gateway pod Ready", || async {
         let pods = gateway_pods(ns, "edge").await;
-        (pods.len() == 2 && pods.iter().all(pod_ready)).then_some(())
+        (pods.len() == replicas && pods.iter().all(pod_ready)).then_some(())
     })
     .await;
     domain_condition(
@@ -786,4 +796,106 @@ async fn the_operator_probes_every_ready_replica_and_names_the_one_that_answers_
         "{message}"
     );
     println!("node: AcceptanceVerified False NotAccepting: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_in_waits_until_the_replicas_it_removes_have_delivered_their_queues() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let primary = closed_port(node);
+    let ns = node.namespace("scalein").await.unwrap();
+    gateway_of(&ns, 3, primary, json!({"inline": ["alice@relay.example"]})).await;
+    let pods = ns.api::<Pod>();
+    // With the primary down: 2 messages wait on edge-1 and 2 on edge-2.
+    let per_replica = 2;
+    let mut sent = 0;
+    for pod in ["edge-1", "edge-2"] {
+        let smtp = SocketAddr::new(pod_ip(&pods.get(pod).await.unwrap()).unwrap(), 25);
+        reply_becomes(smtp, "alice@relay.example", 250).await;
+        let mut client = Client::connect(smtp).unwrap();
+        for _ in 0..per_replica {
+            let body = numbered(sent, "scalein");
+            let reply = client
+                .send("sender@client.test", "alice@relay.example", &body)
+                .unwrap();
+            assert_eq!(reply.code, 250, "{reply}");
+            sent += 1;
+        }
+        client.quit();
+        until(
+            LIMIT,
+            &format!("the messages deferred in {pod}"),
+            || async { (queued(node, &ns, pod).ok()? == per_replica).then_some(()) },
+        )
+        .await;
+    }
+
+    let gateways = ns.api::<MailGateway>();
+    let edit = json!({"spec": {"replicas": 1}});
+    gateways
+        .patch("edge", &Default::default(), &kube::api::Patch::Merge(&edit))
+        .await
+        .unwrap();
+    let scaled = || gateway_condition(&gateways, "edge", "Scaled");
+    let held = until(LIMIT, "the scale-in held for the queued mail", || async {
+        scaled().await.filter(|c| {
+            c.reason == "DrainingBeforeScaleIn"
+                && c.message
+                    .ends_with("edge-1 holds 2 messages; edge-2 holds 2 messages")
+        })
+    })
+    .await;
+    println!("node: MailGateway edge, Scaled: {}", held.message);
+    until(
+        LIMIT,
+        "edge-1 and edge-2 not ready (out of the Service)",
+        || async {
+            let listed = gateway_pods(&ns, "edge").await;
+            let ready: Vec<_> = listed.iter().filter(|p| pod_ready(p)).collect();
+            (listed.len() == 3
+                && ready.len() == 1
+                && ready[0].metadata.name.as_deref() == Some("edge-0"))
+            .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let statefulset = ns.api::<StatefulSet>().get("edge").await.unwrap();
+    assert_eq!(
+        statefulset.spec.and_then(|s| s.replicas),
+        Some(3),
+        "held while the primary is down"
+    );
+    assert_eq!(gateway_pods(&ns, "edge").await.len(), 3);
+
+    // The primary returns: the leaving replicas deliver (nobody flushes them by hand), then
+    // the StatefulSet goes down to 1.
+    let sink = Sink::start_on(primary).unwrap();
+    let returned = Instant::now();
+    until(
+        Duration::from_secs(300),
+        "the scale-in done: edge-0 alone",
+        || async {
+            let listed = gateway_pods(&ns, "edge").await;
+            (listed.len() == 1 && scaled().await?.reason == "AtSpec").then_some(())
+        },
+    )
+    .await;
+    println!(
+        "node: scale-in 3 → 1 done {:?} after the primary returned",
+        returned.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = arrivals(&sink, "scalein");
+    println!(
+        "mail safety: messages queued {sent} / delivered {} / lost {} / duplicated {} / bounced 0 (node: scale-in 3 → 1 with mail on replicas 1 and 2, primary down)",
+        counts.len(),
+        sent - counts.len(),
+        counts.values().map(|n| n - 1).sum::<usize>()
+    );
+    assert_eq!(counts.len(), sent, "every message arrived: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "delivered once each: {counts:?}"
+    );
 }

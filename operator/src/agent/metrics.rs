@@ -1,6 +1,7 @@
 //! The agent's Prometheus metrics and probe answers.
 
 use super::queue::DomainQueue;
+use super::retire::Retirement;
 use crate::telemetry::Endpoints;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,10 +23,13 @@ struct DomainLabels {
 }
 
 /// What an agent's `/status` says: messages its replica still holds, per domain it no
-/// longer relays (deleted, withdrawn or moved). Read by the operator.
+/// longer relays (deleted, withdrawn or moved), and, while a scale-in removes the replica,
+/// how far it has delivered its queue. Read by the operator.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StatusReport {
     pub draining: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<Retirement>,
 }
 
 /// A copy of what `value` holds, also after a panic while it was locked (the figures
@@ -51,6 +55,8 @@ pub struct AgentMetrics {
     postfix_running: AtomicBool,
     /// The last draining figures, for `/status`.
     draining: Mutex<BTreeMap<String, u64>>,
+    /// Set while a scale-in removes this replica.
+    retirement: Mutex<Option<Retirement>>,
     /// Why the last queue read of a running Postfix got no answer; `None` once one does.
     postfix_unanswered: Mutex<Option<String>>,
     stopped: AtomicBool,
@@ -115,6 +121,7 @@ impl Default for AgentMetrics {
             postfix_running: AtomicBool::new(false),
             postfix_unanswered: Mutex::new(None),
             draining: Mutex::new(BTreeMap::new()),
+            retirement: Mutex::new(None),
             stopped: AtomicBool::new(false),
         }
     }
@@ -156,6 +163,13 @@ impl AgentMetrics {
 
     pub fn stopped(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a scale-in removes this replica, and how far its queue is delivered.
+    pub fn set_retirement(&self, retirement: Option<Retirement>) {
+        if let Ok(mut kept) = self.retirement.lock() {
+            *kept = retirement;
+        }
     }
 
     /// Replaces the draining figures; domains whose route went drop out of the output.
@@ -219,7 +233,9 @@ impl Endpoints for AgentMetrics {
     /// pod's readiness comes from here, so Postfix's SMTP port is never probed (a probe
     /// connection costs three mail log lines).
     fn readiness(&self) -> Result<&'static str, &'static str> {
-        if !self.loaded.load(Ordering::Relaxed) {
+        if copied(&self.retirement).is_some() {
+            Err("a scale-in removes this replica: it takes no new mail and delivers its queue\n")
+        } else if !self.loaded.load(Ordering::Relaxed) {
             Err("the first configuration is not loaded yet\n")
         } else if !self.postfix_running.load(Ordering::Relaxed) {
             Err("Postfix is not running\n")
@@ -231,8 +247,11 @@ impl Endpoints for AgentMetrics {
     }
 
     fn status(&self) -> Option<String> {
-        let draining = copied(&self.draining);
-        serde_json::to_string(&StatusReport { draining }).ok()
+        serde_json::to_string(&StatusReport {
+            draining: copied(&self.draining),
+            retiring: copied(&self.retirement),
+        })
+        .ok()
     }
 
     /// `postfix`: fails while a running Postfix leaves queue reads unanswered (hung, or

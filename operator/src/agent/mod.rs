@@ -11,9 +11,11 @@
 mod metrics;
 mod postfix;
 mod queue;
+mod retire;
 
 pub use metrics::{AgentMetrics, StatusReport};
 pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
+pub use retire::Retirement;
 
 use crate::render::{
     Assembled, CheckedRelay, GATEWAY_CONFIG_LABEL, GatewayFiles, LocalSettings,
@@ -36,6 +38,8 @@ const SUPERVISION_INTERVAL: Duration = Duration::from_secs(2);
 pub struct AgentSettings {
     pub namespace: String,
     pub gateway: String,
+    /// This replica's pod name (`<gateway>-<ordinal>`); without one, no scale-in retires it.
+    pub replica: Option<String>,
     pub postfix: Postfix,
     pub local: LocalSettings,
     /// How often the queue is read for the metrics.
@@ -83,6 +87,8 @@ struct Loaded {
     draining_restored: bool,
     /// What was last saved there.
     saved_draining: Option<DrainingRoutes>,
+    /// Set while a scale-in removes this replica.
+    retiring: Option<retire::Retiring>,
 }
 
 impl Loaded {
@@ -243,6 +249,7 @@ pub async fn run(
                 _ = queue_timer.tick() => {
                     if let Some(queue) = read_queue(&settings, &metrics).await {
                         metrics.set_draining(&loaded.drain(&queue));
+                        deliver_if_retiring(&settings, &mut loaded, &queue, &metrics).await;
                     }
                 }
                 // Retry a failed load (for example Postfix tools missing for a moment).
@@ -374,6 +381,7 @@ async fn sync(
     let Some(gateway_files) = loaded.gateway.clone() else {
         return;
     };
+    note_retirement(settings, &gateway_files, loaded, metrics);
     let queue_directory = gateway_files.queue_directory(&settings.local);
     if !loaded.draining_restored
         && let Some(queue_directory) = &queue_directory
@@ -444,6 +452,57 @@ async fn sync(
             tracing::error!(%error, "loading the configuration into Postfix failed; the previous one keeps serving");
         }
     }
+}
+
+/// Starts or ends this replica's retirement as the gateway ConfigMap's scale-in marker says.
+fn note_retirement(
+    settings: &AgentSettings,
+    gateway: &GatewayFiles,
+    loaded: &mut Loaded,
+    metrics: &AgentMetrics,
+) {
+    let ordinal = settings
+        .replica
+        .as_deref()
+        .and_then(|replica| retire::ordinal(replica, &settings.gateway));
+    let removed = ordinal
+        .zip(gateway.retiring_from)
+        .is_some_and(|(ordinal, from)| ordinal >= from);
+    match (removed, loaded.retiring.is_some()) {
+        (true, false) => {
+            tracing::info!(
+                "a scale-in removes this replica: it takes no new mail and delivers its queue first"
+            );
+            let retiring = retire::Retiring::default();
+            metrics.set_retirement(Some(retiring.report(0)));
+            loaded.retiring = Some(retiring);
+        }
+        (false, true) => {
+            tracing::info!("the scale-in no longer removes this replica: it takes mail again");
+            loaded.retiring = None;
+            metrics.set_retirement(None);
+        }
+        _ => {}
+    }
+}
+
+/// A retiring replica retries all its mail now and then, and reports what it still holds.
+async fn deliver_if_retiring(
+    settings: &AgentSettings,
+    loaded: &mut Loaded,
+    queue: &BTreeMap<String, queue::DomainQueue>,
+    metrics: &AgentMetrics,
+) {
+    let Some(retiring) = loaded.retiring.as_mut() else {
+        return;
+    };
+    let queued = queue.values().map(|domain| domain.messages).sum();
+    if retiring.read(queued, std::time::Instant::now())
+        && let Err(error) = settings.postfix.flush().await
+    {
+        tracing::warn!(%error, "asking Postfix to deliver the queue failed");
+    }
+    metrics.set_retirement(Some(retiring.report(queued)));
 }
 
 /// Logs a refusal once per distinct problem and counts every new one.

@@ -227,6 +227,11 @@ impl Postfix {
         self.command_within(timeout, "postqueue", &["-j"]).await
     }
 
+    /// `postqueue -f`: every queued message is tried now, deferred or not.
+    pub async fn flush(&self) -> Result<(), PostfixError> {
+        self.command("postqueue", &["-f"]).await.map(|_| ())
+    }
+
     async fn command(&self, program: &str, args: &[&str]) -> Result<String, PostfixError> {
         self.command_within(COMMAND_TIMEOUT, program, args).await
     }

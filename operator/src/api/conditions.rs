@@ -31,6 +31,9 @@ pub const PRIMARY_REACHABLE: &str = "PrimaryReachable";
 /// MailGateway: no replica holds mail for a domain it no longer relays (deleted, withdrawn
 /// or moved); `False` while some does, with the counts.
 pub const QUEUE_DRAINED: &str = "QueueDrained";
+/// MailGateway: the StatefulSet runs `spec.replicas`; `False` while a scale-in waits for
+/// the replicas it removes to deliver their queues.
+pub const SCALED: &str = "Scaled";
 
 /// Whether `True` is the bad news for conditions of `type_` (polarity, for Events and
 /// summaries): `Conflict` and `Departed`; for every other type `True` is healthy.

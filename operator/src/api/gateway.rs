@@ -45,8 +45,10 @@ use std::net::IpAddr;
 #[serde(rename_all = "camelCase")]
 pub struct MailGatewaySpec {
     /// Number of relay replicas. Each keeps its own queue on a persistent volume claim.
-    /// Scale-in does not drain a replica first: mail queued on a removed replica stays on
-    /// its claim and is delivered when the replica comes back.
+    /// A scale-in removes a replica only once its queue is empty: the replicas it removes
+    /// take no new mail (not ready) and deliver their queues first, and while one still
+    /// holds mail (its primary down, at most `maxQueueLifetime`) or cannot be asked, the
+    /// StatefulSet keeps it and the `Scaled` condition says why.
     #[serde(default = "default_replicas")]
     // The API server stores any integer the schema allows; one outside the Rust type makes
     // the object undecodable, and every watch event of it costs the operator a backoff.
@@ -112,6 +114,13 @@ pub struct MailGatewaySpec {
     /// on stay relayed and show `OwnershipVerified: False` until their record is published.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_ownership_proof: bool,
+}
+
+impl MailGateway {
+    /// The status condition of `type_`, if the operator has set it.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        super::conditions::find(&self.status.as_ref()?.conditions, type_)
+    }
 }
 
 fn default_replicas() -> i32 {

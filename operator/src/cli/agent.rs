@@ -10,6 +10,10 @@ pub struct AgentArgs {
     /// The MailGateway whose ConfigMaps this agent loads.
     #[arg(long, env = "MX_AGENT_GATEWAY")]
     pub gateway: String,
+    /// This replica's pod name, `<gateway>-<ordinal>`: a scale-in that removes its ordinal
+    /// makes it stop taking mail and deliver its queue first.
+    #[arg(long, env = "POD_NAME")]
+    pub replica: Option<String>,
     /// Namespace of the gateway (the pod's own).
     #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: String,
@@ -61,6 +65,7 @@ pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
     let settings = AgentSettings {
         namespace: args.namespace,
         gateway: args.gateway,
+        replica: args.replica,
         postfix: Postfix::new(args.config_dir),
         local: LocalSettings {
             overrides: args.overrides,

@@ -219,7 +219,9 @@ impl GatewayBuild<'_> {
     }
 
     /// The relays: Postfix and the agent in one pod, a persistent queue per replica.
-    pub fn stateful_set(&self) -> StatefulSet {
+    /// `replicas` is the spec's, or more while replicas that a scale-in removes still
+    /// deliver their queues.
+    pub fn stateful_set(&self, replicas: i32) -> StatefulSet {
         let names = GatewayNames::of(self.name);
         let spec = &self.gateway.spec;
         let image = spec
@@ -276,17 +278,11 @@ impl GatewayBuild<'_> {
                 // The image's entrypoint adds --config-dir.
                 self.name.to_string(),
             ]),
-            env: Some(vec![EnvVar {
-                name: "POD_NAMESPACE".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.namespace".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
+            // The pod's name carries its ordinal, which a scale-in may be about to remove.
+            env: Some(vec![
+                pod_field("POD_NAMESPACE", "metadata.namespace"),
+                pod_field("POD_NAME", "metadata.name"),
+            ]),
             ports: Some(vec![ContainerPort {
                 name: Some(AGENT_PORT_NAME.into()),
                 container_port: AGENT_PORT,
@@ -340,8 +336,12 @@ impl GatewayBuild<'_> {
         StatefulSet {
             metadata: self.metadata(&names.workload, "smtp"),
             spec: Some(StatefulSetSpec {
-                replicas: Some(spec.replicas),
+                replicas: Some(replicas),
                 service_name: Some(names.headless),
+                // A scale-in removes replicas once they have delivered their queues, and
+                // by then they are not ready: OrderedReady would never remove a pod that
+                // is not ready. (Rolling updates still go one ready pod at a time.)
+                pod_management_policy: Some("Parallel".into()),
                 selector: LabelSelector {
                     match_labels: Some(self.selector_labels()),
                     ..Default::default()
@@ -381,6 +381,21 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// An environment variable set from the pod's own `field_path` (the downward API).
+fn pod_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -486,10 +501,11 @@ mod tests {
             "queue": {"size": "20Gi", "storageClassName": "fast"},
             "tls": {"secretName": "mx-tls"},
         }));
-        let sts = build(&gw).stateful_set();
+        let sts = build(&gw).stateful_set(gw.spec.replicas);
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.service_name.as_deref(), Some("edge-headless"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
         let claim = &spec.volume_claim_templates.unwrap()[0];
         let claim_spec = claim.spec.as_ref().unwrap();
         assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));

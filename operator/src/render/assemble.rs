@@ -72,6 +72,8 @@ impl CheckedRelay {
 pub struct GatewayFiles {
     main_cf: String,
     master_cf: String,
+    /// Replicas with this ordinal or a higher one are being removed by a scale-in.
+    pub retiring_from: Option<u32>,
 }
 
 impl GatewayFiles {
@@ -152,7 +154,22 @@ pub fn check_gateway(data: &BTreeMap<String, String>) -> Result<GatewayFiles, St
     if !master_cf.lines().any(is_smtp_listener) {
         return Err("master.cf has no `smtp inet` service".into());
     }
-    Ok(GatewayFiles { main_cf, master_cf })
+    let retiring_from = data
+        .get(keys::RETIRING_FROM)
+        .map(|from| {
+            from.parse().map_err(|_| {
+                format!(
+                    "{:?} is not a replica ordinal: {from:?}",
+                    keys::RETIRING_FROM
+                )
+            })
+        })
+        .transpose()?;
+    Ok(GatewayFiles {
+        main_cf,
+        master_cf,
+        retiring_from,
+    })
 }
 
 /// An `inet` service whose command is `smtpd` (options may follow).
@@ -692,5 +709,17 @@ mod tests {
         assert!(check_gateway(&data).is_ok());
         data.insert(keys::MAIN_CF.into(), "this is not a parameter\n".into());
         assert!(check_gateway(&data).is_err());
+    }
+
+    #[test]
+    fn a_scale_in_marker_is_an_ordinal_or_refused() {
+        let spec = serde_json::from_value(serde_json::json!({"mxHostnames": []})).unwrap();
+        let mut data = gateway_configmap_data("edge", &spec, None).unwrap();
+        // spec.replicas defaults to 2.
+        assert_eq!(check_gateway(&data).unwrap().retiring_from, Some(2));
+        data.remove(keys::RETIRING_FROM);
+        assert_eq!(check_gateway(&data).unwrap().retiring_from, None);
+        data.insert(keys::RETIRING_FROM.into(), "-1".into());
+        assert!(check_gateway(&data).unwrap_err().contains("retiring-from"));
     }
 }

@@ -85,6 +85,11 @@ pub fn gateway_configmap_data(
     Ok(BTreeMap::from([
         (keys::MAIN_CF.to_string(), main_cf),
         (keys::MASTER_CF.to_string(), MASTER_CF.to_string()),
+        // Replicas past spec.replicas are on their way out (see controller/mailgateway/scale.rs).
+        (
+            keys::RETIRING_FROM.to_string(),
+            gateway.replicas.to_string(),
+        ),
     ]))
 }
 

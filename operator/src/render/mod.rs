@@ -35,6 +35,9 @@ pub mod keys {
     pub const MESSAGE_SIZE_LIMIT: &str = "message_size_limit";
     pub const MAIN_CF: &str = "main.cf";
     pub const MASTER_CF: &str = "master.cf";
+    /// Gateway ConfigMap: the first replica ordinal a scale-in removes; replicas from it
+    /// up take no new mail and deliver their queues.
+    pub const RETIRING_FROM: &str = "retiring-from";
     /// Every key a relay ConfigMap may have.
     pub const RELAY: [&str; 10] = [
         DOMAIN,

@@ -2,11 +2,12 @@
 //! applied and every replica is ready. Pure.
 
 use super::fetch::{AgentReport, Inputs};
+use super::scale::scale;
 use crate::api::MailGateway;
 use crate::api::conditions::{CONFIGURED, Desired, QUEUE_DRAINED, READY};
 use crate::api::gateway::{NotificationMode, Notifications};
 use crate::api::validate::parse_next_hop;
-use crate::manifests::gateway::GatewayBuild;
+use crate::manifests::gateway::{GatewayBuild, GatewayNames};
 use crate::render::{RenderError, gateway_configmap_data};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -40,8 +41,9 @@ pub struct Children {
     pub ready_replicas: i32,
     /// Where notifications go, for `status.notifications`.
     pub notifications: String,
-    /// Whether no replica holds mail for a domain it no longer relays.
-    pub drained: bool,
+    /// Whether replicas hold mail that must be delivered before the gateway settles: for
+    /// domains they no longer relay, or as replicas a scale-in removes.
+    pub draining: bool,
 }
 
 pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
@@ -79,6 +81,15 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
         Desired::new(READY, false, "ReplicasNotReady", replicas)
     };
     let drained = queue_drained(&inputs.agents);
+    let names = GatewayNames::of(&name);
+    let scale = scale(
+        wanted,
+        inputs.running_replicas,
+        &names.workload,
+        &names.headless,
+        &inputs.agents,
+        &gateway.spec.queue.max_queue_lifetime,
+    );
     Decision::Apply(Box::new(Children {
         service: build.service(),
         headless: build.headless_service(),
@@ -87,12 +98,13 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
         role: build.role(),
         role_binding: build.role_binding(),
         pod_disruption_budget: inputs.pdb_served.then(|| build.pod_disruption_budget()),
-        stateful_set: build.stateful_set(),
-        drained: drained.verdict.status,
+        stateful_set: build.stateful_set(scale.replicas),
+        draining: !drained.verdict.status || scale.waiting(),
         conditions: vec![
             Desired::new(CONFIGURED, true, "Applied", applied),
             ready,
             drained,
+            scale.condition,
         ],
         served: inputs.served,
         ready_replicas,
@@ -273,6 +285,7 @@ mod tests {
             address: ([10, 0, 0, 1], 8080).into(),
             status: Ok(crate::agent::StatusReport {
                 draining: draining.iter().map(|(d, n)| (d.to_string(), *n)).collect(),
+                retiring: None,
             }),
         };
         let none = queue_drained(&[report("edge-0", &[]), report("edge-1", &[])]);

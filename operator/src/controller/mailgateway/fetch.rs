@@ -25,6 +25,8 @@ pub struct Inputs {
     pub load_balancer_ip: Option<IpAddr>,
     /// The gateway's StatefulSet as last seen: its ready replicas.
     pub ready_replicas: i32,
+    /// Its `spec.replicas`; None before it exists.
+    pub running_replicas: Option<i32>,
     /// Whether the server serves `policy/v1` PodDisruptionBudgets.
     pub pdb_served: bool,
     /// Image of gateways that do not name their own.
@@ -90,6 +92,10 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
             .and_then(|s| s.status.as_ref())
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
+        running_replicas: stateful_set
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas),
         pdb_served: ctx.pdb_served,
         default_image: ctx.settings.gateway_image.clone(),
         agents: Vec::new(),

@@ -8,6 +8,7 @@
 mod apply;
 mod decide;
 mod fetch;
+mod scale;
 
 use super::context::{Context, Error};
 use super::write::{namespace_of, write_status};
@@ -65,13 +66,13 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     )
     .await?;
     // Mail still draining is looked at again soon: the counts go down, then the condition
-    // turns.
-    Ok(Action::requeue(if children.drained {
-        ctx.settings.resync
-    } else {
+    // turns (and a held scale-in goes on).
+    Ok(Action::requeue(if children.draining {
         DRAINING_RECHECK
+    } else {
+        ctx.settings.resync
     }))
 }
 
-/// How soon a gateway whose replicas hold draining mail is read again.
+/// How soon a gateway whose replicas hold mail to deliver is read again.
 const DRAINING_RECHECK: Duration = Duration::from_secs(15);

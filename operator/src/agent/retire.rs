@@ -1,0 +1,99 @@
+//! A replica that a scale-in removes: it takes no new mail (it is not ready, so it leaves
+//! the Services' endpoints), delivers its queue, and says once it holds nothing, so that
+//! the operator removes it without stranding mail on its volume.
+
+use super::EMPTY_READS_TO_DRAIN;
+use std::time::{Duration, Instant};
+
+/// How often a retiring replica with mail asks Postfix to retry all of it: deferred mail
+/// would otherwise wait for its backoff (up to an hour) after the primary is back.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The replica's ordinal: `edge-2` of gateway `edge` is 2.
+pub fn ordinal(replica: &str, gateway: &str) -> Option<u32> {
+    replica
+        .strip_prefix(gateway)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+/// What a retiring replica's `/status` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retirement {
+    /// Messages in the queue at the last read.
+    pub queued: u64,
+    /// Whether the last reads found the queue empty: the replica may go.
+    pub delivered: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Retiring {
+    empty_reads: u8,
+    last_flush: Option<Instant>,
+}
+
+impl Retiring {
+    /// Counts a queue read that found `queued` messages; true when the queue should be
+    /// flushed now.
+    pub fn read(&mut self, queued: u64, now: Instant) -> bool {
+        if queued > 0 {
+            self.empty_reads = 0;
+            let due = self
+                .last_flush
+                .is_none_or(|last| now.duration_since(last) >= FLUSH_INTERVAL);
+            if due {
+                self.last_flush = Some(now);
+            }
+            due
+        } else {
+            // One empty read proves little: `showq` skips a message the queue manager moves.
+            self.empty_reads = self.empty_reads.saturating_add(1);
+            false
+        }
+    }
+
+    pub fn report(&self, queued: u64) -> Retirement {
+        Retirement {
+            queued,
+            delivered: self.empty_reads >= EMPTY_READS_TO_DRAIN,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ordinal_follows_the_gateways_name() {
+        assert_eq!(ordinal("edge-2", "edge"), Some(2));
+        assert_eq!(ordinal("edge-west-10", "edge-west"), Some(10));
+        assert_eq!(ordinal("edge-west-1", "edge"), None);
+        assert_eq!(ordinal("edge", "edge"), None);
+        assert_eq!(ordinal("other-0", "edge"), None);
+    }
+
+    #[test]
+    fn mail_is_flushed_at_once_then_every_interval_and_two_empty_reads_release_the_replica() {
+        let start = Instant::now();
+        let mut retiring = Retiring::default();
+        assert_eq!(retiring.report(0), Retirement::default());
+        assert!(retiring.read(2, start));
+        assert!(!retiring.read(2, start + Duration::from_secs(10)));
+        assert!(retiring.read(1, start + FLUSH_INTERVAL));
+        assert!(!retiring.read(0, start + FLUSH_INTERVAL));
+        assert!(!retiring.report(0).delivered);
+        // Mail seen again starts the count over.
+        retiring.read(1, start + FLUSH_INTERVAL);
+        retiring.read(0, start + FLUSH_INTERVAL);
+        retiring.read(0, start + FLUSH_INTERVAL);
+        assert_eq!(
+            retiring.report(0),
+            Retirement {
+                queued: 0,
+                delivered: true
+            }
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! How many replicas a gateway runs: `spec.replicas`, except that a scale-in removes a
+//! replica only once its agent says its queue is delivered. Until then the replicas being
+//! removed take no new mail and deliver what they hold: the gateway ConfigMap always says
+//! from which ordinal on replicas retire (`spec.replicas`), so a replica stays retired
+//! until the StatefulSet has deleted it. Pure.
+
+use super::fetch::AgentReport;
+use crate::agent::Retirement;
+use crate::api::conditions::{Desired, SCALED};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scale {
+    /// The StatefulSet's replicas.
+    pub replicas: i32,
+    pub condition: Desired,
+}
+
+impl Scale {
+    /// Whether replicas wait to be removed (the gateway is looked at again soon).
+    pub fn waiting(&self) -> bool {
+        !self.condition.verdict.status
+    }
+}
+
+/// `wanted` is `spec.replicas`, `running` the StatefulSet's replicas as last seen (None
+/// before it exists); `workload` names the pods (`<workload>-<ordinal>`); `headless` is the
+/// Service whose Endpoints listed `agents`; `lifetime` is `spec.queue.maxQueueLifetime`.
+pub fn scale(
+    wanted: i32,
+    running: Option<i32>,
+    workload: &str,
+    headless: &str,
+    agents: &[AgentReport],
+    lifetime: &str,
+) -> Scale {
+    let running = running.unwrap_or(wanted);
+    if running <= wanted {
+        return Scale {
+            replicas: wanted,
+            condition: Desired::new(
+                SCALED,
+                true,
+                "AtSpec",
+                format!("{wanted} replicas, as spec.replicas asks"),
+            ),
+        };
+    }
+    // The StatefulSet removes the highest ordinals first: it may go down to the lowest
+    // ordinal above which every replica has delivered its queue.
+    let mut replicas = running;
+    let mut waits = Vec::new();
+    let mut blocked = false;
+    for ordinal in (wanted..running).rev() {
+        let pod = format!("{workload}-{ordinal}");
+        let report = agents.iter().find(|agent| agent.replica == pod);
+        let wait = match report.map(|agent| &agent.status) {
+            None => {
+                blocked = true;
+                format!(
+                    "{pod} is not listed in Service {headless} (not running?), and its queue volume may hold mail"
+                )
+            }
+            Some(Err(why)) => {
+                blocked = true;
+                format!("{pod}'s agent could not be asked: {why}")
+            }
+            Some(Ok(status)) => match status.retiring {
+                None => format!("{pod} has not yet taken up the scale-in"),
+                Some(retirement) if retirement.delivered => {
+                    if waits.is_empty() {
+                        replicas = ordinal;
+                    }
+                    continue;
+                }
+                Some(Retirement { queued: 1, .. }) => format!("{pod} holds 1 message"),
+                Some(retirement) => format!("{pod} holds {} messages", retirement.queued),
+            },
+        };
+        waits.push(wait);
+    }
+    if waits.is_empty() {
+        return Scale {
+            replicas: wanted,
+            condition: Desired::new(
+                SCALED,
+                true,
+                "AtSpec",
+                format!(
+                    "{wanted} replicas, as spec.replicas asks; the replicas removed had delivered their queues"
+                ),
+            ),
+        };
+    }
+    waits.reverse();
+    Scale {
+        replicas,
+        condition: Desired::new(
+            SCALED,
+            false,
+            if blocked {
+                "ScaleInBlocked"
+            } else {
+                "DrainingBeforeScaleIn"
+            },
+            format!(
+                "spec.replicas is {wanted}, {replicas} run: a replica is removed once its queue is delivered (it takes no new mail, and mail its primary does not take waits at most maxQueueLifetime, {lifetime}): {}",
+                waits.join("; ")
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::StatusReport;
+
+    fn agent(replica: &str, retiring: Option<(u64, bool)>) -> AgentReport {
+        AgentReport {
+            replica: replica.into(),
+            address: ([10, 0, 0, 1], 8080).into(),
+            status: Ok(StatusReport {
+                draining: Default::default(),
+                retiring: retiring.map(|(queued, delivered)| Retirement { queued, delivered }),
+            }),
+        }
+    }
+
+    fn at(wanted: i32, running: Option<i32>, agents: &[AgentReport]) -> Scale {
+        scale(wanted, running, "edge", "edge-headless", agents, "5d")
+    }
+
+    #[test]
+    fn scaling_out_or_standing_still_runs_the_spec() {
+        for running in [None, Some(1), Some(3)] {
+            let scale = at(3, running, &[]);
+            assert_eq!(scale.replicas, 3);
+            assert_eq!(scale.condition.verdict.reason, "AtSpec");
+            assert!(!scale.waiting());
+        }
+    }
+
+    #[test]
+    fn a_scale_in_waits_for_the_replicas_it_removes_to_deliver_their_queues() {
+        let keep = agent("edge-0", None);
+        let holding = at(
+            1,
+            Some(3),
+            &[
+                keep.clone(),
+                agent("edge-1", Some((2, false))),
+                agent("edge-2", Some((1, false))),
+            ],
+        );
+        assert_eq!(holding.replicas, 3);
+        assert_eq!(holding.condition.verdict.reason, "DrainingBeforeScaleIn");
+        assert!(
+            holding
+                .condition
+                .verdict
+                .message
+                .ends_with("edge-1 holds 2 messages; edge-2 holds 1 message"),
+            "{}",
+            holding.condition.verdict.message
+        );
+        assert!(holding.waiting());
+
+        // The highest ordinal goes first, as soon as it is empty; a lower one cannot go
+        // before a higher one.
+        let leaving = |edge_1, edge_2| {
+            at(
+                1,
+                Some(3),
+                &[
+                    keep.clone(),
+                    agent("edge-1", Some(edge_1)),
+                    agent("edge-2", Some(edge_2)),
+                ],
+            )
+        };
+        assert_eq!(leaving((2, false), (0, true)).replicas, 2);
+        assert_eq!(leaving((0, true), (0, false)).replicas, 3);
+        let done = leaving((0, true), (0, true));
+        assert_eq!(done.replicas, 1);
+        assert!(done.condition.verdict.status);
+    }
+
+    #[test]
+    fn a_replica_that_cannot_say_what_it_holds_blocks_the_scale_in() {
+        let mut silent = agent("edge-1", None);
+        silent.status = Err("connection refused".into());
+        let blocked = at(1, Some(2), &[silent]);
+        assert_eq!(
+            (blocked.replicas, blocked.condition.verdict.reason),
+            (2, "ScaleInBlocked")
+        );
+        assert!(
+            blocked
+                .condition
+                .verdict
+                .message
+                .contains("edge-1's agent could not be asked: connection refused")
+        );
+
+        let unlisted = at(1, Some(2), &[agent("edge-0", None)]);
+        assert_eq!(unlisted.replicas, 2);
+        assert!(
+            unlisted
+                .condition
+                .verdict
+                .message
+                .contains("edge-1 is not listed in Service edge-headless")
+        );
+
+        let unaware = at(1, Some(2), &[agent("edge-1", None)]);
+        assert_eq!(
+            (unaware.replicas, unaware.condition.verdict.reason),
+            (2, "DrainingBeforeScaleIn")
+        );
+        assert!(
+            unaware
+                .condition
+                .verdict
+                .message
+                .contains("edge-1 has not yet taken up the scale-in")
+        );
+    }
+}
