@@ -809,3 +809,75 @@ async fn a_relay_config_the_api_server_refuses_is_a_condition() {
     .await;
     wait_condition(&ns, "big", "Ready", ConditionStatus::True, "Relayed").await;
 }
+
+#[tokio::test]
+async fn a_write_the_api_server_refuses_is_a_condition_until_it_succeeds() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    use mx_operator_tests::fixtures::apply_dynamic;
+    use mx_operator_tests::wait::gateway_condition;
+    let (_plane, ns) = namespace_with_operator("quota").await;
+    // While this quota holds, admission refuses every new ConfigMap in the namespace: the
+    // gateway's and the domain's relay config. (Its status is what admission enforces; the
+    // test control plane runs no quota controller to fill it in.)
+    apply_dynamic(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-configmaps"},
+               "spec": {"hard": {"configmaps": "0"}}}),
+    )
+    .await;
+    let counted = json!({"status": {"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}}});
+    ns.api::<ResourceQuota>()
+        .patch_status(
+            "no-configmaps",
+            &PatchParams::default(),
+            &Patch::Merge(&counted),
+        )
+        .await
+        .unwrap();
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    apply::<MailDomain>(&ns, domain("relay", "relay.example", json!({}))).await;
+    let configured = until(
+        LIMIT,
+        "the gateway's refused write in its status",
+        || async {
+            gateway_condition(&ns.api(), "edge", "Configured")
+                .await
+                .filter(|c| c.reason == "ApplyFailed")
+        },
+    )
+    .await;
+    assert_eq!(configured.status, ConditionStatus::False);
+    assert!(
+        configured.message.contains("no-configmaps") && configured.message.contains("HTTP 403"),
+        "{}",
+        configured.message
+    );
+    let md = wait_condition(&ns, "relay", "Ready", ConditionStatus::False, "ApplyFailed").await;
+    let (_, _, message) = condition(&md, "Ready").unwrap();
+    assert!(
+        message.contains("relay-relay.example") && message.contains("no-configmaps"),
+        "{message}"
+    );
+
+    // The retries succeed once the quota is gone.
+    ns.api::<ResourceQuota>()
+        .delete("no-configmaps", &DeleteParams::default())
+        .await
+        .unwrap();
+    let retried = Duration::from_secs(90);
+    until(retried, "the gateway configured", || async {
+        gateway_condition(&ns.api(), "edge", "Configured")
+            .await
+            .filter(|c| c.reason == "Applied")
+    })
+    .await;
+    domain_condition(
+        &ns.api(),
+        retried,
+        "relay",
+        "Ready",
+        ConditionStatus::True,
+        "Relayed",
+    )
+    .await;
+}

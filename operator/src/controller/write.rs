@@ -241,6 +241,34 @@ where
     Ok(())
 }
 
+/// A write a reconcile called for failed with `error`: condition `type_` says so
+/// (`ApplyFailed`, the API server's words, and `then`: what still holds), not only the log
+/// and the retries. Best effort: a status that cannot be written either is logged.
+pub(crate) async fn report_apply_failure<K, S>(
+    object: &K,
+    current: Option<&S>,
+    ctx: &Context,
+    type_: &'static str,
+    error: &Error,
+    then: &str,
+) where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+    S: ConditionedStatus,
+{
+    let failed = Desired::new(
+        type_,
+        false,
+        "ApplyFailed",
+        format!("{}; {then}", error.readable()),
+    );
+    if let Err(status_error) = write_status(object, current, ctx, &[failed], |_| {}).await {
+        tracing::warn!(%status_error, "the failure could not be written to status either");
+    }
+}
+
 /// The key of an object's remembered status write: kind, namespace, name.
 pub(crate) fn status_key<K: Resource<DynamicType = ()>>(object: &K) -> ObjectKey {
     (

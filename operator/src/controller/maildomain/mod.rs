@@ -20,7 +20,9 @@ mod requests;
 mod status;
 
 use super::context::{Context, Error};
+use super::write::report_apply_failure;
 use crate::api::MailDomain;
+use crate::api::conditions::READY;
 use crate::api::validate::normalize_domain;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -53,7 +55,17 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
     let inputs = fetch::fetch(domain, ctx).await?;
     let decision = decide::decide(domain, &inputs, Timestamp::now());
     let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
-    let applied = apply::apply(domain, ctx, &inputs, &normalized, &decision).await?;
+    let applied = match apply::apply(domain, ctx, &inputs, &normalized, &decision).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            let then = format!(
+                "retried every {} s, and what the gateway relayed before keeps serving",
+                decide::RETRY.as_secs()
+            );
+            report_apply_failure(domain, domain.status.as_ref(), ctx, READY, &error, &then).await;
+            return Err(error);
+        }
+    };
     let dns_failed = status::dns_failed(&applied);
     status::write(domain, ctx, &decision, applied).await?;
     if dns_failed {

@@ -11,8 +11,9 @@ mod fetch;
 mod scale;
 
 use super::context::{Context, Error};
-use super::write::{namespace_of, write_status};
+use super::write::{namespace_of, report_apply_failure, write_status};
 use crate::api::MailGateway;
+use crate::api::conditions::CONFIGURED;
 use crate::api::gateway::MailGatewayStatus;
 use decide::Decision;
 use kube::ResourceExt;
@@ -52,7 +53,23 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         }
         Decision::Apply(children) => children,
     };
-    apply::apply(ctx, &namespace, &children).await?;
+    if let Err(error) = apply::apply(ctx, &namespace, &children).await {
+        // Said where the user looks (quota, admission, RBAC), not only in the log.
+        let then = format!(
+            "retried every {} s, and the children as they are keep running",
+            RETRY.as_secs()
+        );
+        report_apply_failure(
+            gateway,
+            gateway.status.as_ref(),
+            ctx,
+            CONFIGURED,
+            &error,
+            &then,
+        )
+        .await;
+        return Err(error);
+    }
     write_status(
         gateway,
         gateway.status.as_ref(),
