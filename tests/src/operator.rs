@@ -23,6 +23,25 @@ pub fn test_settings() -> Settings {
     }
 }
 
+/// An operator on this test's runtime that looks names up at `resolvers` (a test's Knot);
+/// for a test binary of its own. Abort the handle to stop it.
+pub async fn operator_resolving_at(
+    plane: &ControlPlane,
+    resolvers: Vec<std::net::SocketAddr>,
+) -> tokio::task::JoinHandle<Option<&'static str>> {
+    let settings = Settings {
+        resolvers,
+        ..test_settings()
+    };
+    let client = plane.operator_client().await.expect("operator client");
+    tokio::spawn(run(
+        client,
+        settings,
+        Arc::new(Metrics::default()),
+        Box::pin(std::future::pending()),
+    ))
+}
+
 /// One operator for the whole test binary, on a runtime of its own (a test's runtime ends
 /// with the test). Tests that need their own operators live in a binary of their own.
 pub fn ensure_shared_operator(plane: &'static ControlPlane) {

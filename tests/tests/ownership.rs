@@ -5,16 +5,13 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
-use mx_operator::controller::Metrics;
-use mx_operator::controller::{Settings, run};
 use mx_operator::manifests::relay::relay_owner;
 use mx_operator_tests::ControlPlane;
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::knot::Knot;
-use mx_operator_tests::operator::test_settings;
+use mx_operator_tests::operator::operator_resolving_at;
 use mx_operator_tests::wait::domain_condition;
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -25,17 +22,7 @@ const LEGACY: &str = "legacy.owned.example";
 async fn only_the_claim_whose_token_is_published_goes_live() {
     let plane = ControlPlane::shared().await.expect("control plane");
     let knot = Knot::start(&plane.dir.join("knot-ownership"), &[(DOMAIN, "")]).unwrap();
-    let settings = Settings {
-        resolvers: vec![knot.address],
-        ..test_settings()
-    };
-    let client = plane.operator_client().await.unwrap();
-    let operator = tokio::spawn(run(
-        client,
-        settings,
-        Arc::new(Metrics::default()),
-        Box::pin(std::future::pending()),
-    ));
+    let operator = operator_resolving_at(plane, vec![knot.address]).await;
 
     let fleet = plane.namespace("fleet").await.unwrap();
     let stranger = plane.namespace("stranger").await.unwrap();

@@ -89,8 +89,9 @@ pub struct MailGatewaySpec {
     /// host-name primary must end in one of `hostSuffixes` (a list left empty admits none
     /// of its kind). Unset, domains from the gateway's own namespace may name any primary,
     /// and domains from other namespaces none inside the cluster's own reach: loopback,
-    /// link-local, unspecified and multicast addresses, `localhost`, single-label names and
-    /// names under `.svc`, `.cluster.local` or `.local`. The operator does not know the
+    /// link-local, unspecified and multicast addresses, `localhost`, single-label names,
+    /// names under `.svc`, `.cluster.local` or `.local`, and names that resolve (through
+    /// the operator's `--resolver`, at every reconcile) to such an address. The operator does not know the
     /// cluster's Pod and Service networks: on a gateway shared by tenants, list the
     /// networks their primaries live in. A primary refused here is
     /// `Ready=False PrimaryNotAllowed`.

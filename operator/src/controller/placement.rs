@@ -147,12 +147,27 @@ pub fn namespace_allowed(
     }
 }
 
+/// Whether the addresses of the host-name primary `host` are checked too: for domains
+/// from other namespaces of a gateway without `allowedPrimaries` (whose host suffixes, when
+/// set, are names the gateway's owner vouches for).
+pub fn primary_addresses_checked(
+    gateway: &MailGateway,
+    domain_namespace: &str,
+    host: &str,
+) -> bool {
+    gateway.spec.allowed_primaries.is_none()
+        && gateway.namespace().as_deref() != Some(domain_namespace)
+        && host.parse::<IpAddr>().is_err()
+}
+
 /// Why `gateway` does not deliver to the primary `host` (normalized) of a domain from
 /// `domain_namespace`, if it does not: see `MailGatewaySpec::allowed_primaries`.
+/// `addresses` are what a host name resolved to, where `primary_addresses_checked`.
 pub fn primary_refused(
     gateway: &MailGateway,
     domain_namespace: &str,
     host: &str,
+    addresses: &[IpAddr],
 ) -> Option<String> {
     let ip = host.parse::<IpAddr>().ok();
     match (&gateway.spec.allowed_primaries, ip) {
@@ -181,8 +196,16 @@ pub fn primary_refused(
                 || [".svc", ".cluster.local", ".local", ".localhost"]
                     .iter()
                     .any(|suffix| host.ends_with(suffix));
-            internal.then(|| {
-                format!("{host} is a name inside the cluster or the host, refused for domains from other namespaces")
+            if internal {
+                return Some(format!(
+                    "{host} is a name inside the cluster or the host, refused for domains from other namespaces"
+                ));
+            }
+            // Checked at every reconcile: a name moved inside later is refused at the next.
+            addresses.iter().find(|ip| inside_the_host(**ip)).map(|ip| {
+                format!(
+                    "{host} resolves to {ip}, a loopback, link-local, unspecified or multicast address, refused for domains from other namespaces"
+                )
             })
         }
     }
@@ -322,12 +345,37 @@ mod tests {
             (&only_networks, "tenant", "mx.example.net", true),
         ];
         for (gateway, namespace, host, refused) in cases {
-            let why = primary_refused(gateway, namespace, host);
+            let why = primary_refused(gateway, namespace, host, &[]);
             assert_eq!(why.is_some(), refused, "{namespace} → {host}: {why:?}");
         }
         assert_eq!(
-            primary_refused(&listed, "tenant", "198.51.100.25").as_deref(),
+            primary_refused(&listed, "tenant", "198.51.100.25", &[]).as_deref(),
             Some("198.51.100.25 is in none of spec.allowedPrimaries.networks")
+        );
+    }
+
+    #[test]
+    fn a_tenants_host_name_primary_is_judged_by_its_addresses_too() {
+        let open = fixtures::gateway(json!({}));
+        let listed = fixtures::gateway(
+            json!({"spec": {"allowedPrimaries": {"hostSuffixes": ["tenant.example"]}}}),
+        );
+        let host = "mail.tenant.example";
+        assert!(primary_addresses_checked(&open, "tenant", host));
+        assert!(!primary_addresses_checked(&open, "mail", host));
+        assert!(!primary_addresses_checked(&open, "tenant", "198.51.100.25"));
+        assert!(!primary_addresses_checked(&listed, "tenant", host));
+        let public = ["198.51.100.25".parse().unwrap()];
+        assert_eq!(primary_refused(&open, "tenant", host, &public), None);
+        let looped = [
+            "198.51.100.25".parse().unwrap(),
+            "127.0.0.2".parse().unwrap(),
+        ];
+        assert_eq!(
+            primary_refused(&open, "tenant", host, &looped).as_deref(),
+            Some(
+                "mail.tenant.example resolves to 127.0.0.2, a loopback, link-local, unspecified or multicast address, refused for domains from other namespaces"
+            )
         );
     }
 

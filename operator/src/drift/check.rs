@@ -234,6 +234,13 @@ mod tests {
         ) -> BoxFuture<'a, Result<Vec<String>, String>> {
             Box::pin(async { Ok(vec![]) })
         }
+        fn addresses_any<'a>(
+            &'a self,
+            _: &'a [SocketAddr],
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<std::net::IpAddr>, String>> {
+            Box::pin(async { Ok(vec![]) })
+        }
     }
 
     /// A gateway that accepts its domain's recipients and refuses others; a primary that

@@ -29,6 +29,12 @@ pub trait Resolver: Send + Sync {
         servers: &'a [SocketAddr],
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    /// The A and AAAA addresses of `name` from the first of `servers` that answers.
+    fn addresses_any<'a>(
+        &'a self,
+        servers: &'a [SocketAddr],
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<std::net::IpAddr>, String>>;
 }
 
 /// The SMTP probe's two questions; errors are messages for a condition.

@@ -12,7 +12,7 @@ use hickory_net::{DnsError, NetError};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, RData, RecordType};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -151,6 +151,35 @@ impl DnsClients {
     }
 }
 
+impl DnsClients {
+    /// The A and AAAA addresses of `name` from the first of `servers` that answers each
+    /// (none for NXDOMAIN or no record).
+    pub async fn addresses_any(
+        &self,
+        servers: &[SocketAddr],
+        name: &str,
+    ) -> Result<Vec<IpAddr>, String> {
+        let mut addresses = Vec::new();
+        for record_type in [RecordType::A, RecordType::AAAA] {
+            let Answer::Records(response) = self.query_any(servers, name, record_type).await?
+            else {
+                continue;
+            };
+            addresses.extend(
+                response
+                    .answers
+                    .iter()
+                    .filter_map(|record| match &record.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+                        _ => None,
+                    }),
+            );
+        }
+        Ok(addresses)
+    }
+}
+
 /// An MX answer as the drift checks judge it.
 fn mx_lookup(answer: Result<Answer, String>) -> MxLookup {
     let response = match answer {
@@ -195,5 +224,13 @@ impl Resolver for DnsClients {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, String>> {
         Box::pin(DnsClients::txt_any(self, servers, name))
+    }
+
+    fn addresses_any<'a>(
+        &'a self,
+        servers: &'a [SocketAddr],
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IpAddr>, String>> {
+        Box::pin(DnsClients::addresses_any(self, servers, name))
     }
 }

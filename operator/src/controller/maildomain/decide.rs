@@ -181,7 +181,7 @@ fn decide_or_fail(
         return Ok(not_relayed("PrimaryIsGateway", message, inputs.resync));
     }
     let primary = normalize_host(&domain.spec.primary.host).unwrap_or_default();
-    if let Some(why) = primary_refused(gateway, namespace, &primary) {
+    if let Some(why) = primary_refused(gateway, namespace, &primary, &inputs.primary_addresses) {
         let message = format!(
             "MailGateway {gateway_namespace}/{gateway_name} does not deliver to this primary: {why}"
         );

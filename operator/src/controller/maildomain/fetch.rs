@@ -5,9 +5,9 @@
 use super::super::context::{Context, Error};
 use super::super::digests::Digest;
 use super::super::ownership;
-use super::super::placement::{gateway_key, rivals};
+use super::super::placement::{gateway_key, primary_addresses_checked, rivals};
 use crate::api::gateway::NamespacesFrom;
-use crate::api::validate::normalize_domain;
+use crate::api::validate::{normalize_domain, normalize_host};
 use crate::api::{DNSProvider, KeyRef, MailDomain, MailGateway};
 use crate::drift::Observation;
 use crate::manifests::gateway::GatewayNames;
@@ -49,6 +49,9 @@ pub struct Inputs {
     pub provider: Option<Arc<DNSProvider>>,
     /// The addresses of the gateway's Service (cluster IP, load balancer), as last seen.
     pub gateway_addresses: Vec<String>,
+    /// What a tenant's host-name primary resolves to, where its addresses are checked;
+    /// empty when it does not resolve (its mail then waits in the queue).
+    pub primary_addresses: Vec<std::net::IpAddr>,
 }
 
 /// A referenced recipient list: its object's metadata and the key's text, if they exist.
@@ -109,6 +112,20 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
             .txt_any(&ctx.settings.resolvers, &proof.record)
             .await;
         inputs.ownership_txt = Some(found);
+    }
+    let primary = normalize_host(&domain.spec.primary.host).unwrap_or_default();
+    if primary_addresses_checked(&gateway, &namespace, &primary) {
+        match ctx
+            .network
+            .resolver
+            .addresses_any(&ctx.settings.resolvers, &primary)
+            .await
+        {
+            Ok(addresses) => inputs.primary_addresses = addresses,
+            Err(error) => {
+                tracing::debug!(%error, %primary, "the primary's addresses could not be looked up")
+            }
+        }
     }
     inputs.lists = lists(domain, ctx, &namespace).await?;
     inputs.relay_live = ctx.relays.get(
