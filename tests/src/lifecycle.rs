@@ -6,7 +6,7 @@ use crate::TestNamespace;
 use crate::gateway::Gateway;
 use crate::smtp::{Client, Sink, rcpt_reply};
 use crate::wait::{gateway_condition, until};
-use mx_operator::api::{ConditionStatus, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,9 +24,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// * once the primary is back, each arrives exactly once and nothing is bounced;
 /// * the MailGateway `edge` in `ns` says how many are draining on the replica (listed as
 ///   pod `edge-0` in its Endpoints) and, once they are delivered, that none is;
+/// * `outliving`, the MailDomain (in `ns`) that outlives the change when it is not
+///   deleted, says in `status.draining` how many wait on gateway `edge`, then none;
 /// * then the domain's route leaves the gateway.
 ///
 /// Prints the `mail safety:` figures `make verify-mail-safety` sums up.
+#[allow(clippy::too_many_arguments)]
 pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     ns: &TestNamespace,
     gateway: &mut Gateway,
@@ -34,6 +37,7 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     primary: SocketAddr,
     case: &str,
     refused_with: u16,
+    outliving: Option<&str>,
     change: F,
 ) {
     let domain = recipient
@@ -75,6 +79,10 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     let draining = format!("{domain}: {MESSAGES} on edge-0");
     let said = queue_drained(ns, false, "MailDraining", &draining).await;
     println!("MailGateway edge, QueueDrained: {said}");
+    let edge = format!("{}/edge", ns.name);
+    if let Some(name) = outliving {
+        draining_on_domain(ns, name, &[(edge.as_str(), MESSAGES as u64)]).await;
+    }
     gateway.recreate().await.expect("the replica started again");
     retried_and_draining(gateway, domain, "after the pod's restart").await;
 
@@ -102,6 +110,28 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     })
     .await;
     queue_drained(ns, true, "NothingDraining", "1 replicas asked").await;
+    if let Some(name) = outliving {
+        draining_on_domain(ns, name, &[]).await;
+    }
+}
+
+/// Waits until MailDomain `name`'s `status.draining` is `expected` (gateway, messages).
+async fn draining_on_domain(ns: &TestNamespace, name: &str, expected: &[(&str, u64)]) {
+    let domains = ns.api::<MailDomain>();
+    until(
+        LIMIT,
+        &format!("MailDomain {name}: draining {expected:?}"),
+        || async {
+            let status = domains.get(name).await.ok()?.status?;
+            let draining: Vec<(&str, u64)> = status
+                .draining
+                .iter()
+                .map(|d| (d.gateway.as_str(), d.messages))
+                .collect();
+            (draining == expected).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Waits until MailGateway `edge`'s `QueueDrained` is `ok` with `reason` and a message

@@ -457,6 +457,7 @@ async fn mail_queued_for_a_departed_domain_still_reaches_its_primary() {
         primary,
         "domain withdrawn after its departure",
         554,
+        Some("leaving"),
         async {
             w.public
                 .nsupdate(

@@ -466,6 +466,7 @@ async fn mail_queued_for_a_deleted_domain_still_reaches_its_primary() {
         address,
         "domain deleted",
         554,
+        None,
         async {
             domains
                 .delete("gone", &Default::default())
@@ -498,6 +499,7 @@ async fn mail_queued_for_a_domain_that_moves_is_delivered_by_the_old_gateway() {
         address,
         "domain moved to another gateway",
         554,
+        Some("moving"),
         async {
             let domains = ns.api::<MailDomain>();
             let edit = json!({"spec": {"gatewayRef": {"name": "edge2"}}});

@@ -308,6 +308,22 @@ pub struct MailDomainStatus {
     /// (`spec.requireOwnershipProof`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<OwnershipProof>,
+    /// Mail for the domain still queued on gateways that no longer relay it (it was
+    /// withdrawn there, or moved away), still delivered to the primary; empty once
+    /// delivered.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["gateway"]))]
+    pub draining: Vec<DrainingAt>,
+}
+
+/// Messages a gateway still holds for a domain it no longer relays.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainingAt {
+    /// The MailGateway, `namespace/name`.
+    pub gateway: String,
+    /// Messages queued there, summed over its replicas.
+    pub messages: u64,
 }
 
 /// A TXT record the domain's owner publishes to prove control of its DNS.

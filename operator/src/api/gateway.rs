@@ -318,6 +318,21 @@ pub struct MailGatewayStatus {
     /// Where the gateway's delivery status notifications go, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<String>,
+    /// Domains it no longer relays (deleted, withdrawn or moved) that still have mail
+    /// queued on its replicas, still delivered to their primaries; empty once delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["domain"]))]
+    pub draining: Vec<DrainingDomain>,
+}
+
+/// Mail a gateway still holds for a domain it no longer relays.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainingDomain {
+    /// The domain, normalized.
+    pub domain: String,
+    /// Messages queued for it, summed over the replicas.
+    pub messages: u64,
 }
 
 const MAX_REPLICAS: i32 = 100;

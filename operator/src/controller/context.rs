@@ -14,7 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -75,6 +75,10 @@ pub struct Context {
     pub drift: Option<Arc<crate::drift::Drift>>,
     /// DNS lookups (ownership proofs) and RFC 2136 updates.
     pub network: crate::net::Network,
+    /// What each gateway drains, as its last reconcile read it.
+    pub draining: super::draining::DrainingIndex,
+    /// MailDomains to reconcile because what a gateway drains for them changed.
+    pub draining_triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<MailDomain>>,
     /// The status last written per object, until the cache holds it (see
     /// [`Context::written_on`]).
     pub written: Arc<WrittenStatus>,
@@ -154,6 +158,21 @@ impl WrittenStatus {
 }
 
 impl Context {
+    /// Records what `gateway` drains now, and sends round the MailDomains of every domain
+    /// whose figures changed: their `status.draining` reads them from `draining`.
+    pub fn draining_changed(
+        &self,
+        gateway: super::draining::GatewayKey,
+        now: Vec<crate::api::gateway::DrainingDomain>,
+    ) {
+        for domain in self.draining.record(gateway, now) {
+            for key in self.claims.claimants(&domain) {
+                // A closed channel means the controller is stopping.
+                let _ = self.draining_triggers.unbounded_send(key);
+            }
+        }
+    }
+
     /// Returns once the watches a MailDomain's decision reads have listed.
     pub(crate) async fn domain_caches_listed(&self) {
         Listed::all(&self.listed.domain_inputs).await;

@@ -6,6 +6,7 @@ mod claims;
 mod context;
 mod digests;
 mod dnsprovider;
+mod draining;
 mod error;
 mod leader;
 mod listed;

@@ -307,7 +307,9 @@ pub async fn run(
         ))
     });
     let (changed, drift_triggers) = futures::channel::mpsc::unbounded();
-    let domain_controller = domain_controller.reconcile_on(drift_triggers);
+    let (draining_triggers, draining_changed) = futures::channel::mpsc::unbounded();
+    let domain_controller =
+        domain_controller.reconcile_on(futures::stream::select(drift_triggers, draining_changed));
     let drift_loop = drift.clone().map(|drift| {
         let store = domains.clone();
         tokio::spawn(drift.run(move |key| store.get(key).is_some(), changed))
@@ -339,6 +341,8 @@ pub async fn run(
         claims,
         drift,
         network: crate::net::Network::real(Duration::from_secs(3)),
+        draining_triggers,
+        draining: Default::default(),
         written,
         listed,
     });

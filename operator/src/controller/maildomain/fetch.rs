@@ -49,6 +49,8 @@ pub struct Inputs {
     pub provider: Option<Arc<DNSProvider>>,
     /// The addresses of the gateway's Service (cluster IP, load balancer), as last seen.
     pub gateway_addresses: Vec<String>,
+    /// What gateways that no longer relay the domain still hold for it.
+    pub draining: Vec<crate::api::domain::DrainingAt>,
     /// What a tenant's host-name primary resolves to, where its addresses are checked;
     /// empty when it does not resolve (its mail then waits in the queue).
     pub primary_addresses: Vec<std::net::IpAddr>,
@@ -83,6 +85,16 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
             .as_ref()
             .and_then(|d| d.observation(&ObjectRef::from_obj(domain))),
         resync: ctx.settings.resync,
+        draining: normalized
+            .as_deref()
+            .map(|normalized| {
+                ctx.draining.at(normalized, |(namespace, name)| {
+                    ctx.gateways
+                        .get(&ObjectRef::new(name).within(namespace))
+                        .is_some()
+                })
+            })
+            .unwrap_or_default(),
         ..Default::default()
     };
     // An invalid spec or a missing gateway is decided from this much; nothing is read

@@ -125,6 +125,8 @@ fn context(
         claims: Arc::new(ClaimIndex::default()),
         drift: None,
         network: crate::net::Network::real(Duration::from_secs(1)),
+        draining_triggers: futures::channel::mpsc::unbounded().0,
+        draining: Default::default(),
         written: Default::default(),
         listed: Default::default(),
     };

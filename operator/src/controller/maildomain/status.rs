@@ -8,7 +8,7 @@ use super::decide::{Decision, Ready};
 use super::dns::DnsProblem;
 use crate::api::MailDomain;
 use crate::api::conditions::{DNS_SYNCED, Desired, OWNERSHIP_VERIFIED, READY, RELAY_CONFIGURED};
-use crate::api::domain::MailDomainStatus;
+use crate::api::domain::{DrainingAt, MailDomainStatus};
 use crate::drift::decide::summary;
 
 /// The conditions to write, in their order.
@@ -58,6 +58,7 @@ pub async fn write(
     ctx: &Context,
     decision: &Decision,
     applied: Applied,
+    draining: Vec<DrainingAt>,
 ) -> Result<(), Error> {
     let desired = conditions(domain, decision, &applied);
     let change = decision.status.clone();
@@ -89,6 +90,7 @@ pub async fn write(
                 }
                 Some(Err(_)) | None => {}
             }
+            status.draining = draining;
             if change.drift_summary {
                 status.drift = Some(summary(&status.conditions));
             }
