@@ -881,3 +881,86 @@ async fn a_write_the_api_server_refuses_is_a_condition_until_it_succeeds() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_statefulset_change_kubernetes_refuses_in_place_replaces_it_and_keeps_its_pods() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::{Resource, ResourceExt};
+    use mx_operator_tests::wait::gateway_condition;
+    let (_plane, ns) = namespace_with_operator("replace").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({"queue": {"size": "1Gi"}}))).await;
+    let sts: Api<StatefulSet> = ns.api();
+    let old = until(LIMIT, "StatefulSet", || async {
+        sts.get_opt("edge").await.ok()?
+    })
+    .await;
+    // A replica of it, as the StatefulSet controller would make (none runs here); its
+    // queue is what must survive the replacement.
+    let owner = old.controller_owner_ref(&()).expect("owner reference");
+    let labels = old.spec.as_ref().unwrap().selector.match_labels.clone();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "edge-0", "labels": labels, "ownerReferences": [owner]},
+        "spec": {"containers": [{"name": "postfix", "image": "mx-operator/not-pulled"}]}
+    }))
+    .unwrap();
+    let pods: Api<Pod> = ns.api();
+    let pod = pods.create(&Default::default(), &pod).await.unwrap();
+
+    // Volume claim templates are fixed once the StatefulSet exists.
+    ns.api::<MailGateway>()
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"queue": {"size": "2Gi"}}})),
+        )
+        .await
+        .unwrap();
+    let new = until(LIMIT, "StatefulSet replaced with 2Gi queues", || async {
+        let new = sts.get_opt("edge").await.ok()??;
+        let size = new.spec.as_ref()?.volume_claim_templates.as_ref()?[0]
+            .spec
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")?
+            .0
+            .clone();
+        (new.uid() != old.uid() && size == "2Gi").then_some(new)
+    })
+    .await;
+    let configured = until(LIMIT, "Configured again", || async {
+        gateway_condition(&ns.api(), "edge", "Configured")
+            .await
+            .filter(|c| c.reason == "Applied")
+    })
+    .await;
+    assert_eq!(configured.status, ConditionStatus::True);
+    // The pod was orphaned, not deleted: the new StatefulSet adopts it.
+    let kept = pods.get("edge-0").await.expect("the pod kept");
+    assert_eq!(kept.uid(), pod.uid());
+    assert!(new.metadata.deletion_timestamp.is_none());
+    let events = until(LIMIT, "the replacement announced", || async {
+        let events = ns.api::<Event>().list(&Default::default()).await.ok()?;
+        events
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ReplacingStatefulSet"))
+    })
+    .await;
+    assert!(
+        events
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("volumeClaimTemplates")
+            || events
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("forbidden"),
+        "{:?}",
+        events.note
+    );
+}

@@ -15,7 +15,7 @@ mod retire;
 
 pub use metrics::{AgentMetrics, StatusReport};
 pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
-pub use retire::Retirement;
+pub use retire::{Retirement, ordinal};
 
 use crate::render::{
     Assembled, CheckedRelay, GATEWAY_CONFIG_LABEL, GatewayFiles, LocalSettings,

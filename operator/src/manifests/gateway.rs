@@ -164,12 +164,14 @@ impl GatewayBuild<'_> {
         }
     }
 
-    /// Keeps at least all but one replica up during voluntary disruptions.
-    pub fn pod_disruption_budget(&self) -> PodDisruptionBudget {
+    /// Keeps at least all but one of the replicas that serve up during voluntary
+    /// disruptions. `retiring` replicas are not ready while a scale-in waits for them, and
+    /// must not use up the budget (a node drain would stall for as long as they deliver).
+    pub fn pod_disruption_budget(&self, retiring: i32) -> PodDisruptionBudget {
         PodDisruptionBudget {
             metadata: self.metadata(&GatewayNames::of(self.name).workload, "smtp"),
             spec: Some(PodDisruptionBudgetSpec {
-                max_unavailable: Some(IntOrString::Int(1)),
+                max_unavailable: Some(IntOrString::Int(retiring.max(0).saturating_add(1))),
                 selector: Some(LabelSelector {
                     match_labels: Some(self.selector_labels()),
                     ..Default::default()
@@ -340,7 +342,8 @@ impl GatewayBuild<'_> {
                 service_name: Some(names.headless),
                 // A scale-in removes replicas once they have delivered their queues, and
                 // by then they are not ready: OrderedReady would never remove a pod that
-                // is not ready. (Rolling updates still go one ready pod at a time.)
+                // is not ready. (A rolling update still replaces one pod at a time and
+                // waits for each to be ready: during a held scale-in it waits for it.)
                 pod_management_policy: Some("Parallel".into()),
                 selector: LabelSelector {
                     match_labels: Some(self.selector_labels()),

@@ -1,18 +1,30 @@
 //! Applies a MailGateway's children, each only when the live object, as the caches hold
-//! it, lacks a wanted field (the gateway ConfigMap is compared by digest).
+//! it, lacks a wanted field (the gateway ConfigMap is compared by digest). A StatefulSet
+//! change Kubernetes refuses to make in place (its volume claim templates, pod management
+//! policy) is made by replacing the StatefulSet, its pods and volumes kept.
 
 use super::super::context::{Context, Error};
 use super::super::write::{apply_configmap_unless_cached, apply_unless_current};
 use super::decide::Children;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
-pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Result<(), Error> {
+/// What applying the children left to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    All,
+    /// The StatefulSet is being replaced, for the reason given (the API server's words);
+    /// the next reconcile creates it again, and it adopts the pods.
+    Replacing(String),
+}
+
+pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Result<Applied, Error> {
     child(ctx, namespace, &children.service, &ctx.gateway_services).await?;
     child(ctx, namespace, &children.headless, &ctx.gateway_services).await?;
     let config = ctx
@@ -39,14 +51,57 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
     if let Some(budget) = &children.pod_disruption_budget {
         child(ctx, namespace, budget, &ctx.gateway_budgets).await?;
     }
-    child(
+    let live = ctx
+        .gateway_workloads
+        .get(&ObjectRef::new(&children.stateful_set.name_any()).within(namespace));
+    if live
+        .as_ref()
+        .is_some_and(|live| live.metadata.deletion_timestamp.is_some())
+    {
+        return Ok(Applied::Replacing(
+            "the StatefulSet is still being deleted".into(),
+        ));
+    }
+    match child(
         ctx,
         namespace,
         &children.stateful_set,
         &ctx.gateway_workloads,
     )
-    .await?;
-    Ok(())
+    .await
+    {
+        Err(Error::Kube(kube::Error::Api(refusal))) if refuses_in_place(&refusal) => {
+            let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace);
+            let params = DeleteParams {
+                // The pods run on, and the new StatefulSet adopts them: no mail waits.
+                propagation_policy: Some(PropagationPolicy::Orphan),
+                preconditions: live.and_then(|live| live.uid()).map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            api.delete(&children.stateful_set.name_any(), &params)
+                .await?;
+            tracing::info!(
+                statefulset = children.stateful_set.name_any(),
+                refusal = refusal.message,
+                "replacing the StatefulSet, its pods kept"
+            );
+            Ok(Applied::Replacing(refusal.message.clone()))
+        }
+        result => result.map(|()| Applied::All),
+    }
+}
+
+/// Whether the API server refused a StatefulSet update because it changes fields it
+/// keeps fixed (everything but replicas, the pod template, the update strategy and a few
+/// more, depending on the version).
+fn refuses_in_place(refusal: &kube::core::Status) -> bool {
+    refusal.code == 422
+        && refusal
+            .message
+            .contains("updates to statefulset spec for fields other than")
 }
 
 /// Applies `desired` unless the cache's copy already has it.

@@ -5,7 +5,7 @@ use super::fetch::{AgentReport, Inputs};
 use super::scale::scale;
 use crate::api::MailGateway;
 use crate::api::conditions::{CONFIGURED, Desired, QUEUE_DRAINED, READY};
-use crate::api::gateway::{NotificationMode, Notifications};
+use crate::api::gateway::{DrainingDomain, NotificationMode, Notifications};
 use crate::api::validate::parse_next_hop;
 use crate::manifests::gateway::{GatewayBuild, GatewayNames};
 use crate::render::{RenderError, gateway_configmap_data};
@@ -44,6 +44,8 @@ pub struct Children {
     /// Whether replicas hold mail that must be delivered before the gateway settles: for
     /// domains they no longer relay, or as replicas a scale-in removes.
     pub draining: bool,
+    /// For `status.draining`: the domains no longer relayed with mail still queued.
+    pub draining_domains: Vec<DrainingDomain>,
 }
 
 pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
@@ -84,7 +86,7 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
     let names = GatewayNames::of(&name);
     let scale = scale(
         wanted,
-        inputs.running_replicas,
+        inputs.running,
         &names.workload,
         &names.headless,
         &inputs.agents,
@@ -97,9 +99,12 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
         service_account: build.service_account(),
         role: build.role(),
         role_binding: build.role_binding(),
-        pod_disruption_budget: inputs.pdb_served.then(|| build.pod_disruption_budget()),
+        pod_disruption_budget: inputs
+            .pdb_served
+            .then(|| build.pod_disruption_budget(scale.replicas - wanted)),
         stateful_set: build.stateful_set(scale.replicas),
         draining: !drained.verdict.status || scale.waiting(),
+        draining_domains: draining_domains(&inputs.agents),
         conditions: vec![
             Desired::new(CONFIGURED, true, "Applied", applied),
             ready,
@@ -177,6 +182,22 @@ fn queue_drained(agents: &[AgentReport]) -> Desired {
         )
     };
     Desired::new(QUEUE_DRAINED, true, "NothingDraining", message)
+}
+
+/// The messages every asked replica still holds per domain it no longer relays, summed.
+fn draining_domains(agents: &[AgentReport]) -> Vec<DrainingDomain> {
+    let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+    for report in agents.iter().filter_map(|agent| agent.status.as_ref().ok()) {
+        for (domain, messages) in &report.draining {
+            *sums.entry(domain).or_default() += messages;
+        }
+    }
+    sums.into_iter()
+        .map(|(domain, messages)| DrainingDomain {
+            domain: domain.to_string(),
+            messages,
+        })
+        .collect()
 }
 
 /// `status.notifications`: where the senders' notifications go, in words.
@@ -296,10 +317,19 @@ mod tests {
         assert!(none.verdict.message.starts_with("2 replicas asked"));
         assert!(queue_drained(&[]).verdict.status);
 
-        let held = queue_drained(&[
+        let holding = [
             report("edge-0", &[("gone.example", 200)]),
             report("edge-1", &[("gone.example", 3), ("moved.example", 1)]),
-        ]);
+        ];
+        let sums: Vec<_> = draining_domains(&holding)
+            .into_iter()
+            .map(|d| (d.domain, d.messages))
+            .collect();
+        assert_eq!(
+            sums,
+            [("gone.example".into(), 203), ("moved.example".into(), 1)]
+        );
+        let held = queue_drained(&holding);
         assert_eq!(
             (held.verdict.status, held.verdict.reason),
             (false, "MailDraining")
@@ -325,6 +355,28 @@ mod tests {
                 .message
                 .contains("edge-2 (10.0.0.1:8080): no answer within 3s")
         );
+    }
+
+    #[test]
+    fn replicas_a_held_scale_in_waits_for_do_not_use_up_the_disruption_budget() {
+        let budget = |wanted: i32, running: i32| {
+            let gateway = fixtures::gateway(json!({"spec": {"replicas": wanted}}));
+            let mut inputs = inputs(wanted, true);
+            inputs.running = Some(super::super::scale::Running {
+                replicas: running,
+                pods: running,
+            });
+            let children = children(decide(&gateway, &inputs));
+            let spec = children.pod_disruption_budget.unwrap().spec.unwrap();
+            (
+                children.stateful_set.spec.unwrap().replicas,
+                spec.max_unavailable,
+            )
+        };
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
+        assert_eq!(budget(3, 3), (Some(3), Some(Int(1))));
+        // Two replicas retire, unready, listed nowhere: held, and two more may be down.
+        assert_eq!(budget(1, 3), (Some(3), Some(Int(3))));
     }
 
     #[test]

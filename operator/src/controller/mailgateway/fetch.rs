@@ -4,6 +4,7 @@
 use super::super::context::{Context, Error};
 use super::super::ownership::{self, Claim, strongest};
 use super::super::placement::{claim_winner, gateway_key, namespace_allowed};
+use super::scale::Running;
 use crate::agent::StatusReport;
 use crate::api::validate::normalize_domain;
 use crate::api::{MailDomain, MailGateway};
@@ -25,8 +26,8 @@ pub struct Inputs {
     pub load_balancer_ip: Option<IpAddr>,
     /// The gateway's StatefulSet as last seen: its ready replicas.
     pub ready_replicas: i32,
-    /// Its `spec.replicas`; None before it exists.
-    pub running_replicas: Option<i32>,
+    /// Its replicas and pods; None before it exists.
+    pub running: Option<Running>,
     /// Whether the server serves `policy/v1` PodDisruptionBudgets.
     pub pdb_served: bool,
     /// Image of gateways that do not name their own.
@@ -92,10 +93,10 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
             .and_then(|s| s.status.as_ref())
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
-        running_replicas: stateful_set
-            .as_ref()
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.replicas),
+        running: stateful_set.as_ref().map(|s| Running {
+            replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            pods: s.status.as_ref().map_or(0, |s| s.replicas),
+        }),
         pdb_served: ctx.pdb_served,
         default_image: ctx.settings.gateway_image.clone(),
         agents: Vec::new(),

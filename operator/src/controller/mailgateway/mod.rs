@@ -13,8 +13,9 @@ mod scale;
 use super::context::{Context, Error};
 use super::write::{namespace_of, report_apply_failure, write_status};
 use crate::api::MailGateway;
-use crate::api::conditions::CONFIGURED;
+use crate::api::conditions::{CONFIGURED, Desired};
 use crate::api::gateway::MailGatewayStatus;
+use apply::Applied;
 use decide::Decision;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -53,7 +54,8 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         }
         Decision::Apply(children) => children,
     };
-    if let Err(error) = apply::apply(ctx, &namespace, &children).await {
+    let applied = apply::apply(ctx, &namespace, &children).await;
+    if let Err(error) = &applied {
         // Said where the user looks (quota, admission, RBAC), not only in the log.
         let then = format!(
             "retried every {} s, and the children as they are keep running",
@@ -64,32 +66,63 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
             gateway.status.as_ref(),
             ctx,
             CONFIGURED,
-            &error,
+            error,
             &then,
         )
         .await;
-        return Err(error);
     }
+    let mut conditions = children.conditions.clone();
+    let replacing = match applied? {
+        Applied::All => false,
+        Applied::Replacing(why) => {
+            replacing_condition(&mut conditions, &why);
+            true
+        }
+    };
     write_status(
         gateway,
         gateway.status.as_ref(),
         ctx,
-        &children.conditions,
+        &conditions,
         |status: &mut MailGatewayStatus| {
             status.ready_replicas = Some(children.ready_replicas);
             status.domains = Some(children.served as i32);
             status.notifications = Some(children.notifications.clone());
+            status.draining = children.draining_domains.clone();
         },
     )
     .await?;
+    ctx.draining_changed(
+        (namespace.clone(), gateway.name_any()),
+        children.draining_domains.clone(),
+    );
     // Mail still draining is looked at again soon: the counts go down, then the condition
     // turns (and a held scale-in goes on).
-    Ok(Action::requeue(if children.draining {
+    Ok(Action::requeue(if replacing {
+        REPLACING_RECHECK
+    } else if children.draining {
         DRAINING_RECHECK
     } else {
         ctx.settings.resync
     }))
 }
+
+/// `Configured` while the StatefulSet is replaced.
+fn replacing_condition(conditions: &mut [Desired], why: &str) {
+    for condition in conditions.iter_mut().filter(|c| c.type_ == CONFIGURED) {
+        *condition = Desired::new(
+            CONFIGURED,
+            false,
+            "ReplacingStatefulSet",
+            format!(
+                "the StatefulSet is replaced, its pods and queue volumes kept (the new one adopts them), because Kubernetes does not change it in place: {why}"
+            ),
+        );
+    }
+}
+
+/// How soon a gateway whose StatefulSet is being replaced is read again.
+const REPLACING_RECHECK: Duration = Duration::from_secs(2);
 
 /// How soon a gateway whose replicas hold mail to deliver is read again.
 const DRAINING_RECHECK: Duration = Duration::from_secs(15);

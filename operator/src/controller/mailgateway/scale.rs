@@ -5,7 +5,7 @@
 //! until the StatefulSet has deleted it. Pure.
 
 use super::fetch::AgentReport;
-use crate::agent::Retirement;
+use crate::agent::{Retirement, ordinal};
 use crate::api::conditions::{Desired, SCALED};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -22,18 +22,38 @@ impl Scale {
     }
 }
 
-/// `wanted` is `spec.replicas`, `running` the StatefulSet's replicas as last seen (None
-/// before it exists); `workload` names the pods (`<workload>-<ordinal>`); `headless` is the
+/// The gateway's StatefulSet as last seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Running {
+    /// Its `spec.replicas`.
+    pub replicas: i32,
+    /// How many pods it has (`status.replicas`).
+    pub pods: i32,
+}
+
+/// `wanted` is `spec.replicas`, `running` the StatefulSet (None before it exists, or once
+/// it is gone); `workload` names the pods (`<workload>-<ordinal>`); `headless` is the
 /// Service whose Endpoints listed `agents`; `lifetime` is `spec.queue.maxQueueLifetime`.
 pub fn scale(
     wanted: i32,
-    running: Option<i32>,
+    running: Option<Running>,
     workload: &str,
     headless: &str,
     agents: &[AgentReport],
     lifetime: &str,
 ) -> Scale {
-    let running = running.unwrap_or(wanted);
+    // A replica an agent answers for counts even when the StatefulSet says otherwise (it
+    // was deleted, or edited by hand): a held scale-in is not dropped.
+    let listed = agents
+        .iter()
+        .filter_map(|agent| ordinal(&agent.replica, workload))
+        .map(|ordinal| i32::try_from(ordinal).map_or(i32::MAX, |o| o.saturating_add(1)))
+        .max()
+        .unwrap_or(0);
+    let pods = running.map_or(0, |running| running.pods);
+    let running = running
+        .map_or(wanted, |running| running.replicas)
+        .max(listed);
     if running <= wanted {
         return Scale {
             replicas: wanted,
@@ -54,6 +74,16 @@ pub fn scale(
         let pod = format!("{workload}-{ordinal}");
         let report = agents.iter().find(|agent| agent.replica == pod);
         let wait = match report.map(|agent| &agent.status) {
+            // No pod, so nothing to wait for: its volume, if any, stays, and a scale-out
+            // brings it back. (Pods are counted, not named: a pod deleted and not yet
+            // recreated could be missed for the moment it takes the StatefulSet
+            // controller to recreate it.)
+            None if ordinal >= pods => {
+                if waits.is_empty() {
+                    replicas = ordinal;
+                }
+                continue;
+            }
             None => {
                 blocked = true;
                 format!(
@@ -126,7 +156,12 @@ mod tests {
         }
     }
 
-    fn at(wanted: i32, running: Option<i32>, agents: &[AgentReport]) -> Scale {
+    /// A StatefulSet of `replicas` that has all its pods.
+    fn at(wanted: i32, replicas: Option<i32>, agents: &[AgentReport]) -> Scale {
+        let running = replicas.map(|replicas| Running {
+            replicas,
+            pods: replicas,
+        });
         scale(wanted, running, "edge", "edge-headless", agents, "5d")
     }
 
@@ -223,6 +258,30 @@ mod tests {
                 .verdict
                 .message
                 .contains("edge-1 has not yet taken up the scale-in")
+        );
+    }
+
+    #[test]
+    fn replicas_without_pods_go_at_once_and_listed_ones_are_held_without_a_stateful_set() {
+        // spec.replicas of the StatefulSet raised by hand, no pod created yet.
+        let edited = Running {
+            replicas: 7,
+            pods: 2,
+        };
+        let repaired = scale(2, Some(edited), "edge", "edge-headless", &[], "5d");
+        assert_eq!((repaired.replicas, repaired.waiting()), (2, false));
+
+        // The StatefulSet is gone (deleted by hand), but edge-2 still answers with mail.
+        let holding = [agent("edge-0", None), agent("edge-2", Some((3, false)))];
+        let held = scale(1, None, "edge", "edge-headless", &holding, "5d");
+        assert_eq!(held.replicas, 3);
+        assert!(
+            held.condition
+                .verdict
+                .message
+                .ends_with("edge-2 holds 3 messages"),
+            "{}",
+            held.condition.verdict.message
         );
     }
 }
