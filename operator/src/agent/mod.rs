@@ -248,8 +248,8 @@ pub async fn run(
                 }
                 _ = queue_timer.tick() => {
                     if let Some(queue) = read_queue(&settings, &metrics).await {
-                        metrics.set_draining(&loaded.drain(&queue));
-                        deliver_if_retiring(&settings, &mut loaded, &queue, &metrics).await;
+                        metrics.set_draining(&loaded.drain(&queue.domains));
+                        deliver_if_retiring(&settings, &mut loaded, queue.messages, &metrics).await;
                     }
                 }
                 // Retry a failed load (for example Postfix tools missing for a moment).
@@ -473,8 +473,9 @@ fn note_retirement(
             tracing::info!(
                 "a scale-in removes this replica: it takes no new mail and delivers its queue first"
             );
-            let retiring = retire::Retiring::default();
-            metrics.set_retirement(Some(retiring.report(0)));
+            let now = std::time::Instant::now();
+            let retiring = retire::Retiring::since(now);
+            metrics.set_retirement(Some(retiring.report(0, now)));
             loaded.retiring = Some(retiring);
         }
         (false, true) => {
@@ -490,19 +491,19 @@ fn note_retirement(
 async fn deliver_if_retiring(
     settings: &AgentSettings,
     loaded: &mut Loaded,
-    queue: &BTreeMap<String, queue::DomainQueue>,
+    queued: u64,
     metrics: &AgentMetrics,
 ) {
     let Some(retiring) = loaded.retiring.as_mut() else {
         return;
     };
-    let queued = queue.values().map(|domain| domain.messages).sum();
-    if retiring.read(queued, std::time::Instant::now())
+    let now = std::time::Instant::now();
+    if retiring.read(queued, now)
         && let Err(error) = settings.postfix.flush().await
     {
         tracing::warn!(%error, "asking Postfix to deliver the queue failed");
     }
-    metrics.set_retirement(Some(retiring.report(queued)));
+    metrics.set_retirement(Some(retiring.report(queued, now)));
 }
 
 /// Logs a refusal once per distinct problem and counts every new one.
@@ -515,10 +516,7 @@ fn refuse(loaded: &mut Loaded, metrics: &AgentMetrics, key: &str, reason: &str, 
 }
 
 /// Reads the queue into the metrics; None when it could not be read.
-async fn read_queue(
-    settings: &AgentSettings,
-    metrics: &AgentMetrics,
-) -> Option<BTreeMap<String, queue::DomainQueue>> {
+async fn read_queue(settings: &AgentSettings, metrics: &AgentMetrics) -> Option<queue::Summary> {
     let postfix = &settings.postfix;
     if !postfix.running().await {
         // Not hung: stopped, which readiness reports.
@@ -529,10 +527,10 @@ async fn read_queue(
     metrics.set_postfix_answer(answer.as_ref().map(|_| ()).map_err(ToString::to_string));
     match answer {
         Ok(output) => {
-            let (domains, unreadable) = queue::summarize(&output);
-            if unreadable > 0 {
+            let summary = queue::summarize(&output);
+            if summary.unreadable > 0 {
                 tracing::warn!(
-                    unreadable,
+                    unreadable = summary.unreadable,
                     "postqueue -j printed lines that are not queue entries"
                 );
             }
@@ -540,9 +538,9 @@ async fn read_queue(
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default();
-            metrics.set_queue(&domains, now);
+            metrics.set_queue(&summary.domains, now);
             // Lines it cannot read might be a draining domain's mail.
-            (unreadable == 0).then_some(domains)
+            (summary.unreadable == 0).then_some(summary)
         }
         Err(error) => {
             tracing::warn!(%error, "reading the queue failed");

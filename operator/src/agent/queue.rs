@@ -21,16 +21,28 @@ pub struct DomainQueue {
     pub oldest_arrival: u64,
 }
 
-/// Parses `postqueue -j` output (one JSON object per line). A message with recipients in
-/// two domains counts for both. Lines that are not queue entries are skipped and counted.
-pub fn summarize(output: &str) -> (BTreeMap<String, DomainQueue>, usize) {
-    let mut domains: BTreeMap<String, DomainQueue> = BTreeMap::new();
-    let mut unreadable = 0;
+/// One read of the queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Per recipient domain; a message with recipients in two domains counts for both.
+    pub domains: BTreeMap<String, DomainQueue>,
+    /// Every queue entry, whatever its recipients (a local one has no domain).
+    pub messages: u64,
+    /// Lines that are not queue entries.
+    pub unreadable: usize,
+}
+
+/// Parses `postqueue -j` output (one JSON object per line). Lines that are not queue
+/// entries are skipped and counted.
+pub fn summarize(output: &str) -> Summary {
+    let mut summary = Summary::default();
+    let domains = &mut summary.domains;
     for line in output.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(message) = serde_json::from_str::<QueuedMessage>(line) else {
-            unreadable += 1;
+            summary.unreadable += 1;
             continue;
         };
+        summary.messages += 1;
         let mut seen: Vec<String> = message
             .recipients
             .iter()
@@ -51,7 +63,7 @@ pub fn summarize(output: &str) -> (BTreeMap<String, DomainQueue>, usize) {
             entry.oldest_arrival = entry.oldest_arrival.min(message.arrival_time);
         }
     }
-    (domains, unreadable)
+    summary
 }
 
 #[cfg(test)]
@@ -62,10 +74,15 @@ mod tests {
     fn counts_messages_and_oldest_arrival_per_domain() {
         let output = r#"{"queue_name": "deferred", "queue_id": "A1", "arrival_time": 1700000100, "message_size": 300, "forced_expire": false, "sender": "x@y.test", "recipients": [{"address": "alice@example.com", "delay_reason": "connect refused"}, {"address": "bob@Example.com"}]}
 {"queue_name": "deferred", "queue_id": "A2", "arrival_time": 1700000000, "message_size": 300, "sender": "", "recipients": [{"address": "carol@example.org"}, {"address": "dave@example.com"}]}
+{"queue_name": "deferred", "queue_id": "A3", "arrival_time": 1700000200, "message_size": 300, "sender": "", "recipients": [{"address": "postmaster"}]}
 not json
 "#;
-        let (domains, unreadable) = summarize(output);
-        assert_eq!(unreadable, 1);
+        let Summary {
+            domains,
+            messages,
+            unreadable,
+        } = summarize(output);
+        assert_eq!((messages, unreadable), (3, 1));
         assert_eq!(
             domains["example.com"],
             DomainQueue {
@@ -74,6 +91,6 @@ not json
             }
         );
         assert_eq!(domains["example.org"].messages, 1);
-        assert_eq!(summarize("").0.len(), 0);
+        assert_eq!(summarize(""), Summary::default());
     }
 }

@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 /// would otherwise wait for its backoff (up to an hour) after the primary is back.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long a replica retires before an empty queue lets it go. Once it is not ready, its
+/// pod leaves the endpoints within seconds (readiness every 2 s, three failures), but a
+/// connection opened before that, or routed by a load balancer that lags, may still bring
+/// a message: it lands in the queue within this time, and is delivered before the replica
+/// goes.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
 /// The replica's ordinal: `edge-2` of gateway `edge` is 2.
 pub fn ordinal(replica: &str, gateway: &str) -> Option<u32> {
     replica
@@ -27,13 +34,22 @@ pub struct Retirement {
     pub delivered: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Retiring {
+    since: Instant,
     empty_reads: u8,
     last_flush: Option<Instant>,
 }
 
 impl Retiring {
+    pub fn since(now: Instant) -> Self {
+        Self {
+            since: now,
+            empty_reads: 0,
+            last_flush: None,
+        }
+    }
+
     /// Counts a queue read that found `queued` messages; true when the queue should be
     /// flushed now.
     pub fn read(&mut self, queued: u64, now: Instant) -> bool {
@@ -53,10 +69,11 @@ impl Retiring {
         }
     }
 
-    pub fn report(&self, queued: u64) -> Retirement {
+    pub fn report(&self, queued: u64, now: Instant) -> Retirement {
         Retirement {
             queued,
-            delivered: self.empty_reads >= EMPTY_READS_TO_DRAIN,
+            delivered: self.empty_reads >= EMPTY_READS_TO_DRAIN
+                && now.duration_since(self.since) >= SETTLE,
         }
     }
 }
@@ -77,23 +94,35 @@ mod tests {
     #[test]
     fn mail_is_flushed_at_once_then_every_interval_and_two_empty_reads_release_the_replica() {
         let start = Instant::now();
-        let mut retiring = Retiring::default();
-        assert_eq!(retiring.report(0), Retirement::default());
+        let mut retiring = Retiring::since(start);
+        assert_eq!(retiring.report(0, start), Retirement::default());
         assert!(retiring.read(2, start));
         assert!(!retiring.read(2, start + Duration::from_secs(10)));
         assert!(retiring.read(1, start + FLUSH_INTERVAL));
         assert!(!retiring.read(0, start + FLUSH_INTERVAL));
-        assert!(!retiring.report(0).delivered);
+        let later = start + SETTLE;
+        assert!(!retiring.report(0, later).delivered);
         // Mail seen again starts the count over.
         retiring.read(1, start + FLUSH_INTERVAL);
         retiring.read(0, start + FLUSH_INTERVAL);
         retiring.read(0, start + FLUSH_INTERVAL);
         assert_eq!(
-            retiring.report(0),
+            retiring.report(0, later),
             Retirement {
                 queued: 0,
                 delivered: true
             }
         );
+    }
+
+    #[test]
+    fn an_empty_queue_lets_the_replica_go_only_once_it_has_settled() {
+        let start = Instant::now();
+        let mut retiring = Retiring::since(start);
+        retiring.read(0, start);
+        retiring.read(0, start + Duration::from_secs(15));
+        let early = start + SETTLE - Duration::from_secs(1);
+        assert!(!retiring.report(0, early).delivered);
+        assert!(retiring.report(0, start + SETTLE).delivered);
     }
 }

@@ -46,9 +46,10 @@ use std::net::IpAddr;
 pub struct MailGatewaySpec {
     /// Number of relay replicas. Each keeps its own queue on a persistent volume claim.
     /// A scale-in removes a replica only once its queue is empty: the replicas it removes
-    /// take no new mail (not ready) and deliver their queues first, and while one still
-    /// holds mail (its primary down, at most `maxQueueLifetime`) or cannot be asked, the
-    /// StatefulSet keeps it and the `Scaled` condition says why.
+    /// take no new mail (not ready) and deliver their queues first, and go once they have
+    /// retired for a minute and two queue reads in a row found nothing. While one still
+    /// holds mail (its primary down: mail older than `maxQueueLifetime` is bounced) or
+    /// cannot be asked, the StatefulSet keeps it and the `Scaled` condition says why.
     #[serde(default = "default_replicas")]
     // The API server stores any integer the schema allows; one outside the Rust type makes
     // the object undecodable, and every watch event of it costs the operator a backoff.
