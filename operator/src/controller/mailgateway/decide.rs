@@ -362,7 +362,7 @@ mod tests {
         let budget = |wanted: i32, running: i32| {
             let gateway = fixtures::gateway(json!({"spec": {"replicas": wanted}}));
             let mut inputs = inputs(wanted, true);
-            inputs.running = Some(super::super::scale::Running {
+            inputs.running = Some(super::super::fetch::Running {
                 replicas: running,
                 pods: running,
             });

@@ -4,7 +4,6 @@
 use super::super::context::{Context, Error};
 use super::super::ownership::{self, Claim, strongest};
 use super::super::placement::{claim_winner, gateway_key, namespace_allowed};
-use super::scale::Running;
 use crate::agent::StatusReport;
 use crate::api::validate::normalize_domain;
 use crate::api::{MailDomain, MailGateway};
@@ -36,6 +35,15 @@ pub struct Inputs {
     pub owner: OwnerReference,
     /// What each replica's agent reports, by replica (pod) name.
     pub agents: Vec<AgentReport>,
+}
+
+/// The gateway's StatefulSet as last seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Running {
+    /// Its `spec.replicas`.
+    pub replicas: i32,
+    /// How many pods it has (`status.replicas`).
+    pub pods: i32,
 }
 
 /// One replica's `/status`, or why it could not be read.

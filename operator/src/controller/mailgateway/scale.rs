@@ -4,7 +4,7 @@
 //! from which ordinal on replicas retire (`spec.replicas`), so a replica stays retired
 //! until the StatefulSet has deleted it. Pure.
 
-use super::fetch::AgentReport;
+use super::fetch::{AgentReport, Running};
 use crate::agent::{Retirement, ordinal};
 use crate::api::conditions::{Desired, SCALED};
 
@@ -20,15 +20,6 @@ impl Scale {
     pub fn waiting(&self) -> bool {
         !self.condition.verdict.status
     }
-}
-
-/// The gateway's StatefulSet as last seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Running {
-    /// Its `spec.replicas`.
-    pub replicas: i32,
-    /// How many pods it has (`status.replicas`).
-    pub pods: i32,
 }
 
 /// `wanted` is `spec.replicas`, `running` the StatefulSet (None before it exists, or once
