@@ -51,9 +51,10 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
     if let Some(budget) = &children.pod_disruption_budget {
         child(ctx, namespace, budget, &ctx.gateway_budgets).await?;
     }
+    let name = children.stateful_set.name_any();
     let live = ctx
         .gateway_workloads
-        .get(&ObjectRef::new(&children.stateful_set.name_any()).within(namespace));
+        .get(&ObjectRef::new(&name).within(namespace));
     if live
         .as_ref()
         .is_some_and(|live| live.metadata.deletion_timestamp.is_some())
@@ -62,16 +63,9 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
             "the StatefulSet is still being deleted".into(),
         ));
     }
-    match child(
-        ctx,
-        namespace,
-        &children.stateful_set,
-        &ctx.gateway_workloads,
-    )
-    .await
-    {
+    let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace);
+    match apply_unless_current(&api, &children.stateful_set, &[], live.as_deref()).await {
         Err(Error::Kube(kube::Error::Api(refusal))) if refuses_in_place(&refusal) => {
-            let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace);
             let params = DeleteParams {
                 // The pods run on, and the new StatefulSet adopts them: no mail waits.
                 propagation_policy: Some(PropagationPolicy::Orphan),
@@ -81,16 +75,15 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
                 }),
                 ..Default::default()
             };
-            api.delete(&children.stateful_set.name_any(), &params)
-                .await?;
+            api.delete(&name, &params).await?;
             tracing::info!(
-                statefulset = children.stateful_set.name_any(),
+                statefulset = name,
                 refusal = refusal.message,
                 "replacing the StatefulSet, its pods kept"
             );
             Ok(Applied::Replacing(refusal.message.clone()))
         }
-        result => result.map(|()| Applied::All),
+        result => result.map(|_| Applied::All),
     }
 }
 

@@ -64,40 +64,35 @@ pub fn scale(
     for ordinal in (wanted..running).rev() {
         let pod = format!("{workload}-{ordinal}");
         let report = agents.iter().find(|agent| agent.replica == pod);
+        // None: the replica may go.
         let wait = match report.map(|agent| &agent.status) {
             // No pod, so nothing to wait for: its volume, if any, stays, and a scale-out
             // brings it back. (Pods are counted, not named: a pod deleted and not yet
             // recreated could be missed for the moment it takes the StatefulSet
             // controller to recreate it.)
-            None if ordinal >= pods => {
-                if waits.is_empty() {
-                    replicas = ordinal;
-                }
-                continue;
-            }
+            None if ordinal >= pods => None,
             None => {
                 blocked = true;
-                format!(
+                Some(format!(
                     "{pod} is not listed in Service {headless} (not running?), and its queue volume may hold mail"
-                )
+                ))
             }
             Some(Err(why)) => {
                 blocked = true;
-                format!("{pod}'s agent could not be asked: {why}")
+                Some(format!("{pod}'s agent could not be asked: {why}"))
             }
             Some(Ok(status)) => match status.retiring {
-                None => format!("{pod} has not yet taken up the scale-in"),
-                Some(retirement) if retirement.delivered => {
-                    if waits.is_empty() {
-                        replicas = ordinal;
-                    }
-                    continue;
-                }
-                Some(Retirement { queued: 1, .. }) => format!("{pod} holds 1 message"),
-                Some(retirement) => format!("{pod} holds {} messages", retirement.queued),
+                None => Some(format!("{pod} has not yet taken up the scale-in")),
+                Some(retirement) if retirement.delivered => None,
+                Some(Retirement { queued: 1, .. }) => Some(format!("{pod} holds 1 message")),
+                Some(retirement) => Some(format!("{pod} holds {} messages", retirement.queued)),
             },
         };
-        waits.push(wait);
+        match wait {
+            None if waits.is_empty() => replicas = ordinal,
+            None => {}
+            Some(wait) => waits.push(wait),
+        }
     }
     if waits.is_empty() {
         return Scale {
