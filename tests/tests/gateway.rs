@@ -10,7 +10,7 @@ use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::lifecycle::{queued_mail_outlives, released_to};
 use mx_operator_tests::operator::namespace_with_operator;
 use mx_operator_tests::process::free_port;
-use mx_operator_tests::smtp::{Reply, Sink, rcpt_reply, relay_tricks, send};
+use mx_operator_tests::smtp::{Client, Reply, Sink, rcpt_reply, relay_tricks, send};
 use mx_operator_tests::wait::{gateway_condition, gone, until};
 use mx_operator_tests::{ControlPlane, TestNamespace};
 use serde_json::json;
@@ -196,7 +196,7 @@ async fn queued_during_an_outage_then_released_at_the_configured_pace() {
     let port = mx_operator_tests::process::free_port().unwrap();
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut extra = primary(address);
-    extra["delivery"] = json!({"rateDelay": "1s"});
+    extra["delivery"] = json!({"rateDelay": "2s"});
     let (_plane, _ns, gateway) = replica("outage", &[("slow", "slow.example", extra)]).await;
 
     const MESSAGES: usize = 6;
@@ -254,14 +254,15 @@ async fn queued_during_an_outage_then_released_at_the_configured_pace() {
         .map(|w| format!("{:.2}", w[1].at.duration_since(w[0].at).as_secs_f64()))
         .collect();
     println!(
-        "delivery pace with rateDelay 1s: {MESSAGES} messages over {:.2} s, gaps {gaps:?}",
+        "delivery pace with rateDelay 2s: {MESSAGES} messages over {:.2} s, gaps {gaps:?}",
         span.as_secs_f64()
     );
-    // One delivery per second at most: N messages need at least N-1 seconds (with slack
-    // for Postfix's timer granularity).
+    // Postfix's timer counts whole seconds, so a pause of 2 s leaves at least 1 s between
+    // two deliveries (less a little for the time the sink takes to note one); all at once,
+    // the six would arrive within a fraction of a second.
     assert!(
-        span >= Duration::from_millis(((MESSAGES - 1) as u64) * 900),
-        "released too fast: {span:?}"
+        span >= Duration::from_millis(((MESSAGES - 1) as u64) * 950),
+        "released too fast: {span:?}, gaps {gaps:?}"
     );
 }
 
@@ -810,6 +811,8 @@ async fn a_scale_in_removes_a_replica_only_once_it_has_delivered_its_queue() {
         scale_state(&ns).await.filter(|s| s.0 == 3)
     })
     .await;
+    // A client that connected before the scale-in and sends its message late.
+    let mut late = Client::connect(pods[2].1.smtp).unwrap();
 
     let gateways = ns.api::<MailGateway>();
     gateways
@@ -820,14 +823,16 @@ async fn a_scale_in_removes_a_replica_only_once_it_has_delivered_its_queue() {
         )
         .await
         .unwrap();
+    let scaled_in = std::time::Instant::now();
     let held = until(
         LIMIT,
         "the scale-in held, with what it waits for",
         || async {
             scale_state(&ns).await.filter(|s| {
                 s.2 == "DrainingBeforeScaleIn"
-                    && s.3
-                        .ends_with("edge-1 holds 2 messages; edge-2 holds 1 message")
+                    && s.3.ends_with(
+                        "edge-1 holds 2 messages; edge-2 holds 1 message and has 1 SMTP session open",
+                    )
             })
         },
     )
@@ -849,6 +854,37 @@ async fn a_scale_in_removes_a_replica_only_once_it_has_delivered_its_queue() {
     assert_eq!(scale_state(&ns).await.map(|s| s.0), Some(3));
 
     let sink = Sink::start_on(address).unwrap();
+    // Its queue delivered, edge-2 still waits for the open session, past the minute a
+    // replica settles.
+    until(
+        Duration::from_secs(60),
+        "edge-2 held by the open session alone",
+        || async {
+            scale_state(&ns).await.filter(|s| {
+                s.3.ends_with("edge-2 holds no mail yet but has 1 SMTP session open")
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(
+        (scaled_in + Duration::from_secs(70)).saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    let waiting = scale_state(&ns).await.unwrap();
+    assert_eq!(waiting.0, 3, "{waiting:?}");
+    assert!(
+        waiting
+            .3
+            .ends_with("edge-2 holds no mail yet but has 1 SMTP session open"),
+        "{waiting:?}"
+    );
+    let body = format!("Subject: {sequence}\r\nX-Seq: {sequence}\r\n\r\nlate body");
+    let reply = late
+        .send("sender@client.test", "alice@relay.example", &body)
+        .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    sequence += 1;
+    late.quit();
     let done = until(
         Duration::from_secs(120),
         "the scale-in done once the queues are delivered",

@@ -12,6 +12,7 @@ mod metrics;
 mod postfix;
 mod queue;
 mod retire;
+mod sessions;
 
 pub use metrics::{AgentMetrics, StatusReport};
 pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
@@ -475,7 +476,7 @@ fn note_retirement(
             );
             let now = std::time::Instant::now();
             let retiring = retire::Retiring::since(now);
-            metrics.set_retirement(Some(retiring.report(0, now)));
+            metrics.set_retirement(Some(retiring.report(0, 0, now)));
             loaded.retiring = Some(retiring);
         }
         (false, true) => {
@@ -487,7 +488,8 @@ fn note_retirement(
     }
 }
 
-/// A retiring replica retries all its mail now and then, and reports what it still holds.
+/// A retiring replica retries all its mail now and then, and reports what it still holds
+/// and the SMTP sessions still open.
 async fn deliver_if_retiring(
     settings: &AgentSettings,
     loaded: &mut Loaded,
@@ -497,13 +499,22 @@ async fn deliver_if_retiring(
     let Some(retiring) = loaded.retiring.as_mut() else {
         return;
     };
+    let sessions = match sessions::open(settings.local.smtp_port()).await {
+        Ok(sessions) => sessions,
+        Err(error) => {
+            // Without the kernel's tables an empty queue proves nothing: the read does not
+            // count.
+            tracing::warn!(%error, "reading the open SMTP sessions failed");
+            return;
+        }
+    };
     let now = std::time::Instant::now();
-    if retiring.read(queued, now)
+    if retiring.read(queued, sessions, now)
         && let Err(error) = settings.postfix.flush().await
     {
         tracing::warn!(%error, "asking Postfix to deliver the queue failed");
     }
-    metrics.set_retirement(Some(retiring.report(queued, now)));
+    metrics.set_retirement(Some(retiring.report(queued, sessions, now)));
 }
 
 /// Logs a refusal once per distinct problem and counts every new one.

@@ -30,7 +30,10 @@ pub fn ordinal(replica: &str, gateway: &str) -> Option<u32> {
 pub struct Retirement {
     /// Messages in the queue at the last read.
     pub queued: u64,
-    /// Whether the last reads found the queue empty: the replica may go.
+    /// SMTP sessions open at the last read (an agent before 0.2 does not say: 0).
+    #[serde(default)]
+    pub sessions: u64,
+    /// Whether the last reads found the queue empty and no session open: the replica may go.
     pub delivered: bool,
 }
 
@@ -50,28 +53,29 @@ impl Retiring {
         }
     }
 
-    /// Counts a queue read that found `queued` messages; true when the queue should be
-    /// flushed now.
-    pub fn read(&mut self, queued: u64, now: Instant) -> bool {
-        if queued > 0 {
-            self.empty_reads = 0;
-            let due = self
-                .last_flush
-                .is_none_or(|last| now.duration_since(last) >= FLUSH_INTERVAL);
-            if due {
-                self.last_flush = Some(now);
-            }
-            due
-        } else {
+    /// Counts a read that found `queued` messages and `sessions` open SMTP sessions; true
+    /// when the queue should be flushed now.
+    pub fn read(&mut self, queued: u64, sessions: u64, now: Instant) -> bool {
+        if queued == 0 && sessions == 0 {
             // One empty read proves little: `showq` skips a message the queue manager moves.
             self.empty_reads = self.empty_reads.saturating_add(1);
-            false
+            return false;
         }
+        self.empty_reads = 0;
+        let due = queued > 0
+            && self
+                .last_flush
+                .is_none_or(|last| now.duration_since(last) >= FLUSH_INTERVAL);
+        if due {
+            self.last_flush = Some(now);
+        }
+        due
     }
 
-    pub fn report(&self, queued: u64, now: Instant) -> Retirement {
+    pub fn report(&self, queued: u64, sessions: u64, now: Instant) -> Retirement {
         Retirement {
             queued,
+            sessions,
             delivered: self.empty_reads >= EMPTY_READS_TO_DRAIN
                 && now.duration_since(self.since) >= SETTLE,
         }
@@ -95,21 +99,22 @@ mod tests {
     fn mail_is_flushed_at_once_then_every_interval_and_two_empty_reads_release_the_replica() {
         let start = Instant::now();
         let mut retiring = Retiring::since(start);
-        assert_eq!(retiring.report(0, start), Retirement::default());
-        assert!(retiring.read(2, start));
-        assert!(!retiring.read(2, start + Duration::from_secs(10)));
-        assert!(retiring.read(1, start + FLUSH_INTERVAL));
-        assert!(!retiring.read(0, start + FLUSH_INTERVAL));
+        assert_eq!(retiring.report(0, 0, start), Retirement::default());
+        assert!(retiring.read(2, 0, start));
+        assert!(!retiring.read(2, 0, start + Duration::from_secs(10)));
+        assert!(retiring.read(1, 0, start + FLUSH_INTERVAL));
+        assert!(!retiring.read(0, 0, start + FLUSH_INTERVAL));
         let later = start + SETTLE;
-        assert!(!retiring.report(0, later).delivered);
+        assert!(!retiring.report(0, 0, later).delivered);
         // Mail seen again starts the count over.
-        retiring.read(1, start + FLUSH_INTERVAL);
-        retiring.read(0, start + FLUSH_INTERVAL);
-        retiring.read(0, start + FLUSH_INTERVAL);
+        retiring.read(1, 0, start + FLUSH_INTERVAL);
+        retiring.read(0, 0, start + FLUSH_INTERVAL);
+        retiring.read(0, 0, start + FLUSH_INTERVAL);
         assert_eq!(
-            retiring.report(0, later),
+            retiring.report(0, 0, later),
             Retirement {
                 queued: 0,
+                sessions: 0,
                 delivered: true
             }
         );
@@ -119,10 +124,34 @@ mod tests {
     fn an_empty_queue_lets_the_replica_go_only_once_it_has_settled() {
         let start = Instant::now();
         let mut retiring = Retiring::since(start);
-        retiring.read(0, start);
-        retiring.read(0, start + Duration::from_secs(15));
+        retiring.read(0, 0, start);
+        retiring.read(0, 0, start + Duration::from_secs(15));
         let early = start + SETTLE - Duration::from_secs(1);
-        assert!(!retiring.report(0, early).delivered);
-        assert!(retiring.report(0, start + SETTLE).delivered);
+        assert!(!retiring.report(0, 0, early).delivered);
+        assert!(retiring.report(0, 0, start + SETTLE).delivered);
+    }
+
+    #[test]
+    fn an_open_session_holds_the_replica_however_long_it_lasts() {
+        let start = Instant::now();
+        let mut retiring = Retiring::since(start);
+        let late = start + 10 * SETTLE;
+        // Nothing queued, so nothing to flush, but a client may still be sending.
+        assert!(!retiring.read(0, 1, start));
+        assert!(!retiring.read(0, 1, late));
+        assert_eq!(
+            retiring.report(0, 1, late),
+            Retirement {
+                queued: 0,
+                sessions: 1,
+                delivered: false
+            }
+        );
+        // Once it ends, two empty reads are needed again: its message may be on its way
+        // into the queue.
+        retiring.read(0, 0, late);
+        assert!(!retiring.report(0, 0, late).delivered);
+        retiring.read(0, 0, late);
+        assert!(retiring.report(0, 0, late).delivered);
     }
 }

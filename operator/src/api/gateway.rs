@@ -47,9 +47,11 @@ pub struct MailGatewaySpec {
     /// Number of relay replicas. Each keeps its own queue on a persistent volume claim.
     /// A scale-in removes a replica only once its queue is empty: the replicas it removes
     /// take no new mail (not ready) and deliver their queues first, and go once they have
-    /// retired for a minute and two queue reads in a row found nothing. While one still
-    /// holds mail (its primary down: mail older than `maxQueueLifetime` is bounced) or
-    /// cannot be asked, the StatefulSet keeps it and the `Scaled` condition says why.
+    /// retired for a minute, no SMTP session is open on them and two reads in a row found
+    /// their queue empty. While one still holds mail (its primary down: mail older than
+    /// `maxQueueLifetime` is bounced, and a bounce its sender does not take waits as long
+    /// again) or cannot be asked, the StatefulSet keeps it and the `Scaled` condition says
+    /// why.
     #[serde(default = "default_replicas")]
     // The API server stores any integer the schema allows; one outside the Rust type makes
     // the object undecodable, and every watch event of it costs the operator a backoff.

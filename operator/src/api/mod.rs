@@ -42,8 +42,10 @@ pub struct DeliveryLimits {
     // the object undecodable, and every watch event of it costs the operator a backoff.
     #[schemars(range(min = i32::MIN, max = i32::MAX))]
     pub concurrency: Option<i32>,
-    /// Pause between two deliveries to the primary, for example `1s`, so a queue that grew
-    /// during an outage is not flushed all at once. Unset: no pause.
+    /// Pause between two deliveries to the primary, for example `2s`, so a queue that grew
+    /// during an outage is not flushed all at once. With a pause Postfix delivers one
+    /// message at a time (`concurrency` is then 1), and its timer counts whole seconds: a
+    /// pause of `2s` leaves 1 to 2 s between two deliveries. Unset: no pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_delay: Option<String>,
 }

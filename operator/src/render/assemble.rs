@@ -106,6 +106,17 @@ pub struct LocalSettings {
     pub smtp_listen: Option<String>,
 }
 
+impl LocalSettings {
+    /// The port the `smtp inet` service listens on.
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_listen
+            .as_deref()
+            .and_then(|listen| listen.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(25)
+    }
+}
+
 /// How Postfix reads a table: indexed (`postmap`, picked up without a reload) or `cidr`
 /// (read when a process starts, so a change needs a reload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -531,6 +542,22 @@ mod tests {
         let spec =
             serde_json::from_value(serde_json::json!({"mxHostnames": ["mx1.relay.test"]})).unwrap();
         check_gateway(&gateway_configmap_data("edge", &spec, None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_smtp_port_is_the_listen_address_port_or_25() {
+        let port = |listen: Option<&str>| {
+            LocalSettings {
+                smtp_listen: listen.map(String::from),
+                ..LocalSettings::default()
+            }
+            .smtp_port()
+        };
+        assert_eq!(port(None), 25);
+        assert_eq!(port(Some("127.0.0.1:2525")), 2525);
+        assert_eq!(port(Some("[::1]:2526")), 2526);
+        assert_eq!(port(Some("2527")), 2527);
+        assert_eq!(port(Some("smtp")), 25);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn scale(
                 SCALED,
                 true,
                 "AtSpec",
-                format!("{wanted} replicas, as spec.replicas asks"),
+                format!("{}, as spec.replicas asks", count(wanted, "replica")),
             ),
         };
     }
@@ -84,8 +84,7 @@ pub fn scale(
             Some(Ok(status)) => match status.retiring {
                 None => Some(format!("{pod} has not yet taken up the scale-in")),
                 Some(retirement) if retirement.delivered => None,
-                Some(Retirement { queued: 1, .. }) => Some(format!("{pod} holds 1 message")),
-                Some(retirement) => Some(format!("{pod} holds {} messages", retirement.queued)),
+                Some(retirement) => Some(holding(&pod, retirement)),
             },
         };
         match wait {
@@ -102,7 +101,8 @@ pub fn scale(
                 true,
                 "AtSpec",
                 format!(
-                    "{wanted} replicas, as spec.replicas asks; the replicas removed had delivered their queues"
+                    "{}, as spec.replicas asks; the replicas removed had delivered their queues",
+                    count(wanted, "replica")
                 ),
             ),
         };
@@ -119,9 +119,37 @@ pub fn scale(
                 "DrainingBeforeScaleIn"
             },
             format!(
-                "spec.replicas is {wanted}, {replicas} run: a replica is removed once its queue is delivered (it takes no new mail, and mail its primary does not take waits at most maxQueueLifetime, {lifetime}): {}",
+                "spec.replicas is {wanted}; {} stay until those removed have delivered their queues (they take no new mail; mail their primary does not take waits until it is delivered or maxQueueLifetime, {lifetime}, returns it to its sender): {}",
+                count(replicas, "replica"),
                 waits.join("; ")
             ),
+        ),
+    }
+}
+
+/// `n` and the noun, in the plural unless `n` is 1.
+fn count(n: impl Into<i128>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+/// Why a retiring replica may not go yet.
+fn holding(pod: &str, retirement: Retirement) -> String {
+    match (retirement.queued, retirement.sessions) {
+        (0, 0) => format!(
+            "{pod} holds no mail and goes a minute after it stopped taking mail, once connections opened before have ended"
+        ),
+        (queued, 0) => format!("{pod} holds {}", count(queued, "message")),
+        (0, sessions) => format!(
+            "{pod} holds no mail yet but has {} open",
+            count(sessions, "SMTP session")
+        ),
+        (queued, sessions) => format!(
+            "{pod} holds {} and has {} open",
+            count(queued, "message"),
+            count(sessions, "SMTP session")
         ),
     }
 }
@@ -137,7 +165,11 @@ mod tests {
             address: ([10, 0, 0, 1], 8080).into(),
             status: Ok(StatusReport {
                 draining: Default::default(),
-                retiring: retiring.map(|(queued, delivered)| Retirement { queued, delivered }),
+                retiring: retiring.map(|(queued, delivered)| Retirement {
+                    queued,
+                    sessions: 0,
+                    delivered,
+                }),
             }),
         }
     }
@@ -204,6 +236,30 @@ mod tests {
         let done = leaving((0, true), (0, true));
         assert_eq!(done.replicas, 1);
         assert!(done.condition.verdict.status);
+    }
+
+    #[test]
+    fn a_retiring_replica_says_what_it_still_holds() {
+        let says = |queued, sessions| {
+            holding(
+                "edge-1",
+                Retirement {
+                    queued,
+                    sessions,
+                    delivered: false,
+                },
+            )
+        };
+        assert_eq!(says(1, 0), "edge-1 holds 1 message");
+        assert_eq!(
+            says(0, 2),
+            "edge-1 holds no mail yet but has 2 SMTP sessions open"
+        );
+        assert_eq!(
+            says(3, 1),
+            "edge-1 holds 3 messages and has 1 SMTP session open"
+        );
+        assert!(says(0, 0).starts_with("edge-1 holds no mail and goes a minute after"));
     }
 
     #[test]
