@@ -30,6 +30,12 @@ impl Error {
         }
     }
 
+    /// Whether the API server asked only to try again: a conflict with a concurrent write
+    /// (409) or throttling (429). Nothing a user must fix, and the next try passes.
+    pub fn is_retry_request(&self) -> bool {
+        matches!(self, Self::Kube(kube::Error::Api(status)) if [409, 429].contains(&status.code))
+    }
+
     /// A short label for metrics and Event reasons.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -59,5 +65,23 @@ mod tests {
             Error::NotNamespaced("edge".into()).readable(),
             "edge has no namespace"
         );
+    }
+
+    #[test]
+    fn only_conflicts_and_throttling_ask_merely_for_another_try() {
+        let answer = |code: u16| {
+            let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+                "status": "Failure", "code": code, "reason": "", "message": ""
+            }))
+            .unwrap();
+            Error::Kube(kube::Error::Api(Box::new(status))).is_retry_request()
+        };
+        assert!(answer(409) && answer(429));
+        // Refusals a user can act on: quota, RBAC, admission, size; and a webhook or the
+        // API server failing, which may last.
+        for code in [400, 403, 404, 413, 422, 500, 503] {
+            assert!(!answer(code), "{code}");
+        }
+        assert!(!Error::NotNamespaced("edge".into()).is_retry_request());
     }
 }

@@ -243,7 +243,9 @@ where
 
 /// A write a reconcile called for failed with `error`: condition `type_` says so
 /// (`ApplyFailed`, the API server's words, and `then`: what still holds), not only the log
-/// and the retries. Best effort: a status that cannot be written either is logged.
+/// and the retries. Best effort: a status that cannot be written either is logged. An
+/// answer that only asks to try again (a conflict, throttling) leaves the condition as it
+/// is: the retry passes, and Ready would only flap.
 pub(crate) async fn report_apply_failure<K, S>(
     object: &K,
     current: Option<&S>,
@@ -258,6 +260,9 @@ pub(crate) async fn report_apply_failure<K, S>(
         + DeserializeOwned,
     S: ConditionedStatus,
 {
+    if error.is_retry_request() {
+        return;
+    }
     let failed = Desired::new(
         type_,
         false,
