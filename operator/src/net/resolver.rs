@@ -153,17 +153,24 @@ impl DnsClients {
 
 impl DnsClients {
     /// The A and AAAA addresses of `name` from the first of `servers` that answers each
-    /// (none for NXDOMAIN or no record).
+    /// (none for NXDOMAIN or no record). When only one of the two lookups fails, the other's
+    /// addresses are what is known (some servers drop AAAA queries): a failure only when
+    /// both fail.
     pub async fn addresses_any(
         &self,
         servers: &[SocketAddr],
         name: &str,
     ) -> Result<Vec<IpAddr>, String> {
         let mut addresses = Vec::new();
+        let mut failures = Vec::new();
         for record_type in [RecordType::A, RecordType::AAAA] {
-            let Answer::Records(response) = self.query_any(servers, name, record_type).await?
-            else {
-                continue;
+            let response = match self.query_any(servers, name, record_type).await {
+                Ok(Answer::Records(response)) => response,
+                Ok(Answer::NxDomain | Answer::NoData) => continue,
+                Err(error) => {
+                    failures.push(format!("{record_type}: {error}"));
+                    continue;
+                }
             };
             addresses.extend(
                 response
@@ -175,6 +182,9 @@ impl DnsClients {
                         _ => None,
                     }),
             );
+        }
+        if failures.len() == 2 {
+            return Err(failures.join("; "));
         }
         Ok(addresses)
     }
@@ -232,5 +242,70 @@ impl Resolver for DnsClients {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<IpAddr>, String>> {
         Box::pin(DnsClients::addresses_any(self, servers, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::Record;
+    use hickory_proto::rr::rdata::A;
+
+    /// A DNS server that answers A queries with 127.0.0.1 and `aaaa` to AAAA queries.
+    async fn server(aaaa: ResponseCode) -> SocketAddr {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 512];
+            while let Ok((length, client)) = socket.recv_from(&mut buffer).await {
+                let request = Message::from_vec(&buffer[..length]).unwrap();
+                let query = request.queries[0].clone();
+                let mut answer = match query.query_type() {
+                    RecordType::A => {
+                        let mut answer = Message::response(request.metadata.id, OpCode::Query);
+                        answer.add_answer(Record::from_rdata(
+                            query.name().clone(),
+                            60,
+                            RData::A(A([127, 0, 0, 1].into())),
+                        ));
+                        answer
+                    }
+                    _ => Message::error_msg(request.metadata.id, OpCode::Query, aaaa),
+                };
+                answer.add_query(query);
+                let _ = socket.send_to(&answer.to_vec().unwrap(), client).await;
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_failing_aaaa_lookup_keeps_the_a_addresses() {
+        let clients = DnsClients::new(Duration::from_secs(1));
+        let servfail = server(ResponseCode::ServFail).await;
+        assert_eq!(
+            clients.addresses_any(&[servfail], "mail.example.org").await,
+            Ok(vec![IpAddr::from([127, 0, 0, 1])])
+        );
+        let nodata = server(ResponseCode::NoError).await;
+        assert_eq!(
+            clients.addresses_any(&[nodata], "mail.example.org").await,
+            Ok(vec![IpAddr::from([127, 0, 0, 1])])
+        );
+    }
+
+    #[tokio::test]
+    async fn both_lookups_failing_is_a_failure() {
+        // Nothing listens there.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = silent.local_addr().unwrap();
+        let clients = DnsClients::new(Duration::from_millis(200));
+        let failed = clients.addresses_any(&[address], "mail.example.org").await;
+        let error = failed.unwrap_err();
+        assert!(
+            error.starts_with("A: ") && error.contains("; AAAA: "),
+            "{error}"
+        );
     }
 }
