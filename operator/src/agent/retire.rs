@@ -5,9 +5,14 @@
 use super::EMPTY_READS_TO_DRAIN;
 use std::time::{Duration, Instant};
 
-/// How often a retiring replica with mail asks Postfix to retry all of it: deferred mail
-/// would otherwise wait for its backoff (up to an hour) after the primary is back.
+/// How soon a retiring replica with mail asks Postfix again to retry all of it: deferred
+/// mail would otherwise wait for its backoff (up to an hour) after the primary is back.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The longest wait between two such retries: while the queue does not shrink, each wait
+/// doubles up to this, so a primary that stays down is not asked for every message every
+/// 30 s, and mail still goes within minutes of its return.
+const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How long a replica retires before an empty queue lets it go. Once it is not ready, its
 /// pod leaves the endpoints within seconds (readiness every 2 s, three failures), but a
@@ -41,7 +46,10 @@ pub struct Retirement {
 pub struct Retiring {
     since: Instant,
     empty_reads: u8,
-    last_flush: Option<Instant>,
+    /// When the queue was last flushed, and how many messages it held then.
+    last_flush: Option<(Instant, u64)>,
+    /// The wait before the next flush.
+    flush_interval: Duration,
 }
 
 impl Retiring {
@@ -50,6 +58,7 @@ impl Retiring {
             since: now,
             empty_reads: 0,
             last_flush: None,
+            flush_interval: FLUSH_INTERVAL,
         }
     }
 
@@ -62,14 +71,22 @@ impl Retiring {
             return false;
         }
         self.empty_reads = 0;
-        let due = queued > 0
-            && self
-                .last_flush
-                .is_none_or(|last| now.duration_since(last) >= FLUSH_INTERVAL);
-        if due {
-            self.last_flush = Some(now);
+        if queued == 0 {
+            return false;
         }
-        due
+        if let Some((last, before)) = self.last_flush {
+            if now.duration_since(last) < self.flush_interval {
+                return false;
+            }
+            // The last flush delivered nothing: the primary is likely still down.
+            self.flush_interval = if queued < before {
+                FLUSH_INTERVAL
+            } else {
+                (self.flush_interval * 2).min(MAX_FLUSH_INTERVAL)
+            };
+        }
+        self.last_flush = Some((now, queued));
+        true
     }
 
     pub fn report(&self, queued: u64, sessions: u64, now: Instant) -> Retirement {
@@ -118,6 +135,29 @@ mod tests {
                 delivered: true
             }
         );
+    }
+
+    #[test]
+    fn flushes_that_deliver_nothing_come_ever_more_rarely() {
+        let start = Instant::now();
+        let mut retiring = Retiring::since(start);
+        let mut flushed_at = vec![];
+        // The primary stays down: 5 messages, read every 10 s for an hour.
+        for second in (0..3_600).step_by(10) {
+            if retiring.read(5, 0, start + Duration::from_secs(second)) {
+                flushed_at.push(second);
+            }
+        }
+        assert_eq!(
+            flushed_at[..7],
+            [0, 30, 90, 210, 450, 750, 1050],
+            "{flushed_at:?}"
+        );
+        // Mail going out again: the next flush is at the usual interval.
+        let last = start + Duration::from_secs(*flushed_at.last().unwrap());
+        assert!(retiring.read(4, 0, last + MAX_FLUSH_INTERVAL));
+        assert!(!retiring.read(4, 0, last + MAX_FLUSH_INTERVAL + FLUSH_INTERVAL / 2));
+        assert!(retiring.read(3, 0, last + MAX_FLUSH_INTERVAL + FLUSH_INTERVAL));
     }
 
     #[test]
