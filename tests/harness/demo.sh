@@ -44,7 +44,13 @@ fi
 
 say "The CRDs (Kubernetes $(kubectl version -o json 2>/dev/null | python3 -c 'import json,sys; v=json.load(sys.stdin)["serverVersion"]; print(v["major"]+"."+v["minor"])') knows no CEL rules: mx-operator crd --without-cel)"
 "$BIN/mx-operator" crd --without-cel | kubectl apply --server-side -f -
-kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+# kubectl wait fails, instead of waiting, on a CRD whose status.conditions is still null
+# (just created): ask again until every CRD is established.
+for attempt in $(seq 60); do
+  kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null 2>&1 && break
+  [ "$attempt" = 60 ] && { kubectl wait --for=condition=Established crd --all --timeout=1s; exit 1; }
+  sleep 1
+done
 
 say "The operator, on this machine against the node's API server"
 if [ -f "$DEMO_DIR/operator.pid" ] && kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null; then

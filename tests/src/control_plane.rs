@@ -463,11 +463,7 @@ impl ControlPlane {
                 mx_operator::api::crd::without_cel(&crd)
             };
             api.patch(&name, &params, &Patch::Apply(&body)).await?;
-            let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-            tokio::time::timeout(Duration::from_secs(30), established)
-                .await
-                .map_err(|_| HarnessError::CrdNotEstablished(name.clone()))?
-                .map_err(|_| HarnessError::CrdNotEstablished(name.clone()))?;
+            crd_established(&api, &name, Duration::from_secs(30)).await?;
         }
         Ok(())
     }
@@ -478,6 +474,22 @@ impl ControlPlane {
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
         create_namespace(client, format!("{prefix}-{n}")).await
     }
+}
+
+/// Waits up to `limit` until CRD `name` is established (served). Not `kubectl wait
+/// --for=condition=Established`: a CRD the API server has not looked at yet stores
+/// `status.conditions: null`, and kubectl fails on that instead of waiting.
+pub async fn crd_established(
+    api: &Api<CustomResourceDefinition>,
+    name: &str,
+    limit: Duration,
+) -> Result<(), HarnessError> {
+    let established = await_condition(api.clone(), name, conditions::is_crd_established());
+    tokio::time::timeout(limit, established)
+        .await
+        .map_err(|_| HarnessError::CrdNotEstablished(name.to_string()))?
+        .map_err(|_| HarnessError::CrdNotEstablished(name.to_string()))?;
+    Ok(())
 }
 
 /// Creates the namespace `name` with `client`.

@@ -1,11 +1,13 @@
 //! MX records published and retracted at a real Knot DNS with TSIG, and external-dns
 //! DNSEndpoint objects on the real API server.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject};
 use mx_operator::api::fixtures::{domain_object, gateway_object, provider_object};
 use mx_operator::api::{ConditionStatus, DNSProvider, MailDomain};
 use mx_operator::dns::external::api_resource;
 use mx_operator_tests::TestNamespace;
+use mx_operator_tests::control_plane::crd_established;
 use mx_operator_tests::fixtures::apply_dynamic as apply;
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
 use mx_operator_tests::kubectl::{kubectl, kubectl_ok};
@@ -248,14 +250,14 @@ async fn external_dns_mode_writes_a_dnsendpoint() {
     let (plane, ns) = namespace_with_operator("dns-external").await;
     let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dnsendpoint-crd.yaml");
     kubectl_ok(&plane.kubeconfig, &["apply", "-f", crd]);
-    kubectl_ok(
-        &plane.kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/dnsendpoints.externaldns.k8s.io",
-        ],
-    );
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    crd_established(
+        &crds,
+        "dnsendpoints.externaldns.k8s.io",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     apply(&ns, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "extdns"},
         "spec": {"externalDNS": {"labels": {"dns": "public"}}}})).await;
     gateway(&ns, "mx1.relay.example.net").await;

@@ -6,9 +6,11 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
 use mx_operator_tests::TestNamespace;
+use mx_operator_tests::control_plane::crd_established;
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::gateway::http_get_at;
 use mx_operator_tests::helm;
@@ -60,14 +62,11 @@ async fn install_operator(node: &Node) {
     let crds_file = dir.join("crds.yaml").to_string_lossy().into_owned();
     node.kubectl(&["apply", "--server-side", "-f", &crds_file])
         .unwrap();
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ])
-    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    for crd in mx_operator::api::crd::all() {
+        let name = crd.metadata.name.unwrap_or_default();
+        crd_established(&crds, &name, LIMIT).await.unwrap();
+    }
 
     let values = json!({
         "image": {"repository": "localhost/mx-operator", "tag": "dev", "pullPolicy": "Never"},
@@ -888,7 +887,7 @@ async fn a_scale_in_waits_until_the_replicas_it_removes_have_delivered_their_que
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = arrivals(&sink, "scalein");
     println!(
-        "mail safety: messages queued {sent} / delivered {} / lost {} / duplicated {} / bounced 0 (node: scale-in 3 → 1 with mail on replicas 1 and 2, primary down)",
+        "mail safety: messages queued {sent} / delivered {} / lost {} / duplicated {} (node: scale-in 3 → 1 with mail on replicas 1 and 2, primary down)",
         counts.len(),
         sent - counts.len(),
         counts.values().map(|n| n - 1).sum::<usize>()
