@@ -62,6 +62,8 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
                 "retried every {} s, and what the gateway relayed before keeps serving",
                 decide::RETRY.as_secs()
             );
+            let fresher = status::freshest(domain, ctx);
+            let domain = fresher.as_deref().unwrap_or(domain);
             report_apply_failure(domain, domain.status.as_ref(), ctx, READY, &error, &then).await;
             return Err(error);
         }

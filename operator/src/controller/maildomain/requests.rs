@@ -5,13 +5,14 @@ use super::super::claims::ClaimIndex;
 use super::super::context::{Context, Settings};
 use super::super::digests::ConfigMapDigests;
 use super::super::metrics::Metrics;
+use super::super::write::status_key;
 use crate::api::fixtures;
 use crate::api::{MailDomain, MailGateway};
 use http::{Request, Response};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
@@ -37,13 +38,22 @@ where
     K: Resource + Clone + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    store_and_writer(objects).0
+}
+
+/// A listed cache, and the writer that delivers later watch events to it.
+fn store_and_writer<K>(objects: Vec<K>) -> (Store<K>, Writer<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (store, mut writer) = reflector::store();
     writer.apply_watcher_event(&Event::Init);
     for object in objects {
         writer.apply_watcher_event(&Event::InitApply(object));
     }
     writer.apply_watcher_event(&Event::InitDone);
-    store
+    (store, writer)
 }
 
 /// As the watch keeps them.
@@ -65,6 +75,16 @@ fn context(
     gateways: Vec<MailGateway>,
     relays: Vec<ConfigMap>,
 ) -> (Arc<Context>, Arc<Mutex<Vec<Seen>>>) {
+    let (ctx, seen, _) = context_with_watch(domain, gateways, relays);
+    (ctx, seen)
+}
+
+/// Like [`context`], with the writer of the MailDomain cache, to deliver watch events.
+fn context_with_watch(
+    domain: &MailDomain,
+    gateways: Vec<MailGateway>,
+    relays: Vec<ConfigMap>,
+) -> (Arc<Context>, Arc<Mutex<Vec<Seen>>>, Writer<MailDomain>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(vec![]));
     let record = seen.clone();
@@ -96,6 +116,7 @@ fn context(
         }
     });
     let client = Client::new(service, "default");
+    let (domains, domains_writer) = store_and_writer(vec![domain.clone()]);
     let settings = Settings {
         gateway_image: "localhost/mx-gateway:dev".into(),
         resync: Duration::from_secs(300),
@@ -108,7 +129,7 @@ fn context(
         client,
         settings,
         metrics: Arc::new(Metrics::default()),
-        domains: store(vec![domain.clone()]),
+        domains,
         gateways: store(gateways),
         pdb_served: true,
         namespaces: store(vec![]),
@@ -130,7 +151,7 @@ fn context(
         written: Default::default(),
         listed: Default::default(),
     };
-    (Arc::new(context), seen)
+    (Arc::new(context), seen, domains_writer)
 }
 
 async fn reconcile(
@@ -161,6 +182,32 @@ async fn a_status_just_written_is_not_written_again_from_a_stale_cache() {
     assert!(
         !again.iter().any(|l| l == STATUS || l == EVENT),
         "the status written a moment ago stands: {again:?}"
+    );
+}
+
+/// The watch delivered the write, so the memo of it is gone, while a reconcile that took
+/// its copy of the domain before that still runs: it compares with the cache's newer copy,
+/// not with its own older one.
+#[tokio::test]
+async fn a_status_the_watch_delivered_meanwhile_is_not_written_again() {
+    let domain = fixtures::domain(json!({"metadata": {"resourceVersion": "7"}}));
+    let (ctx, seen, mut watch) =
+        context_with_watch(&domain, vec![fixtures::gateway(json!({}))], vec![]);
+    let stale = Arc::new(domain.clone());
+    super::reconcile(stale.clone(), ctx.clone()).await.unwrap();
+    assert_eq!(lines(&seen.lock().unwrap()), [RELAY, STATUS, EVENT]);
+    let mut delivered = domain;
+    delivered.status =
+        serde_json::from_value(seen.lock().unwrap()[1].body["status"].clone()).unwrap();
+    delivered.metadata.resource_version = Some("8".into());
+    watch.apply_watcher_event(&Event::Apply(delivered.clone()));
+    ctx.written.observe(&status_key(&delivered), Some("8"));
+    seen.lock().unwrap().clear();
+    super::reconcile(stale, ctx).await.unwrap();
+    let again = lines(&seen.lock().unwrap());
+    assert!(
+        !again.iter().any(|l| l == STATUS || l == EVENT),
+        "the status the watch delivered stands: {again:?}"
     );
 }
 

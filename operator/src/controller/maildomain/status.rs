@@ -10,6 +10,8 @@ use crate::api::MailDomain;
 use crate::api::conditions::{DNS_SYNCED, Desired, OWNERSHIP_VERIFIED, READY, RELAY_CONFIGURED};
 use crate::api::domain::{DrainingAt, MailDomainStatus};
 use crate::drift::decide::summary;
+use kube::runtime::reflector::ObjectRef;
+use std::sync::Arc;
 
 /// The conditions to write, in their order.
 pub fn conditions(domain: &MailDomain, decision: &Decision, applied: &Applied) -> Vec<Desired> {
@@ -53,6 +55,21 @@ pub fn conditions(domain: &MailDomain, decision: &Decision, applied: &Applied) -
     desired
 }
 
+/// The cache's copy of `domain` when it is newer and of the same generation: what status
+/// compares with. A reconcile's object is the cache's copy from when it started; a status
+/// write the watch has delivered since (often this operator's own, from the reconcile just
+/// before) is only in the newer copy, and compared with the older one the same status would
+/// be written again and its Event published twice. A newer generation is not taken: its
+/// spec is the next reconcile's to observe.
+pub fn freshest(domain: &MailDomain, ctx: &Context) -> Option<Arc<MailDomain>> {
+    ctx.domains
+        .get(&ObjectRef::from_obj(domain))
+        .filter(|cached| {
+            cached.metadata.generation == domain.metadata.generation
+                && cached.metadata.resource_version != domain.metadata.resource_version
+        })
+}
+
 pub async fn write(
     domain: &MailDomain,
     ctx: &Context,
@@ -60,6 +77,8 @@ pub async fn write(
     applied: Applied,
     draining: Vec<DrainingAt>,
 ) -> Result<(), Error> {
+    let fresher = freshest(domain, ctx);
+    let domain = fresher.as_deref().unwrap_or(domain);
     let desired = conditions(domain, decision, &applied);
     let change = decision.status.clone();
     write_status(
