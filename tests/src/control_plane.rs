@@ -413,9 +413,15 @@ impl ControlPlane {
             .filter(|entry| {
                 entry["stage"] == "ResponseComplete" && entry["user"]["username"] == user
             })
-            .map(|entry| AuditedWrite {
-                verb: entry["verb"].as_str().unwrap_or_default().to_string(),
-                uri: entry["requestURI"].as_str().unwrap_or_default().to_string(),
+            .map(|entry| {
+                let text =
+                    |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+                AuditedWrite {
+                    verb: text(&entry["verb"]),
+                    uri: text(&entry["requestURI"]),
+                    resource: text(&entry["objectRef"]["resource"]),
+                    name: text(&entry["objectRef"]["name"]),
+                }
             })
             .collect())
     }
@@ -618,6 +624,10 @@ fn remove_stale_runs(root: &Path) {
 pub struct AuditedWrite {
     pub verb: String,
     pub uri: String,
+    /// The object written (`objectRef`): its resource, and its name, which the server
+    /// fills in from the body of a create.
+    pub resource: String,
+    pub name: String,
 }
 
 /// The user name of the operator's credentials.
