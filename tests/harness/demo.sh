@@ -45,10 +45,15 @@ fi
 say "The CRDs (Kubernetes $(kubectl version -o json 2>/dev/null | python3 -c 'import json,sys; v=json.load(sys.stdin)["serverVersion"]; print(v["major"]+"."+v["minor"])') knows no CEL rules: mx-operator crd --without-cel)"
 "$BIN/mx-operator" crd --without-cel | kubectl apply --server-side -f -
 # kubectl wait fails, instead of waiting, on a CRD whose status.conditions is still null
-# (just created): ask again until every CRD is established.
-for attempt in $(seq 60); do
-  kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null 2>&1 && break
-  [ "$attempt" = 60 ] && { kubectl wait --for=condition=Established crd --all --timeout=1s; exit 1; }
+# (just created): ask again, for 60 s in all, until every CRD is established.
+for attempt in $(seq 20); do
+  if kubectl wait --for=condition=Established crd --all --timeout=2s >/dev/null 2>&1; then
+    break
+  fi
+  if [ "$attempt" = 20 ]; then
+    kubectl wait --for=condition=Established crd --all --timeout=1s
+    exit 1
+  fi
   sleep 1
 done
 
