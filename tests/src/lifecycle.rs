@@ -44,15 +44,7 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
         .rsplit_once('@')
         .map(|(_, d)| d)
         .unwrap_or_default();
-    let mut client = Client::connect(gateway.smtp).expect("SMTP session");
-    for n in 0..MESSAGES {
-        let body = format!(
-            "Subject: queued {n}\r\nMessage-ID: <{n}.{domain}@client.test>\r\nX-Seq: {n}\r\n\r\nbody {n}"
-        );
-        let reply = client.send("sender@client.test", recipient, &body).unwrap();
-        assert_eq!(reply.code, 250, "message {n}: {reply}");
-    }
-    client.quit();
+    send_numbered(gateway.smtp, recipient, MESSAGES);
     until(LIMIT, "every message queued", || async {
         (gateway.queued().ok()? == MESSAGES).then_some(())
     })
@@ -113,6 +105,21 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     if let Some(name) = outliving {
         draining_on_domain(ns, name, &[]).await;
     }
+}
+
+/// Sends `count` messages numbered 0.. (`X-Seq`, which the sink reads) to `recipient` at
+/// `smtp`, in one session; each must be taken with 250.
+pub fn send_numbered(smtp: SocketAddr, recipient: &str, count: usize) {
+    let id = recipient.replace('@', ".");
+    let mut client = Client::connect(smtp).expect("SMTP session");
+    for n in 0..count {
+        let body = format!(
+            "Subject: queued {n}\r\nMessage-ID: <{n}.{id}@client.test>\r\nX-Seq: {n}\r\n\r\nbody {n}"
+        );
+        let reply = client.send("sender@client.test", recipient, &body).unwrap();
+        assert_eq!(reply.code, 250, "message {n} to {recipient}: {reply}");
+    }
+    client.quit();
 }
 
 /// Waits until MailDomain `name`'s `status.draining` is `expected` (gateway, messages).

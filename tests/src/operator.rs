@@ -12,6 +12,9 @@ use tokio::sync::oneshot;
 /// How often the test operator resyncs: short, so the steady-state test is quick.
 pub const TEST_RESYNC: Duration = Duration::from_secs(3);
 
+/// How often the test operator asks the agents about their queues.
+pub const TEST_QUEUE_POLL: Duration = Duration::from_secs(1);
+
 pub fn test_settings() -> Settings {
     Settings {
         gateway_image: "mx-operator/gateway:test".into(),
@@ -20,6 +23,7 @@ pub fn test_settings() -> Settings {
         // Off: tests use names like example.com, whose real DNS must never be asked.
         drift: None,
         resolvers: vec![],
+        queue_poll: Some(TEST_QUEUE_POLL),
     }
 }
 

@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 use mx_operator::api::{MailDomain, MailGateway};
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::gateway::Gateway;
-use mx_operator_tests::lifecycle::{queued_mail_outlives, released_to};
+use mx_operator_tests::lifecycle::{queued_mail_outlives, released_to, send_numbered};
 use mx_operator_tests::operator::namespace_with_operator;
 use mx_operator_tests::process::free_port;
 use mx_operator_tests::smtp::{Client, Reply, Sink, rcpt_reply, relay_tricks, send};
@@ -918,4 +918,140 @@ async fn a_scale_in_removes_a_replica_only_once_it_has_delivered_its_queue() {
     assert_eq!(bounced, 0, "nothing bounced");
     assert_eq!(arrived, (0..sequence).collect::<Vec<_>>());
     assert_eq!(total, sequence, "none arrived twice");
+}
+
+/// `status.queue` of MailDomain `name` once `wanted` holds for it.
+async fn queue_shown(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    wanted: impl Fn(&Option<mx_operator::api::domain::QueuedMail>) -> bool,
+) -> MailDomain {
+    let domains = ns.api::<MailDomain>();
+    until(LIMIT, &format!("MailDomain {name}: {what}"), || async {
+        let domain = domains.get(name).await.ok()?;
+        let queue = domain.status.as_ref().and_then(|s| s.queue.clone());
+        wanted(&queue).then_some(domain)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn mail_queued_for_two_domains_shows_in_their_status_summed_over_the_replicas() {
+    let down_a: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let down_b: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let (plane, ns) = namespace_with_operator("queued").await;
+    apply_edge(
+        &ns,
+        json!({}),
+        &[
+            ("qa", "qa.example", primary(down_a)),
+            ("qb", "qb.example", primary(down_b)),
+        ],
+    )
+    .await;
+    let one = start_replica(plane, &ns, "edge").await;
+    let two = Gateway::start_on(
+        &plane.dir.join(format!("gateway-{}-edge-1", ns.name)),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        None,
+        &[],
+        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
+    )
+    .await
+    .expect("second replica");
+    mx_operator_tests::gateway::list_in_endpoints(
+        &ns,
+        "edge",
+        &[("edge-0", &one), ("edge-1", &two)],
+    )
+    .await
+    .expect("Endpoints");
+    let before_mail = k8s_openapi::jiff::Timestamp::now().as_second() - 1;
+    // qa: 6 + 5 messages, in the 10-99 range only when both replicas count.
+    send_numbered(one.smtp, "alice@qa.example", 6);
+    send_numbered(two.smtp, "alice@qa.example", 5);
+    send_numbered(one.smtp, "alice@qb.example", 2);
+
+    let qa = queue_shown(&ns, "qa", "11 messages, refused", |queue| {
+        queue.as_ref().is_some_and(|q| {
+            q.messages == "10-99"
+                && q.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("Connection refused"))
+        })
+    })
+    .await;
+    let shown = qa.status.unwrap().queue.unwrap();
+    let oldest = shown.oldest_arrival.0.as_second();
+    assert!(
+        oldest >= before_mail && oldest <= k8s_openapi::jiff::Timestamp::now().as_second(),
+        "oldest arrival {oldest}, mail sent after {before_mail}"
+    );
+    let reason = shown.reason.unwrap_or_default();
+    assert!(reason.contains(&down_a.port().to_string()), "{reason}");
+    let qb = queue_shown(&ns, "qb", "2 messages, refused", |queue| {
+        queue.as_ref().is_some_and(|q| {
+            q.messages == "1-9"
+                && q.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains(&down_b.port().to_string()))
+        })
+    })
+    .await;
+    // `kubectl get md` shows the range in its QUEUED column.
+    let listed = mx_operator_tests::kubectl::kubectl_ok(
+        &plane.operator_kubeconfig,
+        &["get", "md", "-n", &ns.name],
+    );
+    // Columns are found by where their header starts: an empty one leaves a gap.
+    let mut lines = listed.lines();
+    let column = lines
+        .next()
+        .and_then(|header| header.find("QUEUED"))
+        .expect("a QUEUED column");
+    let queued: Vec<(&str, &str)> = lines
+        .map(|line| {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let cell = line.get(column..).unwrap_or_default();
+            (name, cell.split_whitespace().next().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(queued, [("qa", "10-99"), ("qb", "1-9")], "{listed}");
+
+    // A steady queue (Postfix retries every few seconds, with the same answer) costs no
+    // status write.
+    let version = qb.metadata.resource_version.clone();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let domains = ns.api::<MailDomain>();
+    let later = domains.get("qb").await.unwrap();
+    assert_eq!(
+        later.metadata.resource_version,
+        version,
+        "qb rewritten while its queue stood still: {:?}",
+        later.status.and_then(|s| s.queue)
+    );
+
+    // The primaries answer again: the queue empties, and so does the status.
+    let sink_a = Sink::start_on(down_a).expect("primary a");
+    let sink_b = Sink::start_on(down_b).expect("primary b");
+    for replica in [&one, &two] {
+        until(LIMIT, "the queue manager taking a flush", || async {
+            replica.flush().ok()
+        })
+        .await;
+    }
+    until(LIMIT, "every message delivered", || async {
+        (sink_a.received().len() >= 11
+            && sink_b.received().len() >= 2
+            && one.queued().ok()? == 0
+            && two.queued().ok()? == 0)
+            .then_some(())
+    })
+    .await;
+    for name in ["qa", "qb"] {
+        queue_shown(&ns, name, "nothing queued", Option::is_none).await;
+    }
 }

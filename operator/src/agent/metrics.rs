@@ -23,11 +23,15 @@ struct DomainLabels {
 }
 
 /// What an agent's `/status` says: messages its replica still holds, per domain it no
-/// longer relays (deleted, withdrawn or moved), and, while a scale-in removes the replica,
-/// how far it has delivered its queue. Read by the operator.
+/// longer relays (deleted, withdrawn or moved); what its queue holds per recipient domain
+/// at the last read; and, while a scale-in removes the replica, how far it has delivered
+/// its queue. Read by the operator.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StatusReport {
     pub draining: BTreeMap<String, u64>,
+    /// Absent from an agent older than this field, as from one whose queue is empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub queued: BTreeMap<String, DomainQueue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring: Option<Retirement>,
 }
@@ -50,7 +54,8 @@ pub struct AgentMetrics {
     queue_messages: Family<DomainLabels, Gauge>,
     queue_oldest_age: Family<DomainLabels, Gauge>,
     draining_messages: Family<DomainLabels, Gauge>,
-    queued_domains: Mutex<Vec<String>>,
+    /// The last queue read's figures, for `/status`.
+    queued: Mutex<BTreeMap<String, DomainQueue>>,
     loaded: AtomicBool,
     postfix_running: AtomicBool,
     /// The last draining figures, for `/status`.
@@ -116,7 +121,7 @@ impl Default for AgentMetrics {
             queue_messages,
             queue_oldest_age,
             draining_messages,
-            queued_domains: Mutex::new(Vec::new()),
+            queued: Mutex::new(BTreeMap::new()),
             loaded: AtomicBool::new(false),
             postfix_running: AtomicBool::new(false),
             postfix_unanswered: Mutex::new(None),
@@ -189,10 +194,10 @@ impl AgentMetrics {
 
     /// Replaces the queue figures; domains no longer queued drop out of the output.
     pub fn set_queue(&self, queue: &BTreeMap<String, DomainQueue>, now: u64) {
-        let Ok(mut previous) = self.queued_domains.lock() else {
+        let Ok(mut previous) = self.queued.lock() else {
             return;
         };
-        for domain in previous.iter() {
+        for domain in previous.keys() {
             let labels = DomainLabels {
                 domain: domain.clone(),
             };
@@ -210,7 +215,7 @@ impl AgentMetrics {
                 .get_or_create(&labels)
                 .set(i64::try_from(now.saturating_sub(figures.oldest_arrival)).unwrap_or(i64::MAX));
         }
-        *previous = queue.keys().cloned().collect();
+        previous.clone_from(queue);
     }
 }
 
@@ -249,6 +254,7 @@ impl Endpoints for AgentMetrics {
     fn status(&self) -> Option<String> {
         serde_json::to_string(&StatusReport {
             draining: copied(&self.draining),
+            queued: copied(&self.queued),
             retiring: copied(&self.retirement),
         })
         .ok()

@@ -16,6 +16,7 @@ mod sessions;
 
 pub use metrics::{AgentMetrics, StatusReport};
 pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
+pub use queue::{DomainQueue, commonest};
 pub use retire::{Retirement, ordinal};
 
 use crate::render::{
@@ -578,7 +579,7 @@ mod tests {
             "example.com".to_string(),
             DomainQueue {
                 messages,
-                oldest_arrival: 0,
+                ..DomainQueue::default()
             },
         )])
     }

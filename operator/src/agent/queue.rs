@@ -1,6 +1,6 @@
 //! The mail queue as `postqueue -j` reports it, summed up per recipient domain.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
@@ -12,13 +12,22 @@ struct QueuedMessage {
 #[derive(Debug, Deserialize)]
 struct QueuedRecipient {
     address: String,
+    /// Why the last delivery attempt deferred it; absent before the first attempt.
+    #[serde(default)]
+    delay_reason: Option<String>,
 }
 
-/// Queued messages and the oldest arrival time (Unix seconds) of one domain.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Queued messages, the oldest arrival time (Unix seconds) and the commonest deferral
+/// reason of one domain. Also what an agent's `/status` reports per domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DomainQueue {
     pub messages: u64,
     pub oldest_arrival: u64,
+    /// The `delay_reason` most of the domain's queued recipients carry (the first of
+    /// those in a tie, by text), if any carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One read of the queue.
@@ -37,33 +46,56 @@ pub struct Summary {
 pub fn summarize(output: &str) -> Summary {
     let mut summary = Summary::default();
     let domains = &mut summary.domains;
+    let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for line in output.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(message) = serde_json::from_str::<QueuedMessage>(line) else {
             summary.unreadable += 1;
             continue;
         };
         summary.messages += 1;
-        let mut seen: Vec<String> = message
-            .recipients
-            .iter()
-            .filter_map(|r| {
-                r.address
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase())
-            })
-            .collect();
+        let mut seen: Vec<String> = Vec::new();
+        for recipient in &message.recipients {
+            let Some((_, domain)) = recipient.address.rsplit_once('@') else {
+                continue;
+            };
+            let domain = domain.to_ascii_lowercase();
+            if let Some(reason) = &recipient.delay_reason {
+                *reasons
+                    .entry(domain.clone())
+                    .or_default()
+                    .entry(reason.clone())
+                    .or_default() += 1;
+            }
+            seen.push(domain);
+        }
         seen.sort_unstable();
         seen.dedup();
         for domain in seen {
             let entry = domains.entry(domain).or_insert(DomainQueue {
-                messages: 0,
                 oldest_arrival: message.arrival_time,
+                ..DomainQueue::default()
             });
             entry.messages += 1;
             entry.oldest_arrival = entry.oldest_arrival.min(message.arrival_time);
         }
     }
+    for (domain, counted) in reasons {
+        if let Some(queued) = domains.get_mut(&domain) {
+            queued.reason = commonest(counted);
+        }
+    }
     summary
+}
+
+/// The key with the highest count; the first by order in a tie.
+pub fn commonest(counted: BTreeMap<String, u64>) -> Option<String> {
+    let mut best: Option<(String, u64)> = None;
+    for (key, count) in counted {
+        if best.as_ref().is_none_or(|(_, most)| count > *most) {
+            best = Some((key, count));
+        }
+    }
+    best.map(|(key, _)| key)
 }
 
 #[cfg(test)]
@@ -72,8 +104,8 @@ mod tests {
 
     #[test]
     fn counts_messages_and_oldest_arrival_per_domain() {
-        let output = r#"{"queue_name": "deferred", "queue_id": "A1", "arrival_time": 1700000100, "message_size": 300, "forced_expire": false, "sender": "x@y.test", "recipients": [{"address": "alice@example.com", "delay_reason": "connect refused"}, {"address": "bob@Example.com"}]}
-{"queue_name": "deferred", "queue_id": "A2", "arrival_time": 1700000000, "message_size": 300, "sender": "", "recipients": [{"address": "carol@example.org"}, {"address": "dave@example.com"}]}
+        let output = r#"{"queue_name": "deferred", "queue_id": "A1", "arrival_time": 1700000100, "message_size": 300, "forced_expire": false, "sender": "x@y.test", "recipients": [{"address": "alice@example.com", "delay_reason": "connect refused"}, {"address": "bob@Example.com", "delay_reason": "connect refused"}]}
+{"queue_name": "deferred", "queue_id": "A2", "arrival_time": 1700000000, "message_size": 300, "sender": "", "recipients": [{"address": "carol@example.org"}, {"address": "dave@example.com", "delay_reason": "timed out"}]}
 {"queue_name": "deferred", "queue_id": "A3", "arrival_time": 1700000200, "message_size": 300, "sender": "", "recipients": [{"address": "postmaster"}]}
 not json
 "#;
@@ -87,10 +119,31 @@ not json
             domains["example.com"],
             DomainQueue {
                 messages: 2,
-                oldest_arrival: 1_700_000_000
+                oldest_arrival: 1_700_000_000,
+                reason: Some("connect refused".into()),
             }
         );
         assert_eq!(domains["example.org"].messages, 1);
+        assert_eq!(domains["example.org"].reason, None, "not tried yet");
         assert_eq!(summarize(""), Summary::default());
+    }
+
+    #[test]
+    fn the_commonest_reason_wins_and_a_tie_goes_to_the_first() {
+        let counted = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            commonest(counted(&[("a", 1), ("b", 3), ("c", 2)])).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            commonest(counted(&[("b", 2), ("a", 2)])).as_deref(),
+            Some("a")
+        );
+        assert_eq!(commonest(BTreeMap::new()), None);
     }
 }

@@ -165,7 +165,9 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Domain", "Gateway", "Role", "Ready", "Drift", "Age"]
+            [
+                "Domain", "Gateway", "Role", "Ready", "Drift", "Queued", "Age"
+            ]
         );
     }
 

@@ -39,6 +39,11 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Drift", type_ = "string", json_path = ".status.drift"),
     printcolumn(
+        name = "Queued",
+        type_ = "string",
+        json_path = ".status.queue.messages"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -314,6 +319,28 @@ pub struct MailDomainStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["gateway"]))]
     pub draining: Vec<DrainingAt>,
+    /// Mail for the domain queued at its gateway, summed over the replicas; absent while
+    /// none is queued. Rewritten only when a figure moves on by a step (see its fields), so
+    /// a steady queue costs no writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueuedMail>,
+}
+
+/// Mail a gateway's replicas hold for a domain, as their agents last read the queue.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedMail {
+    /// How many messages wait, as a range: `1-9`, `10-99`, `100-999`, and so on.
+    pub messages: String,
+    /// When the oldest of them arrived. Rewritten when the oldest message's age is more
+    /// than twice, or less than half, the age this time gives (ages under a minute count
+    /// as a minute).
+    pub oldest_arrival: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// The deferral reason most of the queued recipients carry, as Postfix gives it
+    /// (for example `connect to mail.example.com[192.0.2.1]:25: Connection refused`);
+    /// absent before the first delivery attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Messages a gateway still holds for a domain it no longer relays.

@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// (repeatable, or comma-separated in the variable; default: /etc/resolv.conf).
     #[arg(long = "resolver", env = "MX_OPERATOR_RESOLVERS", value_delimiter = ',', value_parser = parse_resolver)]
     pub resolvers: Vec<std::net::SocketAddr>,
+    /// How often the gateways' agents are asked what their queues hold, for the
+    /// MailDomains' `status.queue` (seconds); 0 turns it off.
+    #[arg(long, env = "MX_OPERATOR_QUEUE_POLL_SECONDS", default_value_t = 15)]
+    pub queue_poll_seconds: u64,
     /// SMTP probes of the gateways (RCPT only) and banner checks of the primaries.
     #[arg(long, env = "MX_OPERATOR_SMTP_PROBES", default_value_t = true, action = clap::ArgAction::Set)]
     pub smtp_probes: bool,
@@ -107,6 +111,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         concurrency: args.concurrency.max(1),
         gateway_image: args.gateway_image,
         resync: std::time::Duration::from_secs(args.resync_seconds),
+        queue_poll: (args.queue_poll_seconds > 0)
+            .then(|| std::time::Duration::from_secs(args.queue_poll_seconds)),
     };
     if args.leader_elect {
         let identity = args

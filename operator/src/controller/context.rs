@@ -39,6 +39,9 @@ pub struct Settings {
     pub drift: Option<crate::drift::DriftSettings>,
     /// Where ownership proofs (TXT records) are looked up; none, no proof is found.
     pub resolvers: Vec<std::net::SocketAddr>,
+    /// How often the gateways' agents are asked what their queues hold, for the
+    /// MailDomains' `status.queue`; `None` turns it off.
+    pub queue_poll: Option<Duration>,
 }
 
 /// Shared by every reconcile.
@@ -77,8 +80,11 @@ pub struct Context {
     pub network: crate::net::Network,
     /// What each gateway drains, as its last reconcile read it.
     pub draining: super::draining::DrainingIndex,
-    /// MailDomains to reconcile because what a gateway drains for them changed.
-    pub draining_triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<MailDomain>>,
+    /// What each gateway's queues hold per domain, as the last queue poll read it.
+    pub queues: super::queues::QueueIndex,
+    /// MailDomains to reconcile because what a gateway holds for them (draining, or
+    /// queued) changed.
+    pub held_triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<MailDomain>>,
     /// The status last written per object, until the cache holds it (see
     /// [`Context::written_on`]).
     pub written: Arc<WrittenStatus>,
@@ -165,10 +171,15 @@ impl Context {
         gateway: super::draining::GatewayKey,
         now: Vec<crate::api::gateway::DrainingDomain>,
     ) {
-        for domain in self.draining.record(gateway, now) {
+        self.reconcile_claimants(self.draining.record(gateway, now));
+    }
+
+    /// Sends round the MailDomains that claim any of `domains` (normalized).
+    pub fn reconcile_claimants(&self, domains: Vec<String>) {
+        for domain in domains {
             for key in self.claims.claimants(&domain) {
                 // A closed channel means the controller is stopping.
-                let _ = self.draining_triggers.unbounded_send(key);
+                let _ = self.held_triggers.unbounded_send(key);
             }
         }
     }

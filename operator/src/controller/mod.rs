@@ -1,6 +1,7 @@
 //! The controllers: MailGateway and MailDomain reconciled into Kubernetes objects, with
 //! status that tells the truth.
 
+mod agents;
 mod changes;
 mod claims;
 mod context;
@@ -15,6 +16,7 @@ pub mod mailgateway;
 pub mod metrics;
 mod ownership;
 mod placement;
+mod queues;
 mod run;
 mod status;
 mod supervise;

@@ -307,9 +307,9 @@ pub async fn run(
         ))
     });
     let (changed, drift_triggers) = futures::channel::mpsc::unbounded();
-    let (draining_triggers, draining_changed) = futures::channel::mpsc::unbounded();
+    let (held_triggers, held_changed) = futures::channel::mpsc::unbounded();
     let domain_controller =
-        domain_controller.reconcile_on(futures::stream::select(drift_triggers, draining_changed));
+        domain_controller.reconcile_on(futures::stream::select(drift_triggers, held_changed));
     let drift_loop = drift.clone().map(|drift| {
         let store = domains.clone();
         tokio::spawn(drift.run(move |key| store.get(key).is_some(), changed))
@@ -341,8 +341,9 @@ pub async fn run(
         claims,
         drift,
         network: crate::net::Network::real(Duration::from_secs(3)),
-        draining_triggers,
+        held_triggers,
         draining: Default::default(),
+        queues: Default::default(),
         written,
         listed,
     });
@@ -360,6 +361,10 @@ pub async fn run(
         provider_objects,
     )
     .trigger_backoff(trigger_backoff());
+    let queue_poll = context
+        .settings
+        .queue_poll
+        .map(|interval| tokio::spawn(super::agents::poll_queues(context.clone(), interval)));
     let supervisor = Supervisor::new(shutdown);
     let stopping = supervisor.stopping();
     let domains_done = supervisor.watch(
@@ -401,6 +406,7 @@ pub async fn run(
     );
     let tasks = [
         ("the drift loop", drift_loop),
+        ("the queue poll", queue_poll),
         (
             "the watch of the gateways' Endpoints",
             Some(endpoints_watch),

@@ -49,11 +49,21 @@ pub struct Inputs {
     pub provider: Option<Arc<DNSProvider>>,
     /// The addresses of the gateway's Service (cluster IP, load balancer), as last seen.
     pub gateway_addresses: Vec<String>,
-    /// What gateways that no longer relay the domain still hold for it.
-    pub draining: Vec<crate::api::domain::DrainingAt>,
+    /// What gateways hold for the domain: its own gateway's queue, and what gateways that
+    /// no longer relay it still hold.
+    pub held: HeldMail,
     /// What a tenant's host-name primary resolves to, where its addresses are checked;
     /// empty when it does not resolve (its mail then waits in the queue).
     pub primary_addresses: Vec<std::net::IpAddr>,
+}
+
+/// Mail gateways hold for a domain, as their agents last reported it.
+#[derive(Clone, Debug, Default)]
+pub struct HeldMail {
+    /// For `status.queue`.
+    pub queue: Option<crate::api::domain::QueuedMail>,
+    /// For `status.draining`.
+    pub draining: Vec<crate::api::domain::DrainingAt>,
 }
 
 /// A referenced recipient list: its object's metadata and the key's text, if they exist.
@@ -85,14 +95,15 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
             .as_ref()
             .and_then(|d| d.observation(&ObjectRef::from_obj(domain))),
         resync: ctx.settings.resync,
-        draining: normalized
+        held: normalized
             .as_deref()
-            .map(|normalized| {
-                ctx.draining.at(normalized, |(namespace, name)| {
+            .map(|normalized| HeldMail {
+                queue: ctx.queues.at(&gateway_key, normalized),
+                draining: ctx.draining.at(normalized, |(namespace, name)| {
                     ctx.gateways
                         .get(&ObjectRef::new(name).within(namespace))
                         .is_some()
-                })
+                }),
             })
             .unwrap_or_default(),
         ..Default::default()

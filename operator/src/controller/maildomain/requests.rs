@@ -123,6 +123,7 @@ fn context_with_watch(
         concurrency: 1,
         drift: None,
         resolvers: vec![],
+        queue_poll: None,
     };
     let context = Context {
         recorder: Recorder::new(client.clone(), Reporter::from("mx-operator")),
@@ -146,8 +147,9 @@ fn context_with_watch(
         claims: Arc::new(ClaimIndex::default()),
         drift: None,
         network: crate::net::Network::real(Duration::from_secs(1)),
-        draining_triggers: futures::channel::mpsc::unbounded().0,
+        held_triggers: futures::channel::mpsc::unbounded().0,
         draining: Default::default(),
+        queues: Default::default(),
         written: Default::default(),
         listed: Default::default(),
     };

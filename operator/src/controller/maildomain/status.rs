@@ -6,9 +6,10 @@ use super::super::write::write_status;
 use super::apply::Applied;
 use super::decide::{Decision, Ready};
 use super::dns::DnsProblem;
+use super::fetch::HeldMail;
 use crate::api::MailDomain;
 use crate::api::conditions::{DNS_SYNCED, Desired, OWNERSHIP_VERIFIED, READY, RELAY_CONFIGURED};
-use crate::api::domain::{DrainingAt, MailDomainStatus};
+use crate::api::domain::MailDomainStatus;
 use crate::drift::decide::summary;
 use kube::runtime::reflector::ObjectRef;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ pub async fn write(
     ctx: &Context,
     decision: &Decision,
     applied: Applied,
-    draining: Vec<DrainingAt>,
+    held: HeldMail,
 ) -> Result<(), Error> {
     let fresher = freshest(domain, ctx);
     let domain = fresher.as_deref().unwrap_or(domain);
@@ -109,7 +110,8 @@ pub async fn write(
                 }
                 Some(Err(_)) | None => {}
             }
-            status.draining = draining;
+            status.draining = held.draining;
+            status.queue = held.queue;
             if change.drift_summary {
                 status.drift = Some(summary(&status.conditions));
             }

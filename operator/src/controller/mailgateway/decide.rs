@@ -1,7 +1,8 @@
 //! The MailGateway decision: its children, and the conditions that say whether they are
 //! applied and every replica is ready. Pure.
 
-use super::fetch::{AgentReport, Inputs};
+use super::super::agents::AgentReport;
+use super::fetch::Inputs;
 use super::scale::scale;
 use crate::api::MailGateway;
 use crate::api::conditions::{CONFIGURED, Desired, QUEUE_DRAINED, READY};
@@ -306,7 +307,7 @@ mod tests {
             address: ([10, 0, 0, 1], 8080).into(),
             status: Ok(crate::agent::StatusReport {
                 draining: draining.iter().map(|(d, n)| (d.to_string(), *n)).collect(),
-                retiring: None,
+                ..Default::default()
             }),
         };
         let none = queue_drained(&[report("edge-0", &[]), report("edge-1", &[])]);

@@ -4,7 +4,6 @@
 use super::super::context::{Context, Error};
 use super::super::ownership::{self, Claim, strongest};
 use super::super::placement::{claim_winner, gateway_key, namespace_allowed};
-use crate::agent::StatusReport;
 use crate::api::validate::normalize_domain;
 use crate::api::{MailDomain, MailGateway};
 use crate::manifests::gateway::GatewayNames;
@@ -34,7 +33,7 @@ pub struct Inputs {
     /// The owner reference every child carries.
     pub owner: OwnerReference,
     /// What each replica's agent reports, by replica (pod) name.
-    pub agents: Vec<AgentReport>,
+    pub agents: Vec<super::super::agents::AgentReport>,
 }
 
 /// The gateway's StatefulSet as last seen.
@@ -44,34 +43,6 @@ pub struct Running {
     pub replicas: i32,
     /// How many pods it has (`status.replicas`).
     pub pods: i32,
-}
-
-/// One replica's `/status`, or why it could not be read.
-#[derive(Clone, Debug)]
-pub struct AgentReport {
-    pub replica: String,
-    pub address: std::net::SocketAddr,
-    pub status: Result<StatusReport, String>,
-}
-
-/// Asks every replica listed in the Endpoints of the gateway's headless Service, ready or
-/// not (one that is not ready may still hold mail), for its agent's `/status`.
-pub async fn agent_reports(gateway: &MailGateway, ctx: &Context) -> Vec<AgentReport> {
-    let names = GatewayNames::of(&gateway.name_any());
-    let namespace = gateway.namespace().unwrap_or_default();
-    let agents = ctx
-        .gateway_endpoints
-        .get(&ObjectRef::new(&names.headless).within(&namespace))
-        .map(|endpoints| crate::drift::replicas::agents(&endpoints))
-        .unwrap_or_default();
-    futures::future::join_all(agents.into_iter().map(|agent| async move {
-        AgentReport {
-            status: ctx.network.agents.status(agent.address).await,
-            replica: agent.name,
-            address: agent.address,
-        }
-    }))
-    .await
 }
 
 pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {

@@ -46,7 +46,8 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     }
     let namespace = namespace_of(gateway)?;
     let mut inputs = fetch::fetch(gateway, ctx)?;
-    inputs.agents = fetch::agent_reports(gateway, ctx).await;
+    inputs.agents =
+        super::agents::agent_reports(&(namespace.clone(), gateway.name_any()), ctx).await;
     let children = match decide::decide(gateway, &inputs) {
         Decision::Invalid(ready) => {
             write_status(gateway, gateway.status.as_ref(), ctx, &[ready], |_| {}).await?;

@@ -4,7 +4,8 @@
 //! from which ordinal on replicas retire (`spec.replicas`), so a replica stays retired
 //! until the StatefulSet has deleted it. Pure.
 
-use super::fetch::{AgentReport, Running};
+use super::super::agents::AgentReport;
+use super::fetch::Running;
 use crate::agent::{Retirement, ordinal};
 use crate::api::conditions::{Desired, SCALED};
 
@@ -165,6 +166,7 @@ mod tests {
             address: ([10, 0, 0, 1], 8080).into(),
             status: Ok(StatusReport {
                 draining: Default::default(),
+                queued: Default::default(),
                 retiring: retiring.map(|(queued, delivered)| Retirement {
                     queued,
                     sessions: 0,
