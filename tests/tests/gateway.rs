@@ -1055,3 +1055,122 @@ async fn mail_queued_for_two_domains_shows_in_their_status_summed_over_the_repli
         queue_shown(&ns, name, "nothing queued", Option::is_none).await;
     }
 }
+
+#[tokio::test]
+async fn a_held_domain_keeps_its_mail_after_the_primary_returns_and_its_release_delivers_it_paced()
+{
+    let address: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let (plane, ns) = namespace_with_operator("hold").await;
+    let mut extra = primary(address);
+    extra["delivery"] = json!({"rateDelay": "2s"});
+    apply_edge(&ns, json!({}), &[("held", "held.example", extra)]).await;
+    // Retries ten minutes apart: within the test only a release sends the mail.
+    let gateway = start_replica_with(
+        plane,
+        &ns,
+        "edge",
+        &[
+            "--set=minimal_backoff_time=600s",
+            "--set=maximal_backoff_time=1200s",
+        ],
+    )
+    .await;
+    gateway
+        .list_in_endpoints(&ns, "edge", "edge-0")
+        .await
+        .expect("Endpoints");
+    const QUEUED: usize = 4;
+    send_numbered(gateway.smtp, "alice@held.example", QUEUED);
+    until(LIMIT, "every message deferred", || async {
+        (gateway.log_count("status=deferred") >= QUEUED).then_some(())
+    })
+    .await;
+
+    let domains = ns.api::<MailDomain>();
+    let reloads = || {
+        gateway
+            .metric("mx_agent_postfix_reloads_total")
+            .unwrap_or_default()
+    };
+    let reloaded_before = reloads();
+    let hold = |on: bool| json!({"spec": {"delivery": {"rateDelay": "2s", "hold": on}}});
+    domains
+        .patch("held", &PatchParams::default(), &Patch::Merge(&hold(true)))
+        .await
+        .expect("hold");
+    until(LIMIT, "the hold in the transport table", || async {
+        let transport = std::fs::read_to_string(gateway.dir.join("conf/maps/transport")).ok()?;
+        transport.contains("held.example mxhold:").then_some(())
+    })
+    .await;
+    // The hold service is new in master.cf: in force once Postfix has reloaded.
+    until(LIMIT, "Postfix reloaded with the hold", || async {
+        (reloads() > reloaded_before).then_some(())
+    })
+    .await;
+    // The primary is back, and even a flush of the whole queue delivers nothing held.
+    let sink = Sink::start_on(address).expect("primary");
+    until(LIMIT, "the queue manager taking a flush", || async {
+        gateway.flush().ok()
+    })
+    .await;
+    until(LIMIT, "every message deferred by the hold", || async {
+        (gateway.log_count("delivery held by spec.delivery.hold") >= QUEUED).then_some(())
+    })
+    .await;
+    // New mail is accepted while held, and held too.
+    let reply = send(
+        gateway.smtp,
+        "sender@client.test",
+        "alice@held.example",
+        "Subject: during the hold\r\nX-Seq: 4\r\n\r\nbody 4",
+    )
+    .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    queue_shown(&ns, "held", "held, with its reason", |queue| {
+        queue.as_ref().is_some_and(|q| {
+            q.messages == "1-9"
+                && q.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("delivery held by spec.delivery.hold"))
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(sink.received().is_empty(), "nothing delivered while held");
+    assert_eq!(gateway.queued().unwrap(), QUEUED + 1, "all of it queued");
+
+    // Released: delivered now (not in ten minutes), one message per 2 s pause.
+    domains
+        .patch("held", &PatchParams::default(), &Patch::Merge(&hold(false)))
+        .await
+        .expect("release");
+    let released = Instant::now();
+    let received = until(
+        Duration::from_secs(60),
+        "every held message at the primary",
+        || async {
+            let received = sink.received();
+            (received.len() > QUEUED && gateway.queued().ok()? == 0).then_some(received)
+        },
+    )
+    .await;
+    let took = received[QUEUED].at.duration_since(released);
+    let span = received[QUEUED].at.duration_since(received[0].at);
+    println!(
+        "hold: {} messages released, the first {:.1} s after the release, the last {:.1} s after the first",
+        received.len(),
+        received[0].at.duration_since(released).as_secs_f64(),
+        span.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(60));
+    assert!(
+        span >= Duration::from_secs(QUEUED as u64),
+        "paced by the 2 s rate delay: {span:?}"
+    );
+    let (arrived, total) = sink.sequence_numbers();
+    assert_eq!(arrived, (0..=QUEUED).collect::<Vec<_>>(), "each message");
+    assert_eq!(total, QUEUED + 1, "none twice");
+    assert_eq!(gateway.log_count("status=bounced"), 0, "nothing bounced");
+    queue_shown(&ns, "held", "nothing queued", Option::is_none).await;
+}

@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -91,6 +91,8 @@ struct Loaded {
     saved_draining: Option<DrainingRoutes>,
     /// Set while a scale-in removes this replica.
     retiring: Option<retire::Retiring>,
+    /// Domains whose hold the last loads lifted, released at the next queue read.
+    releasing: BTreeSet<String>,
 }
 
 impl Loaded {
@@ -250,6 +252,7 @@ pub async fn run(
                 }
                 _ = queue_timer.tick() => {
                     if let Some(queue) = read_queue(&settings, &metrics).await {
+                        release_unheld(&settings, &mut loaded, &queue).await;
                         metrics.set_draining(&loaded.drain(&queue.domains));
                         deliver_if_retiring(&settings, &mut loaded, queue.messages, &metrics).await;
                     }
@@ -443,6 +446,15 @@ async fn sync(
             let domains = relays.iter().filter(|r| r.relayed()).count();
             metrics.loaded(domains, reloaded);
             tracing::info!(domains, reloaded, "configuration loaded");
+            let held_before = loaded
+                .applied
+                .as_ref()
+                .map(Assembled::held_domains)
+                .unwrap_or_default();
+            let held_now = files.held_domains();
+            loaded
+                .releasing
+                .extend(held_before.difference(&held_now).cloned());
             loaded.applied = Some(files);
             if let Err(error) = settings.postfix.save_last_good(&loaded.last_good).await {
                 metrics.load_error(error.reason());
@@ -516,6 +528,38 @@ async fn deliver_if_retiring(
         tracing::warn!(%error, "asking Postfix to deliver the queue failed");
     }
     metrics.set_retirement(Some(retiring.report(queued, sessions, now)));
+}
+
+/// Tries now every queued message of the domains whose hold was lifted: those a load
+/// released, and those with mail deferred by a hold that the loaded configuration no
+/// longer holds (a hold lifted while the agent was down). They go out at once, at the
+/// domain's pace, instead of at their next retry, which may be an hour away.
+async fn release_unheld(settings: &AgentSettings, loaded: &mut Loaded, queue: &queue::Summary) {
+    let Some(applied) = &loaded.applied else {
+        return;
+    };
+    let still_held = applied.held_domains();
+    let releasing = std::mem::take(&mut loaded.releasing);
+    let mut released: Vec<&str> = releasing
+        .iter()
+        .chain(&queue.deferred_by_hold)
+        .filter(|domain| !still_held.contains(*domain))
+        .filter_map(|domain| queue.ids.get(domain))
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    released.sort_unstable();
+    released.dedup();
+    if released.is_empty() {
+        return;
+    }
+    tracing::info!(messages = released.len(), "releasing mail no longer held");
+    for id in released {
+        if let Err(error) = settings.postfix.deliver_now(id).await {
+            // Delivered or moved meanwhile; else its next retry takes it.
+            tracing::debug!(%error, "a released message could not be scheduled");
+        }
+    }
 }
 
 /// Logs a refusal once per distinct problem and counts every new one.

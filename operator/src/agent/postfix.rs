@@ -232,6 +232,13 @@ impl Postfix {
         self.command("postqueue", &["-f"]).await.map(|_| ())
     }
 
+    /// `postqueue -i`: the deferred message `queue_id` is tried now.
+    pub async fn deliver_now(&self, queue_id: &str) -> Result<(), PostfixError> {
+        self.command("postqueue", &["-i", queue_id])
+            .await
+            .map(|_| ())
+    }
+
     async fn command(&self, program: &str, args: &[&str]) -> Result<String, PostfixError> {
         self.command_within(COMMAND_TIMEOUT, program, args).await
     }

@@ -1,10 +1,13 @@
 //! The mail queue as `postqueue -j` reports it, summed up per recipient domain.
 
+use crate::render::HELD_REASON;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Deserialize)]
 struct QueuedMessage {
+    #[serde(default)]
+    queue_id: String,
     arrival_time: u64,
     recipients: Vec<QueuedRecipient>,
 }
@@ -39,6 +42,10 @@ pub struct Summary {
     pub messages: u64,
     /// Lines that are not queue entries.
     pub unreadable: usize,
+    /// The queue IDs of each domain's messages, for a release (`postqueue -i`).
+    pub ids: BTreeMap<String, Vec<String>>,
+    /// Domains with a recipient deferred because the domain was held ([`HELD_REASON`]).
+    pub deferred_by_hold: BTreeSet<String>,
 }
 
 /// Parses `postqueue -j` output (one JSON object per line). Lines that are not queue
@@ -59,6 +66,13 @@ pub fn summarize(output: &str) -> Summary {
                 continue;
             };
             let domain = domain.to_ascii_lowercase();
+            if recipient
+                .delay_reason
+                .as_deref()
+                .is_some_and(|r| r.contains(HELD_REASON))
+            {
+                summary.deferred_by_hold.insert(domain.clone());
+            }
             if let Some(reason) = &recipient.delay_reason {
                 *reasons
                     .entry(domain.clone())
@@ -71,12 +85,17 @@ pub fn summarize(output: &str) -> Summary {
         seen.sort_unstable();
         seen.dedup();
         for domain in seen {
-            let entry = domains.entry(domain).or_insert(DomainQueue {
+            let entry = domains.entry(domain.clone()).or_insert(DomainQueue {
                 oldest_arrival: message.arrival_time,
                 ..DomainQueue::default()
             });
             entry.messages += 1;
             entry.oldest_arrival = entry.oldest_arrival.min(message.arrival_time);
+            summary
+                .ids
+                .entry(domain)
+                .or_default()
+                .push(message.queue_id.clone());
         }
     }
     for (domain, counted) in reasons {
@@ -113,7 +132,11 @@ not json
             domains,
             messages,
             unreadable,
+            ids,
+            deferred_by_hold,
         } = summarize(output);
+        assert!(deferred_by_hold.is_empty());
+        assert_eq!(ids["example.com"], ["A1", "A2"]);
         assert_eq!((messages, unreadable), (3, 1));
         assert_eq!(
             domains["example.com"],
@@ -126,6 +149,28 @@ not json
         assert_eq!(domains["example.org"].messages, 1);
         assert_eq!(domains["example.org"].reason, None, "not tried yet");
         assert_eq!(summarize(""), Summary::default());
+    }
+
+    #[test]
+    fn messages_deferred_by_a_hold_are_listed_by_domain() {
+        let output = format!(
+            r#"{{"queue_id": "H1", "arrival_time": 1, "recipients": [{{"address": "a@held.example", "delay_reason": "{HELD_REASON}"}}, {{"address": "b@held.example", "delay_reason": "{HELD_REASON}"}}, {{"address": "c@other.example", "delay_reason": "connect refused"}}]}}
+{{"queue_id": "H2", "arrival_time": 2, "recipients": [{{"address": "d@held.example", "delay_reason": "{HELD_REASON}"}}]}}
+{{"queue_id": "D3", "arrival_time": 3, "recipients": [{{"address": "e@held.example"}}]}}
+"#
+        );
+        let summary = summarize(&output);
+        assert_eq!(
+            summary.deferred_by_hold,
+            BTreeSet::from(["held.example".to_string()])
+        );
+        assert_eq!(summary.ids["held.example"], ["H1", "H2", "D3"]);
+        assert_eq!(summary.ids["other.example"], ["H1"]);
+        assert_eq!(summary.domains["held.example"].messages, 3);
+        assert_eq!(
+            summary.domains["held.example"].reason.as_deref(),
+            Some(HELD_REASON)
+        );
     }
 
     #[test]

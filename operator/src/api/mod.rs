@@ -48,6 +48,14 @@ pub struct DeliveryLimits {
     /// pause of `2s` leaves 1 to 2 s between two deliveries. Unset: no pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_delay: Option<String>,
+    /// Keep the mail queued: the gateway goes on accepting it, and delivers none (for
+    /// example during the primary's maintenance window). Setting it back to false
+    /// releases the held mail at once, at the pace above. Held mail ages like any queued
+    /// mail: it is returned to its sender after the gateway's `queue.maxQueueLifetime`.
+    /// On a MailGateway it holds every domain the gateway relays. A MailDomain whose
+    /// `spec.delivery` sets only `hold` keeps the gateway's limits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
 }
 
 const MAX_CONCURRENCY: i32 = 100;

@@ -156,6 +156,7 @@ fn ages_apart(a: i64, b: i64) -> bool {
 /// At most [`MAX_REASON_BYTES`], cut at a character boundary, on one line.
 fn bounded_reason(reason: &str) -> String {
     let one_line: String = reason
+        .trim()
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();

@@ -28,6 +28,11 @@ impl CheckedRelay {
         !self.data.is_empty()
     }
 
+    /// Whether the domain's mail is held (`spec.delivery.hold`): queued, not delivered.
+    pub fn held(&self) -> bool {
+        self.data.get(keys::HOLD).is_some_and(|hold| hold == "true")
+    }
+
     /// The ConfigMap `data` this was checked from.
     pub fn source(&self) -> &BTreeMap<String, String> {
         &self.data
@@ -36,7 +41,8 @@ impl CheckedRelay {
     /// Only the way to the primary: the transport entry, its delivery service and that
     /// service's limits. Assembled, it delivers mail already queued for the domain with the
     /// same transport, TLS level and pace, while the domain is no longer a relay domain, so
-    /// new mail for it is refused. None when the relay carries no route (withdrawn).
+    /// new mail for it is refused. Not a hold: no spec is left to release it, so the mail
+    /// goes to the primary. None when the relay carries no route (withdrawn).
     pub fn route_only(&self) -> Option<CheckedRelay> {
         if !self.relayed() {
             return None;
@@ -138,6 +144,24 @@ pub struct Assembled {
     pub master_cf: String,
     /// File name under `maps/` → table.
     pub tables: BTreeMap<String, Table>,
+}
+
+impl Assembled {
+    /// The domains whose mail this configuration holds.
+    pub fn held_domains(&self) -> BTreeSet<String> {
+        self.tables
+            .get(keys::TRANSPORT)
+            .map(|table| {
+                table
+                    .source
+                    .lines()
+                    .filter_map(|line| line.split_once(' '))
+                    .filter(|(_, next_hop)| *next_hop == format!("{HOLD_SERVICE}:"))
+                    .map(|(domain, _)| domain.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Checks the gateway ConfigMap.
@@ -273,11 +297,37 @@ pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, Stri
     {
         return Err(format!("message_size_limit {size:?} is not a number"));
     }
+    if let Some(hold) = data.get(keys::HOLD)
+        && hold != "true"
+    {
+        return Err(format!("hold {hold:?} is not `true`"));
+    }
     check_parameters(&domain, name, data)?;
     Ok(CheckedRelay {
         domain,
         data: data.clone(),
     })
+}
+
+/// The reason held mail is deferred with, after its DSN status code.
+pub const HELD_REASON: &str = "delivery held by spec.delivery.hold";
+
+/// The delivery service of held domains. Not Postfix's own `retry`: the SMTP server
+/// refuses new mail (450) for a domain routed there, and a held domain takes mail.
+const HOLD_SERVICE: &str = "mxhold";
+
+/// A command that defers every recipient it is given (exit status 75, EX_TEMPFAIL) and
+/// says why; run as `nobody`, as the pipe service requires a user without privileges. A
+/// flush (`postqueue -f`) goes through it too, and held mail ages as in an outage.
+fn hold_service() -> String {
+    format!(
+        "{HOLD_SERVICE} unix - n n - - pipe user=nobody argv=/bin/sh -c {{echo {HELD_REASON}; exit 75}}\n"
+    )
+}
+
+/// The transport entry of a held domain.
+fn held_transport(domain: &str) -> String {
+    format!("{domain} {HOLD_SERVICE}:\n")
 }
 
 /// Reply text of an access-map action: words of printable characters, no expansions.
@@ -420,7 +470,10 @@ pub fn assemble(
         parameters.extend(own);
         services.insert(relay.data[keys::MASTER_CF].clone());
         for (key, text) in shared.iter_mut() {
-            if let Some(lines) = relay.data.get(*key) {
+            if *key == keys::TRANSPORT && relay.held() {
+                text.push_str(&held_transport(&relay.domain));
+                services.insert(hold_service());
+            } else if let Some(lines) = relay.data.get(*key) {
                 text.push_str(lines);
             }
         }
@@ -660,6 +713,48 @@ mod tests {
             assemble(&gateway(), &[a.clone(), a], &[], &LocalSettings::default());
         assert_eq!(problems.len(), 1);
         assert_eq!(again.tables[keys::RELAY_DOMAINS].source, "example.com OK\n");
+    }
+
+    #[test]
+    fn a_held_domain_is_routed_to_the_retry_service_and_its_draining_route_is_not() {
+        let held = check_relay(&relay(
+            serde_json::json!({"delivery": {"hold": true}}),
+            &["alice@example.com"],
+            RelayMode::Active,
+        ))
+        .unwrap();
+        assert!(held.held());
+        let held = std::slice::from_ref(&held);
+        let (files, problems) = assemble(&gateway(), held, &[], &LocalSettings::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            files.tables[keys::TRANSPORT].source,
+            "example.com mxhold:\n"
+        );
+        assert!(
+            files.master_cf.contains(&hold_service()),
+            "{}",
+            files.master_cf
+        );
+        assert_eq!(files.held_domains(), BTreeSet::from(["example.com".into()]));
+        assert!(
+            files.tables[keys::RELAY_RECIPIENTS]
+                .source
+                .contains("alice@example.com"),
+            "still accepted"
+        );
+        // Deleted while held: the route delivers.
+        let (draining, _) = assemble(&gateway(), &[], held, &LocalSettings::default());
+        assert!(draining.held_domains().is_empty());
+        let route = &draining.tables[keys::TRANSPORT].source;
+        assert!(
+            route.starts_with(&format!("example.com {TRANSPORT_PREFIX}")),
+            "{route}"
+        );
+        // Only `true` is a hold.
+        let mut data = relay(serde_json::json!({}), &[], RelayMode::Active);
+        data.insert(keys::HOLD.into(), "yes".into());
+        assert!(check_relay(&data).unwrap_err().contains("hold"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod postfix;
 mod relay;
 
 pub use assemble::{
-    Assembled, CheckedRelay, GatewayFiles, LocalSettings, Table, TableType, assemble,
+    Assembled, CheckedRelay, GatewayFiles, HELD_REASON, LocalSettings, Table, TableType, assemble,
     check_gateway, check_relay,
 };
 pub use gateway::{DEFAULT_MESSAGE_SIZE_LIMIT, TLS_DIRECTORY, gateway_configmap_data};
@@ -38,8 +38,10 @@ pub mod keys {
     /// Gateway ConfigMap: the first replica ordinal a scale-in removes; replicas from it
     /// up take no new mail and deliver their queues.
     pub const RETIRING_FROM: &str = "retiring-from";
+    /// Relay ConfigMap: `true` while the domain's mail is held (`spec.delivery.hold`).
+    pub const HOLD: &str = "hold";
     /// Every key a relay ConfigMap may have.
-    pub const RELAY: [&str; 10] = [
+    pub const RELAY: [&str; 11] = [
         DOMAIN,
         RELAY_DOMAINS,
         RELAY_RECIPIENTS,
@@ -50,6 +52,7 @@ pub mod keys {
         MESSAGE_SIZE_LIMIT,
         MAIN_CF,
         MASTER_CF,
+        HOLD,
     ];
 }
 
@@ -97,6 +100,7 @@ pub(crate) mod test_support {
     pub static NO_LIMITS: DeliveryLimits = DeliveryLimits {
         concurrency: None,
         rate_delay: None,
+        hold: false,
     };
 
     /// A MailDomain spec for example.com with `overrides` merged in.

@@ -53,6 +53,9 @@ pub fn relay_configmap_data(input: &DomainInput) -> Result<BTreeMap<String, Stri
     );
     data.insert(keys::MASTER_CF.into(), transport.service());
     let mut main_cf = transport.parameters();
+    if held(input) {
+        data.insert(keys::HOLD.into(), "true".into());
+    }
 
     let refusal = match input.mode {
         RelayMode::Suspended => Some(format!(
@@ -91,6 +94,11 @@ pub fn relay_configmap_data(input: &DomainInput) -> Result<BTreeMap<String, Stri
     Ok(data)
 }
 
+/// Whether the domain's mail is held: by its own `spec.delivery`, or by its gateway's.
+fn held(input: &DomainInput) -> bool {
+    input.spec.delivery.as_ref().is_some_and(|d| d.hold) || input.gateway_delivery.hold
+}
+
 /// The master.cf service that delivers to a primary, one per combination of TLS level and
 /// delivery limits. Postfix applies concurrency and rate delay per destination (the
 /// primary), so domains with the same settings share a transport without sharing a pace.
@@ -103,10 +111,12 @@ struct Transport {
 
 impl Transport {
     fn of(input: &DomainInput) -> Result<Self, RenderError> {
+        // A domain's `delivery` that only holds keeps the gateway's limits.
         let limits: &DeliveryLimits = input
             .spec
             .delivery
             .as_ref()
+            .filter(|own| own.concurrency.is_some() || own.rate_delay.is_some())
             .unwrap_or(input.gateway_delivery);
         let tls = match input.spec.primary.tls {
             TlsPolicy::None => "none",
@@ -388,12 +398,45 @@ mod tests {
         let defaults = DeliveryLimits {
             concurrency: Some(4),
             rate_delay: Some("1s".into()),
+            hold: false,
         };
         let mut with_defaults = input(&spec, &none, RelayMode::Active);
         with_defaults.gateway_delivery = &defaults;
         let data = relay_configmap_data(&with_defaults).unwrap();
         assert!(data[keys::MAIN_CF].contains("_destination_concurrency_limit = 4\n"));
         assert!(data[keys::MAIN_CF].contains("_destination_rate_delay = 1s\n"));
+        assert!(!data.contains_key(keys::HOLD));
+    }
+
+    #[test]
+    fn a_hold_is_marked_and_keeps_the_gateways_limits() {
+        let none = BTreeSet::new();
+        let defaults = DeliveryLimits {
+            concurrency: Some(4),
+            rate_delay: None,
+            hold: false,
+        };
+        let held = domain_spec(serde_json::json!({"delivery": {"hold": true}}));
+        let mut input_held = input(&held, &none, RelayMode::Active);
+        input_held.gateway_delivery = &defaults;
+        let data = relay_configmap_data(&input_held).unwrap();
+        assert_eq!(data[keys::HOLD], "true");
+        assert!(data[keys::MAIN_CF].contains("_destination_concurrency_limit = 4\n"));
+        // Held by the gateway: every domain it relays.
+        let plain = domain_spec(serde_json::json!({}));
+        let holding = DeliveryLimits {
+            hold: true,
+            ..DeliveryLimits::default()
+        };
+        let mut by_gateway = input(&plain, &none, RelayMode::Active);
+        by_gateway.gateway_delivery = &holding;
+        assert_eq!(
+            relay_configmap_data(&by_gateway).unwrap()[keys::HOLD],
+            "true"
+        );
+        // Withdrawn: nothing at all, the hold neither.
+        let withdrawn = relay_configmap_data(&input(&held, &none, RelayMode::Withdrawn)).unwrap();
+        assert!(!withdrawn.contains_key(keys::HOLD));
     }
 
     #[test]
