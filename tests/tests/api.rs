@@ -183,7 +183,9 @@ async fn kubectl_shows_columns_and_field_docs() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "DOMAIN", "GATEWAY", "ROLE", "READY", "DRIFT", "AGE"]
+        [
+            "NAME", "DOMAIN", "GATEWAY", "ROLE", "READY", "DRIFT", "QUEUED", "AGE"
+        ]
     );
     let row: Vec<_> = table
         .lines()
