@@ -5,7 +5,8 @@
 # ~/.cache/mx-operator, so a second run costs a few seconds. kube-controller-manager is built
 # beside it: tests need its garbage collector, namespace and service-account token controllers.
 # kubelet, kube-scheduler and kube-proxy make the real single-node cluster (tests/harness/node.sh)
-# with Debian's containerd, runc and CNI plugins; buildah builds the project's Dockerfiles.
+# with Debian's containerd, runc and CNI plugins; buildah builds the project's Dockerfiles;
+# the prometheus package brings promtool, which checks and unit-tests the chart's alert rules.
 set -euo pipefail
 
 CACHE_DIR="${MX_OPERATOR_CACHE:-$HOME/.cache/mx-operator}"
@@ -21,7 +22,7 @@ as_root() {
 PACKAGES=(
   etcd-server knot knot-dnsutils postfix postfix-lmdb swaks
   golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev
-  lua5.4 openssl ca-certificates curl
+  lua5.4 openssl ca-certificates curl prometheus
   containerd runc containernetworking-plugins buildah debootstrap
   iptables iproute2 conntrack socat kmod ebtables ipset bc
 )
@@ -60,7 +61,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The packaged daemons are not wanted as system services: tests start their own. Stop
   # them right after their postinst may have started them, and only then: an init script
   # stops every process of its binary, the node's etcd and containerd among them.
-  for svc in etcd knot postfix containerd; do
+  for svc in etcd knot postfix containerd prometheus; do
     as_root service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -101,7 +101,7 @@ fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
         ("default", json!({})),
         (
             "ha",
-            json!({"replicas": 3, "metrics": {"serviceMonitor": {"enabled": true}},
+            json!({"replicas": 3, "metrics": {"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}},
                    "drift": {"resolvers": ["192.0.2.53", "[2001:db8::53]:53"], "smtpProbes": false}}),
         ),
         (
@@ -167,7 +167,9 @@ fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
                 );
                 assert!(args.contains(&"--smtp-probes=false".into()), "{args:?}");
                 assert!(
-                    kinds.contains(&"ServiceMonitor".into()) && kinds.contains(&"Role".into()),
+                    kinds.contains(&"ServiceMonitor".into())
+                        && kinds.contains(&"PrometheusRule".into())
+                        && kinds.contains(&"Role".into()),
                     "{kinds:?}"
                 );
             }
@@ -218,6 +220,14 @@ fn wrong_values_are_rejected_by_the_schema_with_the_key_named() {
         (json!({"image": {"pullPolicy": "Sometimes"}}), "pullPolicy"),
         (json!({"defaultGateway": {"enabled": true}}), "mxHostnames"),
         (json!({"metrics": {"service": {"port": 70000}}}), "port"),
+        (
+            json!({"metrics": {"prometheusRule": {"for": {"departed": "an hour"}}}}),
+            "departed",
+        ),
+        (
+            json!({"metrics": {"prometheusRule": {"queuedLongHours": 6}}}),
+            "queuedLongHours",
+        ),
     ] {
         match render(&values, "mxo", "mx-system") {
             Ok(_) => panic!("{values} was accepted"),
@@ -230,6 +240,196 @@ fn wrong_values_are_rejected_by_the_schema_with_the_key_named() {
             }
         }
     }
+}
+
+/// `promtool` (Debian's prometheus package) with `args`, in `dir`: success, and what it
+/// printed.
+fn promtool(dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool runs (bootstrap.sh installs Debian's prometheus package)");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
+/// The metric names an expression reads, as their families are registered (a counter's
+/// `_total` left off).
+fn metrics_read(expr: &str) -> Vec<String> {
+    let mut names = vec![];
+    let mut rest = expr;
+    while let Some(start) = rest.find("mx_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        names.push(name.strip_suffix("_total").unwrap_or(name).to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The operator's and an agent's metrics text with a sample in every family (a family
+/// without one is not printed).
+fn every_metric_exported() -> String {
+    use mx_operator::api::conditions::Verdict;
+    use mx_operator::drift::{Observation, decide::MxState};
+    use mx_operator::telemetry::Endpoints;
+    use std::collections::BTreeMap;
+
+    let operator = mx_operator::controller::Metrics::default();
+    let failed = mx_operator::controller::Error::NotNamespaced("md".into());
+    operator.observe_reconcile("MailDomain", Duration::from_millis(1), Some(&failed));
+    operator.observe_dns_repair();
+    operator.drift.observe_check(&Observation {
+        public: MxState::Ours,
+        authoritative_ok: Some(true),
+        acceptance: Some(Verdict::new(true, "Verified", "")),
+        primary: Some(Verdict::new(true, "Reachable", "")),
+    });
+    let domain: MailDomain = serde_json::from_value(mx_operator::api::fixtures::domain_object(
+        "md",
+        "example.com",
+        json!({"metadata": {"uid": "md"}, "status": {"conditions": [{
+            "type": "Ready", "status": "True", "reason": "Relayed", "message": "",
+            "lastTransitionTime": "2026-12-01T00:00:00Z"}]}}),
+    ))
+    .unwrap();
+    let (store, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(domain));
+    operator.count_domains_from(store);
+
+    let agent = mx_operator::agent::AgentMetrics::default();
+    agent.load_error("Invalid");
+    let queued = mx_operator::agent::DomainQueue {
+        messages: 1,
+        oldest_arrival: 1,
+        reason: None,
+    };
+    agent.set_queue(&BTreeMap::from([("example.com".to_string(), queued)]), 2);
+    agent.set_draining(&BTreeMap::from([("example.org".to_string(), 1)]));
+    format!("{}{}", operator.encode().unwrap(), agent.metrics().unwrap())
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_fire_on_the_figures_they_watch() {
+    let values = json!({"metrics": {"prometheusRule": {
+        "enabled": true, "labels": {"release": "kube-prometheus"},
+        "alertLabels": {"team": "mail"}, "queuedLongSeconds": 3600,
+        "for": {"mxNotPublished": "10m"}}}});
+    let (yaml, _) = render(&values, "mxo", "mx-system").unwrap();
+    let objects = documents(&yaml);
+    let rule = find(&objects, "PrometheusRule").expect("a PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+
+    // Every metric an alert reads is one the operator or the agent exports.
+    let exported = every_metric_exported();
+    for rule in rules {
+        let expr = rule["expr"].as_str().unwrap();
+        for name in metrics_read(expr) {
+            assert!(
+                exported.contains(&format!("# TYPE {name} ")),
+                "{}: no metric {name} is exported:\n{exported}",
+                rule["alert"]
+            );
+        }
+    }
+    // ... and docs/operations.md lists each alert.
+    let operations = std::fs::read_to_string(repository().join("docs/operations.md")).unwrap();
+    for rule in rules {
+        let alert = rule["alert"].as_str().unwrap();
+        assert!(
+            operations.contains(&format!("`{alert}`")),
+            "docs/operations.md does not list {alert}"
+        );
+    }
+
+    let dir = std::env::temp_dir().join(format!("mx-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("rules.yaml"), rule["spec"].to_string()).unwrap();
+    let (passed, printed) = promtool(&dir, &["check", "rules", "rules.yaml"]);
+    assert!(
+        passed && printed.contains(&format!("SUCCESS: {} rules found", rules.len())),
+        "{printed}"
+    );
+
+    // Evaluated by Prometheus' rule engine over series as the operator and agents export them.
+    let description = |alert: &str| {
+        rules.iter().find(|r| r["alert"] == alert).unwrap()["annotations"]["description"].clone()
+    };
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": r#"mx_agent_queue_oldest_message_age_seconds{domain="a.example",pod="edge-0"}"#,
+                 "values": "3000+60x80"},
+                {"series": r#"mx_agent_queue_oldest_message_age_seconds{domain="a.example",pod="edge-1"}"#,
+                 "values": "60x80"},
+                {"series": r#"mx_agent_queue_oldest_message_age_seconds{domain="b.example",pod="edge-0"}"#,
+                 "values": "60x80"},
+                {"series": r#"mx_operator_maildomain_conditions{condition="DnsSynced",status="False",reason="Refused"}"#,
+                 "values": "0 0 2x80"},
+                {"series": r#"mx_operator_maildomain_conditions{condition="DnsSynced",status="True",reason="Published"}"#,
+                 "values": "5x80"},
+                {"series": r#"mx_operator_drift_checks_total{check="gateway_probe",result="OpenRelay"}"#,
+                 "values": "0 0 0 1x80"},
+                {"series": r#"mx_operator_drift_checks_total{check="gateway_probe",result="Verified"}"#,
+                 "values": "0+10x80"},
+                {"series": "mx_operator_maildomains_departed", "values": "1x80"}
+            ],
+            "alert_rule_test": [
+                {"eval_time": "8m", "alertname": "MailQueuedLong", "exp_alerts": []},
+                {"eval_time": "12m", "alertname": "MailQueuedLong", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "team": "mail", "domain": "a.example"},
+                    "exp_annotations": {"summary": "Mail for a.example has been queued for 1h 2m 0s",
+                                        "description": description("MailQueuedLong")}}]},
+                {"eval_time": "11m", "alertname": "MailDomainMxNotPublished", "exp_alerts": []},
+                {"eval_time": "13m", "alertname": "MailDomainMxNotPublished", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "team": "mail", "reason": "Refused"},
+                    "exp_annotations": {
+                        "summary": "2 MailDomains' MX records are not published or not repaired (Refused)",
+                        "description": description("MailDomainMxNotPublished")}}]},
+                {"eval_time": "5m", "alertname": "GatewayOpenRelay", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "team": "mail",
+                                   "check": "gateway_probe", "result": "OpenRelay"},
+                    "exp_annotations": {
+                        "summary": "A gateway accepts mail for a domain it does not serve",
+                        "description": description("GatewayOpenRelay")}}]},
+                {"eval_time": "40m", "alertname": "GatewayOpenRelay", "exp_alerts": []},
+                {"eval_time": "50m", "alertname": "MailDomainDeparted", "exp_alerts": []},
+                {"eval_time": "65m", "alertname": "MailDomainDeparted", "exp_alerts": [{
+                    "exp_labels": {"severity": "info", "team": "mail"},
+                    "exp_annotations": {
+                        "summary": "1 MailDomains no longer have their MX pointing at their gateway",
+                        "description": description("MailDomainDeparted")}}]}
+            ]
+        }]
+    });
+    std::fs::write(dir.join("tests.yaml"), tests.to_string()).unwrap();
+    let (passed, printed) = promtool(&dir, &["test", "rules", "tests.yaml"]);
+    assert!(passed, "promtool test rules:\n{printed}");
+
+    // A broken rule is caught, by name.
+    let broken = rule["spec"].to_string().replace(
+        "mx_operator_maildomains_departed > 0",
+        "mx_operator_maildomains_departed >",
+    );
+    std::fs::write(dir.join("rules.yaml"), broken).unwrap();
+    let (passed, printed) = promtool(&dir, &["check", "rules", "rules.yaml"]);
+    assert!(
+        !passed && printed.contains("MailDomainDeparted"),
+        "{printed}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -128,6 +128,16 @@ pub enum ConditionStatus {
     Unknown,
 }
 
+impl ConditionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
 /// The condition of `type_`, if it is set.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

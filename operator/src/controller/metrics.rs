@@ -1,4 +1,4 @@
-//! The operator's metrics: reconciles, MailDomains by state, MX repairs, and the drift
+//! The operator's metrics: reconciles, MailDomains by state and by condition, MX repairs, and the drift
 //! checks' figures in the same registry; and the operator's `/metrics`, `/healthz` and
 //! `/readyz` answers.
 
@@ -33,6 +33,13 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    condition: String,
+    status: &'static str,
+    reason: String,
+}
+
 /// The operator's Prometheus metrics.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +47,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     domains: Family<StateLabels, Gauge>,
+    conditions: Family<ConditionLabels, Gauge>,
     departed: Gauge,
     dns_repairs: Counter,
     domain_store: Mutex<Option<Store<MailDomain>>>,
@@ -57,6 +65,7 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(0.005, 2.0, 12))
             }),
             domains: Family::default(),
+            conditions: Family::default(),
             departed: Gauge::default(),
             dns_repairs: Counter::default(),
             domain_store: Mutex::new(None),
@@ -82,6 +91,11 @@ impl Default for Metrics {
             "maildomains",
             "MailDomains by the reason of their Ready condition",
             metrics.domains.clone(),
+        );
+        registry.register(
+            "maildomain_conditions",
+            "MailDomains by each status condition's type, status and reason; what alerts on a lasting failure (DnsSynced False: MX not published or not repaired) use",
+            metrics.conditions.clone(),
         );
         registry.register(
             "dns_drift_repairs",
@@ -144,6 +158,7 @@ impl Metrics {
         };
         let Some(store) = slot.as_ref() else { return };
         self.domains.clear();
+        self.conditions.clear();
         let state = store.state();
         let departed = state
             .iter()
@@ -159,6 +174,16 @@ impl Metrics {
                     state: domain_state(&domain),
                 })
                 .inc();
+            let conditions = domain.status.iter().flat_map(|s| &s.conditions);
+            for condition in conditions {
+                self.conditions
+                    .get_or_create(&ConditionLabels {
+                        condition: condition.type_.clone(),
+                        status: condition.status.as_str(),
+                        reason: condition.reason.clone(),
+                    })
+                    .inc();
+            }
         }
     }
 }
@@ -221,6 +246,55 @@ mod tests {
         assert!(text.contains("mx_operator_reconcile_errors_total{kind=\"MailDomain\",reason=\"not_namespaced\"} 1"), "{text}");
         assert!(
             text.contains("mx_operator_reconcile_duration_seconds_count{kind=\"MailDomain\"} 2"),
+            "{text}"
+        );
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str) -> serde_json::Value {
+        serde_json::json!({"type": type_, "status": status, "reason": reason, "message": "",
+                           "lastTransitionTime": "2026-12-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn domains_are_counted_by_each_condition_from_the_cache_at_every_scrape() {
+        let with = |name: &str, dns: &str, reason: &str| {
+            crate::api::fixtures::domain(serde_json::json!({
+                "metadata": {"name": name, "uid": name},
+                "status": {"conditions": [condition("Ready", "True", "Relayed"),
+                                          condition("DnsSynced", dns, reason)]}}))
+        };
+        let (store, mut writer) = kube::runtime::reflector::store();
+        let event = kube::runtime::watcher::Event::Apply;
+        writer.apply_watcher_event(&event(with("a", "False", "Refused")));
+        writer.apply_watcher_event(&event(with("b", "False", "Refused")));
+        writer.apply_watcher_event(&event(with("c", "True", "Published")));
+        let metrics = Metrics::default();
+        metrics.count_domains_from(store);
+        let text = metrics.encode().unwrap();
+        let line = |labels: &str, count: u32| {
+            format!("mx_operator_maildomain_conditions{{{labels}}} {count}\n")
+        };
+        for expected in [
+            line(
+                r#"condition="DnsSynced",status="False",reason="Refused""#,
+                2,
+            ),
+            line(
+                r#"condition="DnsSynced",status="True",reason="Published""#,
+                1,
+            ),
+            line(r#"condition="Ready",status="True",reason="Relayed""#, 3),
+        ] {
+            assert!(text.contains(&expected), "{expected} in\n{text}");
+        }
+
+        writer.apply_watcher_event(&event(with("a", "True", "Published")));
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(&line(
+                r#"condition="DnsSynced",status="False",reason="Refused""#,
+                1
+            )),
             "{text}"
         );
     }
