@@ -900,11 +900,17 @@ async fn a_statefulset_change_kubernetes_refuses_in_place_replaces_it_and_keeps_
     let labels = old.spec.as_ref().unwrap().selector.match_labels.clone();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "edge-0", "labels": labels, "ownerReferences": [owner]},
-        "spec": {"containers": [{"name": "postfix", "image": "mx-operator/not-pulled"}]}
+        "spec": {"containers": [{"name": "postfix", "image": "mx-operator/not-pulled"}],
+                 "automountServiceAccountToken": false}
     }))
     .unwrap();
     let pods: Api<Pod> = ns.api();
-    let pod = pods.create(&Default::default(), &pod).await.unwrap();
+    // A new namespace's default ServiceAccount comes a moment after the namespace, and
+    // pod admission refuses pods until it is there.
+    let pod = until(LIMIT, "edge-0 admitted", || async {
+        pods.create(&Default::default(), &pod).await.ok()
+    })
+    .await;
 
     // Volume claim templates are fixed once the StatefulSet exists.
     ns.api::<MailGateway>()
