@@ -11,6 +11,7 @@ pub mod dns;
 pub mod drift;
 pub mod manifests;
 pub mod net;
+pub mod queue;
 pub mod recipients;
 pub mod render;
 pub mod shutdown;

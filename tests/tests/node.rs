@@ -898,3 +898,207 @@ async fn a_scale_in_waits_until_the_replicas_it_removes_have_delivered_their_que
         "delivered once each: {counts:?}"
     );
 }
+
+/// `mx-operator queue ARGS` with `kubeconfig`: whether it succeeded, its output and errors.
+fn queue_command(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(mx_operator_tests::process::operator_binary())
+        .arg("queue")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A kubeconfig for the node that authenticates as ServiceAccount `account` of `ns`, with
+/// a Role of `rules` bound to it.
+async fn kubeconfig_of_account(
+    node: &Node,
+    ns: &NodeNamespace,
+    account: &str,
+    rules: serde_json::Value,
+) -> std::path::PathBuf {
+    let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": account}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": account},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns.name}]}]});
+    let dir = std::env::temp_dir().join(format!("mx-node-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}-{account}.json", ns.name));
+    std::fs::write(&file, objects.to_string()).unwrap();
+    node.kubectl(&["apply", "-n", &ns.name, "-f", &file.to_string_lossy()])
+        .unwrap();
+    let token = ns.service_account_token(account).await;
+    let admin = node
+        .kubectl(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "--flatten",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+    let mut kubeconfig: serde_json::Value = serde_json::from_str(&admin).unwrap();
+    kubeconfig["users"][0]["user"] = json!({ "token": token });
+    kubeconfig["contexts"][0]["context"]["namespace"] = json!(ns.name);
+    let path = dir.join(format!("{}-{account}.kubeconfig", ns.name));
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_command_lists_flushes_and_deletes_across_replicas_as_rbac_allows() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let primary = closed_port(node);
+    let ns = node.namespace("cli").await.unwrap();
+    gateway_with_domain(
+        &ns,
+        primary,
+        json!({"inline": ["alice@relay.example", "bob@relay.example"]}),
+    )
+    .await;
+    let reads = json!([
+        {"apiGroups": ["mx-operator.io"], "resources": ["maildomains"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
+    let mut handles = reads.clone();
+    handles
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]}));
+    let viewer = kubeconfig_of_account(node, &ns, "viewer", reads).await;
+    let handler = kubeconfig_of_account(node, &ns, "handler", handles).await;
+
+    // An outage: mail for the domain waits on both replicas.
+    let mut sent = vec![];
+    for (name, smtp) in replicas(&ns).await {
+        reply_becomes(smtp, "alice@relay.example", 250).await;
+        let mut client = Client::connect(smtp).unwrap();
+        let recipients = match name.as_str() {
+            "edge-0" => ["alice@relay.example", "alice@relay.example"],
+            _ => ["alice@relay.example", "bob@relay.example"],
+        };
+        for recipient in recipients {
+            let n = sent.len();
+            let reply = client
+                .send("sender@client.test", recipient, &numbered(n, "cli"))
+                .unwrap();
+            assert_eq!(reply.code, 250, "{reply}");
+            sent.push((name.clone(), recipient));
+        }
+        client.quit();
+    }
+    let domain = ["--domain", DOMAIN];
+    let listed = until(LIMIT, "4 messages deferred on the 2 replicas", || async {
+        let (ok, out, _) =
+            queue_command(&handler, &[&["list", "-o", "json"][..], &domain].concat());
+        let listed: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+        let messages = listed.as_array()?;
+        (messages.len() == 4
+            && messages.iter().all(|m| {
+                m["queue"] == "deferred"
+                    && m["recipients"][0]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("Connection refused"))
+            }))
+        .then(|| messages.clone())
+    })
+    .await;
+    let on = |replica: &str| listed.iter().filter(|m| m["replica"] == replica).count();
+    assert_eq!((on("edge-0"), on("edge-1")), (2, 2), "{listed:?}");
+    for message in &listed {
+        assert!(message["size"].as_u64().unwrap() > 0, "{message}");
+        assert!(message.get("data").is_none() && !message.to_string().contains("body of"));
+    }
+    let (ok, table, _) = queue_command(&handler, &[&["list"][..], &domain].concat());
+    assert!(ok);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("REPLICA") && lines.len() == 5,
+        "{table}"
+    );
+    assert!(table.contains("bob@relay.example") && table.contains("Connection refused"));
+    println!("node: mx-operator queue list --domain {DOMAIN}\n{table}");
+
+    // Without pods/exec there is nothing to see or do.
+    for verb in ["list", "flush", "delete"] {
+        let (ok, out, err) = queue_command(&viewer, &[&[verb][..], &domain].concat());
+        assert!(!ok && out.is_empty(), "{verb}: {out}");
+        assert!(
+            err.contains("you may not run commands in pod edge-")
+                && err.contains(r#"cannot get resource "pods/exec""#),
+            "{verb}: {err}"
+        );
+    }
+    println!(
+        "node: without pods/exec: {}",
+        queue_command(&viewer, &[&["list"][..], &domain].concat())
+            .2
+            .trim()
+    );
+
+    // Bob's message goes, undelivered; an ID of no replica is an error.
+    let bob = listed
+        .iter()
+        .find(|m| m["recipients"][0]["address"] == "bob@relay.example")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out, err) =
+        queue_command(&handler, &[&["delete", "--id", &bob][..], &domain].concat());
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        format!("edge-0: nothing to do\nedge-1: 1 message(s) deleted: {bob}\n")
+    );
+    let (ok, _, err) = queue_command(&handler, &[&["delete", "--id", &bob][..], &domain].concat());
+    assert!(
+        !ok && err.contains(&format!("no replica holds {bob}")),
+        "{err}"
+    );
+    assert_eq!(queued(node, &ns, "edge-1"), Ok(1));
+
+    // The primary is back; Postfix would retry in minutes, a flush sends the rest now.
+    let sink = Sink::start_on(primary).unwrap();
+    let flushed = Instant::now();
+    let (ok, out, err) = queue_command(&handler, &[&["flush"][..], &domain].concat());
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("edge-0: 2 deferred message(s) tried now")
+            && out.contains("edge-1: 1 deferred message(s) tried now"),
+        "{out}"
+    );
+    let counts = until(LIMIT, "the 3 remaining messages at the primary", || async {
+        let counts = arrivals(&sink, "cli");
+        (counts.len() == 3).then_some(counts)
+    })
+    .await;
+    println!(
+        "node: mx-operator queue flush delivered 3 messages across 2 replicas in {:?}",
+        flushed.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bobs = sent
+        .iter()
+        .position(|(_, r)| *r == "bob@relay.example")
+        .unwrap();
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (0..4).filter(|n| *n != bobs).collect::<Vec<_>>()
+    );
+    assert_eq!(counts, arrivals(&sink, "cli"), "delivered once each");
+    let (ok, out, _) = queue_command(&handler, &[&["list", "-o", "json"][..], &domain].concat());
+    assert!(ok && out.trim() == "[]", "{out}");
+}

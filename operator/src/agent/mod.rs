@@ -16,7 +16,7 @@ mod sessions;
 
 pub use metrics::{AgentMetrics, StatusReport};
 pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
-pub use queue::{DomainQueue, commonest};
+pub use queue::{DomainQueue, QueuedMessage, QueuedRecipient, commonest, parse as parse_queue};
 pub use retire::{Retirement, ordinal};
 
 use crate::render::{

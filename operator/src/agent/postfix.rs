@@ -239,6 +239,13 @@ impl Postfix {
             .map(|_| ())
     }
 
+    /// `postsuper -d`: the message `queue_id` is removed from the queue, undelivered.
+    pub async fn delete(&self, queue_id: &str) -> Result<(), PostfixError> {
+        self.command("postsuper", &["-d", queue_id])
+            .await
+            .map(|_| ())
+    }
+
     async fn command(&self, program: &str, args: &[&str]) -> Result<String, PostfixError> {
         self.command_within(COMMAND_TIMEOUT, program, args).await
     }

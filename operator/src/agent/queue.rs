@@ -1,23 +1,63 @@
-//! The mail queue as `postqueue -j` reports it, summed up per recipient domain.
+//! The mail queue as `postqueue -j` reports it: its entries, and their sum per recipient
+//! domain.
 
 use crate::render::HELD_REASON;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Deserialize)]
-struct QueuedMessage {
+/// One queue entry as `postqueue -j` gives it (its field names accepted as aliases), and
+/// as `mx-operator queue` shows it: envelope and deferral reasons, never the content.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedMessage {
+    #[serde(default, alias = "queue_id")]
+    pub id: String,
+    /// `active`, `deferred`, `hold`, `incoming` or `maildrop`.
+    #[serde(default, alias = "queue_name")]
+    pub queue: String,
+    /// Unix seconds.
+    #[serde(alias = "arrival_time")]
+    pub arrival: u64,
+    /// Bytes.
+    #[serde(default, alias = "message_size")]
+    pub size: u64,
     #[serde(default)]
-    queue_id: String,
-    arrival_time: u64,
-    recipients: Vec<QueuedRecipient>,
+    pub sender: String,
+    pub recipients: Vec<QueuedRecipient>,
 }
 
-#[derive(Debug, Deserialize)]
-struct QueuedRecipient {
-    address: String,
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct QueuedRecipient {
+    pub address: String,
     /// Why the last delivery attempt deferred it; absent before the first attempt.
-    #[serde(default)]
-    delay_reason: Option<String>,
+    #[serde(
+        default,
+        alias = "delay_reason",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reason: Option<String>,
+}
+
+impl QueuedRecipient {
+    /// The address' domain, lower-cased; `None` for a local address.
+    pub fn domain(&self) -> Option<String> {
+        let (_, domain) = self.address.rsplit_once('@')?;
+        Some(domain.to_ascii_lowercase())
+    }
+}
+
+/// Parses `postqueue -j` output (one JSON object per line): the entries, and how many
+/// lines were not entries.
+pub fn parse(output: &str) -> (Vec<QueuedMessage>, usize) {
+    let mut messages = vec![];
+    let mut unreadable = 0;
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<QueuedMessage>(line) {
+            Ok(message) => messages.push(message),
+            Err(_) => unreadable += 1,
+        }
+    }
+    (messages, unreadable)
 }
 
 /// Queued messages, the oldest arrival time (Unix seconds) and the commonest deferral
@@ -48,32 +88,31 @@ pub struct Summary {
     pub deferred_by_hold: BTreeSet<String>,
 }
 
-/// Parses `postqueue -j` output (one JSON object per line). Lines that are not queue
-/// entries are skipped and counted.
+/// Sums up `postqueue -j` output per recipient domain. Lines that are not queue entries
+/// are skipped and counted.
 pub fn summarize(output: &str) -> Summary {
-    let mut summary = Summary::default();
+    let (messages, unreadable) = parse(output);
+    let mut summary = Summary {
+        messages: messages.len() as u64,
+        unreadable,
+        ..Summary::default()
+    };
     let domains = &mut summary.domains;
     let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for line in output.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(message) = serde_json::from_str::<QueuedMessage>(line) else {
-            summary.unreadable += 1;
-            continue;
-        };
-        summary.messages += 1;
+    for message in messages {
         let mut seen: Vec<String> = Vec::new();
         for recipient in &message.recipients {
-            let Some((_, domain)) = recipient.address.rsplit_once('@') else {
+            let Some(domain) = recipient.domain() else {
                 continue;
             };
-            let domain = domain.to_ascii_lowercase();
             if recipient
-                .delay_reason
+                .reason
                 .as_deref()
                 .is_some_and(|r| r.contains(HELD_REASON))
             {
                 summary.deferred_by_hold.insert(domain.clone());
             }
-            if let Some(reason) = &recipient.delay_reason {
+            if let Some(reason) = &recipient.reason {
                 *reasons
                     .entry(domain.clone())
                     .or_default()
@@ -86,16 +125,16 @@ pub fn summarize(output: &str) -> Summary {
         seen.dedup();
         for domain in seen {
             let entry = domains.entry(domain.clone()).or_insert(DomainQueue {
-                oldest_arrival: message.arrival_time,
+                oldest_arrival: message.arrival,
                 ..DomainQueue::default()
             });
             entry.messages += 1;
-            entry.oldest_arrival = entry.oldest_arrival.min(message.arrival_time);
+            entry.oldest_arrival = entry.oldest_arrival.min(message.arrival);
             summary
                 .ids
                 .entry(domain)
                 .or_default()
-                .push(message.queue_id.clone());
+                .push(message.id.clone());
         }
     }
     for (domain, counted) in reasons {

@@ -27,6 +27,14 @@ pub enum CliError {
     Leader(#[from] crate::controller::LeaderError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::remote::QueueError),
+    #[error("{0}")]
+    Postfix(#[from] crate::agent::PostfixError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("reading the kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -40,7 +48,7 @@ impl CliError {
     /// found.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Read { .. } | Self::AuditInput(_) => 2,
+            Self::Read { .. } | Self::AuditInput(_) | Self::Usage(_) => 2,
             _ => 1,
         }
     }

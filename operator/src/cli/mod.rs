@@ -6,6 +6,7 @@ mod audit;
 mod common;
 mod crd;
 mod error;
+mod queue;
 mod run;
 
 pub use error::CliError;
@@ -35,6 +36,13 @@ pub enum Command {
     /// the gateway host names, without a cluster. Exit status: 0 all ok, 1 problems found,
     /// 2 unusable input.
     Audit(audit::AuditArgs),
+    /// List, flush or delete the mail a domain or gateway has queued, on every replica,
+    /// through the API server's pods/exec with your kubeconfig: permission to exec into the
+    /// gateway's pods is permission to handle its queue.
+    Queue(queue::QueueArgs),
+    /// Inside a gateway's agent container: one replica's queue as JSON, listed, flushed or
+    /// deleted (what `mx-operator queue` runs there).
+    AgentQueue(queue::AgentQueueArgs),
 }
 
 /// Runs one parsed command line.
@@ -44,6 +52,8 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Agent(args) => block_on(agent::agent(args)),
         Command::Audit(args) => block_on(audit::audit(args)),
         Command::Crd(args) => crd::crd(args),
+        Command::Queue(args) => block_on(queue::queue(args)),
+        Command::AgentQueue(args) => block_on(queue::agent_queue(args)),
     }
 }
 

@@ -24,6 +24,8 @@ pub const SMTP_PORT: i32 = 25;
 pub const AGENT_PORT: i32 = 8080;
 /// The agent's port's name, in the pod and in the headless Service.
 pub const AGENT_PORT_NAME: &str = "agent";
+/// The container that runs the agent (and `mx-operator agent-queue`).
+pub const AGENT_CONTAINER: &str = "agent";
 const QUEUE_VOLUME: &str = "queue";
 const CONFIG_VOLUME: &str = "postfix-config";
 /// The Postfix configuration folder the agent writes. Not /etc/postfix: the image's
@@ -50,6 +52,26 @@ impl GatewayNames {
     }
 }
 
+/// Labels that select the pods of gateway `name`.
+fn pod_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "mx-gateway".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), name.to_string()),
+    ])
+}
+
+/// The label selector of gateway `name`'s pods, for a list.
+pub fn pod_selector(name: &str) -> String {
+    pod_labels(name)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Everything needed to build a gateway's objects.
 pub struct GatewayBuild<'a> {
     pub gateway: &'a MailGateway,
@@ -72,16 +94,7 @@ impl GatewayBuild<'_> {
 
     /// Labels that select the gateway's pods.
     pub fn selector_labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (
-                "app.kubernetes.io/name".to_string(),
-                "mx-gateway".to_string(),
-            ),
-            (
-                "app.kubernetes.io/instance".to_string(),
-                self.name.to_string(),
-            ),
-        ])
+        pod_labels(self.name)
     }
 
     fn smtp_port(&self) -> ServicePort {
@@ -272,7 +285,7 @@ impl GatewayBuild<'_> {
             ..Default::default()
         };
         let agent = Container {
-            name: "agent".into(),
+            name: AGENT_CONTAINER.into(),
             image: Some(image),
             args: Some(vec![
                 "agent".into(),
