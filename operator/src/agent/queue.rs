@@ -116,7 +116,7 @@ pub fn summarize(output: &str) -> Summary {
                 *reasons
                     .entry(domain.clone())
                     .or_default()
-                    .entry(reason.clone())
+                    .entry(cause(reason).to_string())
                     .or_default() += 1;
             }
             seen.push(domain);
@@ -143,6 +143,15 @@ pub fn summarize(output: &str) -> Summary {
         }
     }
     summary
+}
+
+/// A deferral reason without Postfix's prefix for a destination it has marked down after a
+/// failure (`delivery temporarily suspended: connect to ...`): the same cause, which must
+/// not read as a change each time retries move recipients from one form to the other.
+fn cause(reason: &str) -> &str {
+    reason
+        .strip_prefix("delivery temporarily suspended: ")
+        .unwrap_or(reason)
 }
 
 /// The key with the highest count; the first by order in a tie.
@@ -209,6 +218,18 @@ not json
         assert_eq!(
             summary.domains["held.example"].reason.as_deref(),
             Some(HELD_REASON)
+        );
+    }
+
+    #[test]
+    fn a_destination_marked_down_gives_the_same_reason_as_its_first_failure() {
+        let output = r#"{"queue_id": "A1", "arrival_time": 1, "recipients": [{"address": "a@example.com", "delay_reason": "connect to mx[192.0.2.1]:25: Connection refused"}]}
+{"queue_id": "A2", "arrival_time": 2, "recipients": [{"address": "b@example.com", "delay_reason": "delivery temporarily suspended: connect to mx[192.0.2.1]:25: Connection refused"}]}
+{"queue_id": "A3", "arrival_time": 3, "recipients": [{"address": "c@example.com", "delay_reason": "delivery temporarily suspended: connect to mx[192.0.2.1]:25: Connection refused"}]}
+"#;
+        assert_eq!(
+            summarize(output).domains["example.com"].reason.as_deref(),
+            Some("connect to mx[192.0.2.1]:25: Connection refused")
         );
     }
 

@@ -25,4 +25,5 @@ mod write;
 pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Settings};
 pub use leader::{LeaderError, LeaseSettings, run_with_leader_election};
 pub use metrics::{Metrics, OperatorEndpoints};
+pub use queues::messages_range;
 pub use run::run;

@@ -9,7 +9,7 @@ use crate::agent::{DomainQueue, StatusReport, commonest};
 use crate::api::domain::QueuedMail;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 /// Longest deferral reason shown; Postfix's own are far shorter, but a primary's reply
@@ -22,12 +22,21 @@ const AGE_FLOOR_SECONDS: i64 = 60;
 
 /// The shown queue of each domain, by gateway.
 #[derive(Default)]
-pub struct QueueIndex(Mutex<HashMap<GatewayKey, BTreeMap<String, QueuedMail>>>);
+pub struct QueueIndex(Mutex<HashMap<GatewayKey, Shown>>);
+
+/// One gateway's shown queues, and the domains whose count fell below what is shown at
+/// the last read: a fall is shown once a second read in a row confirms it, because
+/// Postfix's queue listing can miss a message that moves between its queues (deferred to
+/// active for a retry) while it is listed, and one such miss at a range's edge would be a
+/// status write down and another one up.
+#[derive(Default)]
+struct Shown {
+    mail: BTreeMap<String, QueuedMail>,
+    falling: BTreeSet<String>,
+}
 
 impl QueueIndex {
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<GatewayKey, BTreeMap<String, QueuedMail>>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<GatewayKey, Shown>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -43,42 +52,59 @@ impl QueueIndex {
     ) -> Vec<String> {
         let mut index = self.entries();
         let before = index.remove(&gateway).unwrap_or_default();
-        let shown: BTreeMap<String, QueuedMail> = summed
-            .iter()
-            .filter(|(_, figures)| figures.messages > 0)
-            .map(|(domain, figures)| {
-                let shown = shown(figures, before.get(domain), now);
-                (domain.clone(), shown)
-            })
-            .collect();
-        let mut changed: Vec<String> = before
+        let queued = summed.iter().filter(|(_, figures)| figures.messages > 0);
+        let domains: BTreeSet<&String> = before
+            .mail
             .keys()
-            .filter(|domain| !shown.contains_key(*domain))
-            .cloned()
-            .chain(
-                shown
-                    .iter()
-                    .filter(|(domain, now)| before.get(*domain) != Some(now))
-                    .map(|(domain, _)| domain.clone()),
-            )
+            .chain(queued.map(|(domain, _)| domain))
             .collect();
-        changed.sort();
-        if !shown.is_empty() {
-            index.insert(gateway, shown);
+        let mut after = Shown::default();
+        for domain in domains {
+            let previous = before.mail.get(domain);
+            let candidate = summed
+                .get(domain)
+                .filter(|figures| figures.messages > 0)
+                .map(|figures| shown(figures, previous, now));
+            let fell = previous.is_some_and(|previous| {
+                candidate
+                    .as_ref()
+                    .is_none_or(|c| range_floor(&c.messages) < range_floor(&previous.messages))
+            });
+            let kept = if fell && !before.falling.contains(domain) {
+                after.falling.insert(domain.clone());
+                previous.cloned()
+            } else {
+                candidate
+            };
+            if let Some(kept) = kept {
+                after.mail.insert(domain.clone(), kept);
+            }
+        }
+        let changed: Vec<String> = before
+            .mail
+            .keys()
+            .chain(after.mail.keys())
+            .filter(|domain| before.mail.get(*domain) != after.mail.get(*domain))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !after.mail.is_empty() {
+            index.insert(gateway, after);
         }
         changed
     }
 
     /// What `status.queue` of `domain` (normalized) at `gateway` shows.
     pub fn at(&self, gateway: &GatewayKey, domain: &str) -> Option<QueuedMail> {
-        self.entries().get(gateway)?.get(domain).cloned()
+        self.entries().get(gateway)?.mail.get(domain).cloned()
     }
 
     /// Forgets a gateway that is gone: its domains' queues are no longer shown.
     pub fn forget(&self, gateway: &GatewayKey) -> Vec<String> {
         self.entries()
             .remove(gateway)
-            .map(|domains| domains.into_keys().collect())
+            .map(|shown| shown.mail.into_keys().collect())
             .unwrap_or_default()
     }
 }
@@ -145,6 +171,15 @@ pub fn messages_range(messages: u64) -> String {
         Some(high) => format!("{low}-{}", high - 1),
         None => format!("{low}+"),
     }
+}
+
+/// The lower bound of a range [`messages_range`] gave.
+fn range_floor(range: &str) -> u64 {
+    range
+        .split(['-', '+'])
+        .next()
+        .and_then(|low| low.parse().ok())
+        .unwrap_or_default()
 }
 
 /// Whether two ages (seconds) differ by more than a factor of two.
@@ -279,12 +314,23 @@ mod tests {
             index.record(edge.clone(), &sums(10, 40), now + 60),
             ["a.example"]
         );
-        // A domain whose queue emptied goes; the gateway with nothing queued too.
+        // A domain whose queue emptied goes once a second read agrees; the gateway with
+        // nothing queued too.
+        assert!(
+            index
+                .record(edge.clone(), &sums(10, 0), now + 90)
+                .is_empty()
+        );
         assert_eq!(
-            index.record(edge.clone(), &sums(10, 0), now + 90),
+            index.record(edge.clone(), &sums(10, 0), now + 100),
             ["b.example"]
         );
         assert!(index.at(&edge, "b.example").is_none());
+        assert!(
+            index
+                .record(edge.clone(), &BTreeMap::new(), now + 110)
+                .is_empty()
+        );
         assert_eq!(
             index.record(edge.clone(), &BTreeMap::new(), now + 120),
             ["a.example"]
@@ -292,5 +338,44 @@ mod tests {
         assert!(index.forget(&edge).is_empty());
         index.record(edge.clone(), &sums(1, 1), now);
         assert_eq!(index.forget(&edge), ["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn a_count_that_falls_in_one_read_only_is_not_shown() {
+        let index = QueueIndex::default();
+        let edge = ("mail".to_string(), "edge".to_string());
+        let at = |messages: u64| {
+            BTreeMap::from([(
+                "a.example".to_string(),
+                queued(messages, 9_000, Some("refused")),
+            )])
+        };
+        let reads: [(u64, &[&str], &str); 8] = [
+            (10, &["a.example"], "10-99"),
+            (9, &[], "10-99"),  // one message missed by the listing
+            (10, &[], "10-99"), // back: no write down and up again
+            (9, &[], "10-99"),
+            (8, &["a.example"], "1-9"),    // confirmed
+            (12, &["a.example"], "10-99"), // a rise is shown at once
+            (0, &[], "10-99"),
+            (12, &[], "10-99"),
+        ];
+        for (n, (messages, changed, range)) in reads.into_iter().enumerate() {
+            assert_eq!(
+                index.record(edge.clone(), &at(messages), 10_000 + n as i64),
+                changed,
+                "read {n}: {messages}"
+            );
+            assert_eq!(
+                index.at(&edge, "a.example").unwrap().messages,
+                range,
+                "read {n}"
+            );
+        }
+        assert_eq!(range_floor("1-9"), 1);
+        assert_eq!(
+            range_floor("10000000000000000000+"),
+            10_000_000_000_000_000_000
+        );
     }
 }
