@@ -27,12 +27,12 @@ const POLL: Duration = Duration::from_millis(10);
 const LIMIT: Duration = Duration::from_secs(60);
 const RESYNC_SECONDS: u64 = 30;
 
-fn fail(what: impl std::fmt::Display) -> String {
+pub(super) fn fail(what: impl std::fmt::Display) -> String {
     what.to_string()
 }
 
 /// `mx-operator run` against `plane`, with drift off (the bench's domains are not real).
-fn start_operator(plane: &ControlPlane, log: &Path) -> Result<Guarded, String> {
+pub(super) fn start_operator(plane: &ControlPlane, log: &Path) -> Result<Guarded, String> {
     start_operator_process(&plane.operator_kubeconfig, log, "warn", RESYNC_SECONDS).map_err(fail)
 }
 
@@ -45,7 +45,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-fn domain(
+pub(super) fn domain(
     name: &str,
     domain: &str,
     gateway: &str,
@@ -58,7 +58,7 @@ fn domain(
             "recipients": {"inline": recipients}}})
 }
 
-fn is_ready(md: &MailDomain) -> bool {
+pub(super) fn is_ready(md: &MailDomain) -> bool {
     md.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
@@ -66,7 +66,7 @@ fn is_ready(md: &MailDomain) -> bool {
     })
 }
 
-async fn poll<T, F, Fut>(what: &str, check: F) -> Result<T, String>
+pub(super) async fn poll<T, F, Fut>(what: &str, check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -74,7 +74,7 @@ where
     crate::wait::poll_every(POLL, LIMIT, what, check).await
 }
 
-async fn rcpt_code(smtp: SocketAddr, recipient: &str, code: u16) -> Result<(), String> {
+pub(super) async fn rcpt_code(smtp: SocketAddr, recipient: &str, code: u16) -> Result<(), String> {
     poll(&format!("RCPT {recipient} → {code}"), || async {
         rcpt_reply(smtp, "sender@client.test", recipient)
             .ok()
@@ -259,7 +259,7 @@ async fn apiserver_requests(plane: &ControlPlane) -> Result<Requests, String> {
 
 /// Runs `work(i)` for `i` in `0..count`, 16 at a time (the operator's concurrency);
 /// the first error, if any.
-async fn sixteen_at_a_time<F, Fut>(count: usize, work: F) -> Result<(), String>
+pub(super) async fn sixteen_at_a_time<F, Fut>(count: usize, work: F) -> Result<(), String>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod drift;
 pub mod maps;
+pub mod outage;
 
 use serde::Serialize;
 use std::time::Duration;

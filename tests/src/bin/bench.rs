@@ -1,7 +1,7 @@
 //! `make bench`: every figure of the benchmarks issue, measured on this machine, printed as
 //! a table and written to `bench/results.json`. `--size smoke` runs each section small.
 
-use mx_operator_tests::bench::{self, Figure, Size, cluster, drift, maps};
+use mx_operator_tests::bench::{self, Figure, Size, cluster, drift, maps, outage};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ fn main() -> std::process::ExitCode {
             },
             "--only" => match args.next() {
                 Some(section)
-                    if ["latency", "scale", "drift", "maps"].contains(&section.as_str()) =>
+                    if ["latency", "scale", "drift", "maps", "outage"]
+                        .contains(&section.as_str()) =>
                 {
                     only = Some(section)
                 }
@@ -47,7 +48,7 @@ fn main() -> std::process::ExitCode {
 
 fn usage(problem: &str) -> std::process::ExitCode {
     eprintln!(
-        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps] [--out FILE]"
+        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps|outage] [--out FILE]"
     );
     std::process::ExitCode::from(2)
 }
@@ -62,6 +63,11 @@ async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
     let (onboard, changes, scale, drift_sizes, recipients) = match size {
         Size::Smoke => (5, 5, vec![100], vec![100], 10_000),
         Size::Full => (50, 50, vec![1_000, 10_000], vec![1_000, 10_000], 1_000_000),
+    };
+    // Domains, messages, and how long the full queue is watched standing still.
+    let (outage_domains, outage_messages, standing) = match size {
+        Size::Smoke => (10, 100, Duration::from_secs(30)),
+        Size::Full => (100, 1_000, Duration::from_secs(180)),
     };
     let wanted = |section: &str| only.is_none_or(|o| o == section);
     let mut figures = vec![];
@@ -82,6 +88,12 @@ async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
     if wanted("maps") {
         eprintln!("bench: gateway maps for {recipients} recipients ...");
         figures.extend(maps::run(&dir, recipients).await?);
+    }
+    if wanted("outage") {
+        eprintln!(
+            "bench: {outage_messages} messages queued for {outage_domains} domains in an outage ..."
+        );
+        figures.extend(outage::run(&dir, outage_domains, outage_messages, standing).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
