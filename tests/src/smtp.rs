@@ -146,12 +146,29 @@ pub struct Received {
     pub at: Instant,
 }
 
-/// A minimal SMTP server on a free loopback port that accepts everything and records it.
+/// A minimal SMTP server on a free loopback port that accepts everything and records it,
+/// and how many sessions were open at once.
 pub struct Sink {
     pub address: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    sessions: Arc<Sessions>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Open sessions now, and each session's start with the count it made.
+#[derive(Default)]
+struct Sessions {
+    open: std::sync::atomic::AtomicUsize,
+    opened: Mutex<Vec<(Instant, usize)>>,
+}
+
+/// How a sink answers.
+#[derive(Clone, Default)]
+struct Behaviour {
+    refused: Vec<String>,
+    /// Time taken before each message's final answer, like a busy primary.
+    per_message: Duration,
 }
 
 impl Sink {
@@ -167,8 +184,29 @@ impl Sink {
     /// Like `start_on`, answering `550 5.1.1` to RCPT for each of `refused` (the way a
     /// primary refuses a user it no longer has).
     pub fn start_refusing(address: SocketAddr, refused: &[&str]) -> io::Result<Self> {
-        let refused: Arc<Vec<String>> =
-            Arc::new(refused.iter().map(|r| r.to_ascii_lowercase()).collect());
+        Self::start_with(
+            address,
+            Behaviour {
+                refused: refused.iter().map(|r| r.to_ascii_lowercase()).collect(),
+                ..Behaviour::default()
+            },
+        )
+    }
+
+    /// Like `start_on`, taking `per_message` to accept each message.
+    pub fn start_slow(address: SocketAddr, per_message: Duration) -> io::Result<Self> {
+        Self::start_with(
+            address,
+            Behaviour {
+                per_message,
+                ..Behaviour::default()
+            },
+        )
+    }
+
+    fn start_with(address: SocketAddr, behaviour: Behaviour) -> io::Result<Self> {
+        let behaviour = Arc::new(behaviour);
+        let sessions = Arc::new(Sessions::default());
         let listener = TcpListener::bind(address)?;
         let address = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -176,6 +214,7 @@ impl Sink {
         let thread = {
             let received = received.clone();
             let stop = stop.clone();
+            let sessions = sessions.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
@@ -183,9 +222,15 @@ impl Sink {
                     }
                     let Ok(stream) = stream else { continue };
                     let received = received.clone();
-                    let refused = refused.clone();
+                    let behaviour = behaviour.clone();
+                    let sessions = sessions.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(stream, &received, &refused);
+                        let open = sessions.open.fetch_add(1, Ordering::SeqCst) + 1;
+                        if let Ok(mut opened) = sessions.opened.lock() {
+                            opened.push((Instant::now(), open));
+                        }
+                        let _ = serve(stream, &received, &behaviour);
+                        sessions.open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
             })
@@ -193,6 +238,7 @@ impl Sink {
         Ok(Self {
             address,
             received,
+            sessions,
             stop,
             thread: Some(thread),
         })
@@ -200,6 +246,15 @@ impl Sink {
 
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// When each session began, and how many were open with it.
+    pub fn sessions_opened(&self) -> Vec<(Instant, usize)> {
+        self.sessions
+            .opened
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default()
     }
 
     /// The `X-Seq:` numbers of the messages received, sorted without repeats, and how
@@ -233,7 +288,12 @@ impl Drop for Sink {
     }
 }
 
-fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, refused: &[String]) -> io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    received: &Mutex<Vec<Received>>,
+    behaviour: &Behaviour,
+) -> io::Result<()> {
+    let refused = &behaviour.refused;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -288,6 +348,7 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, refused: &[String])
                 }
                 data.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
+            std::thread::sleep(behaviour.per_message);
             if let Ok(mut list) = received.lock() {
                 list.push(Received {
                     sender: sender.clone(),

@@ -1174,3 +1174,81 @@ async fn a_held_domain_keeps_its_mail_after_the_primary_returns_and_its_release_
     assert_eq!(gateway.log_count("status=bounced"), 0, "nothing bounced");
     queue_shown(&ns, "held", "nothing queued", Option::is_none).await;
 }
+
+/// The gradual release after an outage is Postfix's own: a destination starts at
+/// `initial_destination_concurrency` (5) parallel deliveries and gains one each time
+/// deliveries succeed, up to the domain's `delivery.concurrency`.
+#[tokio::test]
+async fn after_an_outage_delivery_starts_at_five_connections_and_ramps_up_to_the_domains_limit() {
+    let address: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let (plane, ns) = namespace_with_operator("ramp").await;
+    let mut extra = primary(address);
+    extra["delivery"] = json!({"concurrency": 12});
+    apply_edge(&ns, json!({}), &[("ramp", "ramp.example", extra)]).await;
+    // Retries ten minutes apart: within the test only the flush sends the mail.
+    let gateway = start_replica_with(
+        plane,
+        &ns,
+        "edge",
+        &[
+            "--set=minimal_backoff_time=600s",
+            "--set=maximal_backoff_time=1200s",
+        ],
+    )
+    .await;
+    const QUEUED: usize = 200;
+    send_numbered(gateway.smtp, "alice@ramp.example", QUEUED);
+    until(LIMIT, "every message deferred", || async {
+        (gateway.log_count("status=deferred") >= QUEUED).then_some(())
+    })
+    .await;
+
+    // The primary is back, busy: a quarter of a second per message.
+    let sink = Sink::start_slow(address, Duration::from_millis(250)).expect("primary");
+    until(LIMIT, "the queue manager taking a flush", || async {
+        gateway.flush().ok()
+    })
+    .await;
+    until(LIMIT, "every message delivered", || async {
+        (sink.sequence_numbers().0.len() == QUEUED).then_some(())
+    })
+    .await;
+    let opened = sink.sessions_opened();
+    let first_delivered = sink.received().iter().map(|m| m.at).min().unwrap();
+    let start = opened[0].0;
+    // Before any delivery succeeded, Postfix had no reason to open more than 5.
+    let before_success = opened
+        .iter()
+        .filter(|(at, _)| *at < first_delivered)
+        .map(|(_, open)| *open)
+        .max()
+        .unwrap_or_default();
+    let peak = opened
+        .iter()
+        .map(|(_, open)| *open)
+        .max()
+        .unwrap_or_default();
+    let mut ramp = std::collections::BTreeMap::<u128, usize>::new();
+    for (at, open) in &opened {
+        let slot = ramp
+            .entry(at.duration_since(start).as_millis() / 500)
+            .or_default();
+        *slot = (*slot).max(*open);
+    }
+    let last = sink.received().iter().map(|m| m.at).max().unwrap();
+    println!(
+        "ramp after an outage: {QUEUED} messages, 250 ms each at the primary, delivery.concurrency 12: \
+         open sessions (highest per 0.5 s from the first) {:?}; {} sessions opened; all delivered in {:?}",
+        ramp.values().collect::<Vec<_>>(),
+        opened.len(),
+        last.duration_since(start)
+    );
+    assert!(
+        before_success <= 5,
+        "{before_success} sessions before the first success"
+    );
+    assert!(
+        peak <= 12,
+        "{peak} sessions open at once, over delivery.concurrency"
+    );
+}
