@@ -87,6 +87,21 @@ async fn start_replica_with(
     .expect("gateway replica")
 }
 
+/// A replica of `edge` whose Postfix retries deferred mail ten minutes apart: within a
+/// test, only a release or a flush sends what it queued.
+async fn start_replica_retrying_late(plane: &ControlPlane, ns: &TestNamespace) -> Gateway {
+    start_replica_with(
+        plane,
+        ns,
+        "edge",
+        &[
+            "--set=minimal_backoff_time=600s",
+            "--set=maximal_backoff_time=1200s",
+        ],
+    )
+    .await
+}
+
 fn primary(sink: SocketAddr) -> serde_json::Value {
     json!({"primary": {"host": sink.ip().to_string(), "port": sink.port(), "tls": "None"}})
 }
@@ -1064,17 +1079,7 @@ async fn a_held_domain_keeps_its_mail_after_the_primary_returns_and_its_release_
     let mut extra = primary(address);
     extra["delivery"] = json!({"rateDelay": "2s"});
     apply_edge(&ns, json!({}), &[("held", "held.example", extra)]).await;
-    // Retries ten minutes apart: within the test only a release sends the mail.
-    let gateway = start_replica_with(
-        plane,
-        &ns,
-        "edge",
-        &[
-            "--set=minimal_backoff_time=600s",
-            "--set=maximal_backoff_time=1200s",
-        ],
-    )
-    .await;
+    let gateway = start_replica_retrying_late(plane, &ns).await;
     gateway
         .list_in_endpoints(&ns, "edge", "edge-0")
         .await
@@ -1185,17 +1190,7 @@ async fn after_an_outage_delivery_starts_at_five_connections_and_ramps_up_to_the
     let mut extra = primary(address);
     extra["delivery"] = json!({"concurrency": 12});
     apply_edge(&ns, json!({}), &[("ramp", "ramp.example", extra)]).await;
-    // Retries ten minutes apart: within the test only the flush sends the mail.
-    let gateway = start_replica_with(
-        plane,
-        &ns,
-        "edge",
-        &[
-            "--set=minimal_backoff_time=600s",
-            "--set=maximal_backoff_time=1200s",
-        ],
-    )
-    .await;
+    let gateway = start_replica_retrying_late(plane, &ns).await;
     const QUEUED: usize = 200;
     send_numbered(gateway.smtp, "alice@ramp.example", QUEUED);
     until(LIMIT, "every message deferred", || async {
