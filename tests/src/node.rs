@@ -236,8 +236,7 @@ impl Drop for NodeNamespace {
 /// The pods of a MailGateway, by name.
 pub async fn gateway_pods(ns: &TestNamespace, gateway: &str) -> Vec<Pod> {
     let pods: Api<Pod> = ns.api();
-    let selector =
-        format!("app.kubernetes.io/name=mx-gateway,app.kubernetes.io/instance={gateway}");
+    let selector = mx_operator::manifests::gateway::pod_selector(gateway);
     let mut list = pods
         .list(&kube::api::ListParams::default().labels(&selector))
         .await

@@ -102,22 +102,24 @@ pub async fn agent_queue(args: AgentQueueArgs) -> Result<(), CliError> {
 }
 
 pub async fn queue(args: QueueArgs) -> Result<(), CliError> {
-    let (scope, verb, ids) = match &args.action {
-        QueueAction::List { scope, .. } => (scope, "list", &vec![]),
-        QueueAction::Flush { scope } => (scope, "flush", &vec![]),
-        QueueAction::Delete { scope, ids } => (scope, "delete", ids),
+    let (scope, action, ids) = match &args.action {
+        QueueAction::List { scope, .. } => (scope, ReplicaAction::List, &[][..]),
+        QueueAction::Flush { scope } => (scope, ReplicaAction::Flush, &[][..]),
+        QueueAction::Delete { scope, ids } => (scope, ReplicaAction::Delete, ids.as_slice()),
     };
-    if verb == "delete" && scope.domain.is_none() && ids.is_empty() {
+    if matches!(action, ReplicaAction::Delete) && scope.domain.is_none() && ids.is_empty() {
         return Err(CliError::Usage(
             "delete takes --domain, or --id for the messages to remove".into(),
         ));
     }
-    let options = kube::config::KubeConfigOptions {
-        context: scope.context.clone(),
-        ..Default::default()
-    };
     let config = match &scope.context {
-        Some(_) => kube::Config::from_kubeconfig(&options).await?,
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.clone()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options).await?
+        }
         None => kube::Config::infer()
             .await
             .map_err(kube::Error::InferConfig)?,
@@ -135,7 +137,11 @@ pub async fn queue(args: QueueArgs) -> Result<(), CliError> {
     )
     .await?;
     let pods = replicas(&client, &target).await?;
-    let mut remote = vec![verb.to_string()];
+    // The name agent-queue parses the action by.
+    let verb = clap::ValueEnum::to_possible_value(&action)
+        .map(|value| value.get_name().to_string())
+        .unwrap_or_default();
+    let mut remote = vec![verb];
     if let Some(domain) = &target.domain {
         remote.extend(["--domain".to_string(), domain.clone()]);
     }
@@ -145,7 +151,13 @@ pub async fn queue(args: QueueArgs) -> Result<(), CliError> {
     let reports = on_replicas(&client, &target, &pods, &remote).await?;
     match &args.action {
         QueueAction::List { output, .. } => match output {
-            Output::Table => print!("{}", table(&reports, unix_now())),
+            Output::Table => {
+                let now = k8s_openapi::jiff::Timestamp::now().as_second();
+                print!(
+                    "{}",
+                    table(&reports, u64::try_from(now).unwrap_or_default())
+                );
+            }
             Output::Json => println!("{:#}", json(&reports)),
         },
         _ => print!("{}", done(&target, &reports, ids)?),
@@ -211,11 +223,4 @@ fn done(
         )));
     }
     Ok(text)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }

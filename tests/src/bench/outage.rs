@@ -36,6 +36,21 @@ fn status_writes(plane: &ControlPlane) -> Result<usize, String> {
         .count())
 }
 
+/// Waits, reading them every second, until all `count` MailDomains pass `test`.
+async fn until_all(
+    api: &Api<MailDomain>,
+    count: usize,
+    limit: Duration,
+    what: &str,
+    test: impl Fn(&MailDomain) -> bool,
+) -> Result<(), String> {
+    crate::wait::poll_every(Duration::from_secs(1), limit, what, || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        (list.items.iter().filter(|md| test(md)).count() == count).then_some(())
+    })
+    .await
+}
+
 fn per_minute(count: usize, over: Duration) -> f64 {
     count as f64 * 60.0 / over.as_secs_f64()
 }
@@ -105,17 +120,7 @@ pub async fn run(
         .await
         .map_err(fail)?;
     let api: Api<MailDomain> = ns.api();
-    let started = Instant::now();
-    loop {
-        let list = api.list(&ListParams::default()).await.map_err(fail)?;
-        if list.items.iter().filter(|md| is_ready(md)).count() == domains {
-            break;
-        }
-        if started.elapsed() > LIMIT {
-            return Err(format!("the {domains} outage domains not all Ready"));
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    until_all(&api, domains, LIMIT, "every outage domain Ready", is_ready).await?;
     rcpt_code(
         gateway.smtp,
         &format!("alice@{}", mail_domain(domains - 1)),
@@ -151,26 +156,19 @@ pub async fn run(
     // Until every domain shows its full count's range and a deferral reason.
     let per_domain = messages / domains;
     let range = mx_operator::controller::messages_range(per_domain as u64);
-    loop {
-        let list = api.list(&ListParams::default()).await.map_err(fail)?;
-        let shown = list
-            .items
-            .iter()
-            .filter(|md| {
-                md.status
-                    .as_ref()
-                    .and_then(|s| s.queue.as_ref())
-                    .is_some_and(|q| q.messages == range && q.reason.is_some())
-            })
-            .count();
-        if shown == domains {
-            break;
-        }
-        if filling.elapsed() > LIMIT {
-            return Err(format!("{shown} of {domains} domains show {range} queued"));
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    until_all(
+        &api,
+        domains,
+        LIMIT.saturating_sub(filling.elapsed()),
+        &format!("every domain showing {range} queued, with a reason"),
+        |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.queue.as_ref())
+                .is_some_and(|q| q.messages == range && q.reason.is_some())
+        },
+    )
+    .await?;
     let filled_in = filling.elapsed();
     let filling_writes = status_writes(&plane)? - before;
     tokio::time::sleep(standing).await;
