@@ -236,6 +236,7 @@ pub async fn run(
         // Loads follow changes, and are retried at every queue read (a load that failed);
         // the frequent supervision ticks do not load.
         let mut load = true;
+        let mut last_read = BTreeMap::new();
         loop {
             if load {
                 sync(&settings, &relays, &gateway, &mut loaded, &metrics).await;
@@ -251,7 +252,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ = queue_timer.tick() => {
-                    if let Some(queue) = read_queue(&settings, &metrics).await {
+                    if let Some(queue) = read_queue(&settings, &metrics, &mut last_read).await {
                         release_unheld(&settings, &mut loaded, &queue).await;
                         metrics.set_draining(&loaded.drain(&queue.domains));
                         deliver_if_retiring(&settings, &mut loaded, queue.messages, &metrics).await;
@@ -571,8 +572,13 @@ fn refuse(loaded: &mut Loaded, metrics: &AgentMetrics, key: &str, reason: &str, 
     }
 }
 
-/// Reads the queue into the metrics; None when it could not be read.
-async fn read_queue(settings: &AgentSettings, metrics: &AgentMetrics) -> Option<queue::Summary> {
+/// Reads the queue into the metrics, steadied against `last_read` (the domains' figures of
+/// the last read, which this one replaces); None when it could not be read.
+async fn read_queue(
+    settings: &AgentSettings,
+    metrics: &AgentMetrics,
+    last_read: &mut BTreeMap<String, queue::DomainQueue>,
+) -> Option<queue::Summary> {
     let postfix = &settings.postfix;
     if !postfix.running().await {
         // Not hung: stopped, which readiness reports.
@@ -594,7 +600,8 @@ async fn read_queue(settings: &AgentSettings, metrics: &AgentMetrics) -> Option<
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default();
-            metrics.set_queue(&summary.domains, now);
+            metrics.set_queue(&queue::steadied(last_read, &summary.domains), now);
+            last_read.clone_from(&summary.domains);
             // Lines it cannot read might be a draining domain's mail.
             (summary.unreadable == 0).then_some(summary)
         }

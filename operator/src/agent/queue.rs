@@ -154,6 +154,26 @@ fn cause(reason: &str) -> &str {
         .unwrap_or(reason)
 }
 
+/// What a replica reports of its queue: per domain, the larger of its last two reads.
+/// Postfix's listing can miss a message that moves between its queues (deferred to active
+/// for a retry) while it is listed; reported as read, one such miss would be a status
+/// write down and another one up. A real fall shows one read later.
+pub fn steadied(
+    previous: &BTreeMap<String, DomainQueue>,
+    current: &BTreeMap<String, DomainQueue>,
+) -> BTreeMap<String, DomainQueue> {
+    let mut steady = current.clone();
+    for (domain, before) in previous {
+        let kept = steady
+            .get(domain)
+            .is_none_or(|now| now.messages < before.messages);
+        if kept {
+            steady.insert(domain.clone(), before.clone());
+        }
+    }
+    steady
+}
+
 /// The key with the highest count; the first by order in a tie.
 pub fn commonest(counted: BTreeMap<String, u64>) -> Option<String> {
     let mut best: Option<(String, u64)> = None;
@@ -231,6 +251,40 @@ not json
             summarize(output).domains["example.com"].reason.as_deref(),
             Some("connect to mx[192.0.2.1]:25: Connection refused")
         );
+    }
+
+    #[test]
+    fn a_fall_is_reported_once_a_second_read_agrees() {
+        let reads = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(domain, messages)| {
+                    let figures = DomainQueue {
+                        messages: *messages,
+                        oldest_arrival: 100 + messages,
+                        reason: Some(format!("read with {messages}")),
+                    };
+                    (domain.to_string(), figures)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        type Read<'a> = &'a [(&'a str, u64)];
+        // (previous read, this read, reported)
+        let table: [(Read, Read, Read); 6] = [
+            (&[], &[("a", 3)], &[("a", 3)]),         // a rise at once
+            (&[("a", 3)], &[("a", 2)], &[("a", 3)]), // one read lower
+            (&[("a", 3)], &[], &[("a", 3)]),         // one read without it
+            (&[("a", 2)], &[("a", 2)], &[("a", 2)]), // two agree
+            (&[], &[], &[]),                         // gone
+            (&[("a", 5), ("b", 1)], &[("a", 6)], &[("a", 6), ("b", 1)]),
+        ];
+        for (previous, current, reported) in table {
+            assert_eq!(
+                steadied(&reads(previous), &reads(current)),
+                reads(reported),
+                "{previous:?} then {current:?}"
+            );
+        }
     }
 
     #[test]

@@ -20,23 +20,16 @@ const MAX_REASON_BYTES: usize = 256;
 /// not rewrite its oldest arrival at every read.
 const AGE_FLOOR_SECONDS: i64 = 60;
 
-/// The shown queue of each domain, by gateway.
+/// The shown queue of each domain, by gateway. A fall in one read only does not reach it:
+/// each agent reports the larger of its last two reads (`agent::queue::steadied`), because
+/// only the agent knows which answers come from distinct reads.
 #[derive(Default)]
-pub struct QueueIndex(Mutex<HashMap<GatewayKey, Shown>>);
-
-/// One gateway's shown queues, and the domains whose count fell below what is shown at
-/// the last read: a fall is shown once a second read in a row confirms it, because
-/// Postfix's queue listing can miss a message that moves between its queues (deferred to
-/// active for a retry) while it is listed, and one such miss at a range's edge would be a
-/// status write down and another one up.
-#[derive(Default)]
-struct Shown {
-    mail: BTreeMap<String, QueuedMail>,
-    falling: BTreeSet<String>,
-}
+pub struct QueueIndex(Mutex<HashMap<GatewayKey, BTreeMap<String, QueuedMail>>>);
 
 impl QueueIndex {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<GatewayKey, Shown>> {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<GatewayKey, BTreeMap<String, QueuedMail>>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -52,44 +45,23 @@ impl QueueIndex {
     ) -> Vec<String> {
         let mut index = self.entries();
         let before = index.remove(&gateway).unwrap_or_default();
-        let queued = summed.iter().filter(|(_, figures)| figures.messages > 0);
-        let domains: BTreeSet<&String> = before
-            .mail
-            .keys()
-            .chain(queued.map(|(domain, _)| domain))
+        let after: BTreeMap<String, QueuedMail> = summed
+            .iter()
+            .filter(|(_, figures)| figures.messages > 0)
+            .map(|(domain, figures)| {
+                let shown = shown(figures, before.get(domain), now);
+                (domain.clone(), shown)
+            })
             .collect();
-        let mut after = Shown::default();
-        for domain in domains {
-            let previous = before.mail.get(domain);
-            let candidate = summed
-                .get(domain)
-                .filter(|figures| figures.messages > 0)
-                .map(|figures| shown(figures, previous, now));
-            let fell = previous.is_some_and(|previous| {
-                candidate
-                    .as_ref()
-                    .is_none_or(|c| range_floor(&c.messages) < range_floor(&previous.messages))
-            });
-            let kept = if fell && !before.falling.contains(domain) {
-                after.falling.insert(domain.clone());
-                previous.cloned()
-            } else {
-                candidate
-            };
-            if let Some(kept) = kept {
-                after.mail.insert(domain.clone(), kept);
-            }
-        }
         let changed: Vec<String> = before
-            .mail
             .keys()
-            .chain(after.mail.keys())
-            .filter(|domain| before.mail.get(*domain) != after.mail.get(*domain))
+            .chain(after.keys())
+            .filter(|domain| before.get(*domain) != after.get(*domain))
             .cloned()
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        if !after.mail.is_empty() {
+        if !after.is_empty() {
             index.insert(gateway, after);
         }
         changed
@@ -97,14 +69,15 @@ impl QueueIndex {
 
     /// What `status.queue` of `domain` (normalized) at `gateway` shows.
     pub fn at(&self, gateway: &GatewayKey, domain: &str) -> Option<QueuedMail> {
-        self.entries().get(gateway)?.mail.get(domain).cloned()
+        self.entries().get(gateway)?.get(domain).cloned()
     }
 
     /// Forgets a gateway that is gone: its domains' queues are no longer shown.
     pub fn forget(&self, gateway: &GatewayKey) -> Vec<String> {
         self.entries()
             .remove(gateway)
-            .map(|shown| shown.mail.into_keys().collect())
+            .map(BTreeMap::into_keys)
+            .map(Iterator::collect)
             .unwrap_or_default()
     }
 }
@@ -171,15 +144,6 @@ pub fn messages_range(messages: u64) -> String {
         Some(high) => format!("{low}-{}", high - 1),
         None => format!("{low}+"),
     }
-}
-
-/// The lower bound of a range [`messages_range`] gave.
-fn range_floor(range: &str) -> u64 {
-    range
-        .split(['-', '+'])
-        .next()
-        .and_then(|low| low.parse().ok())
-        .unwrap_or_default()
 }
 
 /// Whether two ages (seconds) differ by more than a factor of two.
@@ -314,23 +278,12 @@ mod tests {
             index.record(edge.clone(), &sums(10, 40), now + 60),
             ["a.example"]
         );
-        // A domain whose queue emptied goes once a second read agrees; the gateway with
-        // nothing queued too.
-        assert!(
-            index
-                .record(edge.clone(), &sums(10, 0), now + 90)
-                .is_empty()
-        );
+        // A domain whose queue emptied goes; the gateway with nothing queued too.
         assert_eq!(
             index.record(edge.clone(), &sums(10, 0), now + 100),
             ["b.example"]
         );
         assert!(index.at(&edge, "b.example").is_none());
-        assert!(
-            index
-                .record(edge.clone(), &BTreeMap::new(), now + 110)
-                .is_empty()
-        );
         assert_eq!(
             index.record(edge.clone(), &BTreeMap::new(), now + 120),
             ["a.example"]
@@ -338,44 +291,5 @@ mod tests {
         assert!(index.forget(&edge).is_empty());
         index.record(edge.clone(), &sums(1, 1), now);
         assert_eq!(index.forget(&edge), ["a.example", "b.example"]);
-    }
-
-    #[test]
-    fn a_count_that_falls_in_one_read_only_is_not_shown() {
-        let index = QueueIndex::default();
-        let edge = ("mail".to_string(), "edge".to_string());
-        let at = |messages: u64| {
-            BTreeMap::from([(
-                "a.example".to_string(),
-                queued(messages, 9_000, Some("refused")),
-            )])
-        };
-        let reads: [(u64, &[&str], &str); 8] = [
-            (10, &["a.example"], "10-99"),
-            (9, &[], "10-99"),  // one message missed by the listing
-            (10, &[], "10-99"), // back: no write down and up again
-            (9, &[], "10-99"),
-            (8, &["a.example"], "1-9"),    // confirmed
-            (12, &["a.example"], "10-99"), // a rise is shown at once
-            (0, &[], "10-99"),
-            (12, &[], "10-99"),
-        ];
-        for (n, (messages, changed, range)) in reads.into_iter().enumerate() {
-            assert_eq!(
-                index.record(edge.clone(), &at(messages), 10_000 + n as i64),
-                changed,
-                "read {n}: {messages}"
-            );
-            assert_eq!(
-                index.at(&edge, "a.example").unwrap().messages,
-                range,
-                "read {n}"
-            );
-        }
-        assert_eq!(range_floor("1-9"), 1);
-        assert_eq!(
-            range_floor("10000000000000000000+"),
-            10_000_000_000_000_000_000
-        );
     }
 }
