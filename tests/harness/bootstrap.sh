@@ -6,7 +6,8 @@
 # beside it: tests need its garbage collector, namespace and service-account token controllers.
 # kubelet, kube-scheduler and kube-proxy make the real single-node cluster (tests/harness/node.sh)
 # with Debian's containerd, runc and CNI plugins; buildah builds the project's Dockerfiles;
-# the prometheus package brings promtool, which checks and unit-tests the chart's alert rules.
+# the prometheus package brings promtool, which checks and unit-tests the chart's alert rules;
+# slapd and ldap-utils are the primary's directory the recipient sync is tested against.
 set -euo pipefail
 
 CACHE_DIR="${MX_OPERATOR_CACHE:-$HOME/.cache/mx-operator}"
@@ -25,6 +26,7 @@ PACKAGES=(
   lua5.4 openssl ca-certificates curl prometheus
   containerd runc containernetworking-plugins buildah debootstrap
   iptables iproute2 conntrack socat kmod ebtables ipset bc
+  slapd ldap-utils
 )
 
 missing=()
@@ -57,11 +59,13 @@ if [ ${#missing[@]} -gt 0 ] || [ "$need_update" -eq 1 ]; then
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
+  # slapd's own database is not wanted: tests write their own configuration.
+  echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packaged daemons are not wanted as system services: tests start their own. Stop
   # them right after their postinst may have started them, and only then: an init script
   # stops every process of its binary, the node's etcd and containerd among them.
-  for svc in etcd knot postfix containerd prometheus; do
+  for svc in etcd knot postfix containerd prometheus slapd; do
     as_root service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

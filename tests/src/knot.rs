@@ -2,12 +2,11 @@
 //! for one key on its zones.
 
 use crate::control_plane::{HarnessError, Lifetime};
-use crate::process::{Guarded, free_port, spawn_tied};
+use crate::process::{Guarded, append_log, free_port, run_with_input, spawn_tied, wait_listening};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The TSIG key every test server trusts (base64 of 32 bytes; test-only material).
 pub const TSIG_KEY_NAME: &str = "mx-operator";
@@ -113,14 +112,7 @@ impl Knot {
 
     /// (Re)starts the server and waits until it answers.
     pub fn resume(&mut self) -> Result<(), HarnessError> {
-        let log = fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("knot.log"))
-            .map_err(|source| HarnessError::Io {
-                what: "opening knot.log".into(),
-                source,
-            })?;
+        let log = append_log(&self.dir.join("knot.log"))?;
         let stderr = log.try_clone().map_err(|source| HarnessError::Io {
             what: "log handle".into(),
             source,
@@ -154,21 +146,7 @@ impl Knot {
         } else {
             self.server = Some(Guarded::new("knotd", child));
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(self.address).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(HarnessError::Command {
-            command: "knotd".into(),
-            stderr: format!(
-                "did not listen on {}; see {}/knot.log",
-                self.address,
-                self.dir.display()
-            ),
-        })
+        wait_listening("knotd", self.address, &self.dir.join("knot.log"))
     }
 
     /// `kdig` answer lines for `name` `type` from this server.
@@ -200,37 +178,6 @@ impl Knot {
             self.address.ip(),
             self.address.port()
         );
-        let mut child = Command::new("knsupdate")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| HarnessError::Io {
-                what: "running knsupdate".into(),
-                source,
-            })?;
-        if let Some(stdin) = child.stdin.as_mut() {
-            use std::io::Write;
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|source| HarnessError::Io {
-                    what: "writing to knsupdate".into(),
-                    source,
-                })?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|source| HarnessError::Io {
-                what: "knsupdate".into(),
-                source,
-            })?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(HarnessError::Command {
-                command: "knsupdate".into(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            })
-        }
+        run_with_input(Command::new("knsupdate"), &script)
     }
 }

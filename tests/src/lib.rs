@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod helm;
 pub mod knot;
 pub mod kubectl;
+pub mod ldap;
 pub mod lifecycle;
 pub mod node;
 pub mod operator;

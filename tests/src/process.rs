@@ -84,6 +84,72 @@ impl Drop for Guarded {
     }
 }
 
+/// Runs `command` with `input` on its standard input; its standard error is the error when
+/// it fails.
+pub fn run_with_input(
+    mut command: std::process::Command,
+    input: &str,
+) -> Result<(), crate::HarnessError> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let tool = command.get_program().to_string_lossy().into_owned();
+    let io = |what: String| move |source| crate::HarnessError::Io { what, source };
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io(format!("starting {tool}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(io(format!("feeding {tool}")))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(io(format!("waiting for {tool}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(crate::HarnessError::Command {
+            command: tool,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// `path` opened for appending (created if need be): a server's log.
+pub fn append_log(path: &std::path::Path) -> Result<std::fs::File, crate::HarnessError> {
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| crate::HarnessError::Io {
+            what: format!("opening {}", path.display()),
+            source,
+        })
+}
+
+/// Waits up to 15 s until `server` (started with its log at `log`) accepts connections at
+/// `address`.
+pub fn wait_listening(
+    server: &str,
+    address: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> Result<(), crate::HarnessError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(crate::HarnessError::Command {
+        command: server.into(),
+        stderr: format!("did not listen on {address}; see {}", log.display()),
+    })
+}
+
 /// A free TCP port on 127.0.0.1 (the kernel picks it; the listener is closed again).
 pub fn free_port() -> io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;

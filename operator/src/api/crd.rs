@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn conditions_are_a_list_map_keyed_by_type() {
         let yaml = all_as_yaml().unwrap();
-        assert_eq!(yaml.matches("x-kubernetes-list-type: map").count(), 5);
+        assert_eq!(yaml.matches("x-kubernetes-list-type: map").count(), 6);
         assert!(yaml.contains("x-kubernetes-validations"));
         assert_eq!(yaml.matches("\n---\n").count() + 1, 3);
     }

@@ -201,6 +201,11 @@ pub struct Recipients {
     /// A Secret key in the same format, for address lists that must not be world-readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<KeyRef>,
+    /// The primary's directory (LDAP, LDAPS or StartTLS), searched every `refreshInterval`
+    /// for the domain's addresses. The list in force is the last search that succeeded;
+    /// `maxAge` counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapSource>,
     /// Accept mail for every address of the domain. Off by default: a catch-all backup MX
     /// accepts spam for non-existent users and bounces it later to forged senders
     /// (backscatter). Turn it on only if the primary accepts every address too.
@@ -210,6 +215,147 @@ pub struct Recipients {
     /// the domain instead of trusting stale data, for example `24h`. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+}
+
+/// A directory that holds the domain's addresses.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LdapSource {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    #[serde(default, rename = "startTLS")]
+    pub start_tls: bool,
+    /// A Secret key (same namespace) holding the PEM certificates of the CAs the server's
+    /// certificate is checked against. Unset: the system's CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
+    /// The DN to bind as, for example `cn=mx-backup,ou=services,dc=example,dc=com`.
+    #[serde(rename = "bindDN")]
+    pub bind_dn: String,
+    /// A Secret key (same namespace) holding the bind password.
+    pub password_secret_ref: KeyRef,
+    /// Where the search starts (subtree), for example `ou=people,dc=example,dc=com`.
+    #[serde(rename = "baseDN")]
+    pub base_dn: String,
+    /// Which entries hold addresses.
+    #[serde(default = "default_ldap_filter")]
+    pub filter: String,
+    /// The attributes whose values are addresses. Values of `proxyAddresses` style carry a
+    /// type: `smtp:` and `SMTP:` are addresses, other types (`X500:`, `SIP:`) are skipped.
+    /// Addresses of other domains are skipped.
+    #[serde(default = "default_ldap_attributes")]
+    #[schemars(length(min = 1, max = 16))]
+    pub attributes: Vec<String>,
+    /// Entries asked for per page of a paged search.
+    #[serde(default = "default_ldap_page_size")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub page_size: u32,
+    /// How often the directory is searched again, for example `15m`.
+    #[serde(default = "default_ldap_refresh")]
+    pub refresh_interval: String,
+    /// Skip values that are not valid addresses (each is reported by entry and attribute)
+    /// instead of keeping the last good list in force.
+    #[serde(default)]
+    pub skip_invalid: bool,
+}
+
+fn default_ldap_filter() -> String {
+    "(mail=*)".into()
+}
+
+fn default_ldap_attributes() -> Vec<String> {
+    vec!["mail".into()]
+}
+
+fn default_ldap_page_size() -> u32 {
+    500
+}
+
+fn default_ldap_refresh() -> String {
+    "15m".into()
+}
+
+/// Directories are not searched more often than this: a busy directory is the primary's.
+const MIN_LDAP_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl LdapSource {
+    /// Whether the connection is TLS from the start (`ldaps://`).
+    pub fn ldaps(&self) -> bool {
+        self.url.starts_with("ldaps://")
+    }
+
+    /// How often the directory is searched; the default where `refreshInterval` does not
+    /// parse (validation reports it).
+    pub fn refresh(&self) -> std::time::Duration {
+        parse_duration(&self.refresh_interval)
+            .unwrap_or(std::time::Duration::from_secs(900))
+            .max(MIN_LDAP_REFRESH)
+    }
+
+    fn validate_into(&self, path: &str, problems: &mut Problems) {
+        let authority = ["ldap://", "ldaps://"]
+            .iter()
+            .find_map(|scheme| self.url.strip_prefix(scheme))
+            .map(|rest| rest.strip_suffix('/').unwrap_or(rest));
+        match authority {
+            Some(authority)
+                if !authority.is_empty() && !authority.contains(['/', '?', '#', '@', ' ']) => {}
+            _ => problems.push(
+                format!("{path}.url"),
+                format!(
+                    "{:?} is not an LDAP server URL: ldap://host[:port] or ldaps://host[:port]",
+                    self.url
+                ),
+            ),
+        }
+        if self.start_tls && self.ldaps() {
+            problems.push(
+                format!("{path}.startTLS"),
+                "an ldaps:// connection is TLS already: use ldap:// with startTLS",
+            );
+        }
+        for (field, dn) in [("bindDN", &self.bind_dn), ("baseDN", &self.base_dn)] {
+            if dn.trim().is_empty() || dn.contains(['\n', '\r']) {
+                problems.push(format!("{path}.{field}"), "must be a DN on one line");
+            }
+        }
+        let filter = self.filter.trim();
+        if !(filter.starts_with('(') && filter.ends_with(')')) {
+            problems.push(
+                format!("{path}.filter"),
+                format!("{:?} is not an LDAP filter: it is one parenthesised expression, for example (mail=*)", self.filter),
+            );
+        }
+        for (i, attribute) in self.attributes.iter().enumerate() {
+            let mut chars = attribute.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !valid {
+                problems.push(
+                    format!("{path}.attributes[{i}]"),
+                    format!("{attribute:?} is not an attribute name"),
+                );
+            }
+        }
+        match parse_duration(&self.refresh_interval) {
+            Ok(refresh) if refresh < MIN_LDAP_REFRESH => problems.push(
+                format!("{path}.refreshInterval"),
+                format!("must be at least {} s", MIN_LDAP_REFRESH.as_secs()),
+            ),
+            Ok(_) => {}
+            Err(message) => problems.push(format!("{path}.refreshInterval"), message),
+        }
+        for (field, reference) in [
+            ("passwordSecretRef", Some(&self.password_secret_ref)),
+            ("caSecretRef", self.ca_secret_ref.as_ref()),
+        ] {
+            if let Some(reference) = reference {
+                problems.k8s_name(format!("{path}.{field}.name"), &reference.name);
+                problems.k8s_key(format!("{path}.{field}.key"), &reference.key);
+            }
+        }
+    }
 }
 
 /// The acceptance policy of the domain.
@@ -324,6 +470,33 @@ pub struct MailDomainStatus {
     /// a steady queue costs no writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueuedMail>,
+    /// The recipient sources the operator syncs itself (`spec.recipients.ldap`): what the
+    /// last sync found, and why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["source"]))]
+    pub recipient_sources: Vec<RecipientSourceStatus>,
+}
+
+/// One synced recipient source.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipientSourceStatus {
+    /// `ldap`.
+    pub source: String,
+    /// Addresses of the domain in the list in force (the last successful sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<i64>,
+    /// When the list in force was read; `maxAge` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Why the last attempt failed: `AuthFailed`, `Unreachable`, `TLSFailed`,
+    /// `SearchFailed`, `InvalidEntries`, `TooLarge`, `CredentialsMissing`; absent when it
+    /// succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What failed, or what a successful sync skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Mail a gateway's replicas hold for a domain, as their agents last read the queue.
@@ -432,11 +605,12 @@ impl MailDomainSpec {
         if recipients.inline.is_empty()
             && recipients.config_map_ref.is_none()
             && recipients.secret_ref.is_none()
+            && recipients.ldap.is_none()
             && !recipients.catch_all
         {
             problems.push(
                 "spec.recipients",
-                "names no recipients: list them (inline, configMapRef or secretRef) or set catchAll: true",
+                "names no recipients: list them (inline, configMapRef, secretRef or ldap) or set catchAll: true",
             );
         }
         let inline = problems.check(
@@ -462,6 +636,9 @@ impl MailDomainSpec {
         }
         if let Some(max_age) = &recipients.max_age {
             problems.check("spec.recipients.maxAge", parse_duration(max_age));
+        }
+        if let Some(ldap) = &recipients.ldap {
+            ldap.validate_into("spec.recipients.ldap", problems);
         }
     }
 

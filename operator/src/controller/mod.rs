@@ -6,6 +6,7 @@ mod changes;
 mod claims;
 mod context;
 mod digests;
+mod directories;
 mod dnsprovider;
 mod draining;
 mod error;

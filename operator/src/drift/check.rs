@@ -284,6 +284,7 @@ mod tests {
             prober: Arc::new(Answers),
             updater: Arc::new(Tcp),
             agents: Arc::new(crate::net::agent::Http::new(Duration::from_secs(1))),
+            directory: Arc::new(crate::net::ldap::Ldap),
         };
         let server: SocketAddr = ([192, 0, 2, 53], 53).into();
         let expectation = Expectation {

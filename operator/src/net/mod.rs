@@ -1,9 +1,10 @@
-//! The network layer: DNS lookups, RFC 2136 updates, the SMTP probe and the agents'
-//! `/status`. The controllers
+//! The network layer: DNS lookups, RFC 2136 updates, the SMTP probe, the agents'
+//! `/status` and directory searches. The controllers
 //! and the drift checks hold them behind these traits, so tests can give fakes; the
 //! implementations here speak to real servers.
 
 pub mod agent;
+pub mod ldap;
 pub mod resolver;
 pub mod rfc2136;
 pub mod smtp;
@@ -94,6 +95,7 @@ pub struct Network {
     pub prober: std::sync::Arc<dyn Prober>,
     pub updater: std::sync::Arc<dyn Updater>,
     pub agents: std::sync::Arc<dyn AgentStatus>,
+    pub directory: std::sync::Arc<dyn ldap::Directory>,
 }
 
 impl Network {
@@ -105,6 +107,7 @@ impl Network {
             prober: std::sync::Arc::new(smtp::Smtp),
             updater: std::sync::Arc::new(rfc2136::Tcp),
             agents: std::sync::Arc::new(agent::Http::new(dns_timeout)),
+            directory: std::sync::Arc::new(ldap::Ldap),
         }
     }
 }

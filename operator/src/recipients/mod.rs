@@ -1,5 +1,7 @@
 //! Recipient lists: the exact addresses a gateway accepts for a domain, merged from the
-//! inline list and the referenced ConfigMap and Secret.
+//! inline list, the referenced ConfigMap and Secret, and the directory.
+
+pub mod ldap;
 
 use crate::api::validate::normalize_address;
 use std::collections::BTreeSet;
@@ -41,6 +43,15 @@ pub fn parse_list(
     if problems.is_empty() {
         return Ok(addresses);
     }
+    Err(InvalidList {
+        source_name: source_name.to_string(),
+        count: problems.len(),
+        quoted: quoted(&problems),
+    })
+}
+
+/// The first few `problems`, and how many more there are.
+pub(crate) fn quoted(problems: &[String]) -> String {
     let mut quoted = problems
         .iter()
         .take(QUOTED_PROBLEMS)
@@ -50,11 +61,7 @@ pub fn parse_list(
     if problems.len() > QUOTED_PROBLEMS {
         quoted.push_str(&format!("; and {} more", problems.len() - QUOTED_PROBLEMS));
     }
-    Err(InvalidList {
-        source_name: source_name.to_string(),
-        count: problems.len(),
-        quoted,
-    })
+    quoted
 }
 
 /// A short, stable fingerprint of a recipient set, shown in status so that a person can

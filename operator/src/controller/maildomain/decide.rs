@@ -237,7 +237,15 @@ fn decide_or_fail(
         }
     };
 
-    let recipients = match recipients::merge(domain, &normalized, namespace, &inputs.lists, now) {
+    let merged = recipients::merge(
+        domain,
+        &normalized,
+        namespace,
+        &inputs.lists,
+        inputs.directory.as_ref(),
+        now,
+    );
+    let recipients = match merged {
         Ok(recipients) => recipients,
         Err(problem) => {
             let ready = Desired::new(
@@ -249,7 +257,12 @@ fn decide_or_fail(
             return Ok(Decision::report(
                 vec![no_conflict(), problem.on(RECIPIENTS_SYNCED)],
                 ready,
-                Action::requeue(inputs.resync),
+                Action::requeue(
+                    inputs
+                        .directory
+                        .as_ref()
+                        .map_or(inputs.resync, |d| d.next_in.min(inputs.resync)),
+                ),
             ));
         }
     };
@@ -447,10 +460,14 @@ fn relayed(
         after_dns.push(verdict.on(OWNERSHIP_VERIFIED));
         proof
     });
-    let requeue = [recipients.becomes_stale_in, departure.due_in]
-        .into_iter()
-        .flatten()
-        .fold(inputs.resync, Duration::min);
+    let requeue = [
+        recipients.becomes_stale_in,
+        departure.due_in,
+        recipients.refresh_in,
+    ]
+    .into_iter()
+    .flatten()
+    .fold(inputs.resync, Duration::min);
     Ok(Decision {
         finalizer: !same_namespace || domain.spec.dns.is_some(),
         relay: Some(relay),
@@ -925,6 +942,80 @@ mod tests {
         assert_eq!(decision.status.relayed.unwrap().count, 2);
         // 3 minutes (and a second) left: sooner than the resync.
         assert_eq!(decision.requeue, Action::requeue(Duration::from_secs(181)));
+    }
+
+    #[test]
+    fn a_directory_serves_its_last_good_list_and_none_before_its_first() {
+        use super::super::super::directories::{DirectoryState, InForce};
+        use crate::recipients::ldap::DirectoryError;
+        let domain = fixtures::domain(json!({"spec": {"recipients": {"maxAge": "5m", "ldap": {
+            "url": "ldap://ldap.example.com", "bindDN": "cn=mx", "baseDN": "dc=example,dc=com",
+            "passwordSecretRef": {"name": "ldap", "key": "password"}}}}}));
+        let listed = |minutes_ago: i64| InForce {
+            addresses: std::sync::Arc::new(
+                ["carol@example.com", "dave@example.com"]
+                    .map(String::from)
+                    .into(),
+            ),
+            at: Timestamp::from_second(now().as_second() - minutes_ago * 60).unwrap(),
+            skipped: None,
+        };
+        let with = |in_force: Option<InForce>, error: Option<DirectoryError>| Inputs {
+            directory: Some(DirectoryState {
+                url: "ldap://ldap.example.com".into(),
+                in_force,
+                error,
+                next_in: Duration::from_secs(60),
+            }),
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        let refused = DirectoryError::AuthFailed("invalid credentials".into());
+
+        let never = decide(&domain, &with(None, Some(refused.clone())), now());
+        assert_eq!(ready(&never).verdict.reason, "AuthFailed");
+        assert!(
+            ready(&never)
+                .verdict
+                .message
+                .contains("no search of the directory ldap://ldap.example.com has succeeded"),
+            "{}",
+            ready(&never).verdict.message
+        );
+        assert!(
+            never.relay.is_none(),
+            "the list at the gateway is not touched"
+        );
+        assert_eq!(never.requeue, Action::requeue(Duration::from_secs(60)));
+
+        let fresh = decide(&domain, &with(Some(listed(2)), None), now());
+        assert_eq!(ready(&fresh).verdict.reason, "Relayed");
+        let relayed = fresh.status.relayed.as_ref().unwrap();
+        assert_eq!(relayed.count, 3, "inline and directory merged");
+        assert_eq!(fresh.requeue, Action::requeue(Duration::from_secs(60)));
+
+        let failing = decide(
+            &domain,
+            &with(Some(listed(3)), Some(refused.clone())),
+            now(),
+        );
+        assert_eq!(ready(&failing).verdict.reason, "Relayed");
+        let synced = failing
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RECIPIENTS_SYNCED)
+            .unwrap();
+        assert!(
+            synced
+                .verdict
+                .message
+                .contains("the last search failed: AuthFailed"),
+            "{}",
+            synced.verdict.message
+        );
+
+        let stale = decide(&domain, &with(Some(listed(6)), Some(refused)), now());
+        assert_eq!(ready(&stale).verdict.reason, "Stale");
+        assert!(stale.relay.is_some(), "rendered in Stale mode (4xx)");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Everything a MailDomain's decision depends on, gathered before anything is decided:
-//! from the operator's caches, plus the two reads no cache holds (the referenced recipient
-//! lists, and an ownership proof's TXT record while the claim is unproved).
+//! from the operator's caches, plus the reads no cache holds (the referenced recipient
+//! lists, the directory when a sync is due, and an ownership proof's TXT record while the
+//! claim is unproved).
 
 use super::super::context::{Context, Error};
 use super::super::digests::Digest;
@@ -38,6 +39,8 @@ pub struct Inputs {
     pub ownership_txt: Option<Result<Vec<String>, String>>,
     /// The referenced recipient lists, in spec order (ConfigMap, then Secret).
     pub lists: Vec<ListSource>,
+    /// The directory the domain names: its list in force and its last attempt.
+    pub directory: Option<super::super::directories::DirectoryState>,
     /// Whether drift checks run, and what the last one saw of this domain.
     pub drift_on: bool,
     pub observation: Option<Observation>,
@@ -151,6 +154,10 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         }
     }
     inputs.lists = lists(domain, ctx, &namespace).await?;
+    inputs.directory = ctx
+        .directories
+        .sync(domain, ctx, &namespace, &normalized)
+        .await?;
     inputs.relay_live = ctx.relays.get(
         gateway_namespace,
         &crate::manifests::relay::relay_configmap_name(&normalized),

@@ -69,7 +69,8 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         }
     };
     let dns_failed = status::dns_failed(&applied);
-    status::write(domain, ctx, &decision, applied, inputs.held).await?;
+    let sources = inputs.directory.iter().map(|d| d.status()).collect();
+    status::write(domain, ctx, &decision, applied, inputs.held, sources).await?;
     if dns_failed {
         return Ok(Action::requeue(ctx.settings.resync.min(decide::RETRY)));
     }

@@ -1,6 +1,8 @@
-//! A domain's recipient list: the inline addresses merged with the referenced lists, and
-//! whether the oldest of them is past `recipients.maxAge`. Pure.
+//! A domain's recipient list: the inline addresses merged with the referenced lists and the
+//! directory's list in force, and whether the oldest of them is past `recipients.maxAge`.
+//! Pure.
 
+use super::super::directories::DirectoryState;
 use super::fetch::ListSource;
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
@@ -23,6 +25,8 @@ pub struct Recipients {
     /// Set to the age when a referenced list is older than `maxAge`.
     pub stale: Option<String>,
     pub becomes_stale_in: Option<Duration>,
+    /// When the directory is searched again.
+    pub refresh_in: Option<Duration>,
 }
 
 /// Merges the inline list with the referenced ones. `Err` is a problem the user can fix:
@@ -32,6 +36,7 @@ pub fn merge(
     normalized: &str,
     namespace: &str,
     lists: &[ListSource],
+    directory: Option<&DirectoryState>,
     now: Timestamp,
 ) -> Result<Recipients, Verdict> {
     let spec = &domain.spec.recipients;
@@ -71,6 +76,35 @@ pub fn merge(
             oldest = Some((age, label));
         }
     }
+    if let Some(directory) = directory {
+        let url = &directory.url;
+        let Some(list) = &directory.in_force else {
+            let (reason, why) = match &directory.error {
+                Some(error) => (error.reason(), error.to_string()),
+                None => ("RecipientsNotSynced", "not searched yet".to_string()),
+            };
+            return Err(Verdict::failed(
+                reason,
+                format!(
+                    "no search of the directory {url} has succeeded since the operator started: {why}"
+                ),
+            ));
+        };
+        let mut described = format!("{} from LDAP {url}", list.addresses.len());
+        if let Some(error) = &directory.error {
+            described.push_str(&format!(
+                " (searched at {}; the last search failed: {})",
+                list.at,
+                error.reason()
+            ));
+        }
+        sources.push(described);
+        addresses.extend(list.addresses.iter().cloned());
+        let age = Duration::try_from(now.duration_since(list.at)).unwrap_or_default();
+        if oldest.as_ref().is_none_or(|(o, _)| age > *o) {
+            oldest = Some((age, format!("the directory {url}")));
+        }
+    }
     let (stale, becomes_stale_in) = match (max_age, &oldest) {
         (Some(max), Some((age, label))) if *age > max => (
             Some(format!("{label}: last updated {}s ago", age.as_secs())),
@@ -87,6 +121,7 @@ pub fn merge(
         described: sources.join(", "),
         stale,
         becomes_stale_in,
+        refresh_in: directory.map(|d| d.next_in),
     })
 }
 

@@ -9,7 +9,7 @@ use super::dns::DnsProblem;
 use super::fetch::HeldMail;
 use crate::api::MailDomain;
 use crate::api::conditions::{DNS_SYNCED, Desired, OWNERSHIP_VERIFIED, READY, RELAY_CONFIGURED};
-use crate::api::domain::MailDomainStatus;
+use crate::api::domain::{MailDomainStatus, RecipientSourceStatus};
 use crate::drift::decide::summary;
 use kube::runtime::reflector::ObjectRef;
 use std::sync::Arc;
@@ -77,6 +77,7 @@ pub async fn write(
     decision: &Decision,
     applied: Applied,
     held: HeldMail,
+    sources: Vec<RecipientSourceStatus>,
 ) -> Result<(), Error> {
     let fresher = freshest(domain, ctx);
     let domain = fresher.as_deref().unwrap_or(domain);
@@ -112,6 +113,7 @@ pub async fn write(
             }
             status.draining = held.draining;
             status.queue = held.queue;
+            status.recipient_sources = sources;
             if change.drift_summary {
                 status.drift = Some(summary(&status.conditions));
             }

@@ -1,0 +1,264 @@
+//! A directory's entries → the domain's addresses, and what can go wrong on the way. Pure:
+//! the search itself is `net::ldap`'s.
+
+use super::quoted;
+use crate::api::validate::{normalize_address, normalize_domain};
+use std::collections::{BTreeSet, HashMap};
+
+/// Why a sync of a directory failed; [`DirectoryError::reason`] is the status reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{0}")]
+    CredentialsMissing(String),
+    #[error("cannot reach the directory: {0}")]
+    Unreachable(String),
+    #[error("TLS with the directory failed: {0}")]
+    TlsFailed(String),
+    #[error("the directory refused the bind: {0}")]
+    AuthFailed(String),
+    #[error("the search failed: {0}")]
+    SearchFailed(String),
+    #[error("{count} value(s) are not addresses: {quoted}")]
+    InvalidEntries { count: usize, quoted: String },
+    #[error("the directory holds more than {limit} addresses of the domain")]
+    TooLarge { limit: usize },
+}
+
+impl DirectoryError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::CredentialsMissing(_) => "CredentialsMissing",
+            Self::Unreachable(_) => "Unreachable",
+            Self::TlsFailed(_) => "TLSFailed",
+            Self::AuthFailed(_) => "AuthFailed",
+            Self::SearchFailed(_) => "SearchFailed",
+            Self::InvalidEntries { .. } => "InvalidEntries",
+            Self::TooLarge { .. } => "TooLarge",
+        }
+    }
+}
+
+/// What one search gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extracted {
+    pub addresses: BTreeSet<String>,
+    /// Entries the search returned.
+    pub entries: usize,
+    /// Addresses of other domains, and values of other types (`X500:`), skipped.
+    pub elsewhere: usize,
+    /// Values that are not addresses, by entry and attribute (never the value itself: it
+    /// may be half an address).
+    pub invalid: Vec<String>,
+}
+
+impl Extracted {
+    /// The list, or why it is refused: invalid values refuse it unless `skip_invalid`.
+    pub fn accepted(self, skip_invalid: bool) -> Result<Self, DirectoryError> {
+        if self.invalid.is_empty() || skip_invalid {
+            return Ok(self);
+        }
+        Err(DirectoryError::InvalidEntries {
+            count: self.invalid.len(),
+            quoted: quoted(&self.invalid),
+        })
+    }
+
+    /// What a successful sync skipped, for status; `None` when it skipped nothing.
+    pub fn skipped(&self) -> Option<String> {
+        (!self.invalid.is_empty()).then(|| {
+            format!(
+                "skipped {} value(s) that are not addresses: {}",
+                self.invalid.len(),
+                quoted(&self.invalid)
+            )
+        })
+    }
+}
+
+/// Collects the addresses of `domain` from entries as a search returns them, so that no
+/// more than the addresses themselves is held.
+pub struct Extractor {
+    domain: String,
+    /// Lower-cased: LDAP attribute names are case-insensitive.
+    attributes: Vec<String>,
+    limit: usize,
+    extracted: Extracted,
+}
+
+impl Extractor {
+    /// `domain` normalized; at most `limit` addresses are taken.
+    pub fn new(domain: &str, attributes: &[String], limit: usize) -> Self {
+        Self {
+            domain: domain.to_string(),
+            attributes: attributes.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            limit,
+            extracted: Extracted::default(),
+        }
+    }
+
+    /// Takes the addresses of one entry.
+    pub fn entry(
+        &mut self,
+        dn: &str,
+        attributes: &HashMap<String, Vec<String>>,
+    ) -> Result<(), DirectoryError> {
+        self.extracted.entries += 1;
+        for (name, values) in attributes {
+            if !self.attributes.contains(&name.to_ascii_lowercase()) {
+                continue;
+            }
+            for value in values {
+                match self.address(value) {
+                    Value::Address(address) => {
+                        self.extracted.addresses.insert(address);
+                        if self.extracted.addresses.len() > self.limit {
+                            return Err(DirectoryError::TooLarge { limit: self.limit });
+                        }
+                    }
+                    Value::Elsewhere => self.extracted.elsewhere += 1,
+                    Value::Invalid(why) => self
+                        .extracted
+                        .invalid
+                        .push(format!("entry {dn:?} attribute {name}: {why}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Extracted {
+        self.extracted
+    }
+
+    fn address(&self, value: &str) -> Value {
+        let value = value.trim();
+        // `smtp:alias@example.com` (proxyAddresses): a type before the first colon, where
+        // an address has none before its `@`.
+        let value = match value.split_once(':') {
+            Some((kind, rest)) if !kind.contains('@') => {
+                if !kind.eq_ignore_ascii_case("smtp") {
+                    return Value::Elsewhere;
+                }
+                rest
+            }
+            _ => value,
+        };
+        let Some((_, domain)) = value.rsplit_once('@') else {
+            return Value::Invalid("not an address (no @)".into());
+        };
+        match normalize_domain(domain) {
+            Ok(domain) if domain == self.domain => match normalize_address(value, &self.domain) {
+                Ok(address) => Value::Address(address),
+                Err(why) => Value::Invalid(why),
+            },
+            Ok(_) => Value::Elsewhere,
+            Err(_) => Value::Invalid("the part after @ is not a domain name".into()),
+        }
+    }
+}
+
+enum Value {
+    Address(String),
+    Elsewhere,
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(name, values)| {
+                let values = values.iter().map(|v| v.to_string()).collect();
+                (name.to_string(), values)
+            })
+            .collect()
+    }
+
+    fn attributes(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn addresses_of_the_domain_from_the_named_attributes_only() {
+        let mut extractor =
+            Extractor::new("example.com", &attributes(&["mail", "proxyAddresses"]), 100);
+        let alice = entry(&[
+            ("mail", &["Alice@Example.COM"]),
+            (
+                "proxyaddresses",
+                &[
+                    "SMTP:alice.smith@example.com",
+                    "smtp:al@example.com",
+                    "X500:/o=Example/ou=Users/cn=alice",
+                    "smtp:alice@other.example",
+                ],
+            ),
+            ("telephoneNumber", &["+1 555 0100"]),
+            ("description", &["bob@example.com"]),
+        ]);
+        extractor.entry("uid=alice,ou=people", &alice).unwrap();
+        let bob = entry(&[("mail", &["bob@example.com", "bob@example.com"])]);
+        extractor.entry("uid=bob,ou=people", &bob).unwrap();
+        let extracted = extractor.finish();
+        assert_eq!(
+            extracted.addresses,
+            BTreeSet::from(
+                [
+                    "al@example.com",
+                    "alice.smith@example.com",
+                    "alice@example.com",
+                    "bob@example.com"
+                ]
+                .map(String::from)
+            )
+        );
+        assert_eq!((extracted.entries, extracted.elsewhere), (2, 2));
+        assert!(extracted.invalid.is_empty());
+        assert_eq!(extracted.clone().accepted(false), Ok(extracted));
+    }
+
+    #[test]
+    fn an_invalid_value_refuses_the_list_unless_skipping_is_asked_for() {
+        let mut extractor = Extractor::new("example.com", &attributes(&["mail"]), 100);
+        let values = entry(&[("mail", &["carol", "x@exa mple.com", "dave@example.com"])]);
+        extractor.entry("uid=carol", &values).unwrap();
+        let extracted = extractor.finish();
+        assert_eq!(extracted.invalid.len(), 2);
+        assert!(
+            extracted.invalid[0].starts_with("entry \"uid=carol\" attribute mail: not an address"),
+            "{:?}",
+            extracted.invalid
+        );
+        let refused = extracted.clone().accepted(false).unwrap_err();
+        assert_eq!(refused.reason(), "InvalidEntries");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("2 value(s) are not addresses: entry")
+        );
+        assert!(
+            !refused.to_string().contains("carol\"attribute"),
+            "{refused}"
+        );
+        let skipped = extracted.accepted(true).unwrap();
+        assert_eq!(skipped.addresses.len(), 1);
+        assert!(skipped.skipped().unwrap().starts_with("skipped 2 value(s)"));
+    }
+
+    #[test]
+    fn a_directory_larger_than_the_limit_is_refused_as_it_is_read() {
+        let mut extractor = Extractor::new("example.com", &attributes(&["mail"]), 2);
+        for name in ["a", "b"] {
+            let values = entry(&[("mail", &[&format!("{name}@example.com")])]);
+            extractor.entry(name, &values).unwrap();
+        }
+        let third = entry(&[("mail", &["c@example.com"])]);
+        assert_eq!(
+            extractor.entry("c", &third),
+            Err(DirectoryError::TooLarge { limit: 2 })
+        );
+    }
+}

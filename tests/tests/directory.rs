@@ -1,0 +1,215 @@
+//! Recipients synced from the primary's directory: a real OpenLDAP slapd with thousands of
+//! entries (more than its size limit lets one search return), the operator on the real API
+//! server, and a gateway replica whose real Postfix answers RCPT from the synced list.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use mx_operator::api::domain::RecipientSourceStatus;
+use mx_operator::api::{MailDomain, MailGateway};
+use mx_operator_tests::fixtures::{apply, domain, gateway};
+use mx_operator_tests::gateway::Gateway;
+use mx_operator_tests::ldap::{Person, SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
+use mx_operator_tests::operator::namespace_with_operator;
+use mx_operator_tests::smtp::{Sink, rcpt_reply};
+use mx_operator_tests::wait::until;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const PEOPLE: usize = 3_000;
+
+/// `user<i>@dir.example` for everyone; every tenth also has `proxyAddresses` with a typed
+/// primary address, an alias and an X.500 address; every seventh a mail address of
+/// another domain.
+fn people() -> Vec<Person> {
+    (0..PEOPLE)
+        .map(|i| Person {
+            uid: format!("user{i}"),
+            mail: std::iter::once(format!("user{i}@dir.example"))
+                .chain((i % 7 == 0).then(|| format!("user{i}@other.example")))
+                .collect(),
+            proxy_addresses: if i % 10 == 0 {
+                vec![
+                    format!("SMTP:first.last{i}@Dir.Example"),
+                    format!("smtp:alias{i}@dir.example"),
+                    format!("X500:/o=Dir/ou=people/cn=user{i}"),
+                ]
+            } else {
+                vec![]
+            },
+        })
+        .collect()
+}
+
+async fn answer(smtp: SocketAddr, recipient: &str, expected: impl Fn(u16) -> bool) -> u16 {
+    until(
+        LIMIT,
+        &format!("the answer to RCPT {recipient}"),
+        || async {
+            rcpt_reply(smtp, "sender@client.test", recipient)
+                .ok()
+                .map(|reply| reply.code)
+                .filter(|code| expected(*code))
+        },
+    )
+    .await
+}
+
+async fn source_shows(
+    domains: &kube::Api<MailDomain>,
+    what: &str,
+    check: impl Fn(&RecipientSourceStatus) -> bool,
+) -> RecipientSourceStatus {
+    until(LIMIT, what, || async {
+        let domain = domains.get("dir").await.ok()?;
+        let source = domain.status?.recipient_sources.into_iter().next()?;
+        check(&source).then_some(source)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_directory_is_synced_in_pages_and_its_changes_and_failures_reach_the_smtp_port() {
+    let sink = Sink::start().unwrap();
+    let (plane, ns) = namespace_with_operator("directory").await;
+    let mut slapd =
+        Slapd::start(&plane.dir.join(format!("slapd-{}", ns.name)), &people()).expect("slapd");
+    apply::<Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap"},
+               "stringData": {"password": SERVICE_PASSWORD}}),
+    )
+    .await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    let ldap = json!({
+        "url": slapd.url, "bindDN": SERVICE_DN, "baseDN": format!("ou=people,{SUFFIX}"),
+        "filter": "(objectClass=inetOrgPerson)", "attributes": ["mail", "proxyAddresses"],
+        "passwordSecretRef": {"name": "ldap", "key": "password"},
+        "pageSize": 200, "refreshInterval": "10s",
+    });
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "dir",
+            "dir.example",
+            json!({"primary": {"host": sink.address.ip().to_string(), "port": sink.address.port(), "tls": "None"},
+                   "recipients": {"ldap": ldap}}),
+        ),
+    )
+    .await;
+    let domains = ns.api::<MailDomain>();
+    // Everyone's address, and the tenth's two proxy addresses; not the other domain's, nor
+    // the X.500 ones.
+    let expected = PEOPLE + 2 * PEOPLE / 10;
+    let first = source_shows(&domains, "the first sync", |s| {
+        s.addresses == Some(expected as i64)
+    })
+    .await;
+    assert_eq!(first.reason, None, "{first:?}");
+    let synced_at = first.last_success.clone().expect("lastSuccess");
+    let relayed = until(LIMIT, "the merged count", || async {
+        let status = domains.get("dir").await.ok()?.status?;
+        (status.recipient_count == Some(expected as i64 + 1)).then_some(status)
+    })
+    .await;
+    assert!(relayed.recipients_hash.is_some());
+
+    let gateway = Gateway::start(
+        &plane.dir.join(format!("gateway-{}-edge", ns.name)),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
+    )
+    .await
+    .expect("gateway replica");
+    let smtp = gateway.smtp;
+    for known in [
+        "user0@dir.example",
+        &format!("user{}@dir.example", PEOPLE - 1),
+        "first.last2990@dir.example",
+        "alias20@dir.example",
+        "alice@dir.example",
+    ] {
+        answer(smtp, known, |code| code == 250).await;
+    }
+    for unknown in [
+        "user1@other.example",
+        "nobody@dir.example",
+        "alias21@dir.example",
+    ] {
+        let code = answer(smtp, unknown, |code| code != 250).await;
+        assert!((500..600).contains(&code), "{unknown}: {code}");
+    }
+
+    // The directory changes; the next sync (10 s) brings it to the SMTP port.
+    slapd
+        .add(&Person {
+            uid: "newcomer".into(),
+            mail: vec!["newcomer@dir.example".into()],
+            proxy_addresses: vec![],
+        })
+        .expect("ldapadd");
+    slapd.delete("user5").expect("ldapdelete");
+    answer(smtp, "newcomer@dir.example", |code| code == 250).await;
+    answer(smtp, "user5@dir.example", |code| code == 550).await;
+
+    // A wrong password: the sync fails as AuthFailed, and the last good list keeps serving.
+    let wrong = json!({"stringData": {"password": "not-the-password"}});
+    ns.api::<Secret>()
+        .patch("ldap", &PatchParams::default(), &Patch::Merge(&wrong))
+        .await
+        .expect("Secret patch");
+    let refused = source_shows(&domains, "AuthFailed", |s| {
+        s.reason.as_deref() == Some("AuthFailed")
+    })
+    .await;
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("invalid credentials"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.addresses,
+        Some(expected as i64),
+        "the list in force"
+    );
+    assert!(refused.last_success.unwrap().0 > synced_at.0);
+    answer(smtp, "newcomer@dir.example", |code| code == 250).await;
+
+    // The password is fixed and the directory goes down: Unreachable; then, once the last
+    // success is older than maxAge, the domain answers 4xx (neither accepts nor rejects).
+    let right = json!({"stringData": {"password": SERVICE_PASSWORD}});
+    ns.api::<Secret>()
+        .patch("ldap", &PatchParams::default(), &Patch::Merge(&right))
+        .await
+        .expect("Secret patch");
+    source_shows(&domains, "a sync with the right password", |s| {
+        s.reason.is_none()
+    })
+    .await;
+    slapd.pause();
+    source_shows(&domains, "Unreachable", |s| {
+        s.reason.as_deref() == Some("Unreachable")
+    })
+    .await;
+    answer(smtp, "newcomer@dir.example", |code| code == 250).await;
+    let max_age = json!({"spec": {"recipients": {"maxAge": "20s"}}});
+    domains
+        .patch("dir", &PatchParams::default(), &Patch::Merge(&max_age))
+        .await
+        .expect("maxAge");
+    let code = answer(smtp, "newcomer@dir.example", |code| code / 100 == 4).await;
+    println!("directory down past maxAge: RCPT answered {code}");
+    let stale = domains.get("dir").await.unwrap();
+    let ready = stale.condition("Ready").unwrap();
+    assert_eq!(ready.reason, "Stale", "{}", ready.message);
+
+    // Back up: the next sync lifts the 4xx.
+    slapd.resume().expect("slapd back");
+    answer(smtp, "newcomer@dir.example", |code| code == 250).await;
+}
