@@ -2,6 +2,8 @@
 //! an `mdb` database loaded with `slapadd`, a service account that may read it, and the
 //! server's default size limit of 500 entries per search, which only a paged search gets
 //! past (the account's paged total is unlimited, as directory admins set it for a sync).
+//! It listens for LDAP (StartTLS offered) and LDAPS, with a certificate for 127.0.0.1 from
+//! a CA made for it.
 
 use crate::control_plane::HarnessError;
 use crate::process::{Guarded, append_log, free_port, run_with_input, spawn_tied, wait_listening};
@@ -35,7 +37,11 @@ pub struct Person {
 
 pub struct Slapd {
     pub address: SocketAddr,
+    /// `ldap://127.0.0.1:port`, and `ldaps://` on another port.
     pub url: String,
+    pub ldaps_url: String,
+    /// The PEM certificate of the CA that signed the server's.
+    pub ca_pem: String,
     dir: PathBuf,
     server: Option<Guarded>,
 }
@@ -65,6 +71,9 @@ suffix \"{SUFFIX}\"
 rootdn \"{ROOT_DN}\"
 rootpw {ROOT_PASSWORD}
 directory {dir}/db
+TLSCACertificateFile {dir}/ca.crt
+TLSCertificateFile {dir}/server.crt
+TLSCertificateKeyFile {dir}/server.key
 limits dn.exact=\"{SERVICE_DN}\" size.prtotal=unlimited
 access to attrs=userPassword by anonymous auth by * none
 access to * by dn.exact=\"{SERVICE_DN}\" read by * none
@@ -72,6 +81,43 @@ access to * by dn.exact=\"{SERVICE_DN}\" read by * none
             dir = dir.display()
         );
         fs::write(dir.join("slapd.conf"), config).map_err(io("writing slapd.conf"))?;
+        let ca_pem = certificate_authority(dir, "ca")?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &path(dir, "server.key"),
+            "-out",
+            &path(dir, "server.csr"),
+            "-subj",
+            "/CN=127.0.0.1",
+        ])?;
+        fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .map_err(io("writing server.ext"))?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &path(dir, "server.csr"),
+            "-CA",
+            &path(dir, "ca.crt"),
+            "-CAkey",
+            &path(dir, "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &path(dir, "server.ext"),
+            "-out",
+            &path(dir, "server.crt"),
+        ])?;
         let mut ldif = format!(
             "dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: dir\no: Directory\n\n\
              dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people\n\n\
@@ -86,9 +132,12 @@ access to * by dn.exact=\"{SERVICE_DN}\" read by * none
         run_with_input(slapadd, &ldif)?;
         let port = free_port().map_err(io("finding a free port"))?;
         let address: SocketAddr = ([127, 0, 0, 1], port).into();
+        let tls_port = free_port().map_err(io("finding a free port"))?;
         let mut slapd = Self {
             address,
             url: format!("ldap://{address}"),
+            ldaps_url: format!("ldaps://127.0.0.1:{tls_port}"),
+            ca_pem,
             dir: dir.to_path_buf(),
             server: None,
         };
@@ -112,7 +161,7 @@ access to * by dn.exact=\"{SERVICE_DN}\" read by * none
             .arg("-f")
             .arg(self.dir.join("slapd.conf"))
             .arg("-h")
-            .arg(format!("{}/", self.url))
+            .arg(format!("{}/ {}/", self.url, self.ldaps_url))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -157,4 +206,43 @@ fn person_ldif(person: &Person) -> String {
     }
     ldif.push('\n');
     ldif
+}
+
+/// A CA (`<name>.crt`, `<name>.key` in `dir`) made for one test; its certificate's PEM.
+pub fn certificate_authority(dir: &Path, name: &str) -> Result<String, HarnessError> {
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &path(dir, &format!("{name}.key")),
+        "-out",
+        &path(dir, &format!("{name}.crt")),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=mx-operator test {name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ])?;
+    fs::read_to_string(dir.join(format!("{name}.crt"))).map_err(|source| HarnessError::Io {
+        what: format!("reading {name}.crt"),
+        source,
+    })
+}
+
+fn path(dir: &Path, file: &str) -> String {
+    dir.join(file).display().to_string()
+}
+
+fn openssl(args: &[&str]) -> Result<(), HarnessError> {
+    let mut command = Command::new("openssl");
+    command.args(args);
+    run_with_input(command, "")
 }

@@ -61,8 +61,17 @@ async fn source_shows(
     what: &str,
     check: impl Fn(&RecipientSourceStatus) -> bool,
 ) -> RecipientSourceStatus {
-    until(LIMIT, what, || async {
-        let domain = domains.get("dir").await.ok()?;
+    source_of(domains, "dir", what, check).await
+}
+
+async fn source_of(
+    domains: &kube::Api<MailDomain>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&RecipientSourceStatus) -> bool,
+) -> RecipientSourceStatus {
+    until(LIMIT, &format!("{name}: {what}"), || async {
+        let domain = domains.get(name).await.ok()?;
         let source = domain.status?.recipient_sources.into_iter().next()?;
         check(&source).then_some(source)
     })
@@ -212,4 +221,72 @@ async fn a_directory_is_synced_in_pages_and_its_changes_and_failures_reach_the_s
     // Back up: the next sync lifts the 4xx.
     slapd.resume().expect("slapd back");
     answer(smtp, "newcomer@dir.example", |code| code == 250).await;
+}
+
+#[tokio::test]
+async fn tls_to_the_directory_is_checked_against_the_ca_from_its_secret() {
+    let (plane, ns) = namespace_with_operator("directory-tls").await;
+    let dir = plane.dir.join(format!("slapd-{}", ns.name));
+    let names = ["ldaps", "starttls", "stranger", "stranger-starttls"];
+    let few: Vec<Person> = people()
+        .into_iter()
+        .take(10)
+        .chain(names.map(|name| Person {
+            uid: format!("postmaster-{name}"),
+            mail: vec![format!("postmaster@{name}.example")],
+            proxy_addresses: vec![],
+        }))
+        .collect();
+    let slapd = Slapd::start(&dir, &few).expect("slapd");
+    let stranger = mx_operator_tests::ldap::certificate_authority(&dir, "stranger").unwrap();
+    apply::<Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap"},
+               "stringData": {"password": SERVICE_PASSWORD, "ca.crt": slapd.ca_pem,
+                              "other-ca.crt": stranger}}),
+    )
+    .await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    let cases = [
+        ("ldaps", &slapd.ldaps_url, false, "ca.crt"),
+        ("starttls", &slapd.url, true, "ca.crt"),
+        ("stranger", &slapd.ldaps_url, false, "other-ca.crt"),
+        ("stranger-starttls", &slapd.url, true, "other-ca.crt"),
+    ];
+    for (name, url, start_tls, ca) in cases {
+        let ldap = json!({
+            "url": url, "startTLS": start_tls, "bindDN": SERVICE_DN,
+            "baseDN": format!("ou=people,{SUFFIX}"),
+            "passwordSecretRef": {"name": "ldap", "key": "password"},
+            "caSecretRef": {"name": "ldap", "key": ca},
+        });
+        apply::<MailDomain>(
+            &ns,
+            domain(
+                name,
+                &format!("{name}.example"),
+                json!({"recipients": {"ldap": ldap}}),
+            ),
+        )
+        .await;
+    }
+    let domains = ns.api::<MailDomain>();
+    for name in ["ldaps", "starttls"] {
+        let synced = source_of(&domains, name, "a sync over TLS", |s| s.addresses.is_some()).await;
+        assert_eq!((synced.addresses, synced.reason), (Some(1), None));
+    }
+    for name in ["stranger", "stranger-starttls"] {
+        let refused = source_of(&domains, name, "TLSFailed", |s| s.reason.is_some()).await;
+        assert_eq!(refused.reason.as_deref(), Some("TLSFailed"), "{refused:?}");
+        assert!(
+            refused
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("certificate"),
+            "{refused:?}"
+        );
+        let ready = domains.get(name).await.unwrap();
+        assert_eq!(ready.condition("Ready").unwrap().reason, "TLSFailed");
+    }
 }
