@@ -7,7 +7,8 @@
 # kubelet, kube-scheduler and kube-proxy make the real single-node cluster (tests/harness/node.sh)
 # with Debian's containerd, runc and CNI plugins; buildah builds the project's Dockerfiles;
 # the prometheus package brings promtool, which checks and unit-tests the chart's alert rules;
-# slapd and ldap-utils are the primary's directory the recipient sync is tested against.
+# slapd and ldap-utils are the primary's directory the recipient sync is tested against, nginx
+# the primary's web server for lists served over HTTP(S).
 set -euo pipefail
 
 CACHE_DIR="${MX_OPERATOR_CACHE:-$HOME/.cache/mx-operator}"
@@ -26,7 +27,7 @@ PACKAGES=(
   lua5.4 openssl ca-certificates curl prometheus
   containerd runc containernetworking-plugins buildah debootstrap
   iptables iproute2 conntrack socat kmod ebtables ipset bc
-  slapd ldap-utils
+  slapd ldap-utils nginx
 )
 
 missing=()
@@ -65,7 +66,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The packaged daemons are not wanted as system services: tests start their own. Stop
   # them right after their postinst may have started them, and only then: an init script
   # stops every process of its binary, the node's etcd and containerd among them.
-  for svc in etcd knot postfix containerd prometheus slapd; do
+  for svc in etcd knot postfix containerd prometheus slapd nginx; do
     as_root service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

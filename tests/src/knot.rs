@@ -178,6 +178,6 @@ impl Knot {
             self.address.ip(),
             self.address.port()
         );
-        run_with_input(Command::new("knsupdate"), &script)
+        run_with_input(Command::new("knsupdate"), &script).map(drop)
     }
 }

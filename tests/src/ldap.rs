@@ -81,43 +81,7 @@ access to * by dn.exact=\"{SERVICE_DN}\" read by * none
             dir = dir.display()
         );
         fs::write(dir.join("slapd.conf"), config).map_err(io("writing slapd.conf"))?;
-        let ca_pem = certificate_authority(dir, "ca")?;
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &path(dir, "server.key"),
-            "-out",
-            &path(dir, "server.csr"),
-            "-subj",
-            "/CN=127.0.0.1",
-        ])?;
-        fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .map_err(io("writing server.ext"))?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &path(dir, "server.csr"),
-            "-CA",
-            &path(dir, "ca.crt"),
-            "-CAkey",
-            &path(dir, "ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &path(dir, "server.ext"),
-            "-out",
-            &path(dir, "server.crt"),
-        ])?;
+        let ca_pem = crate::tls::server_certificate(dir)?;
         let mut ldif = format!(
             "dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: dir\no: Directory\n\n\
              dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people\n\n\
@@ -189,7 +153,7 @@ access to * by dn.exact=\"{SERVICE_DN}\" read by * none
     fn modify(&self, tool: &str, ldif: &str) -> Result<(), HarnessError> {
         let mut command = Command::new(tool);
         command.args(["-x", "-H", &self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]);
-        run_with_input(command, ldif)
+        run_with_input(command, ldif).map(drop)
     }
 }
 
@@ -206,43 +170,4 @@ fn person_ldif(person: &Person) -> String {
     }
     ldif.push('\n');
     ldif
-}
-
-/// A CA (`<name>.crt`, `<name>.key` in `dir`) made for one test; its certificate's PEM.
-pub fn certificate_authority(dir: &Path, name: &str) -> Result<String, HarnessError> {
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &path(dir, &format!("{name}.key")),
-        "-out",
-        &path(dir, &format!("{name}.crt")),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN=mx-operator test {name}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ])?;
-    fs::read_to_string(dir.join(format!("{name}.crt"))).map_err(|source| HarnessError::Io {
-        what: format!("reading {name}.crt"),
-        source,
-    })
-}
-
-fn path(dir: &Path, file: &str) -> String {
-    dir.join(file).display().to_string()
-}
-
-fn openssl(args: &[&str]) -> Result<(), HarnessError> {
-    let mut command = Command::new("openssl");
-    command.args(args);
-    run_with_input(command, "")
 }

@@ -10,10 +10,12 @@ pub mod knot;
 pub mod kubectl;
 pub mod ldap;
 pub mod lifecycle;
+pub mod nginx;
 pub mod node;
 pub mod operator;
 pub mod process;
 pub mod smtp;
+pub mod tls;
 pub mod wait;
 
 pub use control_plane::{ControlPlane, HarnessError, TestNamespace};

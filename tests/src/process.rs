@@ -84,19 +84,19 @@ impl Drop for Guarded {
     }
 }
 
-/// Runs `command` with `input` on its standard input; its standard error is the error when
-/// it fails.
+/// Runs `command` with `input` on its standard input; its standard output, or its standard
+/// error as the error when it fails.
 pub fn run_with_input(
     mut command: std::process::Command,
     input: &str,
-) -> Result<(), crate::HarnessError> {
+) -> Result<String, crate::HarnessError> {
     use std::io::Write;
     use std::process::Stdio;
     let tool = command.get_program().to_string_lossy().into_owned();
     let io = |what: String| move |source| crate::HarnessError::Io { what, source };
     let mut child = command
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(io(format!("starting {tool}")))?;
@@ -109,7 +109,7 @@ pub fn run_with_input(
         .wait_with_output()
         .map_err(io(format!("waiting for {tool}")))?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(crate::HarnessError::Command {
             command: tool,

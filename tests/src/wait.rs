@@ -82,3 +82,22 @@ pub async fn gateway_condition(
 ) -> Option<mx_operator::api::Condition> {
     api.get(name).await.ok()?.condition(type_).cloned()
 }
+
+/// The first of MailDomain `name`'s `status.recipientSources` once `check` accepts it.
+pub async fn recipient_source(
+    domains: &kube::Api<mx_operator::api::MailDomain>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&mx_operator::api::domain::RecipientSourceStatus) -> bool,
+) -> mx_operator::api::domain::RecipientSourceStatus {
+    until(
+        Duration::from_secs(60),
+        &format!("{name}: {what}"),
+        || async {
+            let domain = domains.get(name).await.ok()?;
+            let source = domain.status?.recipient_sources.into_iter().next()?;
+            check(&source).then_some(source)
+        },
+    )
+    .await
+}

@@ -11,7 +11,7 @@ use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::ldap::{Person, SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
 use mx_operator_tests::operator::namespace_with_operator;
 use mx_operator_tests::smtp::{Sink, rcpt_reply};
-use mx_operator_tests::wait::until;
+use mx_operator_tests::wait::{recipient_source, until};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,21 +61,7 @@ async fn source_shows(
     what: &str,
     check: impl Fn(&RecipientSourceStatus) -> bool,
 ) -> RecipientSourceStatus {
-    source_of(domains, "dir", what, check).await
-}
-
-async fn source_of(
-    domains: &kube::Api<MailDomain>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&RecipientSourceStatus) -> bool,
-) -> RecipientSourceStatus {
-    until(LIMIT, &format!("{name}: {what}"), || async {
-        let domain = domains.get(name).await.ok()?;
-        let source = domain.status?.recipient_sources.into_iter().next()?;
-        check(&source).then_some(source)
-    })
-    .await
+    recipient_source(domains, "dir", what, check).await
 }
 
 #[tokio::test]
@@ -238,7 +224,7 @@ async fn tls_to_the_directory_is_checked_against_the_ca_from_its_secret() {
         }))
         .collect();
     let slapd = Slapd::start(&dir, &few).expect("slapd");
-    let stranger = mx_operator_tests::ldap::certificate_authority(&dir, "stranger").unwrap();
+    let stranger = mx_operator_tests::tls::certificate_authority(&dir, "stranger").unwrap();
     apply::<Secret>(
         &ns,
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap"},
@@ -272,11 +258,12 @@ async fn tls_to_the_directory_is_checked_against_the_ca_from_its_secret() {
     }
     let domains = ns.api::<MailDomain>();
     for name in ["ldaps", "starttls"] {
-        let synced = source_of(&domains, name, "a sync over TLS", |s| s.addresses.is_some()).await;
+        let synced =
+            recipient_source(&domains, name, "a sync over TLS", |s| s.addresses.is_some()).await;
         assert_eq!((synced.addresses, synced.reason), (Some(1), None));
     }
     for name in ["stranger", "stranger-starttls"] {
-        let refused = source_of(&domains, name, "TLSFailed", |s| s.reason.is_some()).await;
+        let refused = recipient_source(&domains, name, "TLSFailed", |s| s.reason.is_some()).await;
         assert_eq!(refused.reason.as_deref(), Some("TLSFailed"), "{refused:?}");
         assert!(
             refused

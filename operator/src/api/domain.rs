@@ -206,6 +206,11 @@ pub struct Recipients {
     /// `maxAge` counts from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ldap: Option<LdapSource>,
+    /// A list the primary serves over HTTP(S), fetched every `refreshInterval` with
+    /// `If-None-Match`, so an unchanged list costs one request and no body. The list in
+    /// force is the last fetch that succeeded; `maxAge` counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSource>,
     /// Accept mail for every address of the domain. Off by default: a catch-all backup MX
     /// accepts spam for non-existent users and bounces it later to forged senders
     /// (backscatter). Turn it on only if the primary accepts every address too.
@@ -252,7 +257,7 @@ pub struct LdapSource {
     #[schemars(range(min = 1, max = 10000))]
     pub page_size: u32,
     /// How often the directory is searched again, for example `15m`.
-    #[serde(default = "default_ldap_refresh")]
+    #[serde(default = "default_refresh")]
     pub refresh_interval: String,
     /// Skip values that are not valid addresses (each is reported by entry and attribute)
     /// instead of keeping the last good list in force.
@@ -272,27 +277,119 @@ fn default_ldap_page_size() -> u32 {
     500
 }
 
-fn default_ldap_refresh() -> String {
+fn default_refresh() -> String {
     "15m".into()
 }
 
-/// Directories are not searched more often than this: a busy directory is the primary's.
-const MIN_LDAP_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+/// A list served over HTTP(S).
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSource {
+    /// `https://...` (or `http://...`).
+    pub url: String,
+    /// A Secret key (same namespace) holding the PEM certificates of the CAs the server's
+    /// certificate is checked against. Unset: the system's CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
+    /// A Secret key holding a token sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<KeyRef>,
+    /// A Secret with the keys `username` and `password` (the `kubernetes.io/basic-auth`
+    /// type), sent as HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_secret_ref: Option<LocalRef>,
+    /// `Lines`: one address per line, `#` comments. `JSONLines`: one JSON string, or object
+    /// with an `address` field, per line.
+    #[serde(default)]
+    pub format: ListFormat,
+    /// How often the list is fetched again, for example `15m`.
+    #[serde(default = "default_refresh")]
+    pub refresh_interval: String,
+    /// Skip lines that are not valid addresses (each is reported by line number) instead
+    /// of keeping the last good list in force.
+    #[serde(default)]
+    pub skip_invalid: bool,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum ListFormat {
+    #[default]
+    Lines,
+    #[serde(rename = "JSONLines")]
+    JsonLines,
+}
+
+/// Sources are not asked more often than this: a busy directory is the primary's.
+const MIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often a source is synced; the default where `refreshInterval` does not parse
+/// (validation reports it).
+pub fn refresh_every(interval: &str) -> std::time::Duration {
+    parse_duration(interval)
+        .unwrap_or(std::time::Duration::from_secs(900))
+        .max(MIN_REFRESH)
+}
+
+fn validate_refresh(path: &str, interval: &str, problems: &mut Problems) {
+    match parse_duration(interval) {
+        Ok(refresh) if refresh < MIN_REFRESH => problems.push(
+            format!("{path}.refreshInterval"),
+            format!("must be at least {} s", MIN_REFRESH.as_secs()),
+        ),
+        Ok(_) => {}
+        Err(message) => problems.push(format!("{path}.refreshInterval"), message),
+    }
+}
+
+fn validate_key_refs(path: &str, refs: &[(&str, Option<&KeyRef>)], problems: &mut Problems) {
+    for (field, reference) in refs {
+        if let Some(reference) = reference {
+            problems.k8s_name(format!("{path}.{field}.name"), &reference.name);
+            problems.k8s_key(format!("{path}.{field}.key"), &reference.key);
+        }
+    }
+}
+
+impl HttpSource {
+    fn validate_into(&self, path: &str, problems: &mut Problems) {
+        let authority = ["http://", "https://"]
+            .iter()
+            .find_map(|scheme| self.url.strip_prefix(scheme))
+            .and_then(|rest| rest.split(['/', '?']).next());
+        if authority.is_none_or(|a| a.is_empty() || a.contains(['@', ' ', '#'])) {
+            problems.push(
+                format!("{path}.url"),
+                format!(
+                    "{:?} is not an HTTP URL: https://host[:port]/path (credentials go in a Secret)",
+                    self.url
+                ),
+            );
+        }
+        if self.bearer_token_secret_ref.is_some() && self.basic_auth_secret_ref.is_some() {
+            problems.push(
+                format!("{path}.basicAuthSecretRef"),
+                "name one of bearerTokenSecretRef and basicAuthSecretRef",
+            );
+        }
+        if let Some(basic) = &self.basic_auth_secret_ref {
+            problems.k8s_name(format!("{path}.basicAuthSecretRef.name"), &basic.name);
+        }
+        validate_key_refs(
+            path,
+            &[
+                ("caSecretRef", self.ca_secret_ref.as_ref()),
+                (
+                    "bearerTokenSecretRef",
+                    self.bearer_token_secret_ref.as_ref(),
+                ),
+            ],
+            problems,
+        );
+        validate_refresh(path, &self.refresh_interval, problems);
+    }
+}
 
 impl LdapSource {
-    /// Whether the connection is TLS from the start (`ldaps://`).
-    pub fn ldaps(&self) -> bool {
-        self.url.starts_with("ldaps://")
-    }
-
-    /// How often the directory is searched; the default where `refreshInterval` does not
-    /// parse (validation reports it).
-    pub fn refresh(&self) -> std::time::Duration {
-        parse_duration(&self.refresh_interval)
-            .unwrap_or(std::time::Duration::from_secs(900))
-            .max(MIN_LDAP_REFRESH)
-    }
-
     fn validate_into(&self, path: &str, problems: &mut Problems) {
         let authority = ["ldap://", "ldaps://"]
             .iter()
@@ -309,7 +406,7 @@ impl LdapSource {
                 ),
             ),
         }
-        if self.start_tls && self.ldaps() {
+        if self.start_tls && self.url.starts_with("ldaps://") {
             problems.push(
                 format!("{path}.startTLS"),
                 "an ldaps:// connection is TLS already: use ldap:// with startTLS",
@@ -338,23 +435,15 @@ impl LdapSource {
                 );
             }
         }
-        match parse_duration(&self.refresh_interval) {
-            Ok(refresh) if refresh < MIN_LDAP_REFRESH => problems.push(
-                format!("{path}.refreshInterval"),
-                format!("must be at least {} s", MIN_LDAP_REFRESH.as_secs()),
-            ),
-            Ok(_) => {}
-            Err(message) => problems.push(format!("{path}.refreshInterval"), message),
-        }
-        for (field, reference) in [
-            ("passwordSecretRef", Some(&self.password_secret_ref)),
-            ("caSecretRef", self.ca_secret_ref.as_ref()),
-        ] {
-            if let Some(reference) = reference {
-                problems.k8s_name(format!("{path}.{field}.name"), &reference.name);
-                problems.k8s_key(format!("{path}.{field}.key"), &reference.key);
-            }
-        }
+        validate_refresh(path, &self.refresh_interval, problems);
+        validate_key_refs(
+            path,
+            &[
+                ("passwordSecretRef", Some(&self.password_secret_ref)),
+                ("caSecretRef", self.ca_secret_ref.as_ref()),
+            ],
+            problems,
+        );
     }
 }
 
@@ -470,8 +559,8 @@ pub struct MailDomainStatus {
     /// a steady queue costs no writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueuedMail>,
-    /// The recipient sources the operator syncs itself (`spec.recipients.ldap`): what the
-    /// last sync found, and why the last attempt failed.
+    /// The recipient sources the operator syncs itself (`spec.recipients.ldap`, `http`):
+    /// what the last sync found, and why the last attempt failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["source"]))]
     pub recipient_sources: Vec<RecipientSourceStatus>,
@@ -481,7 +570,7 @@ pub struct MailDomainStatus {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecipientSourceStatus {
-    /// `ldap`.
+    /// `ldap` or `http`.
     pub source: String,
     /// Addresses of the domain in the list in force (the last successful sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -490,8 +579,8 @@ pub struct RecipientSourceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Why the last attempt failed: `AuthFailed`, `Unreachable`, `TLSFailed`,
-    /// `SearchFailed`, `InvalidEntries`, `TooLarge`, `CredentialsMissing`; absent when it
-    /// succeeded.
+    /// `SearchFailed` (LDAP), `ServerError` (HTTP), `InvalidEntries`, `TooLarge`,
+    /// `CredentialsMissing`; absent when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What failed, or what a successful sync skipped.
@@ -606,11 +695,12 @@ impl MailDomainSpec {
             && recipients.config_map_ref.is_none()
             && recipients.secret_ref.is_none()
             && recipients.ldap.is_none()
+            && recipients.http.is_none()
             && !recipients.catch_all
         {
             problems.push(
                 "spec.recipients",
-                "names no recipients: list them (inline, configMapRef, secretRef or ldap) or set catchAll: true",
+                "names no recipients: list them (inline, configMapRef, secretRef, ldap or http) or set catchAll: true",
             );
         }
         let inline = problems.check(
@@ -639,6 +729,9 @@ impl MailDomainSpec {
         }
         if let Some(ldap) = &recipients.ldap {
             ldap.validate_into("spec.recipients.ldap", problems);
+        }
+        if let Some(http) = &recipients.http {
+            http.validate_into("spec.recipients.http", problems);
         }
     }
 

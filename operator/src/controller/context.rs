@@ -82,8 +82,8 @@ pub struct Context {
     pub draining: super::draining::DrainingIndex,
     /// What each gateway's queues hold per domain, as the last queue poll read it.
     pub queues: super::queues::QueueIndex,
-    /// The directories MailDomains name: their lists in force and last attempts.
-    pub directories: super::directories::DirectorySyncs,
+    /// The recipient sources MailDomains name: their lists in force and last attempts.
+    pub sources: super::sources::SourceSyncs,
     /// MailDomains to reconcile because what a gateway holds for them (draining, or
     /// queued) changed.
     pub held_triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<MailDomain>>,

@@ -344,7 +344,7 @@ pub async fn run(
         held_triggers,
         draining: Default::default(),
         queues: Default::default(),
-        directories: Default::default(),
+        sources: Default::default(),
         written,
         listed,
     });

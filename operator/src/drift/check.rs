@@ -285,6 +285,7 @@ mod tests {
             updater: Arc::new(Tcp),
             agents: Arc::new(crate::net::agent::Http::new(Duration::from_secs(1))),
             directory: Arc::new(crate::net::ldap::Ldap),
+            lists: Arc::new(crate::net::http::Https),
         };
         let server: SocketAddr = ([192, 0, 2, 53], 53).into();
         let expectation = Expectation {

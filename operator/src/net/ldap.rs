@@ -2,7 +2,7 @@
 //! subtree search whose entries go straight into a [`Extractor`], so no more than the
 //! addresses is held, whatever the directory's size.
 
-use crate::recipients::ldap::{DirectoryError, Extracted, Extractor};
+use crate::recipients::extract::{Extracted, Extractor, SourceError};
 use futures::future::BoxFuture;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
@@ -38,7 +38,7 @@ pub trait Directory: Send + Sync {
     fn search<'a>(
         &'a self,
         query: &'a DirectoryQuery,
-    ) -> BoxFuture<'a, Result<Extracted, DirectoryError>>;
+    ) -> BoxFuture<'a, Result<Extracted, SourceError>>;
 }
 
 /// Real directories over the network.
@@ -48,18 +48,19 @@ impl Directory for Ldap {
     fn search<'a>(
         &'a self,
         query: &'a DirectoryQuery,
-    ) -> BoxFuture<'a, Result<Extracted, DirectoryError>> {
+    ) -> BoxFuture<'a, Result<Extracted, SourceError>> {
         Box::pin(search(query))
     }
 }
 
-async fn search(query: &DirectoryQuery) -> Result<Extracted, DirectoryError> {
+async fn search(query: &DirectoryQuery) -> Result<Extracted, SourceError> {
     let tls = query.start_tls || query.url.starts_with("ldaps://");
     let mut settings = LdapConnSettings::new()
         .set_conn_timeout(query.timeout)
         .set_starttls(query.start_tls);
-    if let Some(pem) = &query.ca_pem {
-        settings = settings.set_config(Arc::new(client_config(pem)?));
+    if tls {
+        let config = super::tls::client_config(query.ca_pem.as_deref())?;
+        settings = settings.set_config(Arc::new(config));
     }
     let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &query.url)
         .await
@@ -79,20 +80,20 @@ async fn search(query: &DirectoryQuery) -> Result<Extracted, DirectoryError> {
 async fn bound_search(
     ldap: &mut ldap3::Ldap,
     query: &DirectoryQuery,
-) -> Result<Extracted, DirectoryError> {
+) -> Result<Extracted, SourceError> {
     ldap.with_timeout(query.timeout)
         .simple_bind(&query.bind_dn, &query.password)
         .await
-        .map_err(|error| DirectoryError::Unreachable(error.to_string()))?
+        .map_err(|error| SourceError::Unreachable(error.to_string()))?
         .success()
         .map_err(|error| match &error {
             LdapError::LdapResult { result } if result.rc == INVALID_CREDENTIALS => {
-                DirectoryError::AuthFailed(format!(
+                SourceError::AuthFailed(format!(
                     "invalid credentials for {:?} (LDAP result 49)",
                     query.bind_dn
                 ))
             }
-            _ => DirectoryError::AuthFailed(error.to_string()),
+            _ => SourceError::AuthFailed(error.to_string()),
         })?;
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
         Box::new(EntriesOnly::new()),
@@ -124,58 +125,32 @@ async fn bound_search(
     Ok(extractor.finish())
 }
 
-fn search_error(error: LdapError) -> DirectoryError {
+fn search_error(error: LdapError) -> SourceError {
     match error {
         LdapError::LdapResult { result } if result.rc == SIZE_LIMIT_EXCEEDED => {
-            DirectoryError::SearchFailed(format!(
+            SourceError::SearchFailed(format!(
                 "{result}: the directory limits how many entries the bind DN may read, paged \
                  searches included (OpenLDAP: a size.prtotal limit for it)"
             ))
         }
         LdapError::Timeout { .. } | LdapError::Io { .. } => {
-            DirectoryError::Unreachable(error.to_string())
+            SourceError::Unreachable(error.to_string())
         }
-        _ => DirectoryError::SearchFailed(error.to_string()),
+        _ => SourceError::SearchFailed(error.to_string()),
     }
 }
 
 /// A connection that fails in its TLS handshake is a TLS failure (a certificate the CAs do
 /// not sign, a name that does not match); else the server is not reached.
-fn connect_error(error: LdapError, tls: bool) -> DirectoryError {
+fn connect_error(error: LdapError, tls: bool) -> SourceError {
     let handshake = match &error {
         LdapError::Io { source } => source.kind() == std::io::ErrorKind::InvalidData,
         LdapError::Rustls { .. } | LdapError::DNSName { .. } => true,
         _ => false,
     };
     if tls && handshake {
-        DirectoryError::TlsFailed(error.to_string())
+        SourceError::TlsFailed(error.to_string())
     } else {
-        DirectoryError::Unreachable(error.to_string())
+        SourceError::Unreachable(error.to_string())
     }
-}
-
-/// A TLS client that trusts the CAs in `pem` only.
-fn client_config(pem: &str) -> Result<rustls::ClientConfig, DirectoryError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let certificate = certificate.map_err(|error| {
-            DirectoryError::TlsFailed(format!("the CA certificates are not PEM: {error}"))
-        })?;
-        roots.add(certificate).map_err(|error| {
-            DirectoryError::TlsFailed(format!("a CA certificate is not usable: {error}"))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(DirectoryError::TlsFailed(
-            "the CA key holds no PEM certificate".into(),
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| DirectoryError::TlsFailed(error.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

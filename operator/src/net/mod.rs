@@ -1,13 +1,15 @@
 //! The network layer: DNS lookups, RFC 2136 updates, the SMTP probe, the agents'
-//! `/status` and directory searches. The controllers
+//! `/status`, directory searches and recipient lists over HTTP(S). The controllers
 //! and the drift checks hold them behind these traits, so tests can give fakes; the
 //! implementations here speak to real servers.
 
 pub mod agent;
+pub mod http;
 pub mod ldap;
 pub mod resolver;
 pub mod rfc2136;
 pub mod smtp;
+pub mod tls;
 
 pub use resolver::{DnsClients, MxLookup};
 pub use smtp::{ProbeReplies, Recipients, Reply};
@@ -96,6 +98,7 @@ pub struct Network {
     pub updater: std::sync::Arc<dyn Updater>,
     pub agents: std::sync::Arc<dyn AgentStatus>,
     pub directory: std::sync::Arc<dyn ldap::Directory>,
+    pub lists: std::sync::Arc<dyn http::ListServer>,
 }
 
 impl Network {
@@ -108,6 +111,7 @@ impl Network {
             updater: std::sync::Arc::new(rfc2136::Tcp),
             agents: std::sync::Arc::new(agent::Http::new(dns_timeout)),
             directory: std::sync::Arc::new(ldap::Ldap),
+            lists: std::sync::Arc::new(http::Https),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Recipient lists: the exact addresses a gateway accepts for a domain, merged from the
 //! inline list, the referenced ConfigMap and Secret, and the directory.
 
-pub mod ldap;
+pub mod extract;
 
 use crate::api::validate::normalize_address;
 use std::collections::BTreeSet;

@@ -242,7 +242,7 @@ fn decide_or_fail(
         &normalized,
         namespace,
         &inputs.lists,
-        inputs.directory.as_ref(),
+        &inputs.sources,
         now,
     );
     let recipients = match merged {
@@ -259,9 +259,10 @@ fn decide_or_fail(
                 ready,
                 Action::requeue(
                     inputs
-                        .directory
-                        .as_ref()
-                        .map_or(inputs.resync, |d| d.next_in.min(inputs.resync)),
+                        .sources
+                        .iter()
+                        .map(|s| s.next_in)
+                        .fold(inputs.resync, Duration::min),
                 ),
             ));
         }
@@ -946,8 +947,8 @@ mod tests {
 
     #[test]
     fn a_directory_serves_its_last_good_list_and_none_before_its_first() {
-        use super::super::super::directories::{DirectoryState, InForce};
-        use crate::recipients::ldap::DirectoryError;
+        use super::super::super::sources::{InForce, SourceState};
+        use crate::recipients::extract::SourceError;
         let domain = fixtures::domain(json!({"spec": {"recipients": {"maxAge": "5m", "ldap": {
             "url": "ldap://ldap.example.com", "bindDN": "cn=mx", "baseDN": "dc=example,dc=com",
             "passwordSecretRef": {"name": "ldap", "key": "password"}}}}}));
@@ -960,16 +961,17 @@ mod tests {
             at: Timestamp::from_second(now().as_second() - minutes_ago * 60).unwrap(),
             skipped: None,
         };
-        let with = |in_force: Option<InForce>, error: Option<DirectoryError>| Inputs {
-            directory: Some(DirectoryState {
-                url: "ldap://ldap.example.com".into(),
+        let with = |in_force: Option<InForce>, error: Option<SourceError>| Inputs {
+            sources: vec![SourceState {
+                kind: "ldap",
+                described: "the directory ldap://ldap.example.com".into(),
                 in_force,
                 error,
                 next_in: Duration::from_secs(60),
-            }),
+            }],
             ..inputs(fixtures::gateway(json!({})))
         };
-        let refused = DirectoryError::AuthFailed("invalid credentials".into());
+        let refused = SourceError::AuthFailed("invalid credentials".into());
 
         let never = decide(&domain, &with(None, Some(refused.clone())), now());
         assert_eq!(ready(&never).verdict.reason, "AuthFailed");
@@ -977,7 +979,7 @@ mod tests {
             ready(&never)
                 .verdict
                 .message
-                .contains("no search of the directory ldap://ldap.example.com has succeeded"),
+                .contains("no sync of the directory ldap://ldap.example.com has succeeded"),
             "{}",
             ready(&never).verdict.message
         );
@@ -1008,7 +1010,7 @@ mod tests {
             synced
                 .verdict
                 .message
-                .contains("the last search failed: AuthFailed"),
+                .contains("the last sync failed: AuthFailed"),
             "{}",
             synced.verdict.message
         );

@@ -1,7 +1,7 @@
 //! Everything a MailDomain's decision depends on, gathered before anything is decided:
 //! from the operator's caches, plus the reads no cache holds (the referenced recipient
-//! lists, the directory when a sync is due, and an ownership proof's TXT record while the
-//! claim is unproved).
+//! lists, the synced sources when a sync is due, and an ownership proof's TXT record while
+//! the claim is unproved).
 
 use super::super::context::{Context, Error};
 use super::super::digests::Digest;
@@ -39,8 +39,9 @@ pub struct Inputs {
     pub ownership_txt: Option<Result<Vec<String>, String>>,
     /// The referenced recipient lists, in spec order (ConfigMap, then Secret).
     pub lists: Vec<ListSource>,
-    /// The directory the domain names: its list in force and its last attempt.
-    pub directory: Option<super::super::directories::DirectoryState>,
+    /// The sources the operator syncs (directory, HTTP): their lists in force and last
+    /// attempts.
+    pub sources: Vec<super::super::sources::SourceState>,
     /// Whether drift checks run, and what the last one saw of this domain.
     pub drift_on: bool,
     pub observation: Option<Observation>,
@@ -154,9 +155,14 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         }
     }
     inputs.lists = lists(domain, ctx, &namespace).await?;
-    inputs.directory = ctx
-        .directories
-        .sync(domain, ctx, &namespace, &normalized)
+    let reach = super::super::sources::Reach {
+        client: &ctx.client,
+        network: &ctx.network,
+        domains: &ctx.domains,
+    };
+    inputs.sources = ctx
+        .sources
+        .sync(domain, &reach, &namespace, &normalized)
         .await?;
     inputs.relay_live = ctx.relays.get(
         gateway_namespace,

@@ -42,7 +42,7 @@ pub async fn finalize(
     if let Some(drift) = &ctx.drift {
         drift.forget(&ObjectRef::from_obj(domain));
     }
-    ctx.directories.forget(namespace, &domain.name_any());
+    ctx.sources.forget(namespace, &domain.name_any());
     if !domain.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }

@@ -69,7 +69,7 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         }
     };
     let dns_failed = status::dns_failed(&applied);
-    let sources = inputs.directory.iter().map(|d| d.status()).collect();
+    let sources = inputs.sources.iter().map(|s| s.status()).collect();
     status::write(domain, ctx, &decision, applied, inputs.held, sources).await?;
     if dns_failed {
         return Ok(Action::requeue(ctx.settings.resync.min(decide::RETRY)));

@@ -2,7 +2,7 @@
 //! directory's list in force, and whether the oldest of them is past `recipients.maxAge`.
 //! Pure.
 
-use super::super::directories::DirectoryState;
+use super::super::sources::SourceState;
 use super::fetch::ListSource;
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
@@ -25,7 +25,7 @@ pub struct Recipients {
     /// Set to the age when a referenced list is older than `maxAge`.
     pub stale: Option<String>,
     pub becomes_stale_in: Option<Duration>,
-    /// When the directory is searched again.
+    /// When the next synced source is asked again.
     pub refresh_in: Option<Duration>,
 }
 
@@ -36,7 +36,7 @@ pub fn merge(
     normalized: &str,
     namespace: &str,
     lists: &[ListSource],
-    directory: Option<&DirectoryState>,
+    synced: &[SourceState],
     now: Timestamp,
 ) -> Result<Recipients, Verdict> {
     let spec = &domain.spec.recipients;
@@ -76,24 +76,22 @@ pub fn merge(
             oldest = Some((age, label));
         }
     }
-    if let Some(directory) = directory {
-        let url = &directory.url;
-        let Some(list) = &directory.in_force else {
-            let (reason, why) = match &directory.error {
+    for source in synced {
+        let what = &source.described;
+        let Some(list) = &source.in_force else {
+            let (reason, why) = match &source.error {
                 Some(error) => (error.reason(), error.to_string()),
-                None => ("RecipientsNotSynced", "not searched yet".to_string()),
+                None => ("RecipientsNotSynced", "not synced yet".to_string()),
             };
             return Err(Verdict::failed(
                 reason,
-                format!(
-                    "no search of the directory {url} has succeeded since the operator started: {why}"
-                ),
+                format!("no sync of {what} has succeeded since the operator started: {why}"),
             ));
         };
-        let mut described = format!("{} from LDAP {url}", list.addresses.len());
-        if let Some(error) = &directory.error {
+        let mut described = format!("{} from {what}", list.addresses.len());
+        if let Some(error) = &source.error {
             described.push_str(&format!(
-                " (searched at {}; the last search failed: {})",
+                " (synced at {}; the last sync failed: {})",
                 list.at,
                 error.reason()
             ));
@@ -102,7 +100,7 @@ pub fn merge(
         addresses.extend(list.addresses.iter().cloned());
         let age = Duration::try_from(now.duration_since(list.at)).unwrap_or_default();
         if oldest.as_ref().is_none_or(|(o, _)| age > *o) {
-            oldest = Some((age, format!("the directory {url}")));
+            oldest = Some((age, what.clone()));
         }
     }
     let (stale, becomes_stale_in) = match (max_age, &oldest) {
@@ -121,7 +119,7 @@ pub fn merge(
         described: sources.join(", "),
         stale,
         becomes_stale_in,
-        refresh_in: directory.map(|d| d.next_in),
+        refresh_in: synced.iter().map(|s| s.next_in).min(),
     })
 }
 

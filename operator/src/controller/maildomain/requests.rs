@@ -150,7 +150,7 @@ fn context_with_watch(
         held_triggers: futures::channel::mpsc::unbounded().0,
         draining: Default::default(),
         queues: Default::default(),
-        directories: Default::default(),
+        sources: Default::default(),
         written: Default::default(),
         listed: Default::default(),
     };

@@ -1,30 +1,33 @@
-//! A directory's entries → the domain's addresses, and what can go wrong on the way. Pure:
-//! the search itself is `net::ldap`'s.
+//! A synced source's entries (a directory's) or lines (a list served over HTTP) → the
+//! domain's addresses, and what can go wrong on the way. Pure: the searches and requests
+//! are `net::ldap`'s and `net::http`'s.
 
 use super::quoted;
 use crate::api::validate::{normalize_address, normalize_domain};
 use std::collections::{BTreeSet, HashMap};
 
-/// Why a sync of a directory failed; [`DirectoryError::reason`] is the status reason.
+/// Why a sync of a source failed; [`SourceError::reason`] is the status reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DirectoryError {
+pub enum SourceError {
     #[error("{0}")]
     CredentialsMissing(String),
-    #[error("cannot reach the directory: {0}")]
+    #[error("cannot reach the source: {0}")]
     Unreachable(String),
-    #[error("TLS with the directory failed: {0}")]
+    #[error("TLS with the source failed: {0}")]
     TlsFailed(String),
-    #[error("the directory refused the bind: {0}")]
+    #[error("the source refused the credentials: {0}")]
     AuthFailed(String),
     #[error("the search failed: {0}")]
     SearchFailed(String),
+    #[error("the server answered {0}")]
+    ServerError(String),
     #[error("{count} value(s) are not addresses: {quoted}")]
     InvalidEntries { count: usize, quoted: String },
-    #[error("the directory holds more than {limit} addresses of the domain")]
-    TooLarge { limit: usize },
+    #[error("{0}")]
+    TooLarge(String),
 }
 
-impl DirectoryError {
+impl SourceError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::CredentialsMissing(_) => "CredentialsMissing",
@@ -32,8 +35,9 @@ impl DirectoryError {
             Self::TlsFailed(_) => "TLSFailed",
             Self::AuthFailed(_) => "AuthFailed",
             Self::SearchFailed(_) => "SearchFailed",
+            Self::ServerError(_) => "ServerError",
             Self::InvalidEntries { .. } => "InvalidEntries",
-            Self::TooLarge { .. } => "TooLarge",
+            Self::TooLarge(_) => "TooLarge",
         }
     }
 }
@@ -53,11 +57,11 @@ pub struct Extracted {
 
 impl Extracted {
     /// The list, or why it is refused: invalid values refuse it unless `skip_invalid`.
-    pub fn accepted(self, skip_invalid: bool) -> Result<Self, DirectoryError> {
+    pub fn accepted(self, skip_invalid: bool) -> Result<Self, SourceError> {
         if self.invalid.is_empty() || skip_invalid {
             return Ok(self);
         }
-        Err(DirectoryError::InvalidEntries {
+        Err(SourceError::InvalidEntries {
             count: self.invalid.len(),
             quoted: quoted(&self.invalid),
         })
@@ -96,32 +100,43 @@ impl Extractor {
         }
     }
 
+    /// Takes the address on one line of a list (`position` names it in a problem).
+    pub fn value(&mut self, position: &str, value: &str) -> Result<(), SourceError> {
+        self.extracted.entries += 1;
+        self.take(position, value)
+    }
+
     /// Takes the addresses of one entry.
     pub fn entry(
         &mut self,
         dn: &str,
         attributes: &HashMap<String, Vec<String>>,
-    ) -> Result<(), DirectoryError> {
+    ) -> Result<(), SourceError> {
         self.extracted.entries += 1;
         for (name, values) in attributes {
             if !self.attributes.contains(&name.to_ascii_lowercase()) {
                 continue;
             }
             for value in values {
-                match self.address(value) {
-                    Value::Address(address) => {
-                        self.extracted.addresses.insert(address);
-                        if self.extracted.addresses.len() > self.limit {
-                            return Err(DirectoryError::TooLarge { limit: self.limit });
-                        }
-                    }
-                    Value::Elsewhere => self.extracted.elsewhere += 1,
-                    Value::Invalid(why) => self
-                        .extracted
-                        .invalid
-                        .push(format!("entry {dn:?} attribute {name}: {why}")),
+                self.take(&format!("entry {dn:?} attribute {name}"), value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, position: &str, value: &str) -> Result<(), SourceError> {
+        match self.address(value) {
+            Value::Address(address) => {
+                self.extracted.addresses.insert(address);
+                if self.extracted.addresses.len() > self.limit {
+                    return Err(SourceError::TooLarge(format!(
+                        "the source holds more than {} addresses of the domain",
+                        self.limit
+                    )));
                 }
             }
+            Value::Elsewhere => self.extracted.elsewhere += 1,
+            Value::Invalid(why) => self.extracted.invalid.push(format!("{position}: {why}")),
         }
         Ok(())
     }
@@ -257,8 +272,16 @@ mod tests {
         }
         let third = entry(&[("mail", &["c@example.com"])]);
         assert_eq!(
-            extractor.entry("c", &third),
-            Err(DirectoryError::TooLarge { limit: 2 })
+            extractor.entry("c", &third).unwrap_err().reason(),
+            "TooLarge"
         );
+        let mut extractor = Extractor::new("example.com", &attributes(&[]), 100);
+        extractor.value("line 1", "smtp:a@example.com").unwrap();
+        extractor.value("line 2", "b@other.example").unwrap();
+        extractor.value("line 3", "not an address").unwrap();
+        let extracted = extractor.finish();
+        assert_eq!(extracted.addresses.len(), 1);
+        assert_eq!((extracted.entries, extracted.elsewhere), (3, 1));
+        assert_eq!(extracted.invalid, ["line 3: not an address (no @)"]);
     }
 }

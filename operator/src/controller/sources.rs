@@ -1,0 +1,460 @@
+//! The recipient sources the operator syncs itself (`spec.recipients.ldap` and `http`),
+//! asked when a sync is due. The list in force is the last sync that succeeded: a failed
+//! one leaves it serving (and says why in status), and `maxAge` counts from its time.
+
+use super::error::Error;
+use crate::api::domain::{
+    HttpSource, LdapSource, RecipientSourceStatus, Recipients, refresh_every,
+};
+use crate::api::{KeyRef, MailDomain};
+use crate::net::http::{Fetched, ListQuery};
+use crate::net::ldap::DirectoryQuery;
+use crate::recipients::extract::SourceError;
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most addresses one source may give a domain: the operator holds them in memory.
+pub const MAX_SOURCE_ADDRESSES: usize = 1_000_000;
+
+/// Most bytes of a list served over HTTP: a million addresses and their line breaks.
+const MAX_LIST_BYTES: usize = 512 << 20;
+
+/// Longest a connection or one of its operations may wait for a source.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a whole list may take to arrive over HTTP.
+const LIST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A failed sync is tried again this soon (or at the refresh interval, if shorter).
+const RETRY_FAILED: Duration = Duration::from_secs(60);
+
+/// What a sync reaches: the API server (Secrets), the network, and the MailDomains (to
+/// drop the lists of those gone).
+pub struct Reach<'a> {
+    pub client: &'a Client,
+    pub network: &'a crate::net::Network,
+    pub domains: &'a Store<MailDomain>,
+}
+
+/// One source a MailDomain names.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Ldap(LdapSource),
+    Http(HttpSource),
+}
+
+impl Source {
+    /// The sources `recipients` names, in status order.
+    pub fn named(recipients: &Recipients) -> Vec<Source> {
+        let ldap = recipients.ldap.clone().map(Source::Ldap);
+        let http = recipients.http.clone().map(Source::Http);
+        ldap.into_iter().chain(http).collect()
+    }
+
+    /// `ldap` or `http`: its key in `status.recipientSources`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ldap(_) => "ldap",
+            Self::Http(_) => "http",
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Self::Ldap(ldap) => &ldap.url,
+            Self::Http(http) => &http.url,
+        }
+    }
+
+    fn refresh(&self) -> Duration {
+        refresh_every(match self {
+            Self::Ldap(ldap) => &ldap.refresh_interval,
+            Self::Http(http) => &http.refresh_interval,
+        })
+    }
+
+    fn skip_invalid(&self) -> bool {
+        match self {
+            Self::Ldap(ldap) => ldap.skip_invalid,
+            Self::Http(http) => http.skip_invalid,
+        }
+    }
+
+    /// "LDAP ldaps://..." or "HTTP https://...".
+    fn described(&self) -> String {
+        match self {
+            Self::Ldap(ldap) => format!("the directory {}", ldap.url),
+            Self::Http(http) => format!("the list at {}", http.url),
+        }
+    }
+}
+
+/// The sync state of each MailDomain (`namespace`, `name`) source (`kind`).
+#[derive(Default)]
+pub struct SourceSyncs(Mutex<HashMap<(String, String, &'static str), Synced>>);
+
+#[derive(Clone)]
+struct Synced {
+    source: Source,
+    in_force: Option<InForce>,
+    /// The list in force's `ETag` (HTTP).
+    etag: Option<String>,
+    attempted: Timestamp,
+    error: Option<SourceError>,
+}
+
+/// The list a successful sync gave.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InForce {
+    pub addresses: Arc<BTreeSet<String>>,
+    pub at: Timestamp,
+    /// What it skipped (`skipInvalid`), for status.
+    pub skipped: Option<String>,
+}
+
+/// What a decision reads of one source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceState {
+    pub kind: &'static str,
+    /// "the directory ldap://..." or "the list at https://...".
+    pub described: String,
+    pub in_force: Option<InForce>,
+    /// Why the last attempt failed.
+    pub error: Option<SourceError>,
+    /// When the next sync is due.
+    pub next_in: Duration,
+}
+
+impl SourceState {
+    pub fn status(&self) -> RecipientSourceStatus {
+        let in_force = self.in_force.as_ref();
+        RecipientSourceStatus {
+            source: self.kind.into(),
+            addresses: in_force.map(|list| list.addresses.len() as i64),
+            last_success: in_force.map(|list| Time(list.at)),
+            reason: self.error.as_ref().map(|e| e.reason().to_string()),
+            message: match &self.error {
+                Some(error) => Some(error.to_string()),
+                None => in_force.and_then(|list| list.skipped.clone()),
+            },
+        }
+    }
+}
+
+impl SourceSyncs {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, &'static str), Synced>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Syncs each source of the domain whose sync is due (none yet, the source changed, or
+    /// its refresh interval passed; sooner after a failure), and returns their states.
+    pub async fn sync(
+        &self,
+        domain: &MailDomain,
+        reach: &Reach<'_>,
+        namespace: &str,
+        normalized: &str,
+    ) -> Result<Vec<SourceState>, Error> {
+        let name = domain.name_any();
+        let sources = Source::named(&domain.spec.recipients);
+        self.entries().retain(|(ns, n, kind), _| {
+            (ns.as_str(), n) != (namespace, &name) || sources.iter().any(|s| s.kind() == *kind)
+        });
+        let mut states = Vec::with_capacity(sources.len());
+        for source in sources {
+            let key = (namespace.to_string(), name.clone(), source.kind());
+            states.push(self.sync_one(reach, key, source, normalized).await?);
+        }
+        Ok(states)
+    }
+
+    async fn sync_one(
+        &self,
+        reach: &Reach<'_>,
+        key: (String, String, &'static str),
+        source: Source,
+        normalized: &str,
+    ) -> Result<SourceState, Error> {
+        let now = Timestamp::now();
+        let known = self
+            .entries()
+            .get(&key)
+            .cloned()
+            .filter(|known| known.source == source);
+        if let Some(known) = &known
+            && let Some(next_in) = due_in(known, now)
+        {
+            return Ok(state(known, next_in));
+        }
+        let namespace = &key.0;
+        let etag = known
+            .as_ref()
+            .filter(|k| k.in_force.is_some())
+            .and_then(|k| k.etag.clone());
+        let fetched = match &source {
+            Source::Ldap(ldap) => {
+                match directory_query(reach, namespace, normalized, ldap).await? {
+                    Ok(query) => reach
+                        .network
+                        .directory
+                        .search(&query)
+                        .await
+                        .map(|extracted| Fetched::List {
+                            extracted,
+                            etag: None,
+                        }),
+                    Err(missing) => Err(missing),
+                }
+            }
+            Source::Http(http) => match list_query(reach, namespace, normalized, http).await? {
+                Ok(query) => reach.network.lists.fetch(&query, etag.as_deref()).await,
+                Err(missing) => Err(missing),
+            },
+        };
+        let mut synced = Synced {
+            source: source.clone(),
+            in_force: known.as_ref().and_then(|k| k.in_force.clone()),
+            etag,
+            attempted: now,
+            error: None,
+        };
+        // Whole seconds, as status shows it.
+        let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let accepted = fetched.and_then(|fetched| match fetched {
+            Fetched::List { extracted, etag } => extracted
+                .accepted(source.skip_invalid())
+                .map(|extracted| Some((extracted, etag))),
+            Fetched::NotModified => Ok(None),
+        });
+        match accepted {
+            Ok(Some((extracted, etag))) => {
+                synced.in_force = Some(InForce {
+                    skipped: extracted.skipped(),
+                    addresses: Arc::new(extracted.addresses),
+                    at,
+                });
+                synced.etag = etag;
+            }
+            Ok(None) => {
+                if let Some(in_force) = synced.in_force.as_mut() {
+                    in_force.at = at;
+                }
+            }
+            Err(error) => {
+                tracing::info!(url = source.url(), reason = error.reason(), %error, "a recipient source sync failed");
+                synced.error = Some(error);
+            }
+        }
+        let next_in = due_in(&synced, now).unwrap_or(RETRY_FAILED);
+        let state = state(&synced, next_in);
+        let mut entries = self.entries();
+        entries.insert(key, synced);
+        // Lists of domains deleted without a finalizer (a reconcile never sees them go).
+        entries.retain(|(namespace, name, _), _| {
+            reach
+                .domains
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some()
+        });
+        Ok(state)
+    }
+
+    /// Drops a domain's lists (it is gone).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.entries()
+            .retain(|(ns, n, _), _| (ns.as_str(), n.as_str()) != (namespace, name));
+    }
+}
+
+/// How long until the next sync of `synced` is due; `None` when it is due now.
+fn due_in(synced: &Synced, now: Timestamp) -> Option<Duration> {
+    let every = match synced.error {
+        Some(_) => synced.source.refresh().min(RETRY_FAILED),
+        None => synced.source.refresh(),
+    };
+    let since = Duration::try_from(now.duration_since(synced.attempted)).unwrap_or_default();
+    every.checked_sub(since).filter(|left| !left.is_zero())
+}
+
+fn state(synced: &Synced, next_in: Duration) -> SourceState {
+    SourceState {
+        kind: synced.source.kind(),
+        described: synced.source.described(),
+        in_force: synced.in_force.clone(),
+        error: synced.error.clone(),
+        next_in,
+    }
+}
+
+/// The search `source` asks for, with the password and CA from their Secrets; `Ok(Err)`
+/// when a Secret or key is missing.
+async fn directory_query(
+    reach: &Reach<'_>,
+    namespace: &str,
+    normalized: &str,
+    source: &LdapSource,
+) -> Result<Result<DirectoryQuery, SourceError>, Error> {
+    let secrets = Api::<Secret>::namespaced(reach.client.clone(), namespace);
+    let password = match secret_text(&secrets, namespace, &source.password_secret_ref).await? {
+        Ok(password) => password,
+        Err(missing) => return Ok(Err(missing)),
+    };
+    let ca_pem = match optional_text(&secrets, namespace, source.ca_secret_ref.as_ref()).await? {
+        Ok(pem) => pem,
+        Err(missing) => return Ok(Err(missing)),
+    };
+    Ok(Ok(DirectoryQuery {
+        url: source.url.clone(),
+        start_tls: source.start_tls,
+        ca_pem,
+        bind_dn: source.bind_dn.clone(),
+        password: one_line(&password),
+        base_dn: source.base_dn.clone(),
+        filter: source.filter.clone(),
+        attributes: source.attributes.clone(),
+        page_size: source.page_size,
+        timeout: SOURCE_TIMEOUT,
+        domain: normalized.to_string(),
+        limit: MAX_SOURCE_ADDRESSES,
+    }))
+}
+
+/// The request `source` asks for, with its credentials and CA from their Secrets.
+async fn list_query(
+    reach: &Reach<'_>,
+    namespace: &str,
+    normalized: &str,
+    source: &HttpSource,
+) -> Result<Result<ListQuery, SourceError>, Error> {
+    let secrets = Api::<Secret>::namespaced(reach.client.clone(), namespace);
+    let ca_pem = match optional_text(&secrets, namespace, source.ca_secret_ref.as_ref()).await? {
+        Ok(pem) => pem,
+        Err(missing) => return Ok(Err(missing)),
+    };
+    let token =
+        match optional_text(&secrets, namespace, source.bearer_token_secret_ref.as_ref()).await? {
+            Ok(token) => token,
+            Err(missing) => return Ok(Err(missing)),
+        };
+    let mut authorization = token.map(|token| format!("Bearer {}", one_line(&token)));
+    if let Some(basic) = &source.basic_auth_secret_ref {
+        let key = |key: &str| KeyRef {
+            name: basic.name.clone(),
+            key: key.into(),
+        };
+        let (user, password) = match (
+            secret_text(&secrets, namespace, &key("username")).await?,
+            secret_text(&secrets, namespace, &key("password")).await?,
+        ) {
+            (Ok(user), Ok(password)) => (one_line(&user), one_line(&password)),
+            (Err(missing), _) | (_, Err(missing)) => return Ok(Err(missing)),
+        };
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        authorization = Some(format!("Basic {pair}"));
+    }
+    Ok(Ok(ListQuery {
+        url: source.url.clone(),
+        ca_pem,
+        authorization,
+        format: source.format,
+        timeout: LIST_TIMEOUT,
+        domain: normalized.to_string(),
+        limit: MAX_SOURCE_ADDRESSES,
+        max_bytes: MAX_LIST_BYTES,
+    }))
+}
+
+/// A credential as a Secret holds it, without the line break an editor leaves at its end.
+fn one_line(text: &str) -> String {
+    text.trim_end_matches(['\r', '\n']).to_string()
+}
+
+async fn optional_text(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    reference: Option<&KeyRef>,
+) -> Result<Result<Option<String>, SourceError>, Error> {
+    match reference {
+        Some(reference) => Ok(secret_text(secrets, namespace, reference).await?.map(Some)),
+        None => Ok(Ok(None)),
+    }
+}
+
+async fn secret_text(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    reference: &KeyRef,
+) -> Result<Result<String, SourceError>, Error> {
+    let name = &reference.name;
+    let Some(secret) = secrets.get_opt(name).await? else {
+        return Ok(Err(SourceError::CredentialsMissing(format!(
+            "Secret {namespace}/{name} does not exist"
+        ))));
+    };
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&reference.key))
+        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+    Ok(text.ok_or_else(|| {
+        SourceError::CredentialsMissing(format!(
+            "Secret {namespace}/{name} has no key {:?} (or it is not UTF-8 text)",
+            reference.key
+        ))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced(refresh: &str, attempted: i64, failed: bool) -> Synced {
+        let source: LdapSource = serde_json::from_value(serde_json::json!({
+            "url": "ldap://ldap.example.com", "bindDN": "cn=x", "baseDN": "dc=example",
+            "passwordSecretRef": {"name": "ldap", "key": "password"},
+            "refreshInterval": refresh,
+        }))
+        .unwrap();
+        Synced {
+            source: Source::Ldap(source),
+            in_force: None,
+            etag: None,
+            attempted: Timestamp::from_second(attempted).unwrap(),
+            error: failed.then(|| SourceError::Unreachable("refused".into())),
+        }
+    }
+
+    #[test]
+    fn a_sync_is_due_at_its_interval_and_sooner_after_a_failure() {
+        let at = |second: i64| Timestamp::from_second(second).unwrap();
+        let table = [
+            ("15m", 1_000, false, 1_000, Some(900)),
+            ("15m", 1_000, false, 1_899, Some(1)),
+            ("15m", 1_000, false, 1_900, None),
+            ("15m", 1_000, true, 1_030, Some(30)),
+            ("15m", 1_000, true, 1_060, None),
+            ("20s", 1_000, true, 1_010, Some(10)),
+        ];
+        for (refresh, attempted, failed, now, due) in table {
+            assert_eq!(
+                due_in(&synced(refresh, attempted, failed), at(now)),
+                due.map(Duration::from_secs),
+                "{refresh} {attempted} {failed} {now}"
+            );
+        }
+    }
+}
