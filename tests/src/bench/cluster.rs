@@ -37,12 +37,7 @@ pub(super) fn start_operator(plane: &ControlPlane, log: &Path) -> Result<Guarded
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+    super::memory_mib(&pid.to_string(), "VmHWM:")
 }
 
 pub(super) fn domain(

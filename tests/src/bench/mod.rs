@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod drift;
 pub mod maps;
 pub mod outage;
+pub mod sources;
 
 use serde::Serialize;
 use std::time::Duration;
@@ -15,6 +16,17 @@ use std::time::Duration;
 pub enum Size {
     Smoke,
     Full,
+}
+
+/// A memory figure of `/proc/<process>/status` (`VmRSS:`, `VmHWM:`) in MiB; `process` is
+/// a pid or `self`.
+pub fn memory_mib(process: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 /// One measured figure.

@@ -1,7 +1,7 @@
 //! `make bench`: every figure of the benchmarks issue, measured on this machine, printed as
 //! a table and written to `bench/results.json`. `--size smoke` runs each section small.
 
-use mx_operator_tests::bench::{self, Figure, Size, cluster, drift, maps, outage};
+use mx_operator_tests::bench::{self, Figure, Size, cluster, drift, maps, outage, sources};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ fn main() -> std::process::ExitCode {
             },
             "--only" => match args.next() {
                 Some(section)
-                    if ["latency", "scale", "drift", "maps", "outage"]
+                    if ["latency", "scale", "drift", "maps", "outage", "sources"]
                         .contains(&section.as_str()) =>
                 {
                     only = Some(section)
@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
 
 fn usage(problem: &str) -> std::process::ExitCode {
     eprintln!(
-        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps|outage] [--out FILE]"
+        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps|outage|sources] [--out FILE]"
     );
     std::process::ExitCode::from(2)
 }
@@ -68,6 +68,10 @@ async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
     let (outage_domains, outage_messages, standing) = match size {
         Size::Smoke => (10, 100, Duration::from_secs(30)),
         Size::Full => (100, 1_000, Duration::from_secs(180)),
+    };
+    let people = match size {
+        Size::Smoke => 10_000,
+        Size::Full => 1_000_000,
     };
     let wanted = |section: &str| only.is_none_or(|o| o == section);
     let mut figures = vec![];
@@ -94,6 +98,10 @@ async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
             "bench: {outage_messages} messages queued for {outage_domains} domains in an outage ..."
         );
         figures.extend(outage::run(&dir, outage_domains, outage_messages, standing).await?);
+    }
+    if wanted("sources") {
+        eprintln!("bench: recipient sources with {people} addresses ...");
+        figures.extend(sources::run(&dir, people, 10).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)

@@ -1,0 +1,129 @@
+//! Recipient sources through the operator's own code path (`net::ldap`, `net::http`):
+//! a full sync of a real slapd holding many people, and a list on a real nginx fetched
+//! again and again while unchanged.
+
+use super::Figure;
+use crate::ldap::{Person, SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
+use crate::nginx::{Nginx, TOKEN};
+use mx_operator::api::domain::ListFormat;
+use mx_operator::net::http::{Fetched, Https, ListQuery, ListServer};
+use mx_operator::net::ldap::{Directory, DirectoryQuery, Ldap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SECTION: &str = "7. Recipient sources (operator code path; real slapd and nginx)";
+
+/// This process's resident set and its peak since the last reset, in MiB.
+fn memory() -> (f64, f64) {
+    (
+        super::memory_mib("self", "VmRSS:"),
+        super::memory_mib("self", "VmHWM:"),
+    )
+}
+
+/// Starts the peak over (Linux: `5` to `clear_refs` resets VmHWM to the current RSS).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub async fn run(dir: &Path, people: usize, refreshes: usize) -> Result<Vec<Figure>, String> {
+    let mut figures = vec![];
+    let error = |e: crate::HarnessError| e.to_string();
+
+    let loading = Instant::now();
+    let slapd = {
+        let everyone: Vec<Person> = (0..people)
+            .map(|i| Person {
+                uid: format!("u{i}"),
+                mail: vec![format!("u{i}@dir.example")],
+                proxy_addresses: vec![],
+            })
+            .collect();
+        Slapd::start(&dir.join("sources-slapd"), &everyone).map_err(error)?
+    };
+    eprintln!(
+        "bench: slapd loaded with {people} people in {:.1} s",
+        loading.elapsed().as_secs_f64()
+    );
+    let query = DirectoryQuery {
+        url: slapd.url.clone(),
+        start_tls: false,
+        ca_pem: None,
+        bind_dn: SERVICE_DN.into(),
+        password: SERVICE_PASSWORD.into(),
+        base_dn: format!("ou=people,{SUFFIX}"),
+        filter: "(mail=*)".into(),
+        attributes: vec!["mail".into()],
+        page_size: 500,
+        timeout: Duration::from_secs(60),
+        domain: "dir.example".into(),
+        limit: 1_000_000,
+    };
+    let (before, _) = memory();
+    reset_peak();
+    let started = Instant::now();
+    let extracted = Ldap.search(&query).await.map_err(|e| e.to_string())?;
+    let took = started.elapsed().as_secs_f64();
+    let (_, peak) = memory();
+    if extracted.addresses.len() != people {
+        return Err(format!(
+            "the sync found {} addresses of {people}",
+            extracted.addresses.len()
+        ));
+    }
+    let label = |what: &str| format!("{what} ({people} entries, pages of 500)");
+    figures.push(Figure::new(SECTION, label("LDAP full sync"), took, "s"));
+    figures.push(Figure::new(
+        SECTION,
+        label("LDAP sync: memory growth of the syncing process"),
+        peak - before,
+        "MiB",
+    ));
+    drop(extracted);
+    drop(slapd);
+
+    let nginx = Nginx::start(&dir.join("sources-nginx")).map_err(error)?;
+    let list: String = (0..people).map(|i| format!("u{i}@web.example\n")).collect();
+    nginx.serve("bearer/users.txt", &list).map_err(error)?;
+    let query = ListQuery {
+        url: format!("{}/bearer/users.txt", nginx.https_url),
+        ca_pem: Some(nginx.ca_pem.clone()),
+        authorization: Some(format!("Bearer {TOKEN}")),
+        format: ListFormat::Lines,
+        timeout: Duration::from_secs(300),
+        domain: "web.example".into(),
+        limit: 1_000_000,
+        max_bytes: 512 << 20,
+    };
+    let started = Instant::now();
+    let first = Https.fetch(&query, None).await.map_err(|e| e.to_string())?;
+    let took = started.elapsed().as_secs_f64();
+    let Fetched::List { etag, .. } = first else {
+        return Err("the first fetch was not a list".into());
+    };
+    let etag = etag.ok_or("nginx gave no ETag")?;
+    let served_before = nginx.requests().len();
+    for _ in 0..refreshes {
+        match Https.fetch(&query, Some(&etag)).await {
+            Ok(Fetched::NotModified) => {}
+            other => return Err(format!("an unchanged refresh gave {other:?}")),
+        }
+    }
+    let logged = nginx.requests();
+    let unchanged = &logged[served_before..];
+    let label = |what: &str| format!("{what} ({people} lines, {refreshes} unchanged refreshes)");
+    figures.push(Figure::new(SECTION, label("HTTP full fetch"), took, "s"));
+    figures.push(Figure::new(
+        SECTION,
+        label("HTTP requests sent for the unchanged refreshes"),
+        unchanged.len() as f64,
+        "",
+    ));
+    figures.push(Figure::new(
+        SECTION,
+        label("HTTP body bytes of the unchanged refreshes"),
+        unchanged.iter().map(|r| r.body_bytes).sum::<u64>() as f64,
+        "B",
+    ));
+    Ok(figures)
+}
