@@ -54,6 +54,9 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every kind, as [`Source::kind`] names them.
+    const KINDS: [&'static str; 2] = ["ldap", "http"];
+
     /// The sources `recipients` names, in status order.
     pub fn named(recipients: &Recipients) -> Vec<Source> {
         let ldap = recipients.ldap.clone().map(Source::Ldap);
@@ -171,9 +174,14 @@ impl SourceSyncs {
     ) -> Result<Vec<SourceState>, Error> {
         let name = domain.name_any();
         let sources = Source::named(&domain.spec.recipients);
-        self.entries().retain(|(ns, n, kind), _| {
-            (ns.as_str(), n) != (namespace, &name) || sources.iter().any(|s| s.kind() == *kind)
-        });
+        {
+            let mut entries = self.entries();
+            for kind in Source::KINDS {
+                if !sources.iter().any(|s| s.kind() == kind) {
+                    entries.remove(&(namespace.to_string(), name.clone(), kind));
+                }
+            }
+        }
         let mut states = Vec::with_capacity(sources.len());
         for source in sources {
             let key = (namespace.to_string(), name.clone(), source.kind());
@@ -200,30 +208,14 @@ impl SourceSyncs {
         {
             return Ok(state(known, next_in));
         }
-        let namespace = &key.0;
         let etag = known
             .as_ref()
             .filter(|k| k.in_force.is_some())
             .and_then(|k| k.etag.clone());
-        let fetched = match &source {
-            Source::Ldap(ldap) => {
-                match directory_query(reach, namespace, normalized, ldap).await? {
-                    Ok(query) => reach
-                        .network
-                        .directory
-                        .search(&query)
-                        .await
-                        .map(|extracted| Fetched::List {
-                            extracted,
-                            etag: None,
-                        }),
-                    Err(missing) => Err(missing),
-                }
-            }
-            Source::Http(http) => match list_query(reach, namespace, normalized, http).await? {
-                Ok(query) => reach.network.lists.fetch(&query, etag.as_deref()).await,
-                Err(missing) => Err(missing),
-            },
+        let fetched = match ask(reach, &key.0, normalized, &source, etag.as_deref()).await {
+            Ok(fetched) => fetched,
+            Err(Unready::Missing(missing)) => Err(missing),
+            Err(Unready::Api(error)) => return Err(error),
         };
         let mut synced = Synced {
             source: source.clone(),
@@ -262,14 +254,17 @@ impl SourceSyncs {
         let next_in = due_in(&synced, now).unwrap_or(RETRY_FAILED);
         let state = state(&synced, next_in);
         let mut entries = self.entries();
-        entries.insert(key, synced);
-        // Lists of domains deleted without a finalizer (a reconcile never sees them go).
-        entries.retain(|(namespace, name, _), _| {
-            reach
-                .domains
-                .get(&ObjectRef::new(name).within(namespace))
-                .is_some()
-        });
+        // Lists of domains deleted without a finalizer (a reconcile never sees them go):
+        // dropped whenever the map grows, so it holds no more than the live sources and
+        // those gone since the last new one, and a refresh costs no pass over it.
+        if entries.insert(key, synced).is_none() {
+            entries.retain(|(namespace, name, _), _| {
+                reach
+                    .domains
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .is_some()
+            });
+        }
         Ok(state)
     }
 
@@ -300,24 +295,64 @@ fn state(synced: &Synced, next_in: Duration) -> SourceState {
     }
 }
 
-/// The search `source` asks for, with the password and CA from their Secrets; `Ok(Err)`
-/// when a Secret or key is missing.
-async fn directory_query(
+/// Why a source could not be asked: the API server failed (the reconcile is retried), or a
+/// Secret or key it names is missing (a status reason).
+enum Unready {
+    Api(Error),
+    Missing(SourceError),
+}
+
+impl From<kube::Error> for Unready {
+    fn from(error: kube::Error) -> Self {
+        Self::Api(error.into())
+    }
+}
+
+impl From<SourceError> for Unready {
+    fn from(missing: SourceError) -> Self {
+        Self::Missing(missing)
+    }
+}
+
+/// Asks `source`, with its credentials and CA from their Secrets; `etag` is the list in
+/// force's (HTTP).
+async fn ask(
     reach: &Reach<'_>,
     namespace: &str,
     normalized: &str,
+    source: &Source,
+    etag: Option<&str>,
+) -> Result<Result<Fetched, SourceError>, Unready> {
+    let mut secrets = Secrets::new(reach.client, namespace);
+    Ok(match source {
+        Source::Ldap(ldap) => {
+            let query = directory_query(&mut secrets, normalized, ldap).await?;
+            reach
+                .network
+                .directory
+                .search(&query)
+                .await
+                .map(|extracted| Fetched::List {
+                    extracted,
+                    etag: None,
+                })
+        }
+        Source::Http(http) => {
+            let query = list_query(&mut secrets, normalized, http).await?;
+            reach.network.lists.fetch(&query, etag).await
+        }
+    })
+}
+
+/// The search `source` asks for.
+async fn directory_query(
+    secrets: &mut Secrets<'_>,
+    normalized: &str,
     source: &LdapSource,
-) -> Result<Result<DirectoryQuery, SourceError>, Error> {
-    let secrets = Api::<Secret>::namespaced(reach.client.clone(), namespace);
-    let password = match secret_text(&secrets, namespace, &source.password_secret_ref).await? {
-        Ok(password) => password,
-        Err(missing) => return Ok(Err(missing)),
-    };
-    let ca_pem = match optional_text(&secrets, namespace, source.ca_secret_ref.as_ref()).await? {
-        Ok(pem) => pem,
-        Err(missing) => return Ok(Err(missing)),
-    };
-    Ok(Ok(DirectoryQuery {
+) -> Result<DirectoryQuery, Unready> {
+    let password = secrets.text(&source.password_secret_ref).await?;
+    let ca_pem = secrets.optional(source.ca_secret_ref.as_ref()).await?;
+    Ok(DirectoryQuery {
         url: source.url.clone(),
         start_tls: source.start_tls,
         ca_pem,
@@ -330,43 +365,31 @@ async fn directory_query(
         timeout: SOURCE_TIMEOUT,
         domain: normalized.to_string(),
         limit: MAX_SOURCE_ADDRESSES,
-    }))
+    })
 }
 
-/// The request `source` asks for, with its credentials and CA from their Secrets.
+/// The request `source` asks for.
 async fn list_query(
-    reach: &Reach<'_>,
-    namespace: &str,
+    secrets: &mut Secrets<'_>,
     normalized: &str,
     source: &HttpSource,
-) -> Result<Result<ListQuery, SourceError>, Error> {
-    let secrets = Api::<Secret>::namespaced(reach.client.clone(), namespace);
-    let ca_pem = match optional_text(&secrets, namespace, source.ca_secret_ref.as_ref()).await? {
-        Ok(pem) => pem,
-        Err(missing) => return Ok(Err(missing)),
-    };
-    let token =
-        match optional_text(&secrets, namespace, source.bearer_token_secret_ref.as_ref()).await? {
-            Ok(token) => token,
-            Err(missing) => return Ok(Err(missing)),
-        };
+) -> Result<ListQuery, Unready> {
+    let ca_pem = secrets.optional(source.ca_secret_ref.as_ref()).await?;
+    let token = secrets
+        .optional(source.bearer_token_secret_ref.as_ref())
+        .await?;
     let mut authorization = token.map(|token| format!("Bearer {}", one_line(&token)));
     if let Some(basic) = &source.basic_auth_secret_ref {
         let key = |key: &str| KeyRef {
             name: basic.name.clone(),
             key: key.into(),
         };
-        let (user, password) = match (
-            secret_text(&secrets, namespace, &key("username")).await?,
-            secret_text(&secrets, namespace, &key("password")).await?,
-        ) {
-            (Ok(user), Ok(password)) => (one_line(&user), one_line(&password)),
-            (Err(missing), _) | (_, Err(missing)) => return Ok(Err(missing)),
-        };
+        let user = one_line(&secrets.text(&key("username")).await?);
+        let password = one_line(&secrets.text(&key("password")).await?);
         let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         authorization = Some(format!("Basic {pair}"));
     }
-    Ok(Ok(ListQuery {
+    Ok(ListQuery {
         url: source.url.clone(),
         ca_pem,
         authorization,
@@ -375,7 +398,7 @@ async fn list_query(
         domain: normalized.to_string(),
         limit: MAX_SOURCE_ADDRESSES,
         max_bytes: MAX_LIST_BYTES,
-    }))
+    })
 }
 
 /// A credential as a Secret holds it, without the line break an editor leaves at its end.
@@ -383,39 +406,55 @@ fn one_line(text: &str) -> String {
     text.trim_end_matches(['\r', '\n']).to_string()
 }
 
-async fn optional_text(
-    secrets: &Api<Secret>,
-    namespace: &str,
-    reference: Option<&KeyRef>,
-) -> Result<Result<Option<String>, SourceError>, Error> {
-    match reference {
-        Some(reference) => Ok(secret_text(secrets, namespace, reference).await?.map(Some)),
-        None => Ok(Ok(None)),
-    }
+/// The Secrets one source's query reads, each read once (a password and a CA, or a
+/// user name and a password, are often keys of the same Secret).
+struct Secrets<'a> {
+    api: Api<Secret>,
+    namespace: &'a str,
+    read: HashMap<String, Option<Secret>>,
 }
 
-async fn secret_text(
-    secrets: &Api<Secret>,
-    namespace: &str,
-    reference: &KeyRef,
-) -> Result<Result<String, SourceError>, Error> {
-    let name = &reference.name;
-    let Some(secret) = secrets.get_opt(name).await? else {
-        return Ok(Err(SourceError::CredentialsMissing(format!(
-            "Secret {namespace}/{name} does not exist"
-        ))));
-    };
-    let text = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(&reference.key))
-        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
-    Ok(text.ok_or_else(|| {
-        SourceError::CredentialsMissing(format!(
-            "Secret {namespace}/{name} has no key {:?} (or it is not UTF-8 text)",
-            reference.key
-        ))
-    }))
+impl<'a> Secrets<'a> {
+    fn new(client: &Client, namespace: &'a str) -> Self {
+        Self {
+            api: Api::namespaced(client.clone(), namespace),
+            namespace,
+            read: HashMap::new(),
+        }
+    }
+
+    async fn optional(&mut self, reference: Option<&KeyRef>) -> Result<Option<String>, Unready> {
+        match reference {
+            Some(reference) => Ok(Some(self.text(reference).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn text(&mut self, reference: &KeyRef) -> Result<String, Unready> {
+        let (namespace, name) = (self.namespace, &reference.name);
+        if !self.read.contains_key(name) {
+            let secret = self.api.get_opt(name).await?;
+            self.read.insert(name.clone(), secret);
+        }
+        let Some(secret) = self.read.get(name).and_then(Option::as_ref) else {
+            return Err(SourceError::CredentialsMissing(format!(
+                "Secret {namespace}/{name} does not exist"
+            ))
+            .into());
+        };
+        let text = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(&reference.key))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+        text.ok_or_else(|| {
+            SourceError::CredentialsMissing(format!(
+                "Secret {namespace}/{name} has no key {:?} (or it is not UTF-8 text)",
+                reference.key
+            ))
+            .into()
+        })
+    }
 }
 
 #[cfg(test)]

@@ -201,14 +201,16 @@ impl Lines {
                 self.max_bytes
             )));
         }
-        self.pending.extend_from_slice(data);
+        // Taken out while its lines are read, so that each is borrowed, not copied.
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(data);
         let mut start = 0;
-        while let Some(end) = self.pending[start..].iter().position(|b| *b == b'\n') {
-            let line = self.pending[start..start + end].to_vec();
-            self.line(&line)?;
+        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+            self.line(&pending[start..start + end])?;
             start += end + 1;
         }
-        self.pending.drain(..start);
+        pending.drain(..start);
+        self.pending = pending;
         Ok(())
     }
 
