@@ -355,13 +355,14 @@ impl ControlPlane {
             .is_ok_and(|body| body.trim() == "ok")
     }
 
-    /// The garbage collector (owner references), namespace deletion and service-account
-    /// tokens need kube-controller-manager; nothing else of it is wanted.
+    /// The garbage collector (owner references), namespace deletion, service-account tokens
+    /// and the rules of the aggregated roles (`view`, `edit`, `admin`, as a cluster hands
+    /// them to tenants) need kube-controller-manager; nothing else of it is wanted.
     fn controller_manager_command(&self) -> Command {
         let mut command = Command::new(cache_dir().join("bin/kube-controller-manager"));
         command
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token")
+            .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation")
             .arg(format!(
                 "--service-account-private-key-file={}",
                 self.dir.join("sa.key").display()

@@ -1,14 +1,16 @@
-//! The agent on its own (no operator): ConfigMaps written straight to the API server, as a
-//! hand edit or a faulty writer would. A refused ConfigMap leaves the previous configuration
-//! serving, and Postfix keeps serving while the agent is down.
+//! The agent on its own (no operator): its gateway ConfigMap and MailRelays written straight
+//! to the API server, as a hand edit or a faulty writer would. A refused object leaves the
+//! previous configuration serving, Postfix keeps serving while the agent is down, and a
+//! ConfigMap labelled as a relay adds nothing.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
+use mx_operator::api::MailRelay;
 use mx_operator::api::domain::MailDomainSpec;
 use mx_operator::api::gateway::MailGatewaySpec;
 use mx_operator::render::{
     DomainInput, GATEWAY_CONFIG_LABEL, RELAY_GATEWAY_LABEL, RelayMode, gateway_configmap_data,
-    relay_configmap_data,
+    relay_data,
 };
 use mx_operator_tests::ControlPlane;
 use mx_operator_tests::control_plane::Lifetime;
@@ -44,20 +46,21 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
     }))
     .unwrap();
     let recipients = BTreeSet::from(["alice@kept.example".to_string()]);
-    let relay_data = relay_configmap_data(&DomainInput {
+    let relay_data = relay_data(&DomainInput {
         spec: &spec,
         recipients: &recipients,
         mode: RelayMode::Active,
         gateway_delivery: &Default::default(),
     })
     .unwrap();
-    apply::<ConfigMap>(
-        &ns,
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "relay-kept.example", "labels": {RELAY_GATEWAY_LABEL: "edge"}},
-        "data": relay_data}),
-    )
-    .await;
+    let written = MailRelay::new(
+        serde_json::from_value(
+            json!({"name": "relay-kept.example", "labels": {RELAY_GATEWAY_LABEL: "edge"}}),
+        )
+        .unwrap(),
+        relay_data.clone(),
+    );
+    apply::<MailRelay>(&ns, serde_json::to_value(written).unwrap()).await;
 
     let mut gateway = Gateway::start(
         &plane.dir.join(format!("gateway-{}", ns.name)),
@@ -74,10 +77,27 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
     };
     assert_eq!(answer("alice@kept.example").await, 250);
     let configmaps = ns.api::<ConfigMap>();
+    let relays = ns.api::<MailRelay>();
 
-    // A relay ConfigMap that reaches beyond its domain is refused as a whole: bob (added in
-    // the same edit) is not accepted, and the smuggled domain is not relayed.
-    configmaps
+    // Whoever may create ConfigMaps in the gateway's namespace cannot add a domain or a
+    // recipient: a well-formed relay configuration in a ConfigMap labelled for the gateway
+    // is never read. (The load that follows the MailRelay edit below proves it was seen.)
+    let mut forged = relay_data.clone();
+    forged.insert(
+        "relay_recipients".into(),
+        "alice@kept.example OK\nmallory@kept.example OK\n".into(),
+    );
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "relay-forged", "labels": {RELAY_GATEWAY_LABEL: "edge"}},
+        "data": forged}),
+    )
+    .await;
+
+    // A MailRelay that reaches beyond its domain is refused as a whole: bob (added in the
+    // same edit) is not accepted, and the smuggled domain is not relayed.
+    relays
         .patch(
             "relay-kept.example",
             &PatchParams::default(),
@@ -94,6 +114,11 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
     assert_eq!(answer("bob@kept.example").await, 550);
     assert_eq!(answer("someone@evil.test").await, 554);
     assert_eq!(answer("alice@kept.example").await, 250);
+    assert_eq!(
+        answer("mallory@kept.example").await,
+        550,
+        "the forged ConfigMap"
+    );
 
     // A gateway ConfigMap with a broken main.cf is refused too.
     let mut broken = gateway_data.clone();

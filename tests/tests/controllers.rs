@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceA
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway, MailRelay};
 use mx_operator_tests::TestNamespace;
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::operator::{TEST_RESYNC, namespace_with_operator};
@@ -33,7 +33,7 @@ async fn wait_condition(
     domain_condition(&ns.api(), LIMIT, name, type_, status, reason).await
 }
 
-async fn relay_text(api: &Api<ConfigMap>, name: &str) -> Option<String> {
+async fn relay_text(api: &Api<MailRelay>, name: &str) -> Option<String> {
     let cm = api.get_opt(name).await.ok()??;
     Some(
         cm.data
@@ -95,17 +95,17 @@ async fn gateway_and_three_domains_become_children_and_status() {
         assert!(status.recipients_hash.unwrap().starts_with("sha256:"));
         assert_eq!(status.observed_generation, md.metadata.generation);
     }
-    let configmaps: Api<ConfigMap> = ns.api();
-    let two = relay_text(&configmaps, "relay-two.example")
+    let relays: Api<MailRelay> = ns.api();
+    let two = relay_text(&relays, "relay-two.example")
         .await
-        .expect("relay ConfigMap of two.example");
+        .expect("MailRelay of two.example");
     assert!(
         two.contains("carol@two.example") && two.contains("dave@two.example"),
         "{two}"
     );
-    let three = relay_text(&configmaps, "relay-three.example")
+    let three = relay_text(&relays, "relay-three.example")
         .await
-        .expect("relay ConfigMap of three.example");
+        .expect("MailRelay of three.example");
     assert!(
         three.contains("alice@three.example") && three.contains("erin@three.example"),
         "{three}"
@@ -153,7 +153,8 @@ async fn gateway_and_three_domains_become_children_and_status() {
         .get("edge-agent")
         .await
         .expect("agent RoleBinding");
-    let config = configmaps
+    let config = ns
+        .api::<ConfigMap>()
         .get("edge-config")
         .await
         .expect("gateway ConfigMap");
@@ -212,7 +213,7 @@ async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
     )
     .await;
     wait_condition(&ns, "shop", "Ready", ConditionStatus::True, "Relayed").await;
-    let configmaps: Api<ConfigMap> = ns.api();
+    let relays: Api<MailRelay> = ns.api();
 
     apply::<ConfigMap>(
         &ns,
@@ -220,15 +221,15 @@ async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
         "data": {"list": "bob@shop.example\nnew.hire@shop.example\n"}}),
     )
     .await;
-    until(LIMIT, "new recipient in the relay ConfigMap", || async {
-        relay_text(&configmaps, "relay-shop.example")
+    until(LIMIT, "new recipient in the MailRelay", || async {
+        relay_text(&relays, "relay-shop.example")
             .await
             .filter(|t| t.contains("new.hire@shop.example"))
     })
     .await;
 
     let edit = json!({"data": {"relay_recipients": "evil@shop.example OK\n", "injected": "x"}});
-    configmaps
+    relays
         .patch(
             "relay-shop.example",
             &PatchParams::default(),
@@ -236,18 +237,14 @@ async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
         )
         .await
         .expect("hand edit");
-    until(
-        LIMIT,
-        "hand edit of the relay ConfigMap repaired",
-        || async {
-            let text = relay_text(&configmaps, "relay-shop.example").await?;
-            (!text.contains("evil@shop.example") && text.contains("new.hire@shop.example"))
-                .then_some(())
-        },
-    )
+    until(LIMIT, "hand edit of the MailRelay repaired", || async {
+        let text = relay_text(&relays, "relay-shop.example").await?;
+        (!text.contains("evil@shop.example") && text.contains("new.hire@shop.example"))
+            .then_some(())
+    })
     .await;
-    let cm = configmaps.get("relay-shop.example").await.unwrap();
-    assert!(!cm.data.unwrap().contains_key("injected"));
+    let relay = relays.get("relay-shop.example").await.unwrap();
+    assert!(!relay.data.unwrap().contains_key("injected"));
 
     let sts: Api<StatefulSet> = ns.api();
     until(LIMIT, "StatefulSet", || async {
@@ -297,16 +294,16 @@ async fn deleting_a_domain_removes_its_relay_config() {
             .contains(&"mx-operator.io/cleanup".to_string())
     );
 
-    let configmaps: Api<ConfigMap> = ns.api();
+    let relays: Api<MailRelay> = ns.api();
     assert!(
-        configmaps
+        relays
             .get_opt("relay-local.example")
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        configmaps
+        relays
             .get_opt("relay-remote.example")
             .await
             .unwrap()
@@ -323,7 +320,7 @@ async fn deleting_a_domain_removes_its_relay_config() {
         .unwrap();
     for name in ["relay-local.example", "relay-remote.example"] {
         until(LIMIT, &format!("{name} deleted"), || async {
-            configmaps.get_opt(name).await.ok()?.is_none().then_some(())
+            relays.get_opt(name).await.ok()?.is_none().then_some(())
         })
         .await;
     }
@@ -414,7 +411,7 @@ async fn invalid_specs_get_clear_conditions_and_render_nothing() {
         );
     }
     let relays = ns
-        .api::<ConfigMap>()
+        .api::<MailRelay>()
         .list(&kube::api::ListParams::default().labels("mx-operator.io/relay-for"))
         .await
         .unwrap();
@@ -462,8 +459,8 @@ async fn the_older_claim_wins_a_contested_domain() {
     .await;
     let (_, _, message) = condition(&second, "Conflict").unwrap();
     assert!(message.contains(&format!("{}/first", ns.name)), "{message}");
-    let configmaps: Api<ConfigMap> = ns.api();
-    let text = relay_text(&configmaps, "relay-contested.example")
+    let relays: Api<MailRelay> = ns.api();
+    let text = relay_text(&relays, "relay-contested.example")
         .await
         .unwrap();
     assert!(
@@ -478,7 +475,7 @@ async fn the_older_claim_wins_a_contested_domain() {
         .unwrap();
     wait_condition(&other, "second", "Ready", ConditionStatus::True, "Relayed").await;
     until(LIMIT, "the relay config of the new holder", || async {
-        relay_text(&configmaps, "relay-contested.example")
+        relay_text(&relays, "relay-contested.example")
             .await
             .filter(|t| t.contains("mallory@contested.example"))
     })
@@ -509,7 +506,7 @@ async fn gateways_accept_only_the_namespaces_they_allow() {
     .await;
     assert!(condition(&md, "RelayConfigured").is_some());
     assert!(
-        ns.api::<ConfigMap>()
+        ns.api::<MailRelay>()
             .get_opt("relay-tenant.example")
             .await
             .unwrap()
@@ -658,7 +655,7 @@ async fn a_primary_that_is_the_gateway_itself_is_refused() {
         service.spec?.cluster_ip.filter(|ip| ip != "None")
     })
     .await;
-    let configmaps = ns.api::<ConfigMap>();
+    let relays = ns.api::<MailRelay>();
     for (name, host) in [
         ("by-name", "EDGE.mx.example.net."),
         ("by-address", cluster_ip.as_str()),
@@ -686,10 +683,7 @@ async fn a_primary_that_is_the_gateway_itself_is_refused() {
             "{message}"
         );
         let relay = format!("relay-{name}.example");
-        assert!(
-            configmaps.get_opt(&relay).await.unwrap().is_none(),
-            "{relay}"
-        );
+        assert!(relays.get_opt(&relay).await.unwrap().is_none(), "{relay}");
     }
     // The same host on another port is another server: relayed.
     apply::<MailDomain>(
@@ -727,9 +721,9 @@ async fn a_shared_gateway_delivers_only_where_it_allows() {
     .await;
     let (_, _, message) = condition(&md, "Ready").unwrap();
     assert!(message.contains("127.0.0.1 is a loopback"), "{message}");
-    let configmaps = ns.api::<ConfigMap>();
+    let relays = ns.api::<MailRelay>();
     assert!(
-        configmaps
+        relays
             .get_opt("relay-inward.example")
             .await
             .unwrap()
@@ -763,17 +757,24 @@ async fn a_shared_gateway_delivers_only_where_it_allows() {
 async fn a_relay_config_the_api_server_refuses_is_a_condition() {
     let (_plane, ns) = namespace_with_operator("toolarge").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
-    // 42,000 addresses fit in the list's ConfigMap (24 bytes each), but not in the relay
-    // ConfigMap, which adds " OK" to each.
-    let list: String = (0..42_000)
-        .map(|i| format!("user{i:06}@big.example\n"))
-        .collect();
+    // 40,000 addresses fit in the list's ConfigMap (24 bytes each) and 30,000 more in a
+    // Secret, but not all of them in one MailRelay, which adds " OK" to each.
+    let addresses = |range: std::ops::Range<u32>| -> String {
+        range.map(|i| format!("user{i:06}@big.example\n")).collect()
+    };
     apply::<ConfigMap>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": list}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": addresses(0..40_000)}}),
     )
     .await;
-    let recipients = json!({"recipients": {"configMapRef": {"name": "users", "key": "list"}}});
+    apply::<Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "more-users"}, "stringData": {"list": addresses(40_000..70_000)}}),
+    )
+    .await;
+    let recipients = json!({"recipients": {
+        "configMapRef": {"name": "users", "key": "list"},
+        "secretRef": {"name": "more-users", "key": "list"}}});
     apply::<MailDomain>(&ns, domain("big", "big.example", recipients)).await;
     let md = wait_condition(
         &ns,
@@ -785,26 +786,25 @@ async fn a_relay_config_the_api_server_refuses_is_a_condition() {
     .await;
     let (_, _, message) = condition(&md, "Ready").unwrap();
     assert!(
-        message.contains("over the 1048576 bytes a ConfigMap holds"),
+        message.contains("over the 1572864 bytes etcd stores in one object by default"),
         "{message}"
     );
     assert_eq!(
         condition(&md, "RelayConfigured").map(|(status, reason, _)| (status, reason)),
         Some((ConditionStatus::False, "RelayConfigRefused".to_string()))
     );
-    let configmaps = ns.api::<ConfigMap>();
-    assert!(
-        configmaps
-            .get_opt("relay-big.example")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let relays = ns.api::<MailRelay>();
+    assert!(relays.get_opt("relay-big.example").await.unwrap().is_none());
 
-    // A list that fits is relayed.
+    // Lists that fit are relayed.
     apply::<ConfigMap>(
         &ns,
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": "alice@big.example\n"}}),
+    )
+    .await;
+    apply::<Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "more-users"}, "stringData": {"list": "bob@big.example\n"}}),
     )
     .await;
     wait_condition(&ns, "big", "Ready", ConditionStatus::True, "Relayed").await;
@@ -816,16 +816,17 @@ async fn a_write_the_api_server_refuses_is_a_condition_until_it_succeeds() {
     use mx_operator_tests::fixtures::apply_dynamic;
     use mx_operator_tests::wait::gateway_condition;
     let (_plane, ns) = namespace_with_operator("quota").await;
-    // While this quota holds, admission refuses every new ConfigMap in the namespace: the
-    // gateway's and the domain's relay config. (Its status is what admission enforces; the
-    // test control plane runs no quota controller to fill it in.)
+    // While this quota holds, admission refuses every new ConfigMap and MailRelay in the
+    // namespace: the gateway's ConfigMap and the domain's MailRelay. (Its status is what
+    // admission enforces; the test control plane runs no quota controller to fill it in.)
+    let none = json!({"configmaps": "0", "count/mailrelays.mx-operator.io": "0"});
     apply_dynamic(
         &ns,
         json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-configmaps"},
-               "spec": {"hard": {"configmaps": "0"}}}),
+               "spec": {"hard": none}}),
     )
     .await;
-    let counted = json!({"status": {"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}}});
+    let counted = json!({"status": {"hard": none, "used": none}});
     ns.api::<ResourceQuota>()
         .patch_status(
             "no-configmaps",

@@ -1,11 +1,10 @@
 //! `mx-operator run` killed with SIGKILL at random points, 20 times, while 100 domains
 //! converge (and some are deleted or changed): the last run finishes the job with no MX
-//! record duplicated or missing, no relay ConfigMap orphaned, and the TSIG key never logged.
+//! record duplicated or missing, no MailRelay orphaned, and the TSIG key never logged.
 //! Its own test binary: no other operator may reconcile this control plane meanwhile.
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use mx_operator::api::{ConditionStatus, MailDomain};
+use mx_operator::api::{ConditionStatus, MailDomain, MailRelay};
 use mx_operator_tests::ControlPlane;
 use mx_operator_tests::fixtures::apply_dynamic as apply;
 use mx_operator_tests::knot::{Knot, TSIG_KEY_NAME, TSIG_SECRET};
@@ -195,9 +194,9 @@ async fn sigkilled_twenty_times_while_converging_leaves_nothing_duplicated_or_or
         problems.join("\n")
     );
 
-    // Relay config: one ConfigMap per live domain, none for a deleted one.
+    // Relay config: one MailRelay per live domain, none for a deleted one.
     let relays: BTreeSet<String> = ns
-        .api::<ConfigMap>()
+        .api::<MailRelay>()
         .list(&ListParams::default().labels("mx-operator.io/relay-for"))
         .await
         .unwrap()
@@ -209,10 +208,7 @@ async fn sigkilled_twenty_times_while_converging_leaves_nothing_duplicated_or_or
         .filter(|i| !DELETED.contains(i))
         .map(|i| format!("relay-{}", fqdn(i)))
         .collect();
-    assert_eq!(
-        relays, want,
-        "relay ConfigMaps: none orphaned, none missing"
-    );
+    assert_eq!(relays, want, "MailRelays: none orphaned, none missing");
 
     // The TSIG key: not in any log line of 21 runs at debug level, nor in Events or status.
     let logged = std::fs::read_to_string(&log).unwrap();
@@ -226,7 +222,7 @@ async fn sigkilled_twenty_times_while_converging_leaves_nothing_duplicated_or_or
         &plane.kubeconfig,
         &[
             "get",
-            "events,maildomains,mailgateways,dnsproviders,configmaps",
+            "events,maildomains,mailgateways,dnsproviders,configmaps,mailrelays",
             "-n",
             &ns.name,
             "-o",
@@ -235,7 +231,7 @@ async fn sigkilled_twenty_times_while_converging_leaves_nothing_duplicated_or_or
     );
     assert!(
         !objects.contains(TSIG_SECRET) && !objects.contains(key_text),
-        "TSIG key in Events, status or ConfigMaps"
+        "TSIG key in Events, status, ConfigMaps or MailRelays"
     );
 
     let late = wrong_records();
@@ -248,7 +244,7 @@ async fn sigkilled_twenty_times_while_converging_leaves_nothing_duplicated_or_or
         "faults: operator SIGKILLed {KILLS} times (seed {seed}, lifetimes {lifetimes:?} ms) while {DOMAINS} domains converged \
          ({} deleted, {} MX changes); \
          all Ready {:.1} s after the first start, MX settled {:.1} s later; \
-         MX duplicated 0 / missing 0, orphaned ConfigMaps 0, log lines {} with the key 0",
+         MX duplicated 0 / missing 0, orphaned MailRelays 0, log lines {} with the key 0",
         DELETED.len(),
         KILLS * CHANGES_PER_KILL,
         converged.as_secs_f64(),

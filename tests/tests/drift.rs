@@ -3,10 +3,9 @@
 //! "public" DNS its departure check resolves through — and a gateway replica (agent +
 //! Postfix) that the SMTP probe asks. Also `mx-operator audit` on a fixture zone.
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use mx_operator::api::{Condition, ConditionStatus, MailDomain};
+use mx_operator::api::{Condition, ConditionStatus, MailDomain, MailRelay};
 use mx_operator::controller::Metrics;
 use mx_operator::controller::Settings;
 use mx_operator::drift::{CheckSettings, DriftSettings};
@@ -114,13 +113,13 @@ async fn provider(ns: &TestNamespace, knot: &Knot) {
     .await;
 }
 
-/// Starts the gateway replica once every domain's relay ConfigMap exists.
+/// Starts the gateway replica once every domain's MailRelay exists.
 async fn replica(w: &World, ns: &TestNamespace, smtp: SocketAddr, domains: &[&str]) -> Gateway {
-    let configmaps = ns.api::<ConfigMap>();
+    let relays = ns.api::<MailRelay>();
     for name in domains {
         let name = format!("relay-{name}");
-        until(LIMIT, &format!("relay ConfigMap {name}"), || async {
-            configmaps.get_opt(&name).await.ok().flatten()
+        until(LIMIT, &format!("MailRelay {name}"), || async {
+            relays.get_opt(&name).await.ok().flatten()
         })
         .await;
     }

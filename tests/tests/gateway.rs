@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
-use mx_operator::api::{MailDomain, MailGateway};
+use mx_operator::api::{MailDomain, MailGateway, MailRelay};
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::lifecycle::{queued_mail_outlives, released_to, send_numbered};
@@ -42,7 +42,7 @@ async fn replica_in(
 }
 
 /// Gateway `edge` (its spec merged with `gateway_spec`) and `domains`, applied, once their
-/// relay ConfigMaps exist.
+/// MailRelays exist.
 async fn apply_edge(
     ns: &TestNamespace,
     gateway_spec: serde_json::Value,
@@ -52,11 +52,11 @@ async fn apply_edge(
     for (name, name_of_domain, extra) in domains {
         apply::<MailDomain>(ns, domain(name, name_of_domain, extra.clone())).await;
     }
-    let configmaps = ns.api::<ConfigMap>();
+    let relays = ns.api::<MailRelay>();
     for (_, name_of_domain, _) in domains {
         let name = format!("relay-{name_of_domain}");
-        until(LIMIT, &format!("relay ConfigMap {name}"), || async {
-            configmaps.get_opt(&name).await.ok().flatten()
+        until(LIMIT, &format!("MailRelay {name}"), || async {
+            relays.get_opt(&name).await.ok().flatten()
         })
         .await;
     }

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use mx_operator::api::conditions::{Condition, READY, find};
-use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway, MailRelay};
 use mx_operator_tests::TestNamespace;
 use mx_operator_tests::fixtures::{apply, domain, gateway, merge, try_apply};
 use mx_operator_tests::operator::namespace_with_operator;
@@ -865,14 +865,15 @@ fn shorten(message: &str) -> String {
     }
 }
 
-/// Objects rendered for hostile ones: relay ConfigMaps in the namespace, and a hostile
-/// gateway's ConfigMap or StatefulSet.
+/// Objects rendered for hostile ones: MailRelays in the namespace, and a hostile gateway's
+/// ConfigMap or StatefulSet.
 async fn rendered(ns: &TestNamespace, gateways: &[Case]) -> Vec<String> {
     let configmaps = ns.api::<ConfigMap>();
-    let relays = configmaps
+    let relays = ns
+        .api::<MailRelay>()
         .list(&ListParams::default().labels("mx-operator.io/relay-for"))
         .await
-        .expect("list relay ConfigMaps");
+        .expect("list MailRelays");
     let mut rendered: Vec<String> = relays
         .items
         .iter()

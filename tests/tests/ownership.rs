@@ -2,9 +2,8 @@
 //! and blocks nobody; the owner who publishes the TXT record from status goes live.
 //! Its own test binary: its operator looks TXT records up at this test's Knot.
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
-use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway, MailRelay};
 use mx_operator::manifests::relay::relay_owner;
 use mx_operator_tests::ControlPlane;
 use mx_operator_tests::fixtures::{apply, domain, gateway};
@@ -64,7 +63,7 @@ async fn only_the_claim_whose_token_is_published_goes_live() {
     let legacy_relay = format!("relay-{LEGACY}");
     assert!(
         fleet
-            .api::<ConfigMap>()
+            .api::<MailRelay>()
             .get_opt(&legacy_relay)
             .await
             .unwrap()
@@ -113,7 +112,7 @@ async fn only_the_claim_whose_token_is_published_goes_live() {
     let relay = format!("relay-{DOMAIN}");
     assert!(
         fleet
-            .api::<ConfigMap>()
+            .api::<MailRelay>()
             .get_opt(&relay)
             .await
             .unwrap()
@@ -139,9 +138,9 @@ async fn only_the_claim_whose_token_is_published_goes_live() {
         "Relayed",
     )
     .await;
-    let configmap = fleet.api::<ConfigMap>().get(&relay).await.unwrap();
+    let written = fleet.api::<MailRelay>().get(&relay).await.unwrap();
     assert_eq!(
-        relay_owner(&configmap.metadata),
+        relay_owner(&written.metadata),
         Some((owner.name.clone(), "mine".to_string()))
     );
     // The stranger's claim now meets a proved one.
@@ -168,7 +167,7 @@ async fn only_the_claim_whose_token_is_published_goes_live() {
         .await
         .unwrap();
     mx_operator_tests::wait::until(LIMIT, "the change relayed", || async {
-        let data = fleet.api::<ConfigMap>().get(&relay).await.ok()?.data?;
+        let data = fleet.api::<MailRelay>().get(&relay).await.ok()?.data?;
         data.values()
             .any(|v| v.contains("bob@owned.example"))
             .then_some(())

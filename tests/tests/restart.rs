@@ -2,9 +2,8 @@
 //! domains: the operator reconnects by itself, finishes, and handles what changed after.
 //! Its own test binary and its own control plane, which the test restarts.
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use mx_operator::api::{ConditionStatus, MailDomain};
+use mx_operator::api::{ConditionStatus, MailDomain, MailRelay};
 use mx_operator_tests::control_plane::Lifetime;
 use mx_operator_tests::fixtures::{apply, domain, edge_and_domains};
 use mx_operator_tests::process;
@@ -31,9 +30,10 @@ fn ready_names(list: &[MailDomain]) -> usize {
 }
 
 async fn relay_data(ns: &TestNamespace, name: &str) -> Option<String> {
-    let cm = ns.api::<ConfigMap>().get_opt(name).await.ok()??;
+    let relay = ns.api::<MailRelay>().get_opt(name).await.ok()??;
     Some(
-        cm.data
+        relay
+            .data
             .unwrap_or_default()
             .into_values()
             .collect::<Vec<_>>()
@@ -62,23 +62,19 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
 
     let ns = plane.namespace("restart").await.expect("namespace");
     edge_and_domains(&ns, DOMAINS).await;
-    // Mid-run: the operator has written some relay ConfigMaps, most domains are not done.
+    // Mid-run: the operator has written some MailRelays, most domains are not done.
     // Waiting for one (rather than a fixed pause) keeps a slow operator start from leaving
     // nothing written before the kill.
-    let deleted = until(
-        LIMIT,
-        "a relay ConfigMap other than d0's written",
-        || async {
-            ns.api::<ConfigMap>()
-                .list(&ListParams::default().labels("mx-operator.io/relay-for"))
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .filter_map(|c| c.metadata.name)
-                .find(|name| name != "relay-d0.example")
-        },
-    )
+    let deleted = until(LIMIT, "a MailRelay other than d0's written", || async {
+        ns.api::<MailRelay>()
+            .list(&ListParams::default().labels("mx-operator.io/relay-for"))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .find(|name| name != "relay-d0.example")
+    })
     .await;
     let before = ready_names(
         &ns.api::<MailDomain>()
@@ -112,8 +108,8 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
         .await
         .unwrap();
     apply::<MailDomain>(&ns, domain("late", "late.example", json!({}))).await;
-    // One of the relay ConfigMaps written before the kill, deleted behind the operator's back.
-    ns.api::<ConfigMap>()
+    // One of the MailRelays written before the kill, deleted behind the operator's back.
+    ns.api::<MailRelay>()
         .delete(&deleted, &DeleteParams::default())
         .await
         .unwrap();
@@ -123,11 +119,9 @@ async fn the_operator_rides_out_an_etcd_and_api_server_restart() {
             .filter(|data| data.contains("bob@d0.example"))
     })
     .await;
-    until(
-        WATCH_LIMIT,
-        "the deleted relay ConfigMap restored",
-        || async { relay_data(&ns, &deleted).await },
-    )
+    until(WATCH_LIMIT, "the deleted MailRelay restored", || async {
+        relay_data(&ns, &deleted).await
+    })
     .await;
     let changes_after = back.elapsed();
     until(LIMIT, "every domain Ready after the restart", || async {

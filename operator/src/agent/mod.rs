@@ -1,9 +1,10 @@
 //! `mx-operator agent`: runs beside Postfix in each gateway pod. It watches (read-only) the
-//! gateway ConfigMap and the relay ConfigMaps of its gateway, checks each one, and writes
-//! what Postfix reads. A ConfigMap that fails the checks is reported and its last good
-//! version keeps serving.
+//! gateway ConfigMap and the MailRelays of its gateway, checks each one, and writes what
+//! Postfix reads. An object that fails the checks is reported and its last good version
+//! keeps serving. Domains and recipients come only from MailRelays, which only the
+//! operator may write: a ConfigMap that someone else labels for the gateway adds nothing.
 //!
-//! A domain that stops being relayed here (its ConfigMap deleted, withdrawn, or moved to
+//! A domain that stops being relayed here (its MailRelay deleted, withdrawn, or moved to
 //! another gateway) keeps its route to the primary while this replica's queue holds mail
 //! for it: new mail for it is refused, queued mail is still delivered, never bounced
 //! because the configuration changed.
@@ -19,6 +20,8 @@ pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
 pub use queue::{DomainQueue, QueuedMessage, QueuedRecipient, commonest, parse as parse_queue};
 pub use retire::{Retirement, ordinal};
 
+use crate::api::MailRelay;
+use crate::manifests::gateway::GatewayNames;
 use crate::render::{
     Assembled, CheckedRelay, GATEWAY_CONFIG_LABEL, GatewayFiles, LocalSettings,
     RELAY_GATEWAY_LABEL, assemble, check_gateway, check_relay,
@@ -27,7 +30,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,8 +53,9 @@ pub struct AgentSettings {
     pub postfix_answer_timeout: Duration,
 }
 
-/// The `data` of the last good ConfigMaps, kept on disk beside the Postfix files so that
-/// a restarted agent still has them when a ConfigMap went bad while it was down.
+/// The `data` of the last good gateway ConfigMap and MailRelays, kept on disk beside the
+/// Postfix files so that a restarted agent still has them when one went bad while it was
+/// down.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct LastGood {
     gateway: Option<BTreeMap<String, String>>,
@@ -74,14 +78,14 @@ struct Draining {
     empty_reads: u8,
 }
 
-/// What was last loaded, and the last good version of every ConfigMap.
+/// What was last loaded, and the last good version of every object it came from.
 #[derive(Default)]
 struct Loaded {
     gateway: Option<GatewayFiles>,
     relays: BTreeMap<String, CheckedRelay>,
     last_good: LastGood,
     applied: Option<Assembled>,
-    /// The refusal last logged per ConfigMap, so a bad ConfigMap is reported once.
+    /// The refusal last logged per object, so a bad object is reported once.
     refused: BTreeMap<String, String>,
     /// By domain.
     draining: BTreeMap<String, Draining>,
@@ -187,17 +191,22 @@ pub async fn run(
     metrics: Arc<AgentMetrics>,
     shutdown: crate::shutdown::Shutdown,
 ) {
-    let api: Api<ConfigMap> = Api::namespaced(client, &settings.namespace);
     let changed = Arc::new(Notify::new());
     let relays = watch(
-        &api,
-        format!("{RELAY_GATEWAY_LABEL}={}", settings.gateway),
+        &Api::<MailRelay>::namespaced(client.clone(), &settings.namespace),
+        watcher::Config::default().labels(&format!("{RELAY_GATEWAY_LABEL}={}", settings.gateway)),
         changed.clone(),
         metrics.clone(),
     );
+    // By name as well: the agent may read no other ConfigMap.
     let gateway = watch(
-        &api,
-        format!("{GATEWAY_CONFIG_LABEL}={}", settings.gateway),
+        &Api::<ConfigMap>::namespaced(client, &settings.namespace),
+        watcher::Config::default()
+            .labels(&format!("{GATEWAY_CONFIG_LABEL}={}", settings.gateway))
+            .fields(&format!(
+                "metadata.name={}",
+                GatewayNames::of(&settings.gateway).config
+            )),
         changed.clone(),
         metrics.clone(),
     );
@@ -217,7 +226,7 @@ pub async fn run(
         }
         Ok(None) => {}
         Err(error) => {
-            tracing::warn!(%error, "the last good ConfigMaps could not be read; starting without them")
+            tracing::warn!(%error, "the last good configuration could not be read; starting without it")
         }
     }
     let work = async {
@@ -269,27 +278,33 @@ pub async fn run(
     }
 }
 
-/// A reflector of the labelled ConfigMaps, driven in the background; `changed` is
-/// notified on every event. A watch that ends (it retries every error, so only by a
-/// panic) makes /healthz fail: the cache it fills would silently go stale.
-fn watch(
-    api: &Api<ConfigMap>,
-    selector: String,
+/// A reflector of the labelled objects, driven in the background; `changed` is notified
+/// on every event. A watch that ends (it retries every error, so only by a panic) makes
+/// /healthz fail: the cache it fills would silently go stale.
+fn watch<K>(
+    api: &Api<K>,
+    config: watcher::Config,
     changed: Arc<Notify>,
     metrics: Arc<AgentMetrics>,
-) -> Store<ConfigMap> {
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api.clone(), watcher::Config::default().labels(&selector)),
-    )
-    .default_backoff();
+    let stream = reflector::reflector(writer, watcher(api.clone(), config)).default_backoff();
     tokio::spawn(async move {
         let _unhealthy_when_dropped = StopsHealth(metrics);
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             if let Err(error) = event {
-                tracing::warn!(%error, %selector, "watching ConfigMaps failed; retrying");
+                let kind = K::kind(&());
+                tracing::warn!(%error, %kind, "watching failed; retrying");
             }
             changed.notify_one();
         }
@@ -308,7 +323,7 @@ impl Drop for StopsHealth {
 
 async fn sync(
     settings: &AgentSettings,
-    relays: &Store<ConfigMap>,
+    relays: &Store<MailRelay>,
     gateway: &Store<ConfigMap>,
     loaded: &mut Loaded,
     metrics: &AgentMetrics,
@@ -349,18 +364,18 @@ async fn sync(
         },
     }
     let served_before = loaded.served_domains();
-    let present: BTreeMap<String, Arc<ConfigMap>> = relays
+    let present: BTreeMap<String, Arc<MailRelay>> = relays
         .state()
         .into_iter()
-        .map(|cm| (cm.name_any(), cm))
+        .map(|relay| (relay.name_any(), relay))
         .collect();
     loaded.relays.retain(|name, _| present.contains_key(name));
     loaded
         .last_good
         .relays
         .retain(|name, _| present.contains_key(name));
-    for (name, configmap) in &present {
-        let data = configmap.data.clone().unwrap_or_default();
+    for (name, relay) in &present {
+        let data = relay.data.clone().unwrap_or_default();
         match check_relay(&data) {
             Ok(relay) => {
                 loaded.refused.remove(name);
@@ -378,7 +393,7 @@ async fn sync(
                     metrics,
                     name,
                     "relay_refused",
-                    format!("ConfigMap {name}: {problem}; {kept}"),
+                    format!("MailRelay {name}: {problem}; {kept}"),
                 );
             }
         }
@@ -459,7 +474,7 @@ async fn sync(
             loaded.applied = Some(files);
             if let Err(error) = settings.postfix.save_last_good(&loaded.last_good).await {
                 metrics.load_error(error.reason());
-                tracing::warn!(%error, "saving the last good ConfigMaps failed");
+                tracing::warn!(%error, "saving the last good configuration failed");
             }
         }
         Err(error) => {
@@ -616,13 +631,13 @@ async fn read_queue(
 mod tests {
     use super::*;
     use crate::render::test_support::{domain_spec, input};
-    use crate::render::{RelayMode, relay_configmap_data};
+    use crate::render::{RelayMode, relay_data};
     use queue::DomainQueue;
 
     fn relay(mode: RelayMode) -> CheckedRelay {
         let spec = domain_spec(serde_json::json!({}));
         let recipients = ["alice@example.com".to_string()].into();
-        check_relay(&relay_configmap_data(&input(&spec, &recipients, mode)).unwrap()).unwrap()
+        check_relay(&relay_data(&input(&spec, &recipients, mode)).unwrap()).unwrap()
     }
 
     fn queued(messages: u64) -> BTreeMap<String, DomainQueue> {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const READY: &str = "Ready";
 /// MailGateway: its children are applied.
 pub const CONFIGURED: &str = "Configured";
-/// MailDomain: the relay ConfigMap at its gateway holds the domain.
+/// MailDomain: the MailRelay at its gateway holds the domain.
 pub const RELAY_CONFIGURED: &str = "RelayConfigured";
 /// MailDomain: its recipient list is complete and current.
 pub const RECIPIENTS_SYNCED: &str = "RecipientsSynced";

@@ -15,7 +15,12 @@ pub struct RenderError {
 
 /// Every CRD of the operator, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![MailGateway::crd(), MailDomain::crd(), DNSProvider::crd()]
+    vec![
+        MailGateway::crd(),
+        MailDomain::crd(),
+        DNSProvider::crd(),
+        super::relay::crd(),
+    ]
 }
 
 /// The file a CRD is kept in under `crds/`: `<plural>.<group>.yaml`.
@@ -134,15 +139,16 @@ mod tests {
             [
                 "mailgateways.mx-operator.io",
                 "maildomains.mx-operator.io",
-                "dnsproviders.mx-operator.io"
+                "dnsproviders.mx-operator.io",
+                "mailrelays.mx-operator.io"
             ]
         );
         let short: Vec<_> = crds
             .iter()
             .map(|c| c.spec.names.short_names.clone().unwrap())
             .collect();
-        assert_eq!(short, [vec!["mgw"], vec!["md"], vec!["dnsp"]]);
-        for crd in &crds {
+        assert_eq!(short, [vec!["mgw"], vec!["md"], vec!["dnsp"], vec!["mrl"]]);
+        for crd in &crds[..3] {
             assert_eq!(
                 crd.spec.names.categories.as_deref(),
                 Some(&["mail".to_string()][..])
@@ -176,7 +182,7 @@ mod tests {
         let yaml = all_as_yaml().unwrap();
         assert_eq!(yaml.matches("x-kubernetes-list-type: map").count(), 6);
         assert!(yaml.contains("x-kubernetes-validations"));
-        assert_eq!(yaml.matches("\n---\n").count() + 1, 3);
+        assert_eq!(yaml.matches("\n---\n").count() + 1, 4);
     }
 
     #[test]

@@ -525,9 +525,9 @@ pub struct MailDomainStatus {
     /// Fingerprint of the accepted recipient list (changes whenever the list does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients_hash: Option<String>,
-    /// The relay ConfigMap (`namespace/name`) that carries this domain to its gateway.
+    /// The MailRelay (`namespace/name`) that carries this domain to its gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relay_config_map: Option<String>,
+    pub relay: Option<String>,
     /// The MX records the operator published for the domain (`preference host`); only
     /// these are ever changed or removed by it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,4 +1,5 @@
-//! The `mx-operator.io/v1alpha1` API: MailGateway, MailDomain and DNSProvider.
+//! The `mx-operator.io/v1alpha1` API: MailGateway, MailDomain and DNSProvider, and the
+//! MailRelay the operator writes for the agents.
 
 pub mod conditions;
 pub mod crd;
@@ -8,12 +9,14 @@ pub mod domain;
 pub mod fixtures;
 pub mod gateway;
 pub mod reference;
+pub mod relay;
 pub mod validate;
 
 pub use conditions::{Condition, ConditionStatus};
 pub use dnsprovider::{DNSProvider, DNSProviderSpec, DNSProviderStatus};
 pub use domain::{MailDomain, MailDomainSpec, MailDomainStatus};
 pub use gateway::{MailGateway, MailGatewaySpec, MailGatewayStatus};
+pub use relay::MailRelay;
 pub use validate::{Problem, ValidationError};
 
 /// The API group of every mx-operator resource.

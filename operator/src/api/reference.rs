@@ -36,7 +36,7 @@ pub fn markdown() -> String {
                 "cluster-wide"
             }
         ));
-        for part in ["spec", "status"] {
+        for part in ["spec", "status", "data"] {
             let mut rows = vec![];
             walk(&schema["properties"][part], part, &mut rows);
             if rows.is_empty() {

@@ -2,7 +2,7 @@
 //! the error type.
 
 use super::claims::ClaimIndex;
-use super::digests::ConfigMapDigests;
+use super::digests::DataDigests;
 pub use super::error::Error;
 use super::listed::Listed;
 use super::metrics::Metrics;
@@ -58,14 +58,14 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// DNSProviders, read when a domain's MX record is published.
     pub providers: Store<DNSProvider>,
-    /// The relay ConfigMaps as the operator last saw them (as digests), compared before
-    /// each write.
-    pub relays: Arc<ConfigMapDigests>,
+    /// The MailRelays as the operator last saw them (as digests), compared before each
+    /// write.
+    pub relays: Arc<DataDigests>,
     /// The gateways' children, likewise.
     pub gateway_services: Store<Service>,
     /// The Endpoints of the gateways' Services: their replicas and agents.
     pub gateway_endpoints: Store<k8s_openapi::api::core::v1::Endpoints>,
-    pub gateway_configs: Arc<ConfigMapDigests>,
+    pub gateway_configs: Arc<DataDigests>,
     pub gateway_workloads: Store<StatefulSet>,
     pub gateway_accounts: Store<ServiceAccount>,
     pub gateway_roles: Store<Role>,
@@ -97,7 +97,7 @@ pub struct Context {
 /// See [`Listed`].
 #[derive(Clone, Default)]
 pub struct Listings {
-    /// The gateways, namespaces, DNSProviders and relay ConfigMaps.
+    /// The gateways, namespaces, DNSProviders and MailRelays.
     pub domain_inputs: Vec<Listed>,
     /// The MailDomains and the gateways' children.
     pub gateway_inputs: Vec<Listed>,

@@ -1,35 +1,53 @@
-//! The ConfigMaps the operator writes (relay and gateway configuration), cached as one
-//! digest each of what the operator manages in them. A cached copy of each object cost
+//! The objects of keys and values the operator writes (MailRelays, gateway ConfigMaps),
+//! cached as one digest each of what the operator manages in them. A cached copy of each object cost
 //! about 2.7 KB of maps and strings even with its data reduced to a digest: 26 MiB at
 //! 10,000 domains, for an answer ("is the live object what we would apply?") that 32
 //! bytes give.
 
+use crate::api::MailRelay;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::ResourceExt;
 use kube::runtime::watcher::Event;
+use kube::{Resource, ResourceExt};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-/// What the operator manages in a ConfigMap, hashed: see [`managed_digest`].
+/// What the operator manages in an object, hashed: see [`managed_digest`].
 pub type Digest = [u8; 32];
+
+/// An object whose content is a `data` map of keys and values, as a ConfigMap's.
+pub trait DataObject: Resource {
+    fn data(&self) -> Option<&BTreeMap<String, String>>;
+}
+
+impl DataObject for ConfigMap {
+    fn data(&self) -> Option<&BTreeMap<String, String>> {
+        self.data.as_ref()
+    }
+}
+
+impl DataObject for MailRelay {
+    fn data(&self) -> Option<&BTreeMap<String, String>> {
+        self.data.as_ref()
+    }
+}
 
 /// Label and annotation keys the operator sets start with one of these; keys another
 /// manager adds (a hand edit, a policy engine) do not change the digest, as they do not
 /// stop the live object from having everything the operator wants.
 const MANAGED_PREFIXES: [&str; 2] = ["app.kubernetes.io/", "mx-operator.io/"];
 
-/// The digest of a ConfigMap's name, namespace, managed labels and annotations, owner
+/// The digest of an object's name, namespace, managed labels and annotations, owner
 /// references and data. The desired and the live object are hashed alike, so equal
 /// digests mean that applying the desired object would change nothing.
-pub fn managed_digest(configmap: &ConfigMap) -> Digest {
+pub fn managed_digest(object: &impl DataObject) -> Digest {
     let mut hasher = Sha256::new();
     // Lengths first, so that no two different inputs hash the same text.
     let mut field = |text: &str| {
         hasher.update((text.len() as u64).to_le_bytes());
         hasher.update(text.as_bytes());
     };
-    let meta = &configmap.metadata;
+    let meta = object.meta();
     field(meta.namespace.as_deref().unwrap_or_default());
     field(meta.name.as_deref().unwrap_or_default());
     let empty = BTreeMap::new();
@@ -57,7 +75,7 @@ pub fn managed_digest(configmap: &ConfigMap) -> Digest {
             owner.controller, owner.block_owner_deletion
         ));
     }
-    match &configmap.data {
+    match object.data() {
         None => field("no data"),
         Some(data) => {
             field(&data.len().to_string());
@@ -70,10 +88,10 @@ pub fn managed_digest(configmap: &ConfigMap) -> Digest {
     hasher.finalize().into()
 }
 
-/// The digests of the ConfigMaps one watch sees, by namespace and name; filled from that
+/// The digests of the objects one watch sees, by namespace and name; filled from that
 /// watch's events before they trigger a reconcile.
 #[derive(Default)]
-pub struct ConfigMapDigests {
+pub struct DataDigests {
     state: Mutex<Digests>,
 }
 
@@ -88,16 +106,16 @@ fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-fn key_of(configmap: &ConfigMap) -> String {
+fn key_of(object: &impl DataObject) -> String {
     key(
-        configmap.namespace().as_deref().unwrap_or_default(),
-        &configmap.name_any(),
+        object.namespace().as_deref().unwrap_or_default(),
+        &object.name_any(),
     )
 }
 
-impl ConfigMapDigests {
+impl DataDigests {
     /// Follows one event of the watch.
-    pub fn observe(&self, event: &Event<ConfigMap>) {
+    pub fn observe<K: DataObject>(&self, event: &Event<K>) {
         let mut digests = self
             .state
             .lock()
@@ -124,19 +142,19 @@ impl ConfigMapDigests {
         }
     }
 
-    /// Records a ConfigMap just written, when the watch has not delivered it yet: a
+    /// Records an object just written, when the watch has not delivered it yet: a
     /// reconcile that runs before its event (its own status write sends the domain round)
     /// then finds it instead of writing it again. Whatever the watch delivers wins.
-    pub fn written(&self, configmap: &ConfigMap) {
+    pub fn written(&self, object: &impl DataObject) {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .live
-            .entry(key_of(configmap))
-            .or_insert_with(|| managed_digest(configmap));
+            .entry(key_of(object))
+            .or_insert_with(|| managed_digest(object));
     }
 
-    /// The digest of the live ConfigMap `namespace/name`; `None` when the watch has not
+    /// The digest of the live object `namespace/name`; `None` when the watch has not
     /// seen it (absent, or not listed yet).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Digest> {
         self.state
@@ -181,7 +199,7 @@ mod tests {
 
     #[test]
     fn a_write_counts_until_the_watch_says_otherwise() {
-        let digests = ConfigMapDigests::default();
+        let digests = DataDigests::default();
         let written = configmap(json!({}));
         digests.written(&written);
         assert_eq!(
@@ -230,8 +248,8 @@ mod tests {
 
     #[test]
     fn every_key_the_operator_sets_is_managed() {
-        use crate::manifests::relay::{RelayTarget, relay_configmap};
-        let relay = relay_configmap(
+        use crate::manifests::relay::{RelayTarget, mail_relay};
+        let relay = mail_relay(
             &RelayTarget {
                 gateway_namespace: "mail",
                 gateway_name: "edge",
@@ -251,8 +269,7 @@ mod tests {
             default_image: "mx-operator/gateway:test",
         }
         .config_map(BTreeMap::new());
-        for configmap in [relay, gateway] {
-            let meta = &configmap.metadata;
+        for meta in [relay.metadata, gateway.metadata] {
             for key in meta
                 .labels
                 .iter()
@@ -270,7 +287,7 @@ mod tests {
 
     #[test]
     fn digests_follow_applies_deletes_and_relists() {
-        let digests = ConfigMapDigests::default();
+        let digests = DataDigests::default();
         let a = configmap(json!({}));
         let b = configmap(json!({"metadata": {"name": "relay-b.com"}}));
         digests.observe(&Event::Apply(a.clone()));
@@ -288,13 +305,13 @@ mod tests {
         assert_eq!(digests.get("mail", "relay-example.com"), None);
 
         digests.observe(&Event::Apply(a));
-        digests.observe(&Event::Init);
+        digests.observe(&Event::<ConfigMap>::Init);
         digests.observe(&Event::InitApply(b.clone()));
         assert!(
             digests.get("mail", "relay-example.com").is_some(),
             "kept until the relist is done"
         );
-        digests.observe(&Event::InitDone);
+        digests.observe(&Event::<ConfigMap>::InitDone);
         assert_eq!(digests.get("mail", "relay-example.com"), None);
         assert_eq!(digests.get("mail", "relay-b.com"), Some(managed_digest(&b)));
     }

@@ -5,7 +5,7 @@
 use crate::api::conditions::{ConditionStatus, OWNERSHIP_VERIFIED, RELAY_CONFIGURED, Verdict};
 use crate::api::domain::OwnershipProof;
 use crate::api::{MailDomain, MailGateway};
-use crate::manifests::relay::relay_configmap_name;
+use crate::manifests::relay::relay_name;
 use sha2::{Digest, Sha256};
 
 const RECORD_PREFIX: &str = "_mx-operator";
@@ -62,16 +62,12 @@ pub fn grandfathered(domain: &MailDomain, gateway: &MailGateway, normalized: &st
     let here = format!(
         "{}/{}",
         gateway.metadata.namespace.as_deref().unwrap_or_default(),
-        relay_configmap_name(normalized)
+        relay_name(normalized)
     );
     domain
         .condition(RELAY_CONFIGURED)
         .is_some_and(|c| c.status == ConditionStatus::True)
-        && domain
-            .status
-            .as_ref()
-            .and_then(|s| s.relay_config_map.as_deref())
-            == Some(&here)
+        && domain.status.as_ref().and_then(|s| s.relay.as_deref()) == Some(&here)
 }
 
 /// How strongly a MailDomain holds its claim on a name at a gateway, weakest first.
@@ -166,7 +162,7 @@ mod tests {
     }
 
     /// A MailDomain in `owner` with the given conditions (`(type, status)`), proof and
-    /// relay ConfigMap location.
+    /// MailRelay location.
     fn domain(
         conditions: &[(&str, &str)],
         ownership: Option<&OwnershipProof>,
@@ -182,7 +178,7 @@ mod tests {
         fixtures::domain(json!({
             "metadata": {"name": "d", "namespace": "owner"},
             "spec": {"gatewayRef": {"name": "edge", "namespace": "fleet"}},
-            "status": {"conditions": conditions, "ownership": ownership, "relayConfigMap": relay}}))
+            "status": {"conditions": conditions, "ownership": ownership, "relay": relay}}))
     }
 
     #[test]

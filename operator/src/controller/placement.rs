@@ -5,7 +5,6 @@ use crate::api::gateway::NamespacesFrom;
 use crate::api::validate::{network_contains, normalize_domain};
 use crate::api::{MailDomain, MailGateway};
 use crate::manifests::relay::relay_owner;
-use crate::render::RELAY_GATEWAY_LABEL;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
@@ -53,19 +52,11 @@ pub fn domains_in_namespace(
         .collect()
 }
 
-/// A ConfigMap concerns the domains that read recipients from it. (Relay ConfigMaps have
-/// a watch of their own: see [`domain_of_relay`].)
+/// A ConfigMap concerns the domains that read recipients from it.
 pub fn domains_using_configmap(
     domains: &Store<MailDomain>,
     configmap: &ObjectMeta,
 ) -> Vec<ObjectRef<MailDomain>> {
-    let is_relay = configmap
-        .labels
-        .as_ref()
-        .is_some_and(|labels| labels.contains_key(RELAY_GATEWAY_LABEL));
-    if is_relay {
-        return vec![];
-    }
     domains_referencing(domains, configmap, |domain| {
         domain
             .spec
@@ -76,9 +67,9 @@ pub fn domains_using_configmap(
     })
 }
 
-/// The MailDomain a relay ConfigMap belongs to: a hand edit of it is repaired.
-pub fn domain_of_relay(configmap: &ObjectMeta) -> Option<ObjectRef<MailDomain>> {
-    relay_owner(configmap).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+/// The MailDomain a MailRelay belongs to: a hand edit of it is repaired.
+pub fn domain_of_relay(relay: &ObjectMeta) -> Option<ObjectRef<MailDomain>> {
+    relay_owner(relay).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
 }
 
 pub fn domains_using_secret(

@@ -4,13 +4,13 @@
 use super::changes::spec_changes_and_deletions;
 use super::claims::ClaimIndex;
 use super::context::{Context, FIELD_MANAGER, Listings, Settings, WrittenStatus};
-use super::digests::ConfigMapDigests;
+use super::digests::DataDigests;
 use super::listed::Listed;
 use super::metrics::Metrics;
 use super::supervise::Supervisor;
 use super::write::status_key;
 use super::{dnsprovider, maildomain, mailgateway, placement};
-use crate::api::{DNSProvider, MailDomain, MailGateway};
+use crate::api::{DNSProvider, MailDomain, MailGateway, MailRelay};
 use crate::shutdown::Shutdown;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -127,11 +127,11 @@ pub async fn run(
     let (gateways, gateways_writer) = reflector::store();
 
     let (namespaces_store, namespaces_writer) = reflector::store();
-    let relays = Arc::new(ConfigMapDigests::default());
+    let relays = Arc::new(DataDigests::default());
     let relays_observer = relays.clone();
     let (providers, providers_writer) = reflector::store();
     let (gateway_services, services_writer) = reflector::store();
-    let gateway_configs = Arc::new(ConfigMapDigests::default());
+    let gateway_configs = Arc::new(DataDigests::default());
     let configs_observer = gateway_configs.clone();
     let (gateway_workloads, workloads_writer) = reflector::store();
     let (gateway_accounts, accounts_writer) = reflector::store();
@@ -182,11 +182,11 @@ pub async fn run(
                     placement::domains_in_namespace(&by_namespace, &ns.name_any())
                 },
             )
-            // The relay ConfigMaps are cached as digests (compared before each write); a
-            // hand edit sends its domain round once the cache holds it, and is repaired.
+            // The MailRelays are cached as digests (compared before each write); a hand
+            // edit sends its domain round once the cache holds it, and is repaired.
             .watches_stream(
                 watcher(
-                    Api::<ConfigMap>::all(client.clone()),
+                    Api::<MailRelay>::all(client.clone()),
                     watcher::Config::default().labels(crate::render::RELAY_GATEWAY_LABEL),
                 )
                 .backoff(watch_backoff())
@@ -197,7 +197,7 @@ pub async fn run(
                 })
                 .inspect(marks(listed_by(&mut listed.domain_inputs)))
                 .touched_objects(),
-                |cm: ConfigMap| placement::domain_of_relay(&cm.metadata),
+                |relay: MailRelay| placement::domain_of_relay(&relay.metadata),
             )
             // DNSProviders are cached; a change of one's spec sends the domains that name
             // it round (its status, which the provider controller writes, does not).

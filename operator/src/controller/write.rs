@@ -2,11 +2,10 @@
 //! a wanted field, and status applied only when it differs.
 
 use super::context::{Context, Error, FIELD_MANAGER, ObjectKey};
-use super::digests::{Digest, managed_digest};
+use super::digests::{DataObject, Digest, managed_digest};
 use super::status;
 use crate::api::Condition;
 use crate::api::conditions::Desired;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -81,14 +80,18 @@ where
     ))
 }
 
-/// Applies the ConfigMap `desired` unless `cached` (the live object's
+/// Applies `desired` (a ConfigMap or MailRelay) unless `cached` (the live object's
 /// [`managed_digest`]) shows it unchanged. When the cache shows a difference, the live
 /// object is read, so that keys added by hand are found and removed.
-pub(crate) async fn apply_configmap_unless_cached(
-    api: &Api<ConfigMap>,
-    desired: &ConfigMap,
+pub(crate) async fn apply_data_unless_cached<K>(
+    api: &Api<K>,
+    desired: &K,
     cached: Option<Digest>,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    K: DataObject + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
     match cached {
         None => {
             apply_unless_current(api, desired, &["data"], None).await?;

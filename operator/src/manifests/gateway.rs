@@ -202,16 +202,28 @@ impl GatewayBuild<'_> {
         }
     }
 
-    /// The agent only reads ConfigMaps of its own namespace.
+    /// The agent reads, in its own namespace, its gateway's ConfigMap (by name: no other
+    /// ConfigMap) and the MailRelays. It cannot write anything.
     pub fn role(&self) -> Role {
+        let names = GatewayNames::of(self.name);
+        let read = || vec!["get".into(), "list".into(), "watch".into()];
         Role {
-            metadata: self.metadata(&GatewayNames::of(self.name).agent, "agent"),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["configmaps".into()]),
-                verbs: vec!["get".into(), "list".into(), "watch".into()],
-                ..Default::default()
-            }]),
+            metadata: self.metadata(&names.agent, "agent"),
+            rules: Some(vec![
+                PolicyRule {
+                    api_groups: Some(vec![String::new()]),
+                    resources: Some(vec!["configmaps".into()]),
+                    resource_names: Some(vec![names.config]),
+                    verbs: read(),
+                    ..Default::default()
+                },
+                PolicyRule {
+                    api_groups: Some(vec![crate::api::GROUP.into()]),
+                    resources: Some(vec!["mailrelays".into()]),
+                    verbs: read(),
+                    ..Default::default()
+                },
+            ]),
         }
     }
 
@@ -576,15 +588,27 @@ mod tests {
     }
 
     #[test]
-    fn agent_role_is_read_only_configmaps() {
+    fn agent_role_reads_its_configmap_and_the_relays_only() {
         let gw = gateway(serde_json::json!({"mxHostnames": ["mx1.example.net"]}));
         let rules = build(&gw).role().rules.unwrap();
-        assert_eq!(rules.len(), 1);
+        let granted: Vec<_> = rules
+            .iter()
+            .map(|rule| {
+                (
+                    rule.resources.clone().unwrap().join(","),
+                    rule.resource_names.clone().unwrap_or_default().join(","),
+                    rule.verbs.join(","),
+                )
+            })
+            .collect();
+        let read = "get,list,watch".to_string();
         assert_eq!(
-            rules[0].resources.as_deref(),
-            Some(&["configmaps".to_string()][..])
+            granted,
+            [
+                ("configmaps".into(), "edge-config".into(), read.clone()),
+                ("mailrelays".into(), String::new(), read)
+            ]
         );
-        assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
     }
 
     #[test]

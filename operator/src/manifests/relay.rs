@@ -1,21 +1,21 @@
-//! The relay ConfigMap of one domain: what the gateway's agent loads into Postfix.
+//! The MailRelay of one domain: what the gateway's agents load into Postfix.
 
 use super::common_labels;
+use crate::api::MailRelay;
 use crate::render::RELAY_GATEWAY_LABEL;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
 
-/// Names the MailDomain (`namespace/name`) a relay ConfigMap belongs to; cross-namespace
+/// Names the MailDomain (`namespace/name`) a MailRelay belongs to; cross-namespace
 /// children cannot carry an owner reference, so this is how they are traced back.
 pub const OWNER_ANNOTATION: &str = "mx-operator.io/maildomain";
 
-/// Name of the relay ConfigMap of `domain` (normalized; punycode is a valid object name).
-pub fn relay_configmap_name(domain: &str) -> String {
+/// Name of the MailRelay of `domain` (normalized; punycode is a valid object name).
+pub fn relay_name(domain: &str) -> String {
     format!("relay-{domain}")
 }
 
-/// Where a relay ConfigMap lives and whom it belongs to.
+/// Where a MailRelay lives and whom it belongs to.
 pub struct RelayTarget<'a> {
     pub gateway_namespace: &'a str,
     pub gateway_name: &'a str,
@@ -26,16 +26,16 @@ pub struct RelayTarget<'a> {
     pub owner_reference: Option<OwnerReference>,
 }
 
-/// The relay ConfigMap holding `data` from the renderer.
-pub fn relay_configmap(target: &RelayTarget, data: BTreeMap<String, String>) -> ConfigMap {
+/// The MailRelay holding `data` from the renderer.
+pub fn mail_relay(target: &RelayTarget, data: BTreeMap<String, String>) -> MailRelay {
     let mut labels = common_labels("relay-config", target.gateway_name);
     labels.insert(
         RELAY_GATEWAY_LABEL.to_string(),
         target.gateway_name.to_string(),
     );
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(relay_configmap_name(target.domain)),
+    MailRelay::new(
+        ObjectMeta {
+            name: Some(relay_name(target.domain)),
             namespace: Some(target.gateway_namespace.to_string()),
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(
@@ -45,14 +45,13 @@ pub fn relay_configmap(target: &RelayTarget, data: BTreeMap<String, String>) -> 
             owner_references: target.owner_reference.clone().map(|r| vec![r]),
             ..Default::default()
         },
-        data: Some(data),
-        ..Default::default()
-    }
+        data,
+    )
 }
 
-/// The owning MailDomain (`namespace`, `name`) of a relay ConfigMap, from its annotation.
-pub fn relay_owner(configmap: &ObjectMeta) -> Option<(String, String)> {
-    let owner = configmap.annotations.as_ref()?.get(OWNER_ANNOTATION)?;
+/// The owning MailDomain (`namespace`, `name`) of a MailRelay, from its annotation.
+pub fn relay_owner(relay: &ObjectMeta) -> Option<(String, String)> {
+    let owner = relay.annotations.as_ref()?.get(OWNER_ANNOTATION)?;
     let (namespace, name) = owner.split_once('/')?;
     Some((namespace.to_string(), name.to_string()))
 }
@@ -62,7 +61,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relay_configmap_is_labelled_and_traceable() {
+    fn a_relay_is_labelled_and_traceable() {
         let target = RelayTarget {
             gateway_namespace: "mail",
             gateway_name: "edge",
@@ -71,7 +70,7 @@ mod tests {
             owner_name: "buecher",
             owner_reference: None,
         };
-        let cm = relay_configmap(&target, BTreeMap::from([("k".into(), "v".into())]));
+        let cm = mail_relay(&target, BTreeMap::from([("k".into(), "v".into())]));
         assert_eq!(
             cm.metadata.name.as_deref(),
             Some("relay-xn--bcher-kva.example")

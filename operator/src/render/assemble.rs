@@ -1,7 +1,7 @@
-//! The agent's side of the renderer: check what a relay ConfigMap holds line by line, and
-//! merge the gateway ConfigMap and every relay ConfigMap into the files Postfix reads.
+//! The agent's side of the renderer: check what a MailRelay holds line by line, and
+//! merge the gateway ConfigMap and every MailRelay into the files Postfix reads.
 //!
-//! The checks accept exactly what `relay_configmap_data` writes, so a ConfigMap edited by
+//! The checks accept exactly what `relay_data` writes, so a ConfigMap edited by
 //! hand or by anything else cannot smuggle a parameter, a service or another domain's map
 //! entry into the gateway; the agent keeps the last good version of such a ConfigMap.
 
@@ -15,7 +15,7 @@ use crate::api::validate::normalize_domain;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// A relay ConfigMap that passed the checks.
+/// A MailRelay that passed the checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckedRelay {
     pub domain: String,
@@ -213,7 +213,7 @@ fn is_smtp_listener(line: &str) -> bool {
     fields.get(1) == Some(&"inet") && fields.get(7) == Some(&"smtpd")
 }
 
-/// Checks one relay ConfigMap's `data`.
+/// Checks one MailRelay's `data`.
 pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, String> {
     let domain = data
         .get(keys::DOMAIN)
@@ -447,12 +447,13 @@ pub fn assemble(
     for relay in sorted.into_iter().chain(&routes) {
         if !seen.insert(relay.domain.clone()) {
             problems.push(format!(
-                "{} is carried by two relay ConfigMaps; the second is ignored",
+                "{} is carried by two MailRelays; the second is ignored",
                 relay.domain
             ));
             continue;
         }
-        let own: Vec<(String, String)> = relay.data[keys::MAIN_CF]
+        let value = |key: &str| relay.data.get(key).map(String::as_str).unwrap_or_default();
+        let own: Vec<(String, String)> = value(keys::MAIN_CF)
             .lines()
             .filter_map(|l| l.split_once(" = "))
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -468,7 +469,7 @@ pub fn assemble(
             continue;
         }
         parameters.extend(own);
-        services.insert(relay.data[keys::MASTER_CF].clone());
+        services.insert(value(keys::MASTER_CF).to_string());
         for (key, text) in shared.iter_mut() {
             if *key == keys::TRANSPORT && relay.held() {
                 text.push_str(&held_transport(&relay.domain));
@@ -521,7 +522,7 @@ pub fn assemble(
         })
         .map(|line| format!("{line}\n"))
         .collect();
-    main_cf.push_str("\n# Added by the agent from the relay ConfigMaps.\n");
+    main_cf.push_str("\n# Added by the agent from the MailRelays.\n");
     let classes: Vec<&str> = parameters
         .keys()
         .map(String::as_str)
@@ -579,7 +580,7 @@ pub fn assemble(
 mod tests {
     use super::*;
     use crate::render::test_support::{domain_spec, input};
-    use crate::render::{RelayMode, gateway_configmap_data, relay_configmap_data};
+    use crate::render::{RelayMode, gateway_configmap_data, relay_data};
 
     fn relay(
         value: serde_json::Value,
@@ -588,7 +589,7 @@ mod tests {
     ) -> BTreeMap<String, String> {
         let spec = domain_spec(value);
         let recipients = recipients.iter().map(|r| r.to_string()).collect();
-        relay_configmap_data(&input(&spec, &recipients, mode)).unwrap()
+        relay_data(&input(&spec, &recipients, mode)).unwrap()
     }
 
     fn gateway() -> GatewayFiles {
@@ -629,6 +630,20 @@ mod tests {
             let checked = check_relay(&data).unwrap();
             assert_eq!(checked.relayed(), mode != RelayMode::Withdrawn);
         }
+    }
+
+    #[test]
+    fn a_relay_without_its_empty_keys_assembles_alike() {
+        // A plain domain renders an empty `main.cf`, which a MailRelay leaves out.
+        let full = relay(serde_json::json!({}), &[], RelayMode::Active);
+        assert!(full.values().any(String::is_empty));
+        let mut trimmed = full.clone();
+        trimmed.retain(|_, value| !value.is_empty());
+        let local = LocalSettings::default();
+        let assembled = |data: &BTreeMap<String, String>| {
+            assemble(&gateway(), &[check_relay(data).unwrap()], &[], &local)
+        };
+        assert_eq!(assembled(&trimmed), assembled(&full));
     }
 
     #[test]
@@ -794,7 +809,7 @@ mod tests {
         assert!(!files.main_cf.contains(&class_name("example.com")));
         assert!(!files.tables.keys().any(|t| t.contains("example.com")));
 
-        // Served again (or by a new relay ConfigMap): the relay wins, the route is not doubled.
+        // Served again (or by a new MailRelay): the relay wins, the route is not doubled.
         let (again, problems) = assemble(&gateway(), leaving, leaving, &LocalSettings::default());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(again, serving);

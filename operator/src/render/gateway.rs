@@ -1,5 +1,5 @@
 //! The gateway ConfigMap: the `main.cf` and `master.cf` every replica of a gateway shares.
-//! Per-domain settings are not here: they come from the relay ConfigMaps, so a domain that
+//! Per-domain settings are not here: they come from the MailRelays, so a domain that
 //! comes or goes changes lookup tables, not this file, and Postfix is not reloaded.
 
 use super::postfix::{seconds, token};

@@ -12,18 +12,18 @@ pub use assemble::{
 };
 pub use gateway::{DEFAULT_MESSAGE_SIZE_LIMIT, TLS_DIRECTORY, gateway_configmap_data};
 pub use postfix::token as postfix_token;
-pub use relay::relay_configmap_data;
+pub use relay::relay_data;
 
 use crate::api::DeliveryLimits;
 use crate::api::domain::MailDomainSpec;
 use std::collections::BTreeSet;
 
-/// Relay ConfigMaps carry this label with the gateway's name; the agent selects on it.
+/// MailRelays carry this label with the gateway's name; the agent selects on it.
 pub const RELAY_GATEWAY_LABEL: &str = "mx-operator.io/relay-for";
 /// The gateway ConfigMap carries this label with the gateway's name.
 pub const GATEWAY_CONFIG_LABEL: &str = "mx-operator.io/gateway-config-for";
 
-/// Keys of the gateway and relay ConfigMaps.
+/// Keys of the gateway and MailRelays.
 pub mod keys {
     pub const DOMAIN: &str = "domain";
     pub const RELAY_DOMAINS: &str = "relay_domains";
@@ -38,9 +38,9 @@ pub mod keys {
     /// Gateway ConfigMap: the first replica ordinal a scale-in removes; replicas from it
     /// up take no new mail and deliver their queues.
     pub const RETIRING_FROM: &str = "retiring-from";
-    /// Relay ConfigMap: `true` while the domain's mail is held (`spec.delivery.hold`).
+    /// MailRelay: `true` while the domain's mail is held (`spec.delivery.hold`).
     pub const HOLD: &str = "hold";
-    /// Every key a relay ConfigMap may have.
+    /// Every key a MailRelay may have.
     pub const RELAY: [&str; 11] = [
         DOMAIN,
         RELAY_DOMAINS,

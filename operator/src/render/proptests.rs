@@ -128,7 +128,7 @@ proptest! {
             return Ok(());
         };
         let input = DomainInput { spec: &spec, recipients: &recipients, mode, gateway_delivery: &NO_LIMITS };
-        let rendered = relay_configmap_data(&input);
+        let rendered = relay_data(&input);
         // Valid input must render: the property is not allowed to hold by refusing everything.
         if spec.validate().is_ok() && recipients.iter().all(|r| postfix::is_recipient_of(r, "example.com")) {
             prop_assert!(rendered.is_ok(), "{:?}", rendered);
@@ -190,10 +190,10 @@ proptest! {
     fn assembled_main_cf_has_only_known_parameters(
         extra in prop::collection::btree_map("[a-z_]{1,12}", hostile(), 0..4),
     ) {
-        // A relay ConfigMap edited by anyone: every key the renderer uses plus hostile values.
+        // A MailRelay edited by anyone: every key the renderer uses plus hostile values.
         let spec = super::test_support::domain_spec(serde_json::json!({"policy": {"requireTls": true}}));
         let recipients = BTreeSet::from(["alice@example.com".to_string()]);
-        let good = relay_configmap_data(&super::test_support::input(&spec, &recipients, RelayMode::Active)).unwrap();
+        let good = relay_data(&super::test_support::input(&spec, &recipients, RelayMode::Active)).unwrap();
         let mut edited: BTreeMap<String, String> = good.clone();
         for (i, (key, value)) in extra.into_iter().enumerate() {
             let key = keys::RELAY.get(i % keys::RELAY.len()).map(|k| k.to_string()).unwrap_or(key);

@@ -1,4 +1,4 @@
-//! The relay ConfigMap of one domain: lookup-table lines plus the `main.cf` and `master.cf`
+//! The MailRelay of one domain: lookup-table lines plus the `main.cf` and `master.cf`
 //! lines that only this domain needs. The agent checks and merges them (`assemble`).
 
 use super::postfix::{
@@ -15,8 +15,8 @@ use crate::api::validate::{
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// `data` of the relay ConfigMap for one domain.
-pub fn relay_configmap_data(input: &DomainInput) -> Result<BTreeMap<String, String>, RenderError> {
+/// `data` of the MailRelay for one domain.
+pub fn relay_data(input: &DomainInput) -> Result<BTreeMap<String, String>, RenderError> {
     let spec = input.spec;
     let domain = normalize_domain(&spec.domain).map_err(invalid("spec.domain"))?;
     let mut data = BTreeMap::from([(keys::DOMAIN.to_string(), domain.clone())]);
@@ -286,7 +286,7 @@ mod tests {
             "alice@example.org",
         ] {
             let recipients = [address.to_string()].into();
-            let rendered = relay_configmap_data(&input(&spec, &recipients, RelayMode::Active));
+            let rendered = relay_data(&input(&spec, &recipients, RelayMode::Active));
             assert!(rendered.is_err(), "{address}");
         }
     }
@@ -296,7 +296,7 @@ mod tests {
         let spec = domain_spec(serde_json::json!({}));
         let recipients =
             BTreeSet::from(["alice@example.com".to_string(), "bob@example.com".into()]);
-        let data = relay_configmap_data(&input(&spec, &recipients, RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &recipients, RelayMode::Active)).unwrap();
         assert_eq!(data[keys::DOMAIN], "example.com");
         assert_eq!(data[keys::RELAY_DOMAINS], "example.com OK\n");
         assert_eq!(
@@ -317,12 +317,10 @@ mod tests {
     #[test]
     fn catch_all_only_on_opt_in() {
         let spec = domain_spec(serde_json::json!({"recipients": {"catchAll": true}}));
-        let data =
-            relay_configmap_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
         assert_eq!(data[keys::RELAY_RECIPIENTS], "@example.com OK\n");
         let spec = domain_spec(serde_json::json!({}));
-        let data =
-            relay_configmap_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
         assert_eq!(data[keys::RELAY_RECIPIENTS], "");
     }
 
@@ -334,12 +332,12 @@ mod tests {
             (RelayMode::Stale, "out of date"),
             (RelayMode::Suspended, "suspended"),
         ] {
-            let data = relay_configmap_data(&input(&spec, &none, mode)).unwrap();
+            let data = relay_data(&input(&spec, &none, mode)).unwrap();
             let policy = &data[keys::RECIPIENT_POLICY];
             assert!(policy.starts_with("example.com 450 4.7.1 "), "{policy}");
             assert!(policy.contains(words));
         }
-        let data = relay_configmap_data(&input(&spec, &none, RelayMode::Withdrawn)).unwrap();
+        let data = relay_data(&input(&spec, &none, RelayMode::Withdrawn)).unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), [keys::DOMAIN]);
     }
 
@@ -351,8 +349,7 @@ mod tests {
             "clientDeny": ["192.0.2.7/24", "2001:db8::1"],
             "requireTls": true
         }}));
-        let data =
-            relay_configmap_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
         let class = class_name("example.com");
         assert_eq!(
             data[keys::RECIPIENT_POLICY],
@@ -378,8 +375,8 @@ mod tests {
         let slow =
             domain_spec(serde_json::json!({"delivery": {"concurrency": 2, "rateDelay": "3s"}}));
         let none = BTreeSet::new();
-        let plain = relay_configmap_data(&input(&plain, &none, RelayMode::Active)).unwrap();
-        let slow = relay_configmap_data(&input(&slow, &none, RelayMode::Active)).unwrap();
+        let plain = relay_data(&input(&plain, &none, RelayMode::Active)).unwrap();
+        let slow = relay_data(&input(&slow, &none, RelayMode::Active)).unwrap();
         assert_ne!(plain[keys::MASTER_CF], slow[keys::MASTER_CF]);
         let name = slow[keys::MASTER_CF].split(' ').next().unwrap().to_string();
         assert_eq!(
@@ -402,7 +399,7 @@ mod tests {
         };
         let mut with_defaults = input(&spec, &none, RelayMode::Active);
         with_defaults.gateway_delivery = &defaults;
-        let data = relay_configmap_data(&with_defaults).unwrap();
+        let data = relay_data(&with_defaults).unwrap();
         assert!(data[keys::MAIN_CF].contains("_destination_concurrency_limit = 4\n"));
         assert!(data[keys::MAIN_CF].contains("_destination_rate_delay = 1s\n"));
         assert!(!data.contains_key(keys::HOLD));
@@ -419,7 +416,7 @@ mod tests {
         let held = domain_spec(serde_json::json!({"delivery": {"hold": true}}));
         let mut input_held = input(&held, &none, RelayMode::Active);
         input_held.gateway_delivery = &defaults;
-        let data = relay_configmap_data(&input_held).unwrap();
+        let data = relay_data(&input_held).unwrap();
         assert_eq!(data[keys::HOLD], "true");
         assert!(data[keys::MAIN_CF].contains("_destination_concurrency_limit = 4\n"));
         // Held by the gateway: every domain it relays.
@@ -430,12 +427,9 @@ mod tests {
         };
         let mut by_gateway = input(&plain, &none, RelayMode::Active);
         by_gateway.gateway_delivery = &holding;
-        assert_eq!(
-            relay_configmap_data(&by_gateway).unwrap()[keys::HOLD],
-            "true"
-        );
+        assert_eq!(relay_data(&by_gateway).unwrap()[keys::HOLD], "true");
         // Withdrawn: nothing at all, the hold neither.
-        let withdrawn = relay_configmap_data(&input(&held, &none, RelayMode::Withdrawn)).unwrap();
+        let withdrawn = relay_data(&input(&held, &none, RelayMode::Withdrawn)).unwrap();
         assert!(!withdrawn.contains_key(keys::HOLD));
     }
 
@@ -443,8 +437,7 @@ mod tests {
     fn ipv6_primary_is_bracketed() {
         let spec =
             domain_spec(serde_json::json!({"primary": {"host": "[2001:db8::25]", "port": 2525}}));
-        let data =
-            relay_configmap_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
         assert!(data[keys::TRANSPORT].ends_with(":[2001:db8::25]:2525\n"));
     }
 

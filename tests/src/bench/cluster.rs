@@ -11,7 +11,7 @@ use crate::{TestNamespace, fixtures};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use mx_operator::api::{ConditionStatus, MailDomain, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway, MailRelay};
 use mx_operator::manifests::gateway::GatewayNames;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -99,11 +99,12 @@ pub async fn latency(dir: &Path, onboard: usize, changes: usize) -> Result<Vec<F
     let mut seed = domain("rc", "rc.test", "edge", vec![], primary);
     seed["spec"]["recipients"] = json!({"configMapRef": {"name": "rc-users", "key": "list"}});
     fixtures::apply_dynamic(&ns, seed).await;
-    let configmaps = ns.api::<ConfigMap>();
+    let relays = ns.api::<MailRelay>();
     poll("relay-rc.test", || async {
-        configmaps.get_opt("relay-rc.test").await.ok().flatten()
+        relays.get_opt("relay-rc.test").await.ok().flatten()
     })
     .await?;
+    let configmaps = ns.api::<ConfigMap>();
     let gateway = Gateway::start(
         &dir.join("gateway"),
         &plane.operator_kubeconfig,
@@ -195,8 +196,8 @@ pub async fn latency(dir: &Path, onboard: usize, changes: usize) -> Result<Vec<F
 /// The API server's request counts since it started.
 struct Requests {
     all: f64,
-    /// Reads and writes of the kinds a domain has objects of (MailDomains, ConfigMaps,
-    /// Events), without lists and watches: what converging costs per domain, without what
+    /// Reads and writes of the kinds a domain has objects of (MailDomains, MailRelays,
+    /// Events, and ConfigMaps: the gateway's), without lists and watches: what converging costs per domain, without what
     /// the operator spends once or by the second (starting its watches, the gateway's
     /// status as its domain count rises).
     domain_kinds: f64,
@@ -235,7 +236,7 @@ async fn apiserver_requests(plane: &ControlPlane) -> Result<Requests, String> {
             continue;
         };
         requests.all += count;
-        let of_a_domain = ["maildomains", "configmaps", "events"]
+        let of_a_domain = ["maildomains", "mailrelays", "configmaps", "events"]
             .iter()
             .any(|r| line.contains(&format!("resource=\"{r}\"")));
         let list_or_watch = ["LIST", "WATCH"]
@@ -464,7 +465,7 @@ pub async fn scale(dir: &Path, count: usize, limit: Duration) -> Result<Vec<Figu
         Figure::new(
             SCALE,
             label(
-                "API requests per domain while converging (MailDomains, ConfigMaps, Events; not the gateway's own, no lists or watches)",
+                "API requests per domain while converging (MailDomains, MailRelays, Events; not the gateway's own, no lists or watches)",
             ),
             domain_requests / count as f64,
             "",

@@ -1,5 +1,5 @@
 //! The gateway's Postfix maps for many recipients, through the agent's own code path:
-//! render every relay ConfigMap, check and assemble them as the agent does, and let
+//! render every MailRelay, check and assemble them as the agent does, and let
 //! `Postfix::apply` compile the tables with `postmap`. Then one domain gains a recipient.
 
 use super::Figure;
@@ -7,7 +7,7 @@ use mx_operator::agent::Postfix;
 use mx_operator::api::{MailDomainSpec, MailGatewaySpec};
 use mx_operator::render::{
     DomainInput, LocalSettings, RelayMode, assemble, check_gateway, check_relay,
-    gateway_configmap_data, relay_configmap_data,
+    gateway_configmap_data, relay_data,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +40,7 @@ pub async fn run(dir: &Path, total: usize) -> Result<Vec<Figure>, String> {
     let render = |index: usize, count: usize| -> Result<BTreeMap<String, String>, String> {
         let domain = format!("d{index:05}.bench.test");
         let spec = spec(&domain)?;
-        relay_configmap_data(&DomainInput {
+        relay_data(&DomainInput {
             spec: &spec,
             recipients: &recipients(&domain, count),
             mode: RelayMode::Active,

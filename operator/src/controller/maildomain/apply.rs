@@ -1,15 +1,14 @@
-//! Carries out a MailDomain decision: the finalizer, the relay ConfigMap (and removal of
+//! Carries out a MailDomain decision: the finalizer, the MailRelay (and removal of
 //! the one a moved domain left behind), the MX record, the drift expectation.
 
 use super::super::context::{Context, Error, FINALIZER};
 use super::super::status::Transition;
-use super::super::write::apply_configmap_unless_cached;
+use super::super::write::apply_data_unless_cached;
 use super::decide::{Decision, Relay};
 use super::dns::{self, DnsProblem, Published};
 use super::fetch::Inputs;
-use crate::api::MailDomain;
+use crate::api::{MailDomain, MailRelay};
 use crate::manifests::relay::relay_owner;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -18,7 +17,7 @@ use serde_json::json;
 
 /// What applying a decision found out that status reports.
 pub struct Applied {
-    /// Why the API server refused the relay ConfigMap, when it did (the previous one, if
+    /// Why the API server refused the MailRelay, when it did (the previous one, if
     /// any, keeps serving).
     pub relay_refused: Option<String>,
     /// The MX record's outcome; `None` when the decision leaves DNS alone.
@@ -80,7 +79,7 @@ pub async fn apply(
     })
 }
 
-/// Applies the relay ConfigMap; `Some(why)` when the API server refuses it as invalid or
+/// Applies the MailRelay; `Some(why)` when the API server refuses it as invalid or
 /// too large: the spec has to change, a retry would only be refused again.
 async fn apply_relay(
     domain: &MailDomain,
@@ -93,37 +92,42 @@ async fn apply_relay(
         delete_relay(domain, ctx, &inputs.namespace, previous).await?;
     }
     let gateway_namespace = &inputs.gateway_key.0;
-    let applied = apply_configmap_unless_cached(
-        &Api::<ConfigMap>::namespaced(ctx.client.clone(), gateway_namespace),
-        &relay.configmap,
+    let applied = apply_data_unless_cached(
+        &Api::<MailRelay>::namespaced(ctx.client.clone(), gateway_namespace),
+        &relay.object,
         inputs.relay_live,
     )
     .await;
     match applied {
         Ok(()) => {
-            ctx.relays.written(&relay.configmap);
+            ctx.relays.written(&relay.object);
             Ok(None)
         }
-        Err(Error::Kube(kube::Error::Api(status))) if [413, 422].contains(&status.code) => {
+        Err(Error::Kube(kube::Error::Api(status)))
+            if [413, 422].contains(&status.code) || status.message.contains(TOO_LARGE) =>
+        {
             Ok(Some(refusal(relay, &status.message)))
         }
         Err(error) => Err(error),
     }
 }
 
-/// A ConfigMap holds at most this many bytes of data (the API server's limit).
-const CONFIGMAP_LIMIT: usize = 1024 * 1024;
+/// etcd's default limit of one request, which bounds the size of one object.
+const OBJECT_LIMIT: usize = 1536 * 1024;
+
+/// What the API server answers (with code 500) when etcd refuses an object as too large.
+const TOO_LARGE: &str = "request is too large";
 
 fn refusal(relay: &Relay, message: &str) -> String {
-    let data = relay.configmap.data.iter().flatten();
+    let data = relay.object.data.iter().flatten();
     let size: usize = data.map(|(key, value)| key.len() + value.len()).sum();
     let mut why = format!(
-        "the API server refused relay ConfigMap {} ({size} bytes of data",
+        "the API server refused MailRelay {} ({size} bytes of data",
         relay.location
     );
-    if size > CONFIGMAP_LIMIT {
+    if size > OBJECT_LIMIT {
         why.push_str(&format!(
-            ", over the {CONFIGMAP_LIMIT} bytes a ConfigMap holds; fewer or shorter recipients fit"
+            ", over the {OBJECT_LIMIT} bytes etcd stores in one object by default; fewer or shorter recipients fit"
         ));
     }
     why.push_str(&format!(
@@ -165,23 +169,23 @@ pub(super) async fn patch_metadata(
     Ok(())
 }
 
-/// Deletes the relay ConfigMap at `location` (`namespace/name`) if it is this domain's.
+/// Deletes the MailRelay at `location` (`namespace/name`) if it is this domain's.
 pub(super) async fn delete_relay(
     domain: &MailDomain,
     ctx: &Context,
     namespace: &str,
     location: &str,
 ) -> Result<(), Error> {
-    let Some((cm_namespace, cm_name)) = location.split_once('/') else {
+    let Some((relay_namespace, relay_name)) = location.split_once('/') else {
         return Ok(());
     };
-    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), cm_namespace);
-    let Some(existing) = api.get_opt(cm_name).await? else {
+    let api = Api::<MailRelay>::namespaced(ctx.client.clone(), relay_namespace);
+    let Some(existing) = api.get_opt(relay_name).await? else {
         return Ok(());
     };
     if relay_owner(&existing.metadata) == Some((namespace.to_string(), domain.name_any())) {
-        api.delete(cm_name, &Default::default()).await?;
-        tracing::info!(configmap = location, "removed relay ConfigMap");
+        api.delete(relay_name, &Default::default()).await?;
+        tracing::info!(relay = location, "removed MailRelay");
     }
     Ok(())
 }

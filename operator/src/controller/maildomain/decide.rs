@@ -5,6 +5,7 @@
 
 use super::fetch::Inputs;
 use super::recipients::{self, Recipients};
+use crate::api::MailRelay;
 use crate::api::conditions::{
     ACCEPTANCE_VERIFIED, CONFLICT, DEPARTED, Desired, OWNERSHIP_VERIFIED, PRIMARY_REACHABLE,
     PUBLIC_MX_RESOLVED, READY, RECIPIENTS_SYNCED, RELAY_CONFIGURED, Verdict,
@@ -20,10 +21,9 @@ use crate::dns::Mx;
 use crate::drift::decide as drift;
 use crate::drift::{Expectation, ProbePlan, ProbeTarget};
 use crate::manifests::gateway::{GatewayNames, SMTP_PORT};
-use crate::manifests::relay::{RelayTarget, relay_configmap, relay_configmap_name};
+use crate::manifests::relay::{RelayTarget, mail_relay, relay_name};
 use crate::recipients::fingerprint;
-use crate::render::{DomainInput, RelayMode, RenderError, relay_configmap_data};
-use k8s_openapi::api::core::v1::ConfigMap;
+use crate::render::{DomainInput, RelayMode, RenderError, relay_data};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -56,11 +56,11 @@ pub struct Decision {
     pub requeue: Action,
 }
 
-/// The relay ConfigMap for the domain, where it goes, and where the last one was when the
+/// The MailRelay for the domain, where it goes, and where the last one was when the
 /// domain moved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Relay {
-    pub configmap: ConfigMap,
+    pub object: MailRelay,
     /// `namespace/name`.
     pub location: String,
     pub moved_from: Option<String>,
@@ -77,7 +77,7 @@ pub enum Ready {
 /// Status fields a decision sets.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StatusChange {
-    /// Recipient count and fingerprint, and the relay ConfigMap's location.
+    /// Recipient count and fingerprint, and the MailRelay's location.
     pub relayed: Option<Relayed>,
     /// `Some(proof)` sets the ownership proof shown (`Some(None)` clears it and its
     /// condition: the gateway no longer asks for one).
@@ -341,7 +341,7 @@ fn relayed(
         None if recipients.stale.is_some() => RelayMode::Stale,
         None => RelayMode::Active,
     };
-    let data = relay_configmap_data(&DomainInput {
+    let data = relay_data(&DomainInput {
         spec: &domain.spec,
         recipients: &recipients.addresses,
         mode,
@@ -361,13 +361,10 @@ fn relayed(
             None
         },
     };
-    let location = format!("{gateway_namespace}/{}", relay_configmap_name(normalized));
-    let previous = domain
-        .status
-        .as_ref()
-        .and_then(|s| s.relay_config_map.clone());
+    let location = format!("{gateway_namespace}/{}", relay_name(normalized));
+    let previous = domain.status.as_ref().and_then(|s| s.relay.clone());
     let relay = Relay {
-        configmap: relay_configmap(&target, data),
+        object: mail_relay(&target, data),
         location: location.clone(),
         moved_from: previous.filter(|p| *p != location),
     };
@@ -480,7 +477,7 @@ fn relayed(
                 RELAY_CONFIGURED,
                 true,
                 "Configured",
-                format!("relay ConfigMap {location}"),
+                format!("MailRelay {location}"),
             ),
         ],
         conditions_after_dns: after_dns,
@@ -856,7 +853,7 @@ mod tests {
         assert_eq!(relay.location, "mail/relay-example.com");
         assert_eq!(relay.moved_from, None);
         assert!(
-            relay.configmap.metadata.owner_references.is_some(),
+            relay.object.metadata.owner_references.is_some(),
             "same namespace: the garbage collector removes it"
         );
         assert!(!decision.finalizer, "nothing outside the namespace, no DNS");
@@ -891,7 +888,7 @@ mod tests {
             decision
                 .relay
                 .unwrap()
-                .configmap
+                .object
                 .metadata
                 .owner_references
                 .is_none()
@@ -903,8 +900,7 @@ mod tests {
 
     #[test]
     fn a_moved_domain_removes_its_old_relay_config() {
-        let moved =
-            fixtures::domain(json!({"status": {"relayConfigMap": "old/relay-example.com"}}));
+        let moved = fixtures::domain(json!({"status": {"relay": "old/relay-example.com"}}));
         let decision = decide(&moved, &inputs(fixtures::gateway(json!({}))), now());
         assert_eq!(
             decision.relay.unwrap().moved_from.as_deref(),

@@ -47,7 +47,7 @@ pub struct Inputs {
     pub observation: Option<Observation>,
     /// How often every domain is looked at again.
     pub resync: Duration,
-    /// The relay ConfigMap at the domain's gateway, as the cache holds it.
+    /// The MailRelay at the domain's gateway, as the cache holds it.
     pub relay_live: Option<Digest>,
     /// The DNSProvider the domain names, if it exists.
     pub provider: Option<Arc<DNSProvider>>,
@@ -166,7 +166,7 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         .await?;
     inputs.relay_live = ctx.relays.get(
         gateway_namespace,
-        &crate::manifests::relay::relay_configmap_name(&normalized),
+        &crate::manifests::relay::relay_name(&normalized),
     );
     inputs.provider = super::dns::provider(domain, ctx);
     inputs.gateway_addresses = ctx

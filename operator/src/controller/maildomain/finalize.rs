@@ -46,11 +46,7 @@ pub async fn finalize(
     if !domain.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    if let Some(location) = domain
-        .status
-        .as_ref()
-        .and_then(|s| s.relay_config_map.as_deref())
-    {
+    if let Some(location) = domain.status.as_ref().and_then(|s| s.relay.as_deref()) {
         delete_relay(domain, ctx, namespace, location).await?;
     }
     let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();

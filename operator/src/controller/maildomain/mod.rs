@@ -1,4 +1,4 @@
-//! MailDomain → one relay ConfigMap in its gateway's namespace, its MX record, and a status
+//! MailDomain → one MailRelay in its gateway's namespace, its MX record, and a status
 //! that says whether the gateway relays the domain and why not.
 //!
 //! One reconcile is a pipeline:

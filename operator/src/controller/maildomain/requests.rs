@@ -3,13 +3,12 @@
 
 use super::super::claims::ClaimIndex;
 use super::super::context::{Context, Settings};
-use super::super::digests::ConfigMapDigests;
+use super::super::digests::DataDigests;
 use super::super::metrics::Metrics;
 use super::super::write::status_key;
 use crate::api::fixtures;
-use crate::api::{MailDomain, MailGateway};
+use crate::api::{MailDomain, MailGateway, MailRelay};
 use http::{Request, Response};
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store, store::Writer};
@@ -57,13 +56,13 @@ where
 }
 
 /// As the watch keeps them.
-fn digests(configmaps: Vec<ConfigMap>) -> Arc<ConfigMapDigests> {
-    let digests = ConfigMapDigests::default();
-    digests.observe(&Event::Init);
-    for configmap in configmaps {
-        digests.observe(&Event::InitApply(configmap));
+fn digests(relays: Vec<MailRelay>) -> Arc<DataDigests> {
+    let digests = DataDigests::default();
+    digests.observe(&Event::<MailRelay>::Init);
+    for relay in relays {
+        digests.observe(&Event::InitApply(relay));
     }
-    digests.observe(&Event::InitDone);
+    digests.observe(&Event::<MailRelay>::InitDone);
     Arc::new(digests)
 }
 
@@ -73,7 +72,7 @@ fn digests(configmaps: Vec<ConfigMap>) -> Arc<ConfigMapDigests> {
 fn context(
     domain: &MailDomain,
     gateways: Vec<MailGateway>,
-    relays: Vec<ConfigMap>,
+    relays: Vec<MailRelay>,
 ) -> (Arc<Context>, Arc<Mutex<Vec<Seen>>>) {
     let (ctx, seen, _) = context_with_watch(domain, gateways, relays);
     (ctx, seen)
@@ -83,7 +82,7 @@ fn context(
 fn context_with_watch(
     domain: &MailDomain,
     gateways: Vec<MailGateway>,
-    relays: Vec<ConfigMap>,
+    relays: Vec<MailRelay>,
 ) -> (Arc<Context>, Arc<Mutex<Vec<Seen>>>, Writer<MailDomain>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(vec![]));
@@ -160,7 +159,7 @@ fn context_with_watch(
 async fn reconcile(
     domain: &MailDomain,
     gateways: Vec<MailGateway>,
-    relays: Vec<ConfigMap>,
+    relays: Vec<MailRelay>,
 ) -> Vec<Seen> {
     let (ctx, seen) = context(domain, gateways, relays);
     super::reconcile(Arc::new(domain.clone()), ctx)
@@ -220,7 +219,8 @@ fn lines(seen: &[Seen]) -> Vec<String> {
 
 const STATUS: &str = "PATCH /apis/mx-operator.io/v1alpha1/namespaces/mail/maildomains/md/status";
 const EVENT: &str = "POST /apis/events.k8s.io/v1/namespaces/mail/events";
-const RELAY: &str = "PATCH /api/v1/namespaces/mail/configmaps/relay-example.com";
+const RELAY: &str =
+    "PATCH /apis/mx-operator.io/v1alpha1/namespaces/mail/mailrelays/relay-example.com";
 
 #[tokio::test]
 async fn an_invalid_spec_makes_one_status_write() {
@@ -238,11 +238,11 @@ async fn a_new_domain_makes_the_relay_config_status_and_one_event_then_nothing()
     let seen = reconcile(&domain, vec![gateway.clone()], vec![]).await;
     assert_eq!(lines(&seen), [RELAY, STATUS, EVENT], "{seen:?}");
 
-    // The same domain again, with that status stored and that relay ConfigMap cached (as
+    // The same domain again, with that status stored and that MailRelay cached (as
     // the watches deliver them): the reconcile reads only caches.
     let mut converged = domain.clone();
     converged.status = serde_json::from_value(seen[1].body["status"].clone()).unwrap();
-    let relay: ConfigMap = serde_json::from_value(seen[0].body.clone()).unwrap();
+    let relay: MailRelay = serde_json::from_value(seen[0].body.clone()).unwrap();
     let again = reconcile(&converged, vec![gateway], vec![relay]).await;
     assert_eq!(lines(&again), Vec::<String>::new(), "{again:?}");
 }

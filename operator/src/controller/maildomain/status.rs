@@ -92,7 +92,7 @@ pub async fn write(
             if let Some(relayed) = change.relayed {
                 status.recipient_count = Some(relayed.count);
                 status.recipients_hash = Some(relayed.hash);
-                status.relay_config_map = Some(relayed.location);
+                status.relay = Some(relayed.location);
             }
             // On a DNS failure the records published before stay on record: they may
             // still be out there.

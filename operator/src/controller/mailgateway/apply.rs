@@ -4,7 +4,7 @@
 //! policy) is made by replacing the StatefulSet, its pods and volumes kept.
 
 use super::super::context::{Context, Error};
-use super::super::write::{apply_configmap_unless_cached, apply_unless_current};
+use super::super::write::{apply_data_unless_cached, apply_unless_current};
 use super::decide::Children;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -31,7 +31,7 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
         .gateway_configs
         .get(namespace, &children.config.name_any());
     let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
-    apply_configmap_unless_cached(&api, &children.config, config).await?;
+    apply_data_unless_cached(&api, &children.config, config).await?;
     ctx.gateway_configs.written(&children.config);
     child(
         ctx,
