@@ -60,6 +60,23 @@ impl Gateway {
         Self::start_on(dir, kubeconfig, namespace, gateway, None, &[], lifetime).await
     }
 
+    /// A replica of gateway `gateway` in the test namespace, its agent reading with the
+    /// operator's credentials, in a folder of the test's control plane.
+    pub async fn of_namespace(
+        plane: &crate::ControlPlane,
+        ns: &crate::TestNamespace,
+        gateway: &str,
+    ) -> Result<Self, HarnessError> {
+        Self::start(
+            &plane.dir.join(format!("gateway-{}-{gateway}", ns.name)),
+            &plane.operator_kubeconfig,
+            &ns.name,
+            gateway,
+            Lifetime::TiedToThisProcess,
+        )
+        .await
+    }
+
     /// Like `start`, on a chosen SMTP port, with agent arguments of the test's own after
     /// the harness's (`--set=name=value` for a `main.cf` setting).
     pub async fn start_on(

@@ -754,11 +754,11 @@ async fn a_shared_gateway_delivers_only_where_it_allows() {
 }
 
 #[tokio::test]
-async fn a_relay_config_the_api_server_refuses_is_a_condition() {
+async fn a_list_past_one_relay_is_sharded_and_a_refused_relay_is_a_condition() {
     let (_plane, ns) = namespace_with_operator("toolarge").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
     // 40,000 addresses fit in the list's ConfigMap (24 bytes each) and 30,000 more in a
-    // Secret, but not all of them in one MailRelay, which adds " OK" to each.
+    // Secret; one MailRelay holds 768 KiB of them, so they go in four shards.
     let addresses = |range: std::ops::Range<u32>| -> String {
         range.map(|i| format!("user{i:06}@big.example\n")).collect()
     };
@@ -776,38 +776,65 @@ async fn a_relay_config_the_api_server_refuses_is_a_condition() {
         "configMapRef": {"name": "users", "key": "list"},
         "secretRef": {"name": "more-users", "key": "list"}}});
     apply::<MailDomain>(&ns, domain("big", "big.example", recipients)).await;
-    let md = wait_condition(
-        &ns,
-        "big",
-        "Ready",
-        ConditionStatus::False,
-        "RelayConfigRefused",
-    )
+    let md = wait_condition(&ns, "big", "Ready", ConditionStatus::True, "Relayed").await;
+    let (_, _, message) = condition(&md, "RelayConfigured").unwrap();
+    assert!(message.contains("in 4 shard MailRelays"), "{message}");
+    let relays = ns.api::<MailRelay>();
+    let shard = "recipients-2-of-4.big.example";
+    let lines = || async {
+        let relay = relays.get_opt(shard).await.ok()??;
+        relay.data?.get("relay_recipients").cloned()
+    };
+    let written = lines().await.expect("shard 2");
+    assert!(written.lines().count() > 15_000, "a quarter of the list");
+
+    // A hand edit of a shard is repaired like one of a relay.
+    relays
+        .patch(
+            shard,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"relay_recipients": "mallory@big.example OK\n"}})),
+        )
+        .await
+        .expect("hand edit");
+    until(LIMIT, "the shard repaired", || async {
+        (lines().await? == written).then_some(())
+    })
     .await;
+
+    // A MailRelay the API server refuses (its name, `relay-` and a 250-character domain, is
+    // longer than an object name may be) is a condition with the server's reason, not a
+    // retry loop.
+    let long = format!(
+        "{}.{}.{}.{}.example",
+        "a".repeat(60),
+        "b".repeat(60),
+        "c".repeat(60),
+        "d".repeat(59)
+    );
+    assert_eq!(long.len(), 250);
+    let inline = json!({"recipients": {"inline": [format!("a@{long}")]}});
+    apply::<MailDomain>(&ns, domain("long", &long, inline)).await;
+    let md = until(LIMIT, "long: Ready=False", || async {
+        let md = ns.api::<MailDomain>().get("long").await.ok()?;
+        (condition(&md, "Ready")?.0 == ConditionStatus::False).then_some(md)
+    })
+    .await;
+    assert_eq!(
+        condition(&md, "Ready").map(|(_, reason, _)| reason),
+        Some("RelayConfigRefused".to_string()),
+        "{:?}",
+        md.status
+    );
     let (_, _, message) = condition(&md, "Ready").unwrap();
     assert!(
-        message.contains("over the 1572864 bytes etcd stores in one object by default"),
+        message.contains("the API server refused MailRelay") && message.contains("253"),
         "{message}"
     );
     assert_eq!(
         condition(&md, "RelayConfigured").map(|(status, reason, _)| (status, reason)),
         Some((ConditionStatus::False, "RelayConfigRefused".to_string()))
     );
-    let relays = ns.api::<MailRelay>();
-    assert!(relays.get_opt("relay-big.example").await.unwrap().is_none());
-
-    // Lists that fit are relayed.
-    apply::<ConfigMap>(
-        &ns,
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": "alice@big.example\n"}}),
-    )
-    .await;
-    apply::<Secret>(
-        &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "more-users"}, "stringData": {"list": "bob@big.example\n"}}),
-    )
-    .await;
-    wait_condition(&ns, "big", "Ready", ConditionStatus::True, "Relayed").await;
 }
 
 #[tokio::test]

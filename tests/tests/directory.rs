@@ -110,15 +110,9 @@ async fn a_directory_is_synced_in_pages_and_its_changes_and_failures_reach_the_s
     .await;
     assert!(relayed.recipients_hash.is_some());
 
-    let gateway = Gateway::start(
-        &plane.dir.join(format!("gateway-{}-edge", ns.name)),
-        &plane.operator_kubeconfig,
-        &ns.name,
-        "edge",
-        mx_operator_tests::control_plane::Lifetime::TiedToThisProcess,
-    )
-    .await
-    .expect("gateway replica");
+    let gateway = Gateway::of_namespace(plane, &ns, "edge")
+        .await
+        .expect("gateway replica");
     let smtp = gateway.smtp;
     for known in [
         "user0@dir.example",

@@ -14,6 +14,7 @@ mod postfix;
 mod queue;
 mod retire;
 mod sessions;
+mod shards;
 
 pub use metrics::{AgentMetrics, StatusReport};
 pub use postfix::{LAST_GOOD_FILE, Postfix, PostfixError};
@@ -22,6 +23,7 @@ pub use retire::{Retirement, ordinal};
 
 use crate::api::MailRelay;
 use crate::manifests::gateway::GatewayNames;
+use crate::render::shards::is_shard;
 use crate::render::{
     Assembled, CheckedRelay, GATEWAY_CONFIG_LABEL, GatewayFiles, LocalSettings,
     RELAY_GATEWAY_LABEL, assemble, check_gateway, check_relay,
@@ -35,6 +37,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
+
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 
 /// How often the agent looks whether the Postfix master runs (for /readyz).
 const SUPERVISION_INTERVAL: Duration = Duration::from_secs(2);
@@ -83,6 +87,9 @@ struct Draining {
 struct Loaded {
     gateway: Option<GatewayFiles>,
     relays: BTreeMap<String, CheckedRelay>,
+    /// The recipient shards of sharded domains (not saved: a restarted agent answers 450
+    /// for those domains until their shards have been listed again).
+    shards: shards::Shards,
     last_good: LastGood,
     applied: Option<Assembled>,
     /// The refusal last logged per object, so a bad object is reported once.
@@ -364,8 +371,32 @@ async fn sync(
         },
     }
     let served_before = loaded.served_domains();
-    let present: BTreeMap<String, Arc<MailRelay>> = relays
+    let (shard_objects, present): (Vec<Arc<MailRelay>>, Vec<Arc<MailRelay>>) = relays
         .state()
+        .into_iter()
+        .partition(|relay| relay.data.as_ref().is_some_and(is_shard));
+    let refused_shards = loaded.shards.update(
+        shard_objects
+            .iter()
+            .map(|object| shards::ShardObject {
+                name: object.name_any(),
+                resource_version: object.resource_version(),
+                data: object.data.as_ref().unwrap_or(&EMPTY),
+            })
+            .collect(),
+    );
+    for (name, problem) in refused_shards {
+        refuse(
+            loaded,
+            metrics,
+            &name,
+            "relay_refused",
+            format!(
+                "MailRelay {name}: {problem}; the domain's last complete recipient list keeps serving"
+            ),
+        );
+    }
+    let present: BTreeMap<String, Arc<MailRelay>> = present
         .into_iter()
         .map(|relay| (relay.name_any(), relay))
         .collect();
@@ -426,7 +457,14 @@ async fn sync(
     }
     let relays: Vec<CheckedRelay> = loaded.relays.values().cloned().collect();
     let draining: Vec<CheckedRelay> = loaded.draining.values().map(|d| d.relay.clone()).collect();
-    let (files, problems) = assemble(&gateway_files, &relays, &draining, &settings.local);
+    let shard_sets = loaded.shards.sets(&relays);
+    let (files, problems) = assemble(
+        &gateway_files,
+        &relays,
+        shard_sets,
+        &draining,
+        &settings.local,
+    );
     for problem in problems {
         refuse(
             loaded,

@@ -154,6 +154,20 @@ impl DataDigests {
             .or_insert_with(|| managed_digest(object));
     }
 
+    /// The names of the live objects in `namespace` that `wanted` picks.
+    pub fn names_in(&self, namespace: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        let prefix = key(namespace, "");
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .live
+            .keys()
+            .filter_map(|key| key.strip_prefix(&prefix))
+            .filter(|name| wanted(name))
+            .map(String::from)
+            .collect()
+    }
+
     /// The digest of the live object `namespace/name`; `None` when the watch has not
     /// seen it (absent, or not listed yet).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Digest> {

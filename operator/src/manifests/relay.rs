@@ -15,6 +15,28 @@ pub fn relay_name(domain: &str) -> String {
     format!("relay-{domain}")
 }
 
+/// The domain of the MailRelay named `name` (see [`relay_name`]).
+pub fn relayed_domain(name: &str) -> &str {
+    name.strip_prefix("relay-").unwrap_or_default()
+}
+
+/// Name of shard `index` of `count` of `domain`'s recipients (see `render::shards`). No
+/// relay's name has this shape: those start with `relay-`.
+pub fn shard_name(domain: &str, index: usize, count: usize) -> String {
+    format!("recipients-{index}-of-{count}.{domain}")
+}
+
+/// Whether `name` is the name of one of `domain`'s shards, of any count.
+pub fn is_shard_of(name: &str, domain: &str) -> bool {
+    name.strip_prefix("recipients-")
+        .and_then(|rest| rest.strip_suffix(domain))
+        .and_then(|place| place.strip_suffix('.'))
+        .and_then(|place| place.split_once("-of-"))
+        .is_some_and(|(index, count)| {
+            index.parse::<usize>().is_ok() && count.parse::<usize>().is_ok()
+        })
+}
+
 /// Where a MailRelay lives and whom it belongs to.
 pub struct RelayTarget<'a> {
     pub gateway_namespace: &'a str,
@@ -28,6 +50,20 @@ pub struct RelayTarget<'a> {
 
 /// The MailRelay holding `data` from the renderer.
 pub fn mail_relay(target: &RelayTarget, data: BTreeMap<String, String>) -> MailRelay {
+    named_relay(target, relay_name(target.domain), data)
+}
+
+/// The shard MailRelays holding `shards`' data from the renderer, by index.
+pub fn shard_relays(target: &RelayTarget, shards: Vec<BTreeMap<String, String>>) -> Vec<MailRelay> {
+    let count = shards.len();
+    shards
+        .into_iter()
+        .enumerate()
+        .map(|(index, data)| named_relay(target, shard_name(target.domain, index, count), data))
+        .collect()
+}
+
+fn named_relay(target: &RelayTarget, name: String, data: BTreeMap<String, String>) -> MailRelay {
     let mut labels = common_labels("relay-config", target.gateway_name);
     labels.insert(
         RELAY_GATEWAY_LABEL.to_string(),
@@ -35,7 +71,7 @@ pub fn mail_relay(target: &RelayTarget, data: BTreeMap<String, String>) -> MailR
     );
     MailRelay::new(
         ObjectMeta {
-            name: Some(relay_name(target.domain)),
+            name: Some(name),
             namespace: Some(target.gateway_namespace.to_string()),
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(
@@ -85,5 +121,21 @@ mod tests {
             Some(("tenant-a".into(), "buecher".into()))
         );
         assert!(cm.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn shard_names_are_recognized_by_their_domain_only() {
+        let name = shard_name("example.com", 3, 8);
+        assert_eq!(name, "recipients-3-of-8.example.com");
+        assert!(is_shard_of(&name, "example.com"));
+        for (other, domain) in [
+            (name.as_str(), "le.com"),
+            (name.as_str(), "com"),
+            ("recipients-3-of-8.sub.example.com", "example.com"),
+            ("relay-example.com", "example.com"),
+            ("recipients-x-of-8.example.com", "example.com"),
+        ] {
+            assert!(!is_shard_of(other, domain), "{other} of {domain}");
+        }
     }
 }

@@ -11,6 +11,7 @@ use super::postfix::{
     CLASS_PREFIX, TRANSPORT_PREFIX, class_name, domain_table, is_generated_name, is_recipient_of,
     token,
 };
+use super::shards::CheckedShard;
 use crate::api::validate::normalize_domain;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -26,6 +27,13 @@ pub struct CheckedRelay {
 impl CheckedRelay {
     pub fn relayed(&self) -> bool {
         !self.data.is_empty()
+    }
+
+    /// How many shards hold the domain's recipients, when its relay names them.
+    pub fn recipient_shards(&self) -> Option<usize> {
+        self.data
+            .get(keys::RECIPIENT_SHARDS)
+            .and_then(|count| count.parse().ok())
     }
 
     /// Whether the domain's mail is held (`spec.delivery.hold`): queued, not delivered.
@@ -213,8 +221,8 @@ fn is_smtp_listener(line: &str) -> bool {
     fields.get(1) == Some(&"inet") && fields.get(7) == Some(&"smtpd")
 }
 
-/// Checks one MailRelay's `data`.
-pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, String> {
+/// The normalized domain a relay's or shard's `data` names.
+pub(super) fn checked_domain(data: &BTreeMap<String, String>) -> Result<String, String> {
     let domain = data
         .get(keys::DOMAIN)
         .ok_or("has no \"domain\" key")?
@@ -222,6 +230,12 @@ pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, Stri
     if normalize_domain(&domain).as_deref() != Ok(domain.as_str()) {
         return Err(format!("{domain:?} is not a normalized domain"));
     }
+    Ok(domain)
+}
+
+/// Checks one MailRelay's `data`.
+pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, String> {
+    let domain = checked_domain(data)?;
     if let Some(unknown) = data.keys().find(|k| !keys::RELAY.contains(&k.as_str())) {
         return Err(format!("unknown key {unknown:?}"));
     }
@@ -258,6 +272,13 @@ pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, Stri
     within(keys::RELAY_RECIPIENTS, &|k, v| {
         v == "OK" && is_recipient_of(k, &domain)
     })?;
+    if let Some(count) = data.get(keys::RECIPIENT_SHARDS) {
+        super::shards::parse_count(count)
+            .map_err(|problem| format!("recipient_shards: {problem}"))?;
+        if data.contains_key(keys::RELAY_RECIPIENTS) {
+            return Err("relay_recipients and recipient_shards: one or the other".into());
+        }
+    }
 
     let transport = entries(keys::TRANSPORT)?;
     let [(key, next_hop)] = transport.as_slice() else {
@@ -308,6 +329,9 @@ pub fn check_relay(data: &BTreeMap<String, String>) -> Result<CheckedRelay, Stri
         data: data.clone(),
     })
 }
+
+/// The parameter the shards' tables are added to, after the gateway's own table.
+const RELAY_RECIPIENT_MAPS: &str = "relay_recipient_maps";
 
 /// The reason held mail is deferred with, after its DSN status code.
 pub const HELD_REASON: &str = "delivery held by spec.delivery.hold";
@@ -408,9 +432,14 @@ fn check_parameters(
 /// and the routes of `draining` relays (see [`CheckedRelay::route_only`]) whose domain no
 /// relay serves. A relay whose lines clash with an earlier one (the same domain twice, or
 /// one parameter with two values) is left out, and the reason returned beside the result.
+///
+/// A relay that names shards takes its recipients from `shards` (a complete set, by
+/// domain), each shard a table of its own; without a set its recipients answer 450 until
+/// one is complete: half a list would reject real recipients.
 pub fn assemble(
     gateway: &GatewayFiles,
     relays: &[CheckedRelay],
+    shards: &BTreeMap<String, Vec<std::sync::Arc<CheckedShard>>>,
     draining: &[CheckedRelay],
     local: &LocalSettings,
 ) -> (Assembled, Vec<String>) {
@@ -435,6 +464,7 @@ pub fn assemble(
         },
     )]);
     let mut size_limit = None::<u64>;
+    let mut shard_tables = Vec::new();
     let mut sorted: Vec<&CheckedRelay> = relays.iter().filter(|r| r.relayed()).collect();
     sorted.sort_by(|a, b| a.domain.cmp(&b.domain));
     let served: BTreeSet<&str> = sorted.iter().map(|r| r.domain.as_str()).collect();
@@ -470,8 +500,33 @@ pub fn assemble(
         }
         parameters.extend(own);
         services.insert(value(keys::MASTER_CF).to_string());
+        let set = relay.recipient_shards().map(|_| shards.get(&relay.domain));
+        for shard in set.flatten().into_iter().flatten() {
+            let name = domain_table(
+                &format!(
+                    "{}-{}-of-{}",
+                    keys::RELAY_RECIPIENTS,
+                    shard.index,
+                    shard.count
+                ),
+                &relay.domain,
+            );
+            tables.insert(
+                name.clone(),
+                Table {
+                    kind: TableType::Lmdb,
+                    source: shard.lines.clone(),
+                },
+            );
+            shard_tables.push(name);
+        }
         for (key, text) in shared.iter_mut() {
-            if *key == keys::TRANSPORT && relay.held() {
+            if *key == keys::RECIPIENT_POLICY && set == Some(None) {
+                text.push_str(&format!(
+                    "{} 450 4.7.1 The recipient list of {} is being loaded, try again later\n",
+                    relay.domain, relay.domain
+                ));
+            } else if *key == keys::TRANSPORT && relay.held() {
                 text.push_str(&held_transport(&relay.domain));
                 services.insert(hold_service());
             } else if let Some(lines) = relay.data.get(*key) {
@@ -510,15 +565,25 @@ pub fn assemble(
 
     // Overridden parameters are left out of the gateway's lines rather than repeated,
     // which Postfix would warn about on every start.
+    if !shard_tables.is_empty() {
+        let maps: Vec<String> = std::iter::once(keys::RELAY_RECIPIENTS.to_string())
+            .chain(shard_tables)
+            .map(|name| format!("lmdb:$config_directory/maps/{name}"))
+            .collect();
+        parameters.insert(RELAY_RECIPIENT_MAPS.into(), maps.join(", "));
+    }
     let mut main_cf: String = gateway
         .main_cf
         .lines()
         .filter(|line| {
             let name = line.split_once(" =").map(|(name, _)| name);
-            !local
-                .overrides
-                .iter()
-                .any(|(o, _)| Some(o.as_str()) == name)
+            let replaced =
+                name == Some(RELAY_RECIPIENT_MAPS) && parameters.contains_key(RELAY_RECIPIENT_MAPS);
+            !replaced
+                && !local
+                    .overrides
+                    .iter()
+                    .any(|(o, _)| Some(o.as_str()) == name)
         })
         .map(|line| format!("{line}\n"))
         .collect();
@@ -579,6 +644,8 @@ pub fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static NO_SHARDS: BTreeMap<String, Vec<std::sync::Arc<CheckedShard>>> = BTreeMap::new();
     use crate::render::test_support::{domain_spec, input};
     use crate::render::{RelayMode, gateway_configmap_data, relay_data};
 
@@ -641,9 +708,68 @@ mod tests {
         trimmed.retain(|_, value| !value.is_empty());
         let local = LocalSettings::default();
         let assembled = |data: &BTreeMap<String, String>| {
-            assemble(&gateway(), &[check_relay(data).unwrap()], &[], &local)
+            assemble(
+                &gateway(),
+                &[check_relay(data).unwrap()],
+                &NO_SHARDS,
+                &[],
+                &local,
+            )
         };
         assert_eq!(assembled(&trimmed), assembled(&full));
+    }
+
+    #[test]
+    fn a_sharded_domain_reads_its_shards_tables_or_answers_450_without_them() {
+        let recipients: Vec<String> = (0..100_000)
+            .map(|i| format!("user{i:07}@example.com"))
+            .collect();
+        let recipients: Vec<&str> = recipients.iter().map(String::as_str).collect();
+        let split = crate::render::shards::split(relay(
+            serde_json::json!({}),
+            &recipients,
+            RelayMode::Active,
+        ));
+        let sharded = check_relay(&split.relay).unwrap();
+        let set: Vec<_> = split
+            .shards
+            .iter()
+            .map(|data| std::sync::Arc::new(crate::render::shards::check_shard(data).unwrap()))
+            .collect();
+        let local = LocalSettings::default();
+        let sets = BTreeMap::from([("example.com".to_string(), set)]);
+        let (files, problems) = assemble(
+            &gateway(),
+            std::slice::from_ref(&sharded),
+            &sets,
+            &[],
+            &local,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            files.main_cf.matches("relay_recipient_maps =").count(),
+            1,
+            "the gateway's line is replaced"
+        );
+        assert!(files.main_cf.contains(
+            "relay_recipient_maps = lmdb:$config_directory/maps/relay_recipients, \
+             lmdb:$config_directory/maps/relay_recipients-0-of-4.example.com, "
+        ));
+        let table = &files.tables["relay_recipients-3-of-4.example.com"];
+        assert_eq!(table.source, split.shards[3][keys::RELAY_RECIPIENTS]);
+        assert!(files.tables["recipient_policy"].source.is_empty());
+
+        let (loading, _) = assemble(&gateway(), &[sharded], &NO_SHARDS, &[], &local);
+        assert_eq!(
+            loading.tables["recipient_policy"].source,
+            "example.com 450 4.7.1 The recipient list of example.com is being loaded, try again later\n"
+        );
+        assert!(
+            !loading
+                .tables
+                .contains_key("relay_recipients-0-of-4.example.com")
+        );
+        assert_eq!(loading.main_cf.matches("relay_recipient_maps =").count(), 1);
     }
 
     #[test]
@@ -700,7 +826,8 @@ mod tests {
             overrides: vec![("queue_directory".into(), "/tmp/q".into())],
             smtp_listen: Some("127.0.0.1:2525".into()),
         };
-        let (files, problems) = assemble(&gateway(), &[b.clone(), a.clone()], &[], &local);
+        let (files, problems) =
+            assemble(&gateway(), &[b.clone(), a.clone()], &NO_SHARDS, &[], &local);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
             files.tables[keys::RELAY_DOMAINS].source,
@@ -724,8 +851,13 @@ mod tests {
             1
         );
 
-        let (again, problems) =
-            assemble(&gateway(), &[a.clone(), a], &[], &LocalSettings::default());
+        let (again, problems) = assemble(
+            &gateway(),
+            &[a.clone(), a],
+            &NO_SHARDS,
+            &[],
+            &LocalSettings::default(),
+        );
         assert_eq!(problems.len(), 1);
         assert_eq!(again.tables[keys::RELAY_DOMAINS].source, "example.com OK\n");
     }
@@ -740,7 +872,8 @@ mod tests {
         .unwrap();
         assert!(held.held());
         let held = std::slice::from_ref(&held);
-        let (files, problems) = assemble(&gateway(), held, &[], &LocalSettings::default());
+        let (files, problems) =
+            assemble(&gateway(), held, &NO_SHARDS, &[], &LocalSettings::default());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
             files.tables[keys::TRANSPORT].source,
@@ -759,7 +892,7 @@ mod tests {
             "still accepted"
         );
         // Deleted while held: the route delivers.
-        let (draining, _) = assemble(&gateway(), &[], held, &LocalSettings::default());
+        let (draining, _) = assemble(&gateway(), &[], &NO_SHARDS, held, &LocalSettings::default());
         assert!(draining.held_domains().is_empty());
         let route = &draining.tables[keys::TRANSPORT].source;
         assert!(
@@ -781,8 +914,20 @@ mod tests {
         ))
         .unwrap();
         let leaving = std::slice::from_ref(&leaving);
-        let (serving, _) = assemble(&gateway(), leaving, &[], &LocalSettings::default());
-        let (files, problems) = assemble(&gateway(), &[], leaving, &LocalSettings::default());
+        let (serving, _) = assemble(
+            &gateway(),
+            leaving,
+            &NO_SHARDS,
+            &[],
+            &LocalSettings::default(),
+        );
+        let (files, problems) = assemble(
+            &gateway(),
+            &[],
+            &NO_SHARDS,
+            leaving,
+            &LocalSettings::default(),
+        );
         assert!(problems.is_empty(), "{problems:?}");
         for key in [
             keys::RELAY_DOMAINS,
@@ -810,7 +955,13 @@ mod tests {
         assert!(!files.tables.keys().any(|t| t.contains("example.com")));
 
         // Served again (or by a new MailRelay): the relay wins, the route is not doubled.
-        let (again, problems) = assemble(&gateway(), leaving, leaving, &LocalSettings::default());
+        let (again, problems) = assemble(
+            &gateway(),
+            leaving,
+            &NO_SHARDS,
+            leaving,
+            &LocalSettings::default(),
+        );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(again, serving);
 

@@ -5,6 +5,7 @@ mod assemble;
 mod gateway;
 mod postfix;
 mod relay;
+pub mod shards;
 
 pub use assemble::{
     Assembled, CheckedRelay, GatewayFiles, HELD_REASON, LocalSettings, Table, TableType, assemble,
@@ -40,8 +41,13 @@ pub mod keys {
     pub const RETIRING_FROM: &str = "retiring-from";
     /// MailRelay: `true` while the domain's mail is held (`spec.delivery.hold`).
     pub const HOLD: &str = "hold";
-    /// Every key a MailRelay may have.
-    pub const RELAY: [&str; 11] = [
+    /// MailRelay: how many shard MailRelays hold the domain's recipients, instead of its
+    /// own `relay_recipients` (see `render::shards`).
+    pub const RECIPIENT_SHARDS: &str = "recipient_shards";
+    /// Shard MailRelay: `index/count`.
+    pub const SHARD: &str = "shard";
+    /// Every key a domain's MailRelay may have.
+    pub const RELAY: [&str; 12] = [
         DOMAIN,
         RELAY_DOMAINS,
         RELAY_RECIPIENTS,
@@ -53,6 +59,7 @@ pub mod keys {
         MAIN_CF,
         MASTER_CF,
         HOLD,
+        RECIPIENT_SHARDS,
     ];
 }
 

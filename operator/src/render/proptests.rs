@@ -201,8 +201,8 @@ proptest! {
         }
         if let Ok(checked) = check_relay(&edited) {
             let gateway = check_gateway(&gateway_configmap_data("edge", &serde_json::from_value(serde_json::json!({"mxHostnames": []})).unwrap(), None).unwrap()).unwrap();
-            let (files, _) = assemble(&gateway, &[checked], &[], &LocalSettings::default());
-            let (reference, _) = assemble(&gateway, &[check_relay(&good).unwrap()], &[], &LocalSettings::default());
+            let (files, _) = assemble(&gateway, &[checked], &Default::default(), &[], &LocalSettings::default());
+            let (reference, _) = assemble(&gateway, &[check_relay(&good).unwrap()], &Default::default(), &[], &LocalSettings::default());
             let names: BTreeSet<&str> = parameter_names(&files.main_cf).into_iter().collect();
             let allowed: BTreeSet<&str> = parameter_names(&reference.main_cf).into_iter().collect();
             for name in names {

@@ -70,7 +70,7 @@ pub async fn run(dir: &Path, total: usize) -> Result<Vec<Figure>, String> {
             .iter()
             .map(check_relay)
             .collect::<Result<Vec<_>, _>>()?;
-        let (assembled, problems) = assemble(&gateway, &checked, &[], &local);
+        let (assembled, problems) = assemble(&gateway, &checked, &Default::default(), &[], &local);
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }

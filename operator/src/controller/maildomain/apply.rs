@@ -8,7 +8,7 @@ use super::decide::{Decision, Relay};
 use super::dns::{self, DnsProblem, Published};
 use super::fetch::Inputs;
 use crate::api::{MailDomain, MailRelay};
-use crate::manifests::relay::relay_owner;
+use crate::manifests::relay::{is_shard_of, relay_owner, relayed_domain};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -92,15 +92,32 @@ async fn apply_relay(
         delete_relay(domain, ctx, &inputs.namespace, previous).await?;
     }
     let gateway_namespace = &inputs.gateway_key.0;
-    let applied = apply_data_unless_cached(
-        &Api::<MailRelay>::namespaced(ctx.client.clone(), gateway_namespace),
-        &relay.object,
-        inputs.relay_live,
-    )
-    .await;
+    let api = Api::<MailRelay>::namespaced(ctx.client.clone(), gateway_namespace);
+    // The shards first: the agents use a domain's shards once its relay names their count
+    // and all of them are there, and keep the previous set until then.
+    let mut applied = Ok(());
+    for shard in &relay.shards {
+        let cached = ctx.relays.get(gateway_namespace, &shard.name_any());
+        applied = apply_data_unless_cached(&api, shard, cached).await;
+        if applied.is_err() {
+            break;
+        }
+        ctx.relays.written(shard);
+    }
+    if applied.is_ok() {
+        applied = apply_data_unless_cached(&api, &relay.object, inputs.relay_live).await;
+    }
     match applied {
         Ok(()) => {
             ctx.relays.written(&relay.object);
+            let wanted: Vec<String> = relay.shards.iter().map(ResourceExt::name_any).collect();
+            let relay_name = relay.object.name_any();
+            let relayed = relayed_domain(&relay_name);
+            for stale in ctx.relays.names_in(gateway_namespace, |name| {
+                is_shard_of(name, relayed) && !wanted.iter().any(|w| w == name)
+            }) {
+                delete_owned(&api, &stale, domain, &inputs.namespace).await?;
+            }
             Ok(None)
         }
         Err(Error::Kube(kube::Error::Api(status)))
@@ -180,12 +197,29 @@ pub(super) async fn delete_relay(
         return Ok(());
     };
     let api = Api::<MailRelay>::namespaced(ctx.client.clone(), relay_namespace);
-    let Some(existing) = api.get_opt(relay_name).await? else {
+    let relayed = relayed_domain(relay_name);
+    let shards = ctx
+        .relays
+        .names_in(relay_namespace, |name| is_shard_of(name, relayed));
+    for name in shards.iter().map(String::as_str).chain([relay_name]) {
+        delete_owned(&api, name, domain, namespace).await?;
+    }
+    Ok(())
+}
+
+/// Deletes MailRelay `name` if it is `domain`'s (of `namespace`).
+async fn delete_owned(
+    api: &Api<MailRelay>,
+    name: &str,
+    domain: &MailDomain,
+    namespace: &str,
+) -> Result<(), Error> {
+    let Some(existing) = api.get_opt(name).await? else {
         return Ok(());
     };
     if relay_owner(&existing.metadata) == Some((namespace.to_string(), domain.name_any())) {
-        api.delete(relay_name, &Default::default()).await?;
-        tracing::info!(relay = location, "removed MailRelay");
+        api.delete(name, &Default::default()).await?;
+        tracing::info!(relay = name, "removed MailRelay");
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::dns::Mx;
 use crate::drift::decide as drift;
 use crate::drift::{Expectation, ProbePlan, ProbeTarget};
 use crate::manifests::gateway::{GatewayNames, SMTP_PORT};
-use crate::manifests::relay::{RelayTarget, mail_relay, relay_name};
+use crate::manifests::relay::{RelayTarget, mail_relay, relay_name, shard_relays};
 use crate::recipients::fingerprint;
 use crate::render::{DomainInput, RelayMode, RenderError, relay_data};
 use k8s_openapi::jiff::Timestamp;
@@ -61,6 +61,8 @@ pub struct Decision {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Relay {
     pub object: MailRelay,
+    /// The recipients in shards, when the list is longer than one MailRelay holds.
+    pub shards: Vec<MailRelay>,
     /// `namespace/name`.
     pub location: String,
     pub moved_from: Option<String>,
@@ -363,10 +365,16 @@ fn relayed(
     };
     let location = format!("{gateway_namespace}/{}", relay_name(normalized));
     let previous = domain.status.as_ref().and_then(|s| s.relay.clone());
+    let split = crate::render::shards::split(data);
     let relay = Relay {
-        object: mail_relay(&target, data),
+        object: mail_relay(&target, split.relay),
+        shards: shard_relays(&target, split.shards),
         location: location.clone(),
         moved_from: previous.filter(|p| *p != location),
+    };
+    let configured = match relay.shards.len() {
+        0 => format!("MailRelay {location}"),
+        count => format!("MailRelay {location}, its recipients in {count} shard MailRelays"),
     };
     let desired_mx = desired_mx(domain, gateway).filter(|_| !withdraw_mx);
     let drift = inputs.drift_on.then(|| Expectation {
@@ -473,12 +481,7 @@ fn relayed(
         conditions: vec![
             no_conflict(),
             synced,
-            Desired::new(
-                RELAY_CONFIGURED,
-                true,
-                "Configured",
-                format!("MailRelay {location}"),
-            ),
+            Desired::new(RELAY_CONFIGURED, true, "Configured", configured),
         ],
         conditions_after_dns: after_dns,
         ready,
