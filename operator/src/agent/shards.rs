@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_set_is_used_only_once_complete_and_kept_while_the_next_arrives() {
-        let (relay, four) = sharded(100_000);
+        let (relay, four) = sharded(150_000);
         assert_eq!(relay.recipient_shards(), Some(4));
         let mut shards = Shards::default();
         // Three of four: nothing to use yet.
@@ -141,7 +141,7 @@ mod tests {
 
         // The list doubles: the relay names eight, of which two have arrived and the old
         // four are gone; the four stay in use until all eight are there.
-        let (bigger, eight) = sharded(200_000);
+        let (bigger, eight) = sharded(300_000);
         assert_eq!(bigger.recipient_shards(), Some(8));
         shards.update(objects(&eight, "2").into_iter().take(2).collect());
         assert_eq!(used(&mut shards, &bigger), all_four);
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_version_is_not_checked_again() {
-        let (_, four) = sharded(100_000);
+        let (_, four) = sharded(150_000);
         let mut shards = Shards::default();
         shards.update(objects(&four, "1"));
         // Same version, other content: the check is not repeated (the watch delivers a new

@@ -721,7 +721,7 @@ mod tests {
 
     #[test]
     fn a_sharded_domain_reads_its_shards_tables_or_answers_450_without_them() {
-        let recipients: Vec<String> = (0..100_000)
+        let recipients: Vec<String> = (0..150_000)
             .map(|i| format!("user{i:07}@example.com"))
             .collect();
         let recipients: Vec<&str> = recipients.iter().map(String::as_str).collect();
