@@ -451,6 +451,7 @@ fn the_kustomize_base_is_the_chart_with_its_defaults() {
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "Namespace",
             "Service",
