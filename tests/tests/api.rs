@@ -57,7 +57,7 @@ async fn crds_are_established_and_served() {
         .map(|(r, _)| r.kind)
         .collect();
     kinds.sort();
-    assert_eq!(kinds, ["DNSProvider", "MailDomain", "MailGateway"]);
+    assert_eq!(kinds, ["DNSProvider", "MailDomain", "MailGateway", "MailRelay"]);
 }
 
 #[tokio::test]
