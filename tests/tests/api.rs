@@ -57,7 +57,10 @@ async fn crds_are_established_and_served() {
         .map(|(r, _)| r.kind)
         .collect();
     kinds.sort();
-    assert_eq!(kinds, ["DNSProvider", "MailDomain", "MailGateway", "MailRelay"]);
+    assert_eq!(
+        kinds,
+        ["DNSProvider", "MailDomain", "MailGateway", "MailRelay"]
+    );
 }
 
 #[tokio::test]
