@@ -269,6 +269,11 @@ impl Gateway {
     }
 
     /// The Postfix master's process id (it changes only on a restart, not on a reload).
+    /// The agent's process id while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Guarded::id)
+    }
+
     pub fn master_pid(&self) -> Option<u32> {
         fs::read_to_string(self.dir.join("queue/pid/master.pid"))
             .ok()

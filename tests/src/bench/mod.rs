@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod drift;
 pub mod maps;
 pub mod outage;
+pub mod recipients;
 pub mod sources;
 
 use serde::Serialize;

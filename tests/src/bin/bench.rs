@@ -1,7 +1,9 @@
 //! `make bench`: every figure of the benchmarks issue, measured on this machine, printed as
 //! a table and written to `bench/results.json`. `--size smoke` runs each section small.
 
-use mx_operator_tests::bench::{self, Figure, Size, cluster, drift, maps, outage, sources};
+use mx_operator_tests::bench::{
+    self, Figure, Size, cluster, drift, maps, outage, recipients, sources,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,8 +21,16 @@ fn main() -> std::process::ExitCode {
             },
             "--only" => match args.next() {
                 Some(section)
-                    if ["latency", "scale", "drift", "maps", "outage", "sources"]
-                        .contains(&section.as_str()) =>
+                    if [
+                        "latency",
+                        "scale",
+                        "drift",
+                        "maps",
+                        "outage",
+                        "sources",
+                        "recipients",
+                    ]
+                    .contains(&section.as_str()) =>
                 {
                     only = Some(section)
                 }
@@ -48,7 +58,7 @@ fn main() -> std::process::ExitCode {
 
 fn usage(problem: &str) -> std::process::ExitCode {
     eprintln!(
-        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps|outage|sources] [--out FILE]"
+        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps|outage|sources|recipients] [--out FILE]"
     );
     std::process::ExitCode::from(2)
 }
@@ -72,6 +82,11 @@ async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
     let people = match size {
         Size::Smoke => 10_000,
         Size::Full => 1_000_000,
+    };
+    // Addresses per domain, further domains over HTTP, and changes timed.
+    let (per_domain, http_domains, recipient_changes) = match size {
+        Size::Smoke => (50_000, 2, 6),
+        Size::Full => (1_000_000, 9, 20),
     };
     let wanted = |section: &str| only.is_none_or(|o| o == section);
     let mut figures = vec![];
@@ -102,6 +117,13 @@ async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
     if wanted("sources") {
         eprintln!("bench: recipient sources with {people} addresses ...");
         figures.extend(sources::run(&dir, people, 10).await?);
+    }
+    if wanted("recipients") {
+        eprintln!(
+            "bench: {} recipients on one gateway, end to end ...",
+            per_domain * (http_domains + 1)
+        );
+        figures.extend(recipients::run(&dir, per_domain, http_domains, recipient_changes).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
