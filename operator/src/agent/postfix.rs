@@ -3,7 +3,9 @@
 //! and pick up for the next client without a reload.
 
 use crate::render::{Assembled, Table, TableType};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::process::Command;
 
@@ -50,11 +52,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PostfixError {
 /// A Postfix instance's configuration folder (`postfix -c DIR`).
 pub struct Postfix {
     dir: PathBuf,
+    /// The tables this process wrote, as written.
+    written: Mutex<BTreeMap<String, Table>>,
 }
 
 impl Postfix {
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+        Self {
+            dir,
+            written: Mutex::default(),
+        }
     }
 
     /// Writes what changed and reloads Postfix if it runs and main.cf, master.cf or a cidr
@@ -105,22 +112,22 @@ impl Postfix {
         Ok(false)
     }
 
-    /// Writes one table if its source differs from what is on disk; true if it did.
+    /// Writes one table if its source differs from what is on disk (known without reading
+    /// it back when this process wrote it: a shard of a million-address list need not be
+    /// read to be found unchanged); true if it did.
     async fn write_table(&self, name: &str, table: &Table) -> Result<bool, PostfixError> {
         let maps = self.dir.join(MAPS);
         let source = maps.join(name);
         let compiled = maps.join(format!("{name}.lmdb"));
-        let current = read_or_empty(&source).await?;
         let compiled_present = table.kind == TableType::Cidr
             || tokio::fs::try_exists(&compiled).await.unwrap_or(false);
-        if current == table.source
-            && compiled_present
-            && tokio::fs::try_exists(&source).await.unwrap_or(false)
-        {
+        let known = self.written(|written| written.get(name) == Some(table));
+        let unchanged = known || *read_or_empty(&source).await? == *table.source;
+        if unchanged && compiled_present && tokio::fs::try_exists(&source).await.unwrap_or(false) {
             return Ok(false);
         }
         let staged = maps.join(STAGING).join(name);
-        tokio::fs::write(&staged, &table.source)
+        tokio::fs::write(&staged, table.source.as_bytes())
             .await
             .map_err(io(&staged))?;
         if table.kind == TableType::Lmdb {
@@ -134,7 +141,17 @@ impl Postfix {
         tokio::fs::rename(&staged, &source)
             .await
             .map_err(io(&source))?;
+        self.written(|written| written.insert(name.to_string(), table.clone()));
         Ok(true)
+    }
+
+    fn written<T>(&self, action: impl FnOnce(&mut BTreeMap<String, Table>) -> T) -> T {
+        action(
+            &mut self
+                .written
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Per-domain tables of domains that are gone; main.cf no longer names them.
@@ -145,6 +162,7 @@ impl Postfix {
             let file_name = entry.file_name().to_string_lossy().into_owned();
             let table = file_name.strip_suffix(".lmdb").unwrap_or(&file_name);
             if table != STAGING && !files.tables.contains_key(table) {
+                self.written(|written| written.remove(table));
                 tokio::fs::remove_file(entry.path())
                     .await
                     .map_err(io(&entry.path()))?;

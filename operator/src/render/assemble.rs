@@ -142,7 +142,8 @@ pub enum TableType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Table {
     pub kind: TableType,
-    pub source: String,
+    /// Shared: a shard's lines are held once, by its check, this and what was applied.
+    pub source: std::sync::Arc<str>,
 }
 
 /// Everything Postfix reads, ready to be written.
@@ -460,7 +461,7 @@ pub fn assemble(
         "no_local_recipients".to_string(),
         Table {
             kind: TableType::Lmdb,
-            source: String::new(),
+            source: "".into(),
         },
     )]);
     let mut size_limit = None::<u64>;
@@ -542,7 +543,7 @@ pub fn assemble(
                     domain_table(key, &relay.domain),
                     Table {
                         kind,
-                        source: source.clone(),
+                        source: source.as_str().into(),
                     },
                 );
             }
@@ -558,7 +559,7 @@ pub fn assemble(
             key.to_string(),
             Table {
                 kind: TableType::Lmdb,
-                source,
+                source: source.into(),
             },
         );
     }
@@ -756,12 +757,12 @@ mod tests {
              lmdb:$config_directory/maps/relay_recipients-0-of-4.example.com, "
         ));
         let table = &files.tables["relay_recipients-3-of-4.example.com"];
-        assert_eq!(table.source, split.shards[3][keys::RELAY_RECIPIENTS]);
+        assert_eq!(&*table.source, split.shards[3][keys::RELAY_RECIPIENTS]);
         assert!(files.tables["recipient_policy"].source.is_empty());
 
         let (loading, _) = assemble(&gateway(), &[sharded], &NO_SHARDS, &[], &local);
         assert_eq!(
-            loading.tables["recipient_policy"].source,
+            &*loading.tables["recipient_policy"].source,
             "example.com 450 4.7.1 The recipient list of example.com is being loaded, try again later\n"
         );
         assert!(
@@ -830,10 +831,10 @@ mod tests {
             assemble(&gateway(), &[b.clone(), a.clone()], &NO_SHARDS, &[], &local);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
-            files.tables[keys::RELAY_DOMAINS].source,
+            &*files.tables[keys::RELAY_DOMAINS].source,
             "example.com OK\nexample.org OK\n"
         );
-        assert_eq!(files.tables["no_local_recipients"].source, "");
+        assert_eq!(&*files.tables["no_local_recipients"].source, "");
         assert!(files.main_cf.contains(&format!(
             "smtpd_restriction_classes = {}\n",
             class_name("example.com")
@@ -859,7 +860,10 @@ mod tests {
             &LocalSettings::default(),
         );
         assert_eq!(problems.len(), 1);
-        assert_eq!(again.tables[keys::RELAY_DOMAINS].source, "example.com OK\n");
+        assert_eq!(
+            &*again.tables[keys::RELAY_DOMAINS].source,
+            "example.com OK\n"
+        );
     }
 
     #[test]
@@ -876,7 +880,7 @@ mod tests {
             assemble(&gateway(), held, &NO_SHARDS, &[], &LocalSettings::default());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
-            files.tables[keys::TRANSPORT].source,
+            &*files.tables[keys::TRANSPORT].source,
             "example.com mxhold:\n"
         );
         assert!(
@@ -934,7 +938,7 @@ mod tests {
             keys::RELAY_RECIPIENTS,
             keys::RECIPIENT_POLICY,
         ] {
-            assert_eq!(files.tables[key].source, "", "{key}");
+            assert_eq!(&*files.tables[key].source, "", "{key}");
         }
         assert_eq!(
             files.tables[keys::TRANSPORT],

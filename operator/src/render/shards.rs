@@ -85,7 +85,7 @@ pub struct CheckedShard {
     pub index: usize,
     pub count: usize,
     /// `relay_recipients` lines.
-    pub lines: String,
+    pub lines: std::sync::Arc<str>,
 }
 
 /// Whether `data` is a shard (it names one) rather than a domain's relay.
@@ -139,7 +139,7 @@ pub fn check_shard(data: &BTreeMap<String, String>) -> Result<CheckedShard, Stri
         domain,
         index,
         count,
-        lines,
+        lines: lines.into(),
     })
 }
 
