@@ -35,6 +35,17 @@ pub struct Person {
     pub proxy_addresses: Vec<String>,
 }
 
+/// `count` people `u<i>`, each with the one address `u<i>@<domain>`.
+pub fn numbered(count: usize, domain: &str) -> Vec<Person> {
+    (0..count)
+        .map(|i| Person {
+            uid: format!("u{i}"),
+            mail: vec![format!("u{i}@{domain}")],
+            proxy_addresses: vec![],
+        })
+        .collect()
+}
+
 pub struct Slapd {
     pub address: SocketAddr,
     /// `ldap://127.0.0.1:port`, and `ldaps://` on another port.

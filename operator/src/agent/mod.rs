@@ -392,7 +392,7 @@ async fn sync(
             &name,
             "relay_refused",
             format!(
-                "MailRelay {name}: {problem}; the domain's last complete recipient list keeps serving"
+                "MailRelay {name}: {problem}; the domain's last complete set of shards keeps serving, or without one it answers 450"
             ),
         );
     }

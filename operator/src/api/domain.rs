@@ -528,6 +528,12 @@ pub struct MailDomainStatus {
     /// The MailRelay (`namespace/name`) that carries this domain to its gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<String>,
+    /// Deprecated: the relay ConfigMap (`namespace/name`) an operator before MailRelays
+    /// wrote. It counts as this domain's relay for its claim, and the ConfigMap is removed
+    /// (and this cleared) once every replica of the gateway runs an agent that reads
+    /// MailRelays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_config_map: Option<String>,
     /// The MX records the operator published for the domain (`preference host`); only
     /// these are ever changed or removed by it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

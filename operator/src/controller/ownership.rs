@@ -67,7 +67,9 @@ pub fn grandfathered(domain: &MailDomain, gateway: &MailGateway, normalized: &st
     domain
         .condition(RELAY_CONFIGURED)
         .is_some_and(|c| c.status == ConditionStatus::True)
-        && domain.status.as_ref().and_then(|s| s.relay.as_deref()) == Some(&here)
+        && domain.status.as_ref().is_some_and(|s| {
+            s.relay.as_deref() == Some(&here) || s.relay_config_map.as_deref() == Some(&here)
+        })
 }
 
 /// How strongly a MailDomain holds its claim on a name at a gateway, weakest first.

@@ -8,8 +8,8 @@
 use super::gateway::DEFAULT_MESSAGE_SIZE_LIMIT;
 use super::keys;
 use super::postfix::{
-    CLASS_PREFIX, TRANSPORT_PREFIX, class_name, domain_table, is_generated_name, is_recipient_of,
-    token,
+    CLASS_PREFIX, TRANSPORT_PREFIX, checked_domain, class_name, domain_table, is_generated_name,
+    is_recipient_of, token,
 };
 use super::shards::CheckedShard;
 use crate::api::validate::normalize_domain;
@@ -220,18 +220,6 @@ pub fn check_gateway(data: &BTreeMap<String, String>) -> Result<GatewayFiles, St
 fn is_smtp_listener(line: &str) -> bool {
     let fields: Vec<&str> = line.split_whitespace().collect();
     fields.get(1) == Some(&"inet") && fields.get(7) == Some(&"smtpd")
-}
-
-/// The normalized domain a relay's or shard's `data` names.
-pub(super) fn checked_domain(data: &BTreeMap<String, String>) -> Result<String, String> {
-    let domain = data
-        .get(keys::DOMAIN)
-        .ok_or("has no \"domain\" key")?
-        .clone();
-    if normalize_domain(&domain).as_deref() != Ok(domain.as_str()) {
-        return Err(format!("{domain:?} is not a normalized domain"));
-    }
-    Ok(domain)
 }
 
 /// Checks one MailRelay's `data`.

@@ -4,7 +4,9 @@
 //! Every value that reaches a Postfix file goes through [`token`], so a newline, a space,
 //! a comma or a `#` from user input can never start a new line, map entry or parameter.
 
+use crate::api::validate::normalize_domain;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Prefix of the per-domain restriction classes (`smtpd_restriction_classes`).
@@ -87,6 +89,18 @@ pub fn seconds(duration: Duration) -> String {
 /// File name of a per-domain table under the gateway's `maps/` folder.
 pub fn domain_table(kind: &str, domain: &str) -> String {
     format!("{kind}.{domain}")
+}
+
+/// The normalized domain a relay's or shard's `data` names.
+pub fn checked_domain(data: &BTreeMap<String, String>) -> Result<String, String> {
+    let domain = data
+        .get(super::keys::DOMAIN)
+        .ok_or("has no \"domain\" key")?
+        .clone();
+    if normalize_domain(&domain).as_deref() != Ok(domain.as_str()) {
+        return Err(format!("{domain:?} is not a normalized domain"));
+    }
+    Ok(domain)
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ pub fn check_shard(data: &BTreeMap<String, String>) -> Result<CheckedShard, Stri
     if let Some(unknown) = data.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!("unknown key {unknown:?}"));
     }
-    let domain = super::assemble::checked_domain(data)?;
+    let domain = super::postfix::checked_domain(data)?;
     let place = data
         .get(keys::SHARD)
         .map(String::as_str)
@@ -123,10 +123,14 @@ pub fn check_shard(data: &BTreeMap<String, String>) -> Result<CheckedShard, Stri
         .cloned()
         .unwrap_or_default();
     for (number, line) in lines.lines().enumerate() {
-        let listed = line
-            .strip_suffix(" OK")
-            // A catch-all is never a shard's: it is no list.
-            .is_some_and(|address| !address.starts_with('@') && is_recipient_of(address, &domain));
+        // A catch-all is never a shard's (it is no list), and an address is in its own
+        // shard only: shards of one count from two versions of a list then never leave an
+        // address out.
+        let listed = line.strip_suffix(" OK").is_some_and(|address| {
+            !address.starts_with('@')
+                && is_recipient_of(address, &domain)
+                && shard_of(address, count) == index
+        });
         if !listed {
             // The line is named by its number only: it may be a mistyped address.
             return Err(format!(
@@ -228,6 +232,7 @@ mod tests {
             (keys::SHARD, "3/3"),
             (keys::SHARD, "0/1"),
             (keys::SHARD, "0/8192"),
+            (keys::SHARD, "1/3"),
             (keys::DOMAIN, "Example.COM"),
             (keys::RELAY_DOMAINS, "other.test OK\n"),
         ] {

@@ -10,7 +10,7 @@ use super::cluster::{fail, start_operator};
 use super::{Figure, Spread};
 use crate::control_plane::{ControlPlane, Lifetime};
 use crate::gateway::Gateway;
-use crate::ldap::{Person, SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
+use crate::ldap::{SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
 use crate::nginx::Nginx;
 use crate::process::free_port;
 use crate::smtp::rcpt_reply;
@@ -69,13 +69,7 @@ pub async fn run(
 ) -> Result<Vec<Figure>, String> {
     let error = |e: crate::HarnessError| e.to_string();
     let loading = Instant::now();
-    let everyone: Vec<Person> = (0..people)
-        .map(|i| Person {
-            uid: format!("u{i}"),
-            mail: vec![format!("u{i}@dir.example")],
-            proxy_addresses: vec![],
-        })
-        .collect();
+    let everyone = crate::ldap::numbered(people, "dir.example");
     let slapd = Slapd::start(&dir.join("recipients-slapd"), &everyone).map_err(error)?;
     drop(everyone);
     let nginx = Nginx::start(&dir.join("recipients-nginx")).map_err(error)?;

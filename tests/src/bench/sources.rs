@@ -3,7 +3,7 @@
 //! again and again while unchanged.
 
 use super::Figure;
-use crate::ldap::{Person, SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
+use crate::ldap::{SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
 use crate::nginx::{Nginx, TOKEN};
 use mx_operator::api::domain::ListFormat;
 use mx_operator::net::http::{Fetched, Https, ListQuery, ListServer};
@@ -38,13 +38,7 @@ pub async fn run(dir: &Path, people: usize, refreshes: usize) -> Result<Vec<Figu
 
     let loading = Instant::now();
     let slapd = {
-        let everyone: Vec<Person> = (0..people)
-            .map(|i| Person {
-                uid: format!("u{i}"),
-                mail: vec![format!("u{i}@dir.example")],
-                proxy_addresses: vec![],
-            })
-            .collect();
+        let everyone = crate::ldap::numbered(people, "dir.example");
         Slapd::start(&dir.join("sources-slapd"), &everyone).map_err(error)?
     };
     eprintln!(

@@ -9,6 +9,7 @@ use super::dns::{self, DnsProblem, Published};
 use super::fetch::Inputs;
 use crate::api::{MailDomain, MailRelay};
 use crate::manifests::relay::{is_shard_of, relay_owner, relayed_domain};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -22,6 +23,8 @@ pub struct Applied {
     pub relay_refused: Option<String>,
     /// The MX record's outcome; `None` when the decision leaves DNS alone.
     pub published: Option<Result<Published, DnsProblem>>,
+    /// Whether the relay ConfigMap of an older operator is gone (`status.relayConfigMap`).
+    pub legacy_removed: bool,
 }
 
 pub async fn apply(
@@ -41,10 +44,26 @@ pub async fn apply(
         Some(relay) => apply_relay(domain, ctx, inputs, relay).await?,
         None => None,
     };
+    let legacy = domain
+        .status
+        .as_ref()
+        .and_then(|s| s.relay_config_map.as_deref());
+    // Only once no agent reads it: an older agent that saw it deleted would stop taking
+    // the domain's mail.
+    let legacy_removed = match legacy {
+        Some(location)
+            if decision.relay.is_some() && relay_refused.is_none() && inputs.agents_read_relays =>
+        {
+            delete_legacy_relay(domain, ctx, namespace, location).await?;
+            true
+        }
+        _ => false,
+    };
     let Some(desired_mx) = &decision.mx else {
         return Ok(Applied {
             relay_refused,
             published: None,
+            legacy_removed,
         });
     };
     let provider = inputs.provider.as_deref();
@@ -76,7 +95,23 @@ pub async fn apply(
     Ok(Applied {
         relay_refused,
         published: Some(published),
+        legacy_removed,
     })
+}
+
+/// Deletes the relay ConfigMap an operator before MailRelays wrote at `location`
+/// (`namespace/name`), if it is this domain's.
+pub(super) async fn delete_legacy_relay(
+    domain: &MailDomain,
+    ctx: &Context,
+    namespace: &str,
+    location: &str,
+) -> Result<(), Error> {
+    let Some((cm_namespace, cm_name)) = location.split_once('/') else {
+        return Ok(());
+    };
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), cm_namespace);
+    delete_owned(&api, cm_name, domain, namespace).await
 }
 
 /// Applies the MailRelay; `Some(why)` when the API server refuses it as invalid or
@@ -201,25 +236,31 @@ pub(super) async fn delete_relay(
     let shards = ctx
         .relays
         .names_in(relay_namespace, |name| is_shard_of(name, relayed));
-    for name in shards.iter().map(String::as_str).chain([relay_name]) {
+    // The relay first: an agent that saw its shards go first would have none to serve.
+    for name in std::iter::once(relay_name).chain(shards.iter().map(String::as_str)) {
         delete_owned(&api, name, domain, namespace).await?;
     }
     Ok(())
 }
 
-/// Deletes MailRelay `name` if it is `domain`'s (of `namespace`).
-async fn delete_owned(
-    api: &Api<MailRelay>,
+/// Deletes the MailRelay (or older relay ConfigMap) `name` if it is `domain`'s (of
+/// `namespace`).
+async fn delete_owned<K>(
+    api: &Api<K>,
     name: &str,
     domain: &MailDomain,
     namespace: &str,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
     let Some(existing) = api.get_opt(name).await? else {
         return Ok(());
     };
-    if relay_owner(&existing.metadata) == Some((namespace.to_string(), domain.name_any())) {
+    if relay_owner(existing.meta()) == Some((namespace.to_string(), domain.name_any())) {
         api.delete(name, &Default::default()).await?;
-        tracing::info!(relay = name, "removed MailRelay");
+        let kind = K::kind(&());
+        tracing::info!(%kind, name, "removed");
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::api::validate::{normalize_domain, normalize_host};
 use crate::api::{DNSProvider, KeyRef, MailDomain, MailGateway};
 use crate::drift::Observation;
 use crate::manifests::gateway::GatewayNames;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -49,6 +50,10 @@ pub struct Inputs {
     pub resync: Duration,
     /// The MailRelay at the domain's gateway, as the cache holds it.
     pub relay_live: Option<Digest>,
+    /// Whether every replica of the gateway runs the pod template last applied (its
+    /// StatefulSet rolled out): no agent of an operator before MailRelays is left to read a
+    /// relay ConfigMap.
+    pub agents_read_relays: bool,
     /// The DNSProvider the domain names, if it exists.
     pub provider: Option<Arc<DNSProvider>>,
     /// The addresses of the gateway's Service (cluster IP, load balancer), as last seen.
@@ -168,6 +173,11 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         gateway_namespace,
         &crate::manifests::relay::relay_name(&normalized),
     );
+    inputs.agents_read_relays = ctx
+        .gateway_workloads
+        .get(&ObjectRef::new(&GatewayNames::of(gateway_name).workload).within(gateway_namespace))
+        // None while a StatefulSet is replaced, its pods (and their agents) kept.
+        .is_some_and(|workload| rolled_out(&workload));
     inputs.provider = super::dns::provider(domain, ctx);
     inputs.gateway_addresses = ctx
         .gateway_services
@@ -176,6 +186,19 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         .unwrap_or_default();
     inputs.gateway = Some(gateway);
     Ok(inputs)
+}
+
+/// Whether every pod of `workload` runs its current template.
+fn rolled_out(workload: &StatefulSet) -> bool {
+    let Some(status) = &workload.status else {
+        return false;
+    };
+    let wanted = workload.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    status.observed_generation >= workload.metadata.generation
+        && status.update_revision.is_some()
+        && status.update_revision == status.current_revision
+        && status.updated_replicas.unwrap_or_default() >= wanted
+        && status.replicas == wanted
 }
 
 fn service_addresses(service: &Service) -> Vec<String> {

@@ -3,7 +3,7 @@
 
 use super::super::context::{Context, Error, FINALIZER};
 use super::super::status::Transition;
-use super::apply::{delete_relay, patch_metadata, set_finalizers};
+use super::apply::{delete_legacy_relay, delete_relay, patch_metadata, set_finalizers};
 use super::decide::RETRY;
 use super::dns;
 use crate::api::MailDomain;
@@ -48,6 +48,13 @@ pub async fn finalize(
     }
     if let Some(location) = domain.status.as_ref().and_then(|s| s.relay.as_deref()) {
         delete_relay(domain, ctx, namespace, location).await?;
+    }
+    if let Some(legacy) = domain
+        .status
+        .as_ref()
+        .and_then(|s| s.relay_config_map.as_deref())
+    {
+        delete_legacy_relay(domain, ctx, namespace, legacy).await?;
     }
     let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
     let provider = dns::provider(domain, ctx);

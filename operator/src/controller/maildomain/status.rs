@@ -94,6 +94,9 @@ pub async fn write(
                 status.recipients_hash = Some(relayed.hash);
                 status.relay = Some(relayed.location);
             }
+            if applied.legacy_removed {
+                status.relay_config_map = None;
+            }
             // On a DNS failure the records published before stay on record: they may
             // still be out there.
             match applied.published {

@@ -22,6 +22,8 @@ pub enum Applied {
     /// The StatefulSet is being replaced, for the reason given (the API server's words);
     /// the next reconcile creates it again, and it adopts the pods.
     Replacing(String),
+    /// The StatefulSet is left as it is while this many domains have no MailRelay yet.
+    Migrating(usize),
 }
 
 pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Result<Applied, Error> {
@@ -62,6 +64,9 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
         return Ok(Applied::Replacing(
             "the StatefulSet is still being deleted".into(),
         ));
+    }
+    if live.is_some() && children.unmigrated > 0 {
+        return Ok(Applied::Migrating(children.unmigrated));
     }
     let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace);
     match apply_unless_current(&api, &children.stateful_set, &[], live.as_deref()).await {

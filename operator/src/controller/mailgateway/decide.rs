@@ -39,6 +39,9 @@ pub struct Children {
     pub stateful_set: StatefulSet,
     pub conditions: Vec<Desired>,
     pub served: usize,
+    /// Domains still carried by an older operator's relay ConfigMap only: until they have
+    /// their MailRelays, the pods (whose new agents read only MailRelays) are not replaced.
+    pub unmigrated: usize,
     pub ready_replicas: i32,
     /// Where notifications go, for `status.notifications`.
     pub notifications: String,
@@ -113,6 +116,7 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
             scale.condition,
         ],
         served: inputs.served,
+        unmigrated: inputs.unmigrated,
         ready_replicas,
         notifications: notifications_summary(&gateway.spec.notifications),
     }))

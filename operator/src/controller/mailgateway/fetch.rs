@@ -20,6 +20,9 @@ use std::sync::Arc;
 pub struct Inputs {
     /// How many MailDomains the gateway relays.
     pub served: usize,
+    /// How many of them an operator before MailRelays relayed (`status.relayConfigMap`)
+    /// and have no MailRelay yet.
+    pub unmigrated: usize,
     /// The address of the gateway's load balancer, once it has one.
     pub load_balancer_ip: Option<IpAddr>,
     /// The gateway's StatefulSet as last seen: its ready replicas.
@@ -57,9 +60,15 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
     let stateful_set = ctx
         .gateway_workloads
         .get(&ObjectRef::<StatefulSet>::new(&names.workload).within(&namespace));
+    let served = served_domains(gateway, ctx);
     Ok(Inputs {
         owner,
-        served: served_domains(gateway, ctx).len(),
+        served: served.len(),
+        unmigrated: served
+            .iter()
+            .filter_map(|domain| domain.status.as_ref())
+            .filter(|status| status.relay_config_map.is_some() && status.relay.is_none())
+            .count(),
         load_balancer_ip: gateway
             .spec
             .service

@@ -79,6 +79,10 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
             replacing_condition(&mut conditions, &why);
             true
         }
+        Applied::Migrating(unmigrated) => {
+            migrating_condition(&mut conditions, unmigrated);
+            true
+        }
     };
     write_status(
         gateway,
@@ -117,6 +121,20 @@ fn replacing_condition(conditions: &mut [Desired], why: &str) {
             "ReplacingStatefulSet",
             format!(
                 "the StatefulSet is replaced, its pods and queue volumes kept (the new one adopts them), because Kubernetes does not change it in place: {why}"
+            ),
+        );
+    }
+}
+
+/// `Configured` while domains an older operator relayed wait for their MailRelays.
+fn migrating_condition(conditions: &mut [Desired], unmigrated: usize) {
+    for condition in conditions.iter_mut().filter(|c| c.type_ == CONFIGURED) {
+        *condition = Desired::new(
+            CONFIGURED,
+            false,
+            "MigratingRelays",
+            format!(
+                "{unmigrated} domains still have only the relay ConfigMap of an older operator; the StatefulSet (and with it the pods, whose agents read only MailRelays) is updated once each has its MailRelay"
             ),
         );
     }
