@@ -52,10 +52,11 @@ impl Nginx {
             free_port().map_err(io("finding a free port"))?,
             free_port().map_err(io("finding a free port"))?,
         );
+        // One process, no workers: the harness stops it with SIGKILL, which a master would
+        // not pass on, and its workers would outlive the test.
         let config = format!(
             "daemon off;
-user root;
-worker_processes 1;
+master_process off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log;
 events {{ worker_connections 64; }}
