@@ -157,4 +157,41 @@ async fn a_list_over_https_costs_one_bodiless_request_while_unchanged() {
     assert_eq!(refused.addresses, Some(501), "the list in force");
     let ready = domains.get("web").await.unwrap();
     assert_eq!(ready.condition("Ready").unwrap().reason, "Relayed");
+
+    // A changed credential is used at once, not at the next refresh (15 minutes for
+    // "basic", longer than the wait): a wrong password is AuthFailed, the list kept; the
+    // right one again is a success.
+    let basic_password = |password: &str| json!({"stringData": {"password": password}});
+    let basic_secret = ns.api::<Secret>();
+    basic_secret
+        .patch(
+            "basic",
+            &PatchParams::default(),
+            &Patch::Merge(&basic_password("wrong")),
+        )
+        .await
+        .expect("Secret patch");
+    let refused = recipient_source(
+        &domains,
+        "basic",
+        "AuthFailed once its Secret changed",
+        |s| s.reason.as_deref() == Some("AuthFailed"),
+    )
+    .await;
+    assert_eq!(refused.addresses, Some(40), "the list in force");
+    basic_secret
+        .patch(
+            "basic",
+            &PatchParams::default(),
+            &Patch::Merge(&basic_password(PASSWORD)),
+        )
+        .await
+        .expect("Secret patch");
+    recipient_source(
+        &domains,
+        "basic",
+        "a success once the password is right",
+        |s| s.reason.is_none() && s.last_success > refused.last_success,
+    )
+    .await;
 }

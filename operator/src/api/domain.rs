@@ -389,6 +389,34 @@ impl HttpSource {
     }
 }
 
+impl Recipients {
+    /// Every Secret the recipients are read with: the list's, and the synced sources'
+    /// credentials and CAs.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        let list = self.secret_ref.iter().map(|r| r.name.as_str());
+        let ldap = self.ldap.iter().flat_map(LdapSource::secret_names);
+        let http = self.http.iter().flat_map(HttpSource::secret_names);
+        list.chain(ldap).chain(http)
+    }
+}
+
+impl HttpSource {
+    /// The Secrets the list is fetched with (CA, token, basic authentication).
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        let keys = [&self.ca_secret_ref, &self.bearer_token_secret_ref];
+        let keys = keys.into_iter().flatten().map(|r| r.name.as_str());
+        keys.chain(self.basic_auth_secret_ref.iter().map(|r| r.name.as_str()))
+    }
+}
+
+impl LdapSource {
+    /// The Secrets the directory is searched with (password, CA).
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        let ca = self.ca_secret_ref.iter().map(|r| r.name.as_str());
+        std::iter::once(self.password_secret_ref.name.as_str()).chain(ca)
+    }
+}
+
 impl LdapSource {
     fn validate_into(&self, path: &str, problems: &mut Problems) {
         let authority = ["ldap://", "ldaps://"]
@@ -785,6 +813,26 @@ mod tests {
             Ok(()) => vec![],
             Err(e) => e.problems.into_iter().map(|p| p.path).collect(),
         }
+    }
+
+    #[test]
+    fn every_secret_the_recipients_are_read_with_is_named() {
+        let spec = spec(json!({"recipients": {
+            "secretRef": {"name": "list", "key": "users"},
+            "ldap": {"url": "ldaps://ldap.example.com", "bindDN": "cn=mx", "baseDN": "dc=example",
+                     "passwordSecretRef": {"name": "bind", "key": "password"},
+                     "caSecretRef": {"name": "ldap-ca", "key": "ca.crt"}},
+            "http": {"url": "https://lists.example.com/users", "caSecretRef": {"name": "web-ca", "key": "ca.crt"},
+                     "basicAuthSecretRef": {"name": "basic"}}}}));
+        let names: Vec<&str> = spec.recipients.secret_names().collect();
+        assert_eq!(names, ["list", "bind", "ldap-ca", "web-ca", "basic"]);
+        let bearer = spec_of_http(json!({"url": "https://l.example.com/u",
+            "bearerTokenSecretRef": {"name": "token", "key": "t"}}));
+        assert_eq!(bearer.secret_names().collect::<Vec<_>>(), ["token"]);
+    }
+
+    fn spec_of_http(http: serde_json::Value) -> HttpSource {
+        serde_json::from_value(http).unwrap()
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::metrics::Metrics;
 use super::status::Transition;
 use crate::api::{DNSProvider, MailDomain, MailGateway};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -56,6 +56,9 @@ pub struct Context {
     pub pdb_served: bool,
     /// Namespaces' labels, for gateways that admit MailDomains by namespace selector.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Secrets' names and resource versions (no data, labels or annotations): a synced
+    /// source is asked again when a Secret it is read with changes.
+    pub secret_versions: Store<PartialObjectMeta<Secret>>,
     /// DNSProviders, read when a domain's MX record is published.
     pub providers: Store<DNSProvider>,
     /// The MailRelays as the operator last saw them (as digests), compared before each
@@ -97,7 +100,7 @@ pub struct Context {
 /// See [`Listed`].
 #[derive(Clone, Default)]
 pub struct Listings {
-    /// The gateways, namespaces, DNSProviders and MailRelays.
+    /// The gateways, namespaces, Secrets' versions, DNSProviders and MailRelays.
     pub domain_inputs: Vec<Listed>,
     /// The MailDomains and the gateways' children.
     pub gateway_inputs: Vec<Listed>,

@@ -57,13 +57,9 @@ pub fn domains_using_configmap(
     domains: &Store<MailDomain>,
     configmap: &ObjectMeta,
 ) -> Vec<ObjectRef<MailDomain>> {
-    domains_referencing(domains, configmap, |domain| {
-        domain
-            .spec
-            .recipients
-            .config_map_ref
-            .as_ref()
-            .map(|r| r.name.as_str())
+    domains_referencing(domains, configmap, |domain, name| {
+        let list = domain.spec.recipients.config_map_ref.as_ref();
+        list.is_some_and(|r| r.name == name)
     })
 }
 
@@ -72,17 +68,17 @@ pub fn domain_of_relay(relay: &ObjectMeta) -> Option<ObjectRef<MailDomain>> {
     relay_owner(relay).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
 }
 
+/// A Secret concerns the domains that read recipients or a source's credentials from it.
 pub fn domains_using_secret(
     domains: &Store<MailDomain>,
     secret: &ObjectMeta,
 ) -> Vec<ObjectRef<MailDomain>> {
-    domains_referencing(domains, secret, |domain| {
+    domains_referencing(domains, secret, |domain, name| {
         domain
             .spec
             .recipients
-            .secret_ref
-            .as_ref()
-            .map(|r| r.name.as_str())
+            .secret_names()
+            .any(|used| used == name)
     })
 }
 
@@ -90,27 +86,24 @@ pub fn domains_using_provider(
     domains: &Store<MailDomain>,
     provider: &ObjectMeta,
 ) -> Vec<ObjectRef<MailDomain>> {
-    domains_referencing(domains, provider, |domain| {
-        domain
-            .spec
-            .dns
-            .as_ref()
-            .map(|d| d.provider_ref.name.as_str())
+    domains_referencing(domains, provider, |domain, name| {
+        let dns = domain.spec.dns.as_ref();
+        dns.is_some_and(|d| d.provider_ref.name == name)
     })
 }
 
 fn domains_referencing(
     domains: &Store<MailDomain>,
     object: &ObjectMeta,
-    reference: impl Fn(&MailDomain) -> Option<&str>,
+    refers_to: impl Fn(&MailDomain, &str) -> bool,
 ) -> Vec<ObjectRef<MailDomain>> {
+    let Some(name) = object.name.as_deref() else {
+        return vec![];
+    };
     domains
         .state()
         .iter()
-        .filter(|domain| {
-            domain.metadata.namespace == object.namespace
-                && reference(domain) == object.name.as_deref()
-        })
+        .filter(|domain| domain.metadata.namespace == object.namespace && refers_to(domain, name))
         .map(|domain| ObjectRef::from(domain.as_ref()))
         .collect()
 }

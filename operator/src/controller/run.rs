@@ -127,6 +127,7 @@ pub async fn run(
     let (gateways, gateways_writer) = reflector::store();
 
     let (namespaces_store, namespaces_writer) = reflector::store();
+    let (secret_versions, secrets_writer) = reflector::store();
     let relays = Arc::new(DataDigests::default());
     let relays_observer = relays.clone();
     let (providers, providers_writer) = reflector::store();
@@ -152,9 +153,19 @@ pub async fn run(
                     placement::domains_using_configmap(&by_configmap, &cm.metadata)
                 },
             )
-            .watches(
-                secrets,
-                watcher::Config::default(),
+            // The Secrets' names and versions are cached (nothing else of them: a kubectl
+            // apply's annotation holds the data): a changed credential is synced at once.
+            .watches_stream(
+                watcher(secrets, watcher::Config::default())
+                    .backoff(watch_backoff())
+                    .modify(|secret: &mut PartialObjectMeta<Secret>| {
+                        secret.metadata.managed_fields = None;
+                        secret.metadata.annotations = None;
+                        secret.metadata.labels = None;
+                    })
+                    .reflect(secrets_writer)
+                    .inspect(marks(listed_by(&mut listed.domain_inputs)))
+                    .touched_objects(),
                 move |secret: PartialObjectMeta<Secret>| {
                     placement::domains_using_secret(&by_secret, &secret.metadata)
                 },
@@ -328,6 +339,7 @@ pub async fn run(
         gateways,
         pdb_served,
         namespaces: namespaces_store,
+        secret_versions,
         relays,
         providers,
         gateway_services,

@@ -1,6 +1,8 @@
 //! The recipient sources the operator syncs itself (`spec.recipients.ldap` and `http`),
 //! asked when a sync is due. The list in force is the last sync that succeeded: a failed
-//! one leaves it serving (and says why in status), and `maxAge` counts from its time.
+//! one leaves it serving (and says why in status), and `maxAge` counts from its time; an
+//! operator that starts while a source is down counts from the success its predecessor
+//! recorded in status.
 
 use super::error::Error;
 use crate::api::domain::{
@@ -17,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use std::collections::{BTreeSet, HashMap};
@@ -38,12 +41,14 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(300);
 /// A failed sync is tried again this soon (or at the refresh interval, if shorter).
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 
-/// What a sync reaches: the API server (Secrets), the network, and the MailDomains (to
-/// drop the lists of those gone).
+/// What a sync reaches: the API server (Secrets), the network, the MailDomains (to drop
+/// the lists of those gone), and the Secrets' versions (a changed credential makes a sync
+/// due).
 pub struct Reach<'a> {
     pub client: &'a Client,
     pub network: &'a crate::net::Network,
     pub domains: &'a Store<MailDomain>,
+    pub secrets: &'a Store<PartialObjectMeta<Secret>>,
 }
 
 /// One source a MailDomain names.
@@ -93,6 +98,26 @@ impl Source {
         }
     }
 
+    /// The versions of the Secrets it is asked with, as the cache holds them (`None`: not
+    /// there).
+    fn credentials(
+        &self,
+        namespace: &str,
+        secrets: &Store<PartialObjectMeta<Secret>>,
+    ) -> Credentials {
+        let names: Vec<&str> = match self {
+            Self::Ldap(ldap) => ldap.secret_names().collect(),
+            Self::Http(http) => http.secret_names().collect(),
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                let cached = secrets.get(&ObjectRef::new(name).within(namespace));
+                cached.and_then(|secret| secret.resource_version())
+            })
+            .collect()
+    }
+
     /// "LDAP ldaps://..." or "HTTP https://...".
     fn described(&self) -> String {
         match self {
@@ -106,9 +131,14 @@ impl Source {
 #[derive(Default)]
 pub struct SourceSyncs(Mutex<HashMap<(String, String, &'static str), Synced>>);
 
+/// The resource versions of a source's Secrets, in [`Source::credentials`] order.
+type Credentials = Vec<Option<String>>;
+
 #[derive(Clone)]
 struct Synced {
     source: Source,
+    /// Its Secrets' versions when it was last asked: another version makes a sync due.
+    credentials: Credentials,
     in_force: Option<InForce>,
     /// The list in force's `ETag` (HTTP).
     etag: Option<String>,
@@ -125,6 +155,14 @@ pub struct InForce {
     pub skipped: Option<String>,
 }
 
+/// The last success an earlier operator recorded in status, while none has come since
+/// this one started: the gateway still holds that list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlierSuccess {
+    pub at: Timestamp,
+    pub addresses: Option<i64>,
+}
+
 /// What a decision reads of one source.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceState {
@@ -132,6 +170,8 @@ pub struct SourceState {
     /// "the directory ldap://..." or "the list at https://...".
     pub described: String,
     pub in_force: Option<InForce>,
+    /// Only while `in_force` is `None`.
+    pub earlier: Option<EarlierSuccess>,
     /// Why the last attempt failed.
     pub error: Option<SourceError>,
     /// When the next sync is due.
@@ -141,10 +181,15 @@ pub struct SourceState {
 impl SourceState {
     pub fn status(&self) -> RecipientSourceStatus {
         let in_force = self.in_force.as_ref();
+        let earlier = self.earlier.as_ref();
         RecipientSourceStatus {
             source: self.kind.into(),
-            addresses: in_force.map(|list| list.addresses.len() as i64),
-            last_success: in_force.map(|list| Time(list.at)),
+            addresses: in_force
+                .map(|list| list.addresses.len() as i64)
+                .or(earlier.and_then(|e| e.addresses)),
+            last_success: in_force
+                .map(|list| Time(list.at))
+                .or(earlier.map(|e| Time(e.at))),
             reason: self.error.as_ref().map(|e| e.reason().to_string()),
             message: match &self.error {
                 Some(error) => Some(error.to_string()),
@@ -163,8 +208,9 @@ impl SourceSyncs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Syncs each source of the domain whose sync is due (none yet, the source changed, or
-    /// its refresh interval passed; sooner after a failure), and returns their states.
+    /// Syncs each source of the domain whose sync is due (none yet, the source or one of
+    /// its Secrets changed, or its refresh interval passed; sooner after a failure), and
+    /// returns their states.
     pub async fn sync(
         &self,
         domain: &MailDomain,
@@ -183,9 +229,20 @@ impl SourceSyncs {
             }
         }
         let mut states = Vec::with_capacity(sources.len());
+        let recorded = domain.status.as_ref().map(|s| &s.recipient_sources);
         for source in sources {
             let key = (namespace.to_string(), name.clone(), source.kind());
-            states.push(self.sync_one(reach, key, source, normalized).await?);
+            let mut state = self.sync_one(reach, key, source, normalized).await?;
+            if state.in_force.is_none() {
+                let recorded = recorded.into_iter().flatten();
+                state.earlier = recorded.filter(|r| r.source == state.kind).find_map(|r| {
+                    r.last_success.as_ref().map(|at| EarlierSuccess {
+                        at: at.0,
+                        addresses: r.addresses,
+                    })
+                });
+            }
+            states.push(state);
         }
         Ok(states)
     }
@@ -203,7 +260,10 @@ impl SourceSyncs {
             .get(&key)
             .cloned()
             .filter(|known| known.source == source);
+        // The list in force stays through a credentials change: it came from this source.
+        let credentials = source.credentials(&key.0, reach.secrets);
         if let Some(known) = &known
+            && known.credentials == credentials
             && let Some(next_in) = due_in(known, now)
         {
             return Ok(state(known, next_in));
@@ -219,6 +279,7 @@ impl SourceSyncs {
         };
         let mut synced = Synced {
             source: source.clone(),
+            credentials,
             in_force: known.as_ref().and_then(|k| k.in_force.clone()),
             etag,
             attempted: now,
@@ -290,6 +351,7 @@ fn state(synced: &Synced, next_in: Duration) -> SourceState {
         kind: synced.source.kind(),
         described: synced.source.described(),
         in_force: synced.in_force.clone(),
+        earlier: None,
         error: synced.error.clone(),
         next_in,
     }
@@ -470,11 +532,43 @@ mod tests {
         .unwrap();
         Synced {
             source: Source::Ldap(source),
+            credentials: vec![],
             in_force: None,
             etag: None,
             attempted: Timestamp::from_second(attempted).unwrap(),
             error: failed.then(|| SourceError::Unreachable("refused".into())),
         }
+    }
+
+    #[test]
+    fn before_a_first_success_status_shows_the_one_an_earlier_operator_recorded() {
+        let at = Timestamp::from_second(1_000).unwrap();
+        let state = SourceState {
+            kind: "ldap",
+            described: "the directory ldap://ldap.example.com".into(),
+            in_force: None,
+            earlier: Some(EarlierSuccess {
+                at,
+                addresses: Some(3_000),
+            }),
+            error: Some(SourceError::Unreachable("refused".into())),
+            next_in: RETRY_FAILED,
+        };
+        let status = state.status();
+        assert_eq!(status.last_success, Some(Time(at)));
+        assert_eq!(status.addresses, Some(3_000));
+        assert_eq!(status.reason.as_deref(), Some("Unreachable"));
+        let synced = SourceState {
+            in_force: Some(InForce {
+                addresses: Arc::new(["a@example.com".to_string()].into()),
+                at: Timestamp::from_second(2_000).unwrap(),
+                skipped: None,
+            }),
+            earlier: None,
+            error: None,
+            ..state
+        };
+        assert_eq!(synced.status().addresses, Some(1));
     }
 
     #[test]

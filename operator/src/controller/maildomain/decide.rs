@@ -4,7 +4,7 @@
 //! branch here, with a table test below.
 
 use super::fetch::Inputs;
-use super::recipients::{self, Recipients};
+use super::recipients::{self, Recipients, Unmerged};
 use crate::api::MailRelay;
 use crate::api::conditions::{
     ACCEPTANCE_VERIFIED, CONFLICT, DEPARTED, Desired, OWNERSHIP_VERIFIED, PRIMARY_REACHABLE,
@@ -249,7 +249,7 @@ fn decide_or_fail(
     );
     let recipients = match merged {
         Ok(recipients) => recipients,
-        Err(problem) => {
+        Err(Unmerged { problem, stale_in }) => {
             let ready = Desired::new(
                 READY,
                 false,
@@ -264,6 +264,7 @@ fn decide_or_fail(
                         .sources
                         .iter()
                         .map(|s| s.next_in)
+                        .chain(stale_in)
                         .fold(inputs.resync, Duration::min),
                 ),
             ));
@@ -965,6 +966,7 @@ mod tests {
                 kind: "ldap",
                 described: "the directory ldap://ldap.example.com".into(),
                 in_force,
+                earlier: None,
                 error,
                 next_in: Duration::from_secs(60),
             }],
@@ -1017,6 +1019,66 @@ mod tests {
         let stale = decide(&domain, &with(Some(listed(6)), Some(refused)), now());
         assert_eq!(ready(&stale).verdict.reason, "Stale");
         assert!(stale.relay.is_some(), "rendered in Stale mode (4xx)");
+    }
+
+    #[test]
+    fn after_a_restart_max_age_counts_from_the_success_an_earlier_operator_recorded() {
+        use super::super::super::sources::{EarlierSuccess, SourceState};
+        use crate::recipients::extract::SourceError;
+        let domain = |max_age: Option<&str>| {
+            fixtures::domain(json!({"spec": {"recipients": {"maxAge": max_age, "ldap": {
+                "url": "ldap://ldap.example.com", "bindDN": "cn=mx", "baseDN": "dc=example,dc=com",
+                "passwordSecretRef": {"name": "ldap", "key": "password"}}}}}))
+        };
+        let down = |minutes_ago: i64| Inputs {
+            sources: vec![SourceState {
+                kind: "ldap",
+                described: "the directory ldap://ldap.example.com".into(),
+                in_force: None,
+                earlier: Some(EarlierSuccess {
+                    at: Timestamp::from_second(now().as_second() - minutes_ago * 60).unwrap(),
+                    addresses: Some(2),
+                }),
+                error: Some(SourceError::Unreachable("connection refused".into())),
+                next_in: Duration::from_secs(200),
+            }],
+            ..inputs(fixtures::gateway(json!({})))
+        };
+        // (maxAge, minutes since the recorded success, the verdict, rendered, requeue)
+        let table = [
+            (Some("5m"), 2, "Unreachable", false, 181),
+            (Some("5m"), 4, "Unreachable", false, 61),
+            (Some("5m"), 6, "Stale", true, 200),
+            (None, 600, "Unreachable", false, 200),
+        ];
+        for (max_age, minutes_ago, reason, rendered, requeue) in table {
+            let decision = decide(&domain(max_age), &down(minutes_ago), now());
+            let what = format!("{max_age:?} {minutes_ago}m");
+            assert_eq!(ready(&decision).verdict.reason, reason, "{what}");
+            assert_eq!(decision.relay.is_some(), rendered, "{what}");
+            assert_eq!(
+                decision.requeue,
+                Action::requeue(Duration::from_secs(requeue)),
+                "{what}"
+            );
+        }
+        let kept = decide(&domain(Some("5m")), &down(2), now());
+        assert!(
+            ready(&kept)
+                .verdict
+                .message
+                .contains("the last success was at 2026-11-30T23:58:00Z"),
+            "{}",
+            ready(&kept).verdict.message
+        );
+        let stale = decide(&domain(Some("5m")), &down(6), now());
+        let relay = stale.relay.unwrap();
+        let data = relay.object.data.unwrap_or_default();
+        let policy = data.get(crate::render::keys::RECIPIENT_POLICY);
+        assert!(
+            policy.is_some_and(|p| p.contains("450 4.7.1")),
+            "the gateway answers 4xx: {policy:?}"
+        );
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         client: &ctx.client,
         network: &ctx.network,
         domains: &ctx.domains,
+        secrets: &ctx.secret_versions,
     };
     inputs.sources = ctx
         .sources

@@ -29,8 +29,26 @@ pub struct Recipients {
     pub refresh_in: Option<Duration>,
 }
 
+/// Why no list is rendered: the gateway keeps the one it has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unmerged {
+    pub problem: Verdict,
+    /// When the list the gateway keeps passes `maxAge` (it then answers 4xx).
+    pub stale_in: Option<Duration>,
+}
+
+impl From<Verdict> for Unmerged {
+    fn from(problem: Verdict) -> Self {
+        Self {
+            problem,
+            stale_in: None,
+        }
+    }
+}
+
 /// Merges the inline list with the referenced ones. `Err` is a problem the user can fix:
-/// a missing list or key, or an invalid line (the whole list is refused then).
+/// a missing list or key, or an invalid line (the whole list is refused then); or a synced
+/// source not synced since the operator started, its earlier list not yet past `maxAge`.
 pub fn merge(
     domain: &MailDomain,
     normalized: &str,
@@ -38,7 +56,7 @@ pub fn merge(
     lists: &[ListSource],
     synced: &[SourceState],
     now: Timestamp,
-) -> Result<Recipients, Verdict> {
+) -> Result<Recipients, Unmerged> {
     let spec = &domain.spec.recipients;
     let mut addresses: BTreeSet<String> = spec
         .inline
@@ -54,13 +72,15 @@ pub fn merge(
             return Err(Verdict::failed(
                 "RecipientSourceMissing",
                 format!("{kind} {namespace}/{name} does not exist"),
-            ));
+            )
+            .into());
         };
         let Some(text) = text else {
             return Err(Verdict::failed(
                 "RecipientSourceMissing",
                 format!("{kind} {namespace}/{name} has no key {key:?} (or it is not UTF-8 text)"),
-            ));
+            )
+            .into());
         };
         let label = format!("{kind} {namespace}/{name} key {key}");
         match parse_list(&label, text, normalized) {
@@ -68,7 +88,9 @@ pub fn merge(
                 sources.push(format!("{} from {kind} {name}", list.len()));
                 addresses.extend(list);
             }
-            Err(invalid) => return Err(Verdict::failed("InvalidRecipients", invalid.to_string())),
+            Err(invalid) => {
+                return Err(Verdict::failed("InvalidRecipients", invalid.to_string()).into());
+            }
         }
         if let Some(age) = age_of(metadata, now)
             && oldest.as_ref().is_none_or(|(o, _)| age > *o)
@@ -83,10 +105,33 @@ pub fn merge(
                 Some(error) => (error.reason(), error.to_string()),
                 None => ("RecipientsNotSynced", "not synced yet".to_string()),
             };
-            return Err(Verdict::failed(
-                reason,
-                format!("no sync of {what} has succeeded since the operator started: {why}"),
-            ));
+            let unsynced = format!("no sync of {what} has succeeded since the operator started");
+            let Some(earlier) = &source.earlier else {
+                return Err(Verdict::failed(reason, format!("{unsynced}: {why}")).into());
+            };
+            // The gateway holds the list an earlier operator synced: maxAge counts from it.
+            let age = Duration::try_from(now.duration_since(earlier.at)).unwrap_or_default();
+            match max_age {
+                Some(max) if age > max => {
+                    sources.push(format!(
+                        "the list of {what} synced at {} ({unsynced}: {reason})",
+                        earlier.at
+                    ));
+                    if oldest.as_ref().is_none_or(|(o, _)| age > *o) {
+                        oldest = Some((age, what.clone()));
+                    }
+                    continue;
+                }
+                _ => {
+                    return Err(Unmerged {
+                        problem: Verdict::failed(
+                            reason,
+                            format!("{unsynced} ({why}); the last success was at {}", earlier.at),
+                        ),
+                        stale_in: max_age.map(|max| max - age + Duration::from_secs(1)),
+                    });
+                }
+            }
         };
         let mut described = format!("{} from {what}", list.addresses.len());
         if let Some(error) = &source.error {

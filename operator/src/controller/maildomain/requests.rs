@@ -133,6 +133,7 @@ fn context_with_watch(
         gateways: store(gateways),
         pdb_served: true,
         namespaces: store(vec![]),
+        secret_versions: store(vec![]),
         relays: digests(relays),
         providers: store(vec![]),
         gateway_services: store(vec![]),
