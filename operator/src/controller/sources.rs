@@ -11,6 +11,7 @@ use crate::api::domain::{
 use crate::api::{KeyRef, MailDomain};
 use crate::net::http::{Fetched, ListQuery};
 use crate::net::ldap::DirectoryQuery;
+use crate::recipients::AddressList;
 use crate::recipients::extract::SourceError;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
@@ -22,8 +23,8 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Most addresses one source may give a domain: the operator holds them in memory.
@@ -149,7 +150,7 @@ struct Synced {
 /// The list a successful sync gave.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InForce {
-    pub addresses: Arc<BTreeSet<String>>,
+    pub addresses: AddressList,
     pub at: Timestamp,
     /// What it skipped (`skipInvalid`), for status.
     pub skipped: Option<String>,
@@ -297,7 +298,7 @@ impl SourceSyncs {
             Ok(Some((extracted, etag))) => {
                 synced.in_force = Some(InForce {
                     skipped: extracted.skipped(),
-                    addresses: Arc::new(extracted.addresses),
+                    addresses: extracted.addresses.into(),
                     at,
                 });
                 synced.etag = etag;
@@ -560,7 +561,7 @@ mod tests {
         assert_eq!(status.reason.as_deref(), Some("Unreachable"));
         let synced = SourceState {
             in_force: Some(InForce {
-                addresses: Arc::new(["a@example.com".to_string()].into()),
+                addresses: std::collections::BTreeSet::from(["a@example.com".to_string()]).into(),
                 at: Timestamp::from_second(2_000).unwrap(),
                 skipped: None,
             }),

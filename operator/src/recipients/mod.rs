@@ -5,6 +5,7 @@ pub mod extract;
 
 use crate::api::validate::normalize_address;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// How many bad lines a message quotes before it only counts the rest.
 const QUOTED_PROBLEMS: usize = 5;
@@ -64,6 +65,46 @@ pub(crate) fn quoted(problems: &[String]) -> String {
     quoted
 }
 
+/// A list of distinct addresses, held as one text with an address per line: a synced
+/// source's list stays in memory between syncs, and a set of strings takes about four
+/// times the bytes of the addresses (a million addresses: some 100 MiB against 25 MiB).
+/// Cloned by reference.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AddressList {
+    text: Arc<str>,
+    len: usize,
+}
+
+impl AddressList {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The addresses, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.text.split_terminator('\n')
+    }
+}
+
+impl From<BTreeSet<String>> for AddressList {
+    fn from(addresses: BTreeSet<String>) -> Self {
+        let bytes = addresses.iter().map(|a| a.len() + 1).sum();
+        let mut text = String::with_capacity(bytes);
+        for address in &addresses {
+            text.push_str(address);
+            text.push('\n');
+        }
+        Self {
+            len: addresses.len(),
+            text: text.into(),
+        }
+    }
+}
+
 /// A short, stable fingerprint of a recipient set, shown in status so that a person can
 /// tell whether two gateways or two points in time have the same list.
 pub fn fingerprint(recipients: &BTreeSet<String>) -> String {
@@ -114,6 +155,20 @@ mod tests {
         let error = parse_list("Secret s/k", &text, "example.com").unwrap_err();
         assert_eq!(error.count, 20);
         assert!(error.quoted.ends_with("; and 15 more"), "{}", error.quoted);
+    }
+
+    #[test]
+    fn an_address_list_gives_back_the_set_it_was_made_of() {
+        let set: BTreeSet<String> = ["b@x.org", "a@x.org", "c@x.org"].map(String::from).into();
+        let list = AddressList::from(set.clone());
+        assert_eq!((list.len(), list.is_empty()), (3, false));
+        assert_eq!(
+            list.iter().collect::<Vec<_>>(),
+            ["a@x.org", "b@x.org", "c@x.org"]
+        );
+        let empty = AddressList::from(BTreeSet::new());
+        assert_eq!((empty.len(), empty.iter().count()), (0, 0));
+        assert!(empty.is_empty());
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn merge(
             ));
         }
         sources.push(described);
-        addresses.extend(list.addresses.iter().cloned());
+        addresses.extend(list.addresses.iter().map(String::from));
         let age = Duration::try_from(now.duration_since(list.at)).unwrap_or_default();
         if oldest.as_ref().is_none_or(|(o, _)| age > *o) {
             oldest = Some((age, what.clone()));
