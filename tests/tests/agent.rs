@@ -45,7 +45,7 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
         "recipients": {"inline": ["alice@kept.example"]},
     }))
     .unwrap();
-    let recipients = BTreeSet::from(["alice@kept.example".to_string()]);
+    let recipients = BTreeSet::from(["alice@kept.example".to_string()]).into();
     let relay_data = relay_data(&DomainInput {
         spec: &spec,
         recipients: &recipients,

@@ -674,7 +674,7 @@ mod tests {
 
     fn relay(mode: RelayMode) -> CheckedRelay {
         let spec = domain_spec(serde_json::json!({}));
-        let recipients = ["alice@example.com".to_string()].into();
+        let recipients = std::collections::BTreeSet::from(["alice@example.com".to_string()]).into();
         check_relay(&relay_data(&input(&spec, &recipients, mode)).unwrap()).unwrap()
     }
 

@@ -90,7 +90,8 @@ mod tests {
         let spec = crate::render::test_support::domain_spec(serde_json::json!({}));
         let recipients = (0..addresses)
             .map(|i| format!("user{i:07}@example.com"))
-            .collect();
+            .collect::<std::collections::BTreeSet<_>>()
+            .into();
         let data = crate::render::relay_data(&crate::render::test_support::input(
             &spec,
             &recipients,

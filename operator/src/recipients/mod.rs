@@ -105,12 +105,77 @@ impl From<BTreeSet<String>> for AddressList {
     }
 }
 
+/// A domain's recipients, merged from its lists without copying them: the synced lists
+/// (up to a million addresses each) are read where they are held. Read in order, each
+/// address once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecipientSet {
+    parts: Vec<Part>,
+    len: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Part {
+    Set(BTreeSet<String>),
+    List(AddressList),
+}
+
+impl Part {
+    fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Self::Set(set) => Box::new(set.iter().map(String::as_str)),
+            Self::List(list) => Box::new(list.iter()),
+        }
+    }
+}
+
+impl RecipientSet {
+    /// `set` and `lists` merged; each is in order with each address once, as a
+    /// `BTreeSet` and an [`AddressList`] are.
+    pub fn merged(set: BTreeSet<String>, lists: Vec<AddressList>) -> Self {
+        let parts = std::iter::once(Part::Set(set))
+            .chain(lists.into_iter().map(Part::List))
+            .collect();
+        let mut merged = Self { parts, len: 0 };
+        merged.len = merged.iter().count();
+        merged
+    }
+
+    /// How many distinct addresses.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every address once, in order: the smallest next address of the parts, taken from
+    /// each part that has it.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut heads: Vec<_> = self.parts.iter().map(|p| p.iter().peekable()).collect();
+        std::iter::from_fn(move || {
+            let next = heads.iter_mut().filter_map(|h| h.peek().copied()).min()?;
+            for head in &mut heads {
+                head.next_if_eq(&next);
+            }
+            Some(next)
+        })
+    }
+}
+
+impl From<BTreeSet<String>> for RecipientSet {
+    fn from(set: BTreeSet<String>) -> Self {
+        Self::merged(set, vec![])
+    }
+}
+
 /// A short, stable fingerprint of a recipient set, shown in status so that a person can
 /// tell whether two gateways or two points in time have the same list.
-pub fn fingerprint(recipients: &BTreeSet<String>) -> String {
+pub fn fingerprint(recipients: &RecipientSet) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    for address in recipients {
+    for address in recipients.iter() {
         hasher.update(address.as_bytes());
         hasher.update(b"\n");
     }
@@ -172,10 +237,43 @@ mod tests {
     }
 
     #[test]
+    fn merged_lists_are_read_in_order_each_address_once() {
+        let list = |addresses: &[&str]| -> AddressList {
+            addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<BTreeSet<_>>()
+                .into()
+        };
+        let set = BTreeSet::from(["b@x.org".to_string(), "e@x.org".into()]);
+        let merged = RecipientSet::merged(
+            set,
+            vec![
+                list(&["a@x.org", "b@x.org", "d@x.org"]),
+                list(&[]),
+                list(&["d@x.org", "f@x.org"]),
+            ],
+        );
+        assert_eq!(
+            merged.iter().collect::<Vec<_>>(),
+            ["a@x.org", "b@x.org", "d@x.org", "e@x.org", "f@x.org"]
+        );
+        assert_eq!(merged.len(), 5);
+        let none = RecipientSet::merged(BTreeSet::new(), vec![list(&[])]);
+        assert_eq!(
+            (none.len(), none.is_empty(), none.iter().next()),
+            (0, true, None)
+        );
+    }
+
+    #[test]
     fn fingerprint_depends_on_content_only() {
-        let a: BTreeSet<String> = ["a@x.org".to_string(), "b@x.org".to_string()].into();
-        let b: BTreeSet<String> = ["b@x.org".to_string(), "a@x.org".to_string()].into();
-        let c: BTreeSet<String> = ["a@x.org".to_string()].into();
+        let a = RecipientSet::from(BTreeSet::from(["a@x.org".into(), "b@x.org".into()]));
+        let b = RecipientSet::merged(
+            BTreeSet::from(["b@x.org".into()]),
+            vec![BTreeSet::from(["a@x.org".to_string(), "b@x.org".into()]).into()],
+        );
+        let c = RecipientSet::from(BTreeSet::from(["a@x.org".to_string()]));
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&c));
         assert!(fingerprint(&a).starts_with("sha256:"));

@@ -644,7 +644,11 @@ mod tests {
         mode: RelayMode,
     ) -> BTreeMap<String, String> {
         let spec = domain_spec(value);
-        let recipients = recipients.iter().map(|r| r.to_string()).collect();
+        let recipients = recipients
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<BTreeSet<_>>()
+            .into();
         relay_data(&input(&spec, &recipients, mode)).unwrap()
     }
 

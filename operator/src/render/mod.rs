@@ -17,7 +17,7 @@ pub use relay::relay_data;
 
 use crate::api::DeliveryLimits;
 use crate::api::domain::MailDomainSpec;
-use std::collections::BTreeSet;
+use crate::recipients::RecipientSet;
 
 /// MailRelays carry this label with the gateway's name; the agent selects on it.
 pub const RELAY_GATEWAY_LABEL: &str = "mx-operator.io/relay-for";
@@ -78,7 +78,7 @@ pub enum RelayMode {
 /// What the operator knows about one domain.
 pub struct DomainInput<'a> {
     pub spec: &'a MailDomainSpec,
-    pub recipients: &'a BTreeSet<String>,
+    pub recipients: &'a RecipientSet,
     pub mode: RelayMode,
     /// The gateway's `spec.delivery`, used when the domain sets no limits of its own.
     pub gateway_delivery: &'a DeliveryLimits,
@@ -120,7 +120,7 @@ pub(crate) mod test_support {
 
     pub fn input<'a>(
         spec: &'a MailDomainSpec,
-        recipients: &'a BTreeSet<String>,
+        recipients: &'a RecipientSet,
         mode: RelayMode,
     ) -> DomainInput<'a> {
         DomainInput {

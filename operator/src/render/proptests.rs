@@ -6,7 +6,7 @@ use super::test_support::NO_LIMITS;
 use super::*;
 use crate::api::gateway::MailGatewaySpec;
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Strings built from the pieces attacks on Postfix files are made of, plus arbitrary text.
 fn hostile() -> impl Strategy<Value = String> {
@@ -127,7 +127,8 @@ proptest! {
         let Ok(spec) = serde_json::from_value::<MailDomainSpec>(value) else {
             return Ok(());
         };
-        let input = DomainInput { spec: &spec, recipients: &recipients, mode, gateway_delivery: &NO_LIMITS };
+        let set = RecipientSet::from(recipients.clone());
+        let input = DomainInput { spec: &spec, recipients: &set, mode, gateway_delivery: &NO_LIMITS };
         let rendered = relay_data(&input);
         // Valid input must render: the property is not allowed to hold by refusing everything.
         if spec.validate().is_ok() && recipients.iter().all(|r| postfix::is_recipient_of(r, "example.com")) {
@@ -192,7 +193,7 @@ proptest! {
     ) {
         // A MailRelay edited by anyone: every key the renderer uses plus hostile values.
         let spec = super::test_support::domain_spec(serde_json::json!({"policy": {"requireTls": true}}));
-        let recipients = BTreeSet::from(["alice@example.com".to_string()]);
+        let recipients = BTreeSet::from(["alice@example.com".to_string()]).into();
         let good = relay_data(&super::test_support::input(&spec, &recipients, RelayMode::Active)).unwrap();
         let mut edited: BTreeMap<String, String> = good.clone();
         for (i, (key, value)) in extra.into_iter().enumerate() {

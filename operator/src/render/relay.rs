@@ -33,7 +33,7 @@ pub fn relay_data(input: &DomainInput) -> Result<BTreeMap<String, String>, Rende
         line(&format!("@{domain}"), "OK", "spec.recipients.catchAll")?
     } else {
         let mut lines = String::new();
-        for address in input.recipients {
+        for address in input.recipients.iter() {
             // What the agent would refuse is refused here, not shipped.
             if !is_recipient_of(address, &domain) {
                 return Err(invalid("spec.recipients")(format!(
@@ -274,6 +274,7 @@ fn network_address(network: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipients::RecipientSet;
     use crate::render::test_support::{domain_spec, input};
     use std::collections::BTreeSet;
 
@@ -285,7 +286,7 @@ mod tests {
             "a%b@example.com",
             "alice@example.org",
         ] {
-            let recipients = [address.to_string()].into();
+            let recipients = BTreeSet::from([address.to_string()]).into();
             let rendered = relay_data(&input(&spec, &recipients, RelayMode::Active));
             assert!(rendered.is_err(), "{address}");
         }
@@ -295,7 +296,7 @@ mod tests {
     fn exact_recipients_transport_and_no_policy_by_default() {
         let spec = domain_spec(serde_json::json!({}));
         let recipients =
-            BTreeSet::from(["alice@example.com".to_string(), "bob@example.com".into()]);
+            BTreeSet::from(["alice@example.com".to_string(), "bob@example.com".into()]).into();
         let data = relay_data(&input(&spec, &recipients, RelayMode::Active)).unwrap();
         assert_eq!(data[keys::DOMAIN], "example.com");
         assert_eq!(data[keys::RELAY_DOMAINS], "example.com OK\n");
@@ -317,17 +318,17 @@ mod tests {
     #[test]
     fn catch_all_only_on_opt_in() {
         let spec = domain_spec(serde_json::json!({"recipients": {"catchAll": true}}));
-        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &RecipientSet::default(), RelayMode::Active)).unwrap();
         assert_eq!(data[keys::RELAY_RECIPIENTS], "@example.com OK\n");
         let spec = domain_spec(serde_json::json!({}));
-        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &RecipientSet::default(), RelayMode::Active)).unwrap();
         assert_eq!(data[keys::RELAY_RECIPIENTS], "");
     }
 
     #[test]
     fn stale_and_suspended_domains_answer_4xx() {
         let spec = domain_spec(serde_json::json!({}));
-        let none = BTreeSet::new();
+        let none = RecipientSet::default();
         for (mode, words) in [
             (RelayMode::Stale, "out of date"),
             (RelayMode::Suspended, "suspended"),
@@ -349,7 +350,7 @@ mod tests {
             "clientDeny": ["192.0.2.7/24", "2001:db8::1"],
             "requireTls": true
         }}));
-        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &RecipientSet::default(), RelayMode::Active)).unwrap();
         let class = class_name("example.com");
         assert_eq!(
             data[keys::RECIPIENT_POLICY],
@@ -374,7 +375,7 @@ mod tests {
         let plain = domain_spec(serde_json::json!({}));
         let slow =
             domain_spec(serde_json::json!({"delivery": {"concurrency": 2, "rateDelay": "3s"}}));
-        let none = BTreeSet::new();
+        let none = RecipientSet::default();
         let plain = relay_data(&input(&plain, &none, RelayMode::Active)).unwrap();
         let slow = relay_data(&input(&slow, &none, RelayMode::Active)).unwrap();
         assert_ne!(plain[keys::MASTER_CF], slow[keys::MASTER_CF]);
@@ -391,7 +392,7 @@ mod tests {
     #[test]
     fn gateway_defaults_apply_when_the_domain_sets_no_limits() {
         let spec = domain_spec(serde_json::json!({}));
-        let none = BTreeSet::new();
+        let none = RecipientSet::default();
         let defaults = DeliveryLimits {
             concurrency: Some(4),
             rate_delay: Some("1s".into()),
@@ -407,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_hold_is_marked_and_keeps_the_gateways_limits() {
-        let none = BTreeSet::new();
+        let none = RecipientSet::default();
         let defaults = DeliveryLimits {
             concurrency: Some(4),
             rate_delay: None,
@@ -437,7 +438,7 @@ mod tests {
     fn ipv6_primary_is_bracketed() {
         let spec =
             domain_spec(serde_json::json!({"primary": {"host": "[2001:db8::25]", "port": 2525}}));
-        let data = relay_data(&input(&spec, &BTreeSet::new(), RelayMode::Active)).unwrap();
+        let data = relay_data(&input(&spec, &RecipientSet::default(), RelayMode::Active)).unwrap();
         assert!(data[keys::TRANSPORT].ends_with(":[2001:db8::25]:2525\n"));
     }
 

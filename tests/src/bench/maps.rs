@@ -42,7 +42,7 @@ pub async fn run(dir: &Path, total: usize) -> Result<Vec<Figure>, String> {
         let spec = spec(&domain)?;
         relay_data(&DomainInput {
             spec: &spec,
-            recipients: &recipients(&domain, count),
+            recipients: &recipients(&domain, count).into(),
             mode: RelayMode::Active,
             gateway_delivery: &gateway.delivery,
         })

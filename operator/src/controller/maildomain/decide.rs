@@ -395,7 +395,7 @@ fn relayed(
             },
             helo: ours.first().cloned().unwrap_or_default(),
             domain: normalized.to_string(),
-            known: recipients.addresses.iter().next().cloned(),
+            known: recipients.addresses.iter().next().map(String::from),
             expect: drift::expect_for(mode, domain.spec.policy.require_tls),
             catch_all: domain.spec.recipients.catch_all,
         }),

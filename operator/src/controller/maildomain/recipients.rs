@@ -7,7 +7,7 @@ use super::fetch::ListSource;
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
 use crate::api::validate::{normalize_address, parse_duration};
-use crate::recipients::parse_list;
+use crate::recipients::{RecipientSet, parse_list};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeSet;
@@ -19,7 +19,7 @@ pub const RECIPIENTS_UPDATED_ANNOTATION: &str = "mx-operator.io/recipients-updat
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recipients {
-    pub addresses: BTreeSet<String>,
+    pub addresses: RecipientSet,
     /// Where they came from, for status: "2 inline, 3 from ConfigMap users".
     pub described: String,
     /// Set to the age when a referenced list is older than `maxAge`.
@@ -63,6 +63,8 @@ pub fn merge(
         .iter()
         .filter_map(|a| normalize_address(a, normalized).ok())
         .collect();
+    // The synced lists are large: read where they are held, not copied into `addresses`.
+    let mut synced_lists = Vec::with_capacity(synced.len());
     let mut sources = vec![format!("{} inline", spec.inline.len())];
     let max_age = spec.max_age.as_deref().and_then(|a| parse_duration(a).ok());
     let mut oldest: Option<(Duration, String)> = None;
@@ -142,7 +144,7 @@ pub fn merge(
             ));
         }
         sources.push(described);
-        addresses.extend(list.addresses.iter().map(String::from));
+        synced_lists.push(list.addresses.clone());
         let age = Duration::try_from(now.duration_since(list.at)).unwrap_or_default();
         if oldest.as_ref().is_none_or(|(o, _)| age > *o) {
             oldest = Some((age, what.clone()));
@@ -160,7 +162,7 @@ pub fn merge(
         sources.push("catch-all".into());
     }
     Ok(Recipients {
-        addresses,
+        addresses: RecipientSet::merged(addresses, synced_lists),
         described: sources.join(", "),
         stale,
         becomes_stale_in,
