@@ -159,8 +159,8 @@ async fn a_list_over_https_costs_one_bodiless_request_while_unchanged() {
     assert_eq!(ready.condition("Ready").unwrap().reason, "Relayed");
 
     // A changed credential is used at once, not at the next refresh (15 minutes for
-    // "basic", longer than the wait): a wrong password is AuthFailed, the list kept; the
-    // right one again is a success.
+    // "basic", longer than the wait): a wrong password is AuthFailed, the list kept. (The
+    // right one again is a success, at once or at the retry a minute after the failure.)
     let basic_password = |password: &str| json!({"stringData": {"password": password}});
     let basic_secret = ns.api::<Secret>();
     basic_secret
@@ -194,4 +194,21 @@ async fn a_list_over_https_costs_one_bodiless_request_while_unchanged() {
         |s| s.reason.is_none() && s.last_success > refused.last_success,
     )
     .await;
+    // A change of the Secret's metadata only (a label): its domain is looked at again, and
+    // nothing is fetched, since the credentials are the same.
+    let basic_requests = || {
+        nginx
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/basic/users.jsonl")
+            .count()
+    };
+    let before = basic_requests();
+    let labelled = json!({"metadata": {"labels": {"rotated-by": "nobody"}}});
+    basic_secret
+        .patch("basic", &PatchParams::default(), &Patch::Merge(&labelled))
+        .await
+        .expect("Secret label");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(basic_requests(), before, "a label is no reason to fetch");
 }

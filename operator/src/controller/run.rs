@@ -153,8 +153,9 @@ pub async fn run(
                     placement::domains_using_configmap(&by_configmap, &cm.metadata)
                 },
             )
-            // The Secrets' names and versions are cached (nothing else of them: a kubectl
-            // apply's annotation holds the data): a changed credential is synced at once.
+            // The Secrets' metadata is cached for their resource versions, without labels,
+            // annotations (a kubectl apply's holds the data) or managed fields: a changed
+            // credential is synced at once.
             .watches_stream(
                 watcher(secrets, watcher::Config::default())
                     .backoff(watch_backoff())

@@ -138,8 +138,11 @@ type Credentials = Vec<Option<String>>;
 #[derive(Clone)]
 struct Synced {
     source: Source,
-    /// Its Secrets' versions when it was last asked: another version makes a sync due.
+    /// Its Secrets' versions when it was last asked: another version makes a sync due,
+    /// unless what it reads of them is the same (`secrets_digest`).
     credentials: Credentials,
+    /// A digest of the password, token and CA it was last asked with.
+    secrets_digest: Option<[u8; 32]>,
     in_force: Option<InForce>,
     /// The list in force's `ETag` (HTTP).
     etag: Option<String>,
@@ -261,7 +264,6 @@ impl SourceSyncs {
             .get(&key)
             .cloned()
             .filter(|known| known.source == source);
-        // The list in force stays through a credentials change: it came from this source.
         let credentials = source.credentials(&key.0, reach.secrets);
         if let Some(known) = &known
             && known.credentials == credentials
@@ -269,18 +271,41 @@ impl SourceSyncs {
         {
             return Ok(state(known, next_in));
         }
-        let etag = known
-            .as_ref()
-            .filter(|k| k.in_force.is_some())
-            .and_then(|k| k.etag.clone());
-        let fetched = match ask(reach, &key.0, normalized, &source, etag.as_deref()).await {
-            Ok(fetched) => fetched,
+        let query = match query(reach, &key.0, normalized, &source).await {
+            Ok(query) => Ok(query),
             Err(Unready::Missing(missing)) => Err(missing),
             Err(Unready::Api(error)) => return Err(error),
+        };
+        let secrets_digest = query.as_ref().ok().map(Query::secrets_digest);
+        let same_secrets = known
+            .as_ref()
+            .filter(|known| secrets_digest.is_some() && known.secrets_digest == secrets_digest);
+        // Only the Secrets' metadata changed (a label, a controller's touch): no sync.
+        if let Some(known) = same_secrets
+            && let Some(next_in) = due_in(known, now)
+        {
+            let known = Synced {
+                credentials,
+                ..known.clone()
+            };
+            let state = state(&known, next_in);
+            self.entries().insert(key, known);
+            return Ok(state);
+        }
+        // A list fetched with other credentials (another token's view) may differ: its ETag
+        // is not asked with theirs.
+        let etag = same_secrets
+            .filter(|k| k.in_force.is_some())
+            .and_then(|k| k.etag.clone());
+        let fetched = match query {
+            Ok(query) => query.send(reach.network, etag.as_deref()).await,
+            Err(missing) => Err(missing),
         };
         let mut synced = Synced {
             source: source.clone(),
             credentials,
+            secrets_digest,
+            // It came from this source: it stays in force through a credentials change.
             in_force: known.as_ref().and_then(|k| k.in_force.clone()),
             etag,
             attempted: now,
@@ -377,33 +402,70 @@ impl From<SourceError> for Unready {
     }
 }
 
-/// Asks `source`, with its credentials and CA from their Secrets; `etag` is the list in
-/// force's (HTTP).
-async fn ask(
+/// What a source is asked, its credentials and CA read from their Secrets.
+enum Query {
+    Directory(DirectoryQuery),
+    List(ListQuery),
+}
+
+impl Query {
+    /// What it carries from Secrets, digested: the same after a change of a Secret's
+    /// metadata only.
+    fn secrets_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let (first, second) = match self {
+            Self::Directory(query) => (Some(&query.password), query.ca_pem.as_ref()),
+            Self::List(query) => (query.authorization.as_ref(), query.ca_pem.as_ref()),
+        };
+        let mut hasher = Sha256::new();
+        for part in [first, second] {
+            // Absent and empty differ; a length prefix keeps the parts apart.
+            match part {
+                Some(text) => {
+                    hasher.update((text.len() as u64 + 1).to_be_bytes());
+                    hasher.update(text.as_bytes());
+                }
+                None => hasher.update(0u64.to_be_bytes()),
+            }
+        }
+        hasher.finalize().into()
+    }
+
+    /// Asks; `etag` is the list in force's (HTTP).
+    async fn send(
+        self,
+        network: &crate::net::Network,
+        etag: Option<&str>,
+    ) -> Result<Fetched, SourceError> {
+        match self {
+            Self::Directory(query) => {
+                network
+                    .directory
+                    .search(&query)
+                    .await
+                    .map(|extracted| Fetched::List {
+                        extracted,
+                        etag: None,
+                    })
+            }
+            Self::List(query) => network.lists.fetch(&query, etag).await,
+        }
+    }
+}
+
+/// What `source` is asked, with its credentials and CA from their Secrets.
+async fn query(
     reach: &Reach<'_>,
     namespace: &str,
     normalized: &str,
     source: &Source,
-    etag: Option<&str>,
-) -> Result<Result<Fetched, SourceError>, Unready> {
+) -> Result<Query, Unready> {
     let mut secrets = Secrets::new(reach.client, namespace);
     Ok(match source {
         Source::Ldap(ldap) => {
-            let query = directory_query(&mut secrets, normalized, ldap).await?;
-            reach
-                .network
-                .directory
-                .search(&query)
-                .await
-                .map(|extracted| Fetched::List {
-                    extracted,
-                    etag: None,
-                })
+            Query::Directory(directory_query(&mut secrets, normalized, ldap).await?)
         }
-        Source::Http(http) => {
-            let query = list_query(&mut secrets, normalized, http).await?;
-            reach.network.lists.fetch(&query, etag).await
-        }
+        Source::Http(http) => Query::List(list_query(&mut secrets, normalized, http).await?),
     })
 }
 
@@ -534,6 +596,7 @@ mod tests {
         Synced {
             source: Source::Ldap(source),
             credentials: vec![],
+            secrets_digest: None,
             in_force: None,
             etag: None,
             attempted: Timestamp::from_second(attempted).unwrap(),
@@ -570,6 +633,32 @@ mod tests {
             ..state
         };
         assert_eq!(synced.status().addresses, Some(1));
+    }
+
+    #[test]
+    fn the_secrets_digest_changes_with_what_is_read_from_secrets_only() {
+        let list = |authorization: Option<&str>, ca: Option<&str>, url: &str| {
+            Query::List(ListQuery {
+                url: url.into(),
+                ca_pem: ca.map(String::from),
+                authorization: authorization.map(String::from),
+                format: Default::default(),
+                timeout: SOURCE_TIMEOUT,
+                domain: "example.com".into(),
+                limit: 1,
+                max_bytes: 1,
+            })
+            .secrets_digest()
+        };
+        let url = "https://lists.example.com/users";
+        let token = list(Some("Bearer a"), None, url);
+        assert_eq!(
+            token,
+            list(Some("Bearer a"), None, "https://other.example/")
+        );
+        assert_ne!(token, list(Some("Bearer b"), None, url));
+        assert_ne!(token, list(None, Some("Bearer a"), url), "parts kept apart");
+        assert_ne!(list(None, None, url), list(Some(""), None, url));
     }
 
     #[test]

@@ -1081,6 +1081,49 @@ mod tests {
     }
 
     #[test]
+    fn a_list_past_max_age_defers_the_domain_while_another_source_has_none_yet() {
+        use super::super::super::sources::{EarlierSuccess, SourceState};
+        use crate::recipients::extract::SourceError;
+        let domain = fixtures::domain(json!({"spec": {"recipients": {"maxAge": "5m",
+            "ldap": {"url": "ldap://ldap.example.com", "bindDN": "cn=mx", "baseDN": "dc=example,dc=com",
+                     "passwordSecretRef": {"name": "ldap", "key": "password"}},
+            "http": {"url": "https://lists.example.com/users"}}}}));
+        let unsynced = |kind: &'static str, minutes_ago: Option<i64>| SourceState {
+            kind,
+            described: format!("the {kind} source"),
+            in_force: None,
+            earlier: minutes_ago.map(|m| EarlierSuccess {
+                at: Timestamp::from_second(now().as_second() - m * 60).unwrap(),
+                addresses: Some(2),
+            }),
+            error: Some(SourceError::Unreachable("connection refused".into())),
+            next_in: Duration::from_secs(200),
+        };
+        // (the LDAP source's last success, the HTTP source's, the verdict, rendered, requeue)
+        let table = [
+            (Some(6), None, "Stale", true, 200),
+            (None, Some(6), "Stale", true, 200),
+            (Some(2), Some(4), "Unreachable", false, 61),
+            (Some(2), None, "Unreachable", false, 181),
+        ];
+        for (ldap, http, reason, rendered, requeue) in table {
+            let inputs = Inputs {
+                sources: vec![unsynced("ldap", ldap), unsynced("http", http)],
+                ..inputs(fixtures::gateway(json!({})))
+            };
+            let decision = decide(&domain, &inputs, now());
+            let what = format!("{ldap:?} {http:?}");
+            assert_eq!(ready(&decision).verdict.reason, reason, "{what}");
+            assert_eq!(decision.relay.is_some(), rendered, "{what}");
+            assert_eq!(
+                decision.requeue,
+                Action::requeue(Duration::from_secs(requeue)),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
     fn a_departed_domain_past_its_grace_is_withdrawn() {
         let departed_since = json!({"conditions": [{"type": "Departed", "status": "True",
             "reason": "NxDomain", "message": "", "lastTransitionTime": "2026-11-01T00:00:00Z"}]});

@@ -48,7 +48,7 @@ impl From<Verdict> for Unmerged {
 
 /// Merges the inline list with the referenced ones. `Err` is a problem the user can fix:
 /// a missing list or key, or an invalid line (the whole list is refused then); or a synced
-/// source not synced since the operator started, its earlier list not yet past `maxAge`.
+/// source without a list since the operator started, while no list is past `maxAge`.
 pub fn merge(
     domain: &MailDomain,
     normalized: &str,
@@ -100,6 +100,9 @@ pub fn merge(
             oldest = Some((age, label));
         }
     }
+    // A source with no list yet: nothing is rendered and the gateway keeps the list it has,
+    // unless one of the domain's lists is past maxAge: then the whole domain answers 4xx.
+    let mut unsynced: Option<Verdict> = None;
     for source in synced {
         let what = &source.described;
         let Some(list) = &source.in_force else {
@@ -107,33 +110,25 @@ pub fn merge(
                 Some(error) => (error.reason(), error.to_string()),
                 None => ("RecipientsNotSynced", "not synced yet".to_string()),
             };
-            let unsynced = format!("no sync of {what} has succeeded since the operator started");
-            let Some(earlier) = &source.earlier else {
-                return Err(Verdict::failed(reason, format!("{unsynced}: {why}")).into());
-            };
-            // The gateway holds the list an earlier operator synced: maxAge counts from it.
-            let age = Duration::try_from(now.duration_since(earlier.at)).unwrap_or_default();
-            match max_age {
-                Some(max) if age > max => {
-                    sources.push(format!(
-                        "the list of {what} synced at {} ({unsynced}: {reason})",
-                        earlier.at
-                    ));
+            let since = format!(
+                "no sync of {what} has succeeded since the operator started or the source changed"
+            );
+            let message = match &source.earlier {
+                None => format!("{since}: {why}"),
+                Some(earlier) => {
+                    // The gateway holds the list an earlier operator synced: maxAge counts
+                    // from it.
+                    let age =
+                        Duration::try_from(now.duration_since(earlier.at)).unwrap_or_default();
                     if oldest.as_ref().is_none_or(|(o, _)| age > *o) {
                         oldest = Some((age, what.clone()));
                     }
-                    continue;
+                    sources.push(format!("the list of {what} synced at {}", earlier.at));
+                    format!("{since} ({why}); the last success was at {}", earlier.at)
                 }
-                _ => {
-                    return Err(Unmerged {
-                        problem: Verdict::failed(
-                            reason,
-                            format!("{unsynced} ({why}); the last success was at {}", earlier.at),
-                        ),
-                        stale_in: max_age.map(|max| max - age + Duration::from_secs(1)),
-                    });
-                }
-            }
+            };
+            unsynced.get_or_insert(Verdict::failed(reason, message));
+            continue;
         };
         let mut described = format!("{} from {what}", list.addresses.len());
         if let Some(error) = &source.error {
@@ -158,6 +153,14 @@ pub fn merge(
         (Some(max), Some((age, _))) => (None, Some(max - *age + Duration::from_secs(1))),
         _ => (None, None),
     };
+    if stale.is_none()
+        && let Some(problem) = unsynced
+    {
+        return Err(Unmerged {
+            problem,
+            stale_in: becomes_stale_in,
+        });
+    }
     if spec.catch_all {
         sources.push("catch-all".into());
     }
