@@ -195,20 +195,35 @@ async fn a_list_over_https_costs_one_bodiless_request_while_unchanged() {
     )
     .await;
     // A change of the Secret's metadata only (a label): its domain is looked at again, and
-    // nothing is fetched, since the credentials are the same.
+    // nothing is fetched, since the credentials are the same. A wrong password after it is
+    // then the only request (nginx answers 401).
     let basic_requests = || {
-        nginx
-            .requests()
-            .into_iter()
-            .filter(|r| r.path == "/basic/users.jsonl")
-            .count()
+        let requests = nginx.requests().into_iter();
+        let basic = requests.filter(|r| r.path == "/basic/users.jsonl");
+        basic.map(|r| r.status).collect::<Vec<_>>()
     };
-    let before = basic_requests();
+    let before = basic_requests().len();
     let labelled = json!({"metadata": {"labels": {"rotated-by": "nobody"}}});
     basic_secret
         .patch("basic", &PatchParams::default(), &Patch::Merge(&labelled))
         .await
         .expect("Secret label");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(basic_requests(), before, "a label is no reason to fetch");
+    basic_secret
+        .patch(
+            "basic",
+            &PatchParams::default(),
+            &Patch::Merge(&basic_password("wrong again")),
+        )
+        .await
+        .expect("Secret patch");
+    recipient_source(&domains, "basic", "AuthFailed after the label", |s| {
+        s.reason.as_deref() == Some("AuthFailed")
+    })
+    .await;
+    assert_eq!(
+        basic_requests()[before..],
+        [401],
+        "a label is no reason to fetch"
+    );
 }

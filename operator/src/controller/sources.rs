@@ -141,7 +141,8 @@ struct Synced {
     /// Its Secrets' versions when it was last asked: another version makes a sync due,
     /// unless what it reads of them is the same (`secrets_digest`).
     credentials: Credentials,
-    /// A digest of the password, token and CA it was last asked with.
+    /// A digest of what it was last asked with from Secrets (bind password, or the
+    /// `Authorization` header; and the CA); `None` when a Secret could not be read.
     secrets_digest: Option<[u8; 32]>,
     in_force: Option<InForce>,
     /// The list in force's `ETag` (HTTP).
@@ -212,9 +213,9 @@ impl SourceSyncs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Syncs each source of the domain whose sync is due (none yet, the source or one of
-    /// its Secrets changed, or its refresh interval passed; sooner after a failure), and
-    /// returns their states.
+    /// Syncs each source of the domain whose sync is due (none yet, the source or what it
+    /// reads from its Secrets changed, or its refresh interval passed; sooner after a
+    /// failure), and returns their states.
     pub async fn sync(
         &self,
         domain: &MailDomain,
@@ -323,7 +324,7 @@ impl SourceSyncs {
             Ok(Some((extracted, etag))) => {
                 synced.in_force = Some(InForce {
                     skipped: extracted.skipped(),
-                    addresses: extracted.addresses.into(),
+                    addresses: AddressList::of_normalized(extracted.addresses),
                     at,
                 });
                 synced.etag = etag;
@@ -624,7 +625,7 @@ mod tests {
         assert_eq!(status.reason.as_deref(), Some("Unreachable"));
         let synced = SourceState {
             in_force: Some(InForce {
-                addresses: std::collections::BTreeSet::from(["a@example.com".to_string()]).into(),
+                addresses: AddressList::of_normalized(["a@example.com".to_string()].into()),
                 at: Timestamp::from_second(2_000).unwrap(),
                 skipped: None,
             }),

@@ -953,10 +953,11 @@ mod tests {
             "url": "ldap://ldap.example.com", "bindDN": "cn=mx", "baseDN": "dc=example,dc=com",
             "passwordSecretRef": {"name": "ldap", "key": "password"}}}}}));
         let listed = |minutes_ago: i64| InForce {
-            addresses: std::collections::BTreeSet::from(
-                ["carol@example.com", "dave@example.com"].map(String::from),
-            )
-            .into(),
+            addresses: crate::recipients::AddressList::of_normalized(
+                ["carol@example.com", "dave@example.com"]
+                    .map(String::from)
+                    .into(),
+            ),
             at: Timestamp::from_second(now().as_second() - minutes_ago * 60).unwrap(),
             skipped: None,
         };

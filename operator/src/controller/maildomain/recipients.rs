@@ -114,7 +114,10 @@ pub fn merge(
                 "no sync of {what} has succeeded since the operator started or the source changed"
             );
             let message = match &source.earlier {
-                None => format!("{since}: {why}"),
+                None => {
+                    sources.push(format!("no list yet from {what} ({reason})"));
+                    format!("{since}: {why}")
+                }
                 Some(earlier) => {
                     // The gateway holds the list an earlier operator synced: maxAge counts
                     // from it.
