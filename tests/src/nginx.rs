@@ -126,6 +126,14 @@ http {{
             })
     }
 
+    /// Stops serving `path`: nginx answers 404 for it.
+    pub fn withdraw(&self, path: &str) -> Result<(), HarnessError> {
+        fs::remove_file(self.dir.join("www").join(path)).map_err(|source| HarnessError::Io {
+            what: format!("withdrawing {path}"),
+            source,
+        })
+    }
+
     /// The requests served so far.
     pub fn requests(&self) -> Vec<Logged> {
         fs::read_to_string(self.dir.join("access.log"))

@@ -24,6 +24,12 @@ pub fn test_settings() -> Settings {
         drift: None,
         resolvers: vec![],
         queue_poll: Some(TEST_QUEUE_POLL),
+        // Tests refresh sources every 10 s; the deadline is short so a hanging source ends.
+        sources: mx_operator::controller::SyncSettings {
+            min_refresh: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+            ..Default::default()
+        },
     }
 }
 

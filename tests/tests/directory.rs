@@ -72,13 +72,13 @@ async fn a_directory_is_synced_in_pages_and_its_changes_and_failures_reach_the_s
         Slapd::start(&plane.dir.join(format!("slapd-{}", ns.name)), &people()).expect("slapd");
     apply::<Secret>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap", "labels": {"mx-operator.io/recipient-source": "true"}},
                "stringData": {"password": SERVICE_PASSWORD}}),
     )
     .await;
     apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
     let ldap = json!({
-        "url": slapd.url, "bindDN": SERVICE_DN, "baseDN": format!("ou=people,{SUFFIX}"),
+        "url": slapd.url, "insecure": true, "bindDN": SERVICE_DN, "baseDN": format!("ou=people,{SUFFIX}"),
         "filter": "(objectClass=inetOrgPerson)", "attributes": ["mail", "proxyAddresses"],
         "passwordSecretRef": {"name": "ldap", "key": "password"},
         "pageSize": 200, "refreshInterval": "10s",
@@ -221,7 +221,7 @@ async fn tls_to_the_directory_is_checked_against_the_ca_from_its_secret() {
     let stranger = mx_operator_tests::tls::certificate_authority(&dir, "stranger").unwrap();
     apply::<Secret>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap", "labels": {"mx-operator.io/recipient-source": "true"}},
                "stringData": {"password": SERVICE_PASSWORD, "ca.crt": slapd.ca_pem,
                               "other-ca.crt": stranger}}),
     )

@@ -37,13 +37,13 @@ async fn a_list_over_https_costs_one_bodiless_request_while_unchanged() {
     nginx.serve("basic/users.jsonl", &jsonl).unwrap();
     apply::<Secret>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lists"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lists", "labels": {"mx-operator.io/recipient-source": "true"}},
                "stringData": {"token": TOKEN, "ca.crt": nginx.ca_pem, "other-ca.crt": stranger}}),
     )
     .await;
     apply::<Secret>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "basic"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "basic", "labels": {"mx-operator.io/recipient-source": "true"}},
                "type": "kubernetes.io/basic-auth",
                "stringData": {"username": USER, "password": PASSWORD}}),
     )
@@ -63,7 +63,7 @@ async fn a_list_over_https_costs_one_bodiless_request_while_unchanged() {
         (
             "basic",
             "basic.example",
-            json!({"url": format!("{}/basic/users.jsonl", nginx.http_url),
+            json!({"url": format!("{}/basic/users.jsonl", nginx.http_url), "insecure": true,
                    "format": "JSONLines", "basicAuthSecretRef": {"name": "basic"}}),
         ),
         (

@@ -52,7 +52,7 @@ async fn an_operator_started_while_the_directory_is_down_counts_max_age_from_the
         Slapd::start(&plane.dir.join(format!("slapd-{}", ns.name)), &people).expect("slapd");
     apply::<Secret>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap", "labels": {"mx-operator.io/recipient-source": "true"}},
                "stringData": {"password": SERVICE_PASSWORD}}),
     )
     .await;
@@ -63,7 +63,7 @@ async fn an_operator_started_while_the_directory_is_down_counts_max_age_from_the
         .expect("gateway replica");
     // Searched once: a later refresh would move the last success.
     let ldap = json!({
-        "url": slapd.url, "bindDN": SERVICE_DN, "baseDN": format!("ou=people,{SUFFIX}"),
+        "url": slapd.url, "insecure": true, "bindDN": SERVICE_DN, "baseDN": format!("ou=people,{SUFFIX}"),
         "passwordSecretRef": {"name": "ldap", "key": "password"}, "refreshInterval": "1h",
     });
     apply::<MailDomain>(

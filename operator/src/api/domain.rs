@@ -220,6 +220,57 @@ pub struct Recipients {
     /// the domain instead of trusting stale data, for example `24h`. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+    /// How far a synced source's list (`ldap`, `http`) may shrink in one sync before it is
+    /// held instead of applied: a truncated export, an empty answer or a directory ACL that
+    /// hides entries would otherwise make the gateway refuse real users with 550. A held
+    /// list is applied when the MailDomain is annotated
+    /// `mx-operator.io/accept-recipient-shrink: <id>` (the id status shows), or when the
+    /// limit is raised above it. An empty list is always held.
+    #[serde(default)]
+    pub max_shrink: MaxShrink,
+}
+
+/// A shrink is held when it removes more than `percent` of the list in force *and* at
+/// least `addresses` addresses.
+#[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MaxShrink {
+    /// Percent of the list in force a sync may remove and still be applied.
+    #[serde(default = "default_shrink_percent")]
+    #[schemars(range(max = 100))]
+    pub percent: u32,
+    /// Addresses a sync may remove and still be applied, whatever the percentage.
+    #[serde(default = "default_shrink_addresses")]
+    pub addresses: u32,
+}
+
+impl Default for MaxShrink {
+    fn default() -> Self {
+        Self {
+            percent: default_shrink_percent(),
+            addresses: default_shrink_addresses(),
+        }
+    }
+}
+
+fn default_shrink_percent() -> u32 {
+    10
+}
+
+fn default_shrink_addresses() -> u32 {
+    100
+}
+
+impl MaxShrink {
+    /// Whether a list of `to` addresses that replaces one of `from` is held.
+    pub fn holds(&self, from: usize, to: usize) -> bool {
+        if to == 0 {
+            return from > 0;
+        }
+        let removed = from.saturating_sub(to);
+        removed as u128 * 100 > self.percent as u128 * from as u128
+            && removed >= self.addresses as usize
+    }
 }
 
 /// A directory that holds the domain's addresses.
@@ -263,6 +314,10 @@ pub struct LdapSource {
     /// instead of keeping the last good list in force.
     #[serde(default)]
     pub skip_invalid: bool,
+    /// Send the bind password over `ldap://` without `startTLS`, where anyone on the path
+    /// can read it. Without it such a source is refused (`InsecureCredentials`).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_ldap_filter() -> String {
@@ -309,6 +364,10 @@ pub struct HttpSource {
     /// of keeping the last good list in force.
     #[serde(default)]
     pub skip_invalid: bool,
+    /// Send a token or basic authentication over `http://`, where anyone on the path can
+    /// read it. Without it such a source is refused (`InsecureCredentials`).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -620,6 +679,22 @@ pub struct RecipientSourceStatus {
     /// What failed, or what a successful sync skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A list that synced but shrank past `recipients.maxShrink`: not applied, the list in
+    /// force keeps serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldSync>,
+}
+
+/// A synced list held back because it shrank too far.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldSync {
+    /// What `mx-operator.io/accept-recipient-shrink` names to apply it.
+    pub id: String,
+    /// Addresses it holds.
+    pub addresses: i64,
+    /// When it was read.
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// Mail a gateway's replicas hold for a domain, as their agents last read the queue.

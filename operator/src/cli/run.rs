@@ -56,6 +56,33 @@ pub struct RunArgs {
     /// SMTP probes of the gateways (RCPT only) and banner checks of the primaries.
     #[arg(long, env = "MX_OPERATOR_SMTP_PROBES", default_value_t = true, action = clap::ArgAction::Set)]
     pub smtp_probes: bool,
+    /// Recipient sources (LDAP, HTTP) synced at the same time, in all.
+    #[arg(long, env = "MX_OPERATOR_SOURCE_WORKERS", default_value_t = 8)]
+    pub source_workers: usize,
+    /// Recipient sources of one namespace synced at the same time: a tenant's slow
+    /// directory cannot take every worker.
+    #[arg(
+        long,
+        env = "MX_OPERATOR_SOURCE_WORKERS_PER_NAMESPACE",
+        default_value_t = 2
+    )]
+    pub source_workers_per_namespace: usize,
+    /// Longest a whole sync of a recipient source may take (seconds), every LDAP page and
+    /// the whole HTTP body included.
+    #[arg(
+        long,
+        env = "MX_OPERATOR_SOURCE_DEADLINE_SECONDS",
+        default_value_t = 300
+    )]
+    pub source_deadline_seconds: u64,
+    /// Recipient sources are not asked more often than this (seconds), whatever their
+    /// `refreshInterval` says.
+    #[arg(
+        long,
+        env = "MX_OPERATOR_SOURCE_MIN_REFRESH_SECONDS",
+        default_value_t = 60
+    )]
+    pub source_min_refresh_seconds: u64,
 }
 
 impl RunArgs {
@@ -113,6 +140,12 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         resync: std::time::Duration::from_secs(args.resync_seconds),
         queue_poll: (args.queue_poll_seconds > 0)
             .then(|| std::time::Duration::from_secs(args.queue_poll_seconds)),
+        sources: crate::controller::SyncSettings {
+            workers: args.source_workers.max(1),
+            per_namespace: args.source_workers_per_namespace.max(1),
+            deadline: std::time::Duration::from_secs(args.source_deadline_seconds.max(1)),
+            min_refresh: std::time::Duration::from_secs(args.source_min_refresh_seconds),
+        },
     };
     if args.leader_elect {
         let identity = args

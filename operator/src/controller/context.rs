@@ -42,6 +42,8 @@ pub struct Settings {
     /// How often the gateways' agents are asked what their queues hold, for the
     /// MailDomains' `status.queue`; `None` turns it off.
     pub queue_poll: Option<Duration>,
+    /// How recipient sources are synced beside the reconciles.
+    pub sources: super::sources::SyncSettings,
 }
 
 /// Shared by every reconcile.
@@ -86,7 +88,7 @@ pub struct Context {
     /// What each gateway's queues hold per domain, as the last queue poll read it.
     pub queues: super::queues::QueueIndex,
     /// The recipient sources MailDomains name: their lists in force and last attempts.
-    pub sources: super::sources::SourceSyncs,
+    pub sources: Arc<super::sources::SourceSyncs>,
     /// MailDomains to reconcile because what a gateway holds for them (draining, or
     /// queued) changed.
     pub held_triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<MailDomain>>,

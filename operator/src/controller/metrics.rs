@@ -40,6 +40,23 @@ struct ConditionLabels {
     reason: String,
 }
 
+/// One synced recipient source of one MailDomain.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    namespace: String,
+    maildomain: String,
+    source: String,
+}
+
+/// What status says of each synced recipient source.
+#[derive(Default)]
+struct SourceGauges {
+    up: Family<SourceLabels, Gauge>,
+    last_success: Family<SourceLabels, Gauge>,
+    addresses: Family<SourceLabels, Gauge>,
+    held: Family<SourceLabels, Gauge>,
+}
+
 /// The operator's Prometheus metrics.
 pub struct Metrics {
     registry: Registry,
@@ -51,6 +68,7 @@ pub struct Metrics {
     departed: Gauge,
     dns_repairs: Counter,
     domain_store: Mutex<Option<Store<MailDomain>>>,
+    sources: SourceGauges,
     /// The drift checks' own figures, registered here.
     pub drift: DriftMetrics,
 }
@@ -69,6 +87,7 @@ impl Default for Metrics {
             departed: Gauge::default(),
             dns_repairs: Counter::default(),
             domain_store: Mutex::new(None),
+            sources: SourceGauges::default(),
             drift: DriftMetrics::register(&mut registry),
             registry: Registry::default(),
         };
@@ -107,6 +126,30 @@ impl Default for Metrics {
             "MailDomains whose public MX no longer names their gateway (Departed=True)",
             metrics.departed.clone(),
         );
+        for (name, help, family) in [
+            (
+                "recipient_source_up",
+                "Whether the last sync of a MailDomain's recipient source (ldap, http) succeeded (1) or failed (0), as its status says",
+                &metrics.sources.up,
+            ),
+            (
+                "recipient_source_last_success_timestamp_seconds",
+                "When the list in force of a MailDomain's recipient source was read",
+                &metrics.sources.last_success,
+            ),
+            (
+                "recipient_source_addresses",
+                "Addresses in the list in force of a MailDomain's recipient source",
+                &metrics.sources.addresses,
+            ),
+            (
+                "recipient_source_shrink_held",
+                "1 while a synced list is held because it shrank past recipients.maxShrink",
+                &metrics.sources.held,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         Self {
             registry,
             ..metrics
@@ -159,6 +202,14 @@ impl Metrics {
         let Some(store) = slot.as_ref() else { return };
         self.domains.clear();
         self.conditions.clear();
+        for family in [
+            &self.sources.up,
+            &self.sources.last_success,
+            &self.sources.addresses,
+            &self.sources.held,
+        ] {
+            family.clear();
+        }
         let state = store.state();
         let departed = state
             .iter()
@@ -174,6 +225,7 @@ impl Metrics {
                     state: domain_state(&domain),
                 })
                 .inc();
+            self.count_sources(&domain);
             let conditions = domain.status.iter().flat_map(|s| &s.conditions);
             for condition in conditions {
                 self.conditions
@@ -184,6 +236,37 @@ impl Metrics {
                     })
                     .inc();
             }
+        }
+    }
+}
+
+impl Metrics {
+    fn count_sources(&self, domain: &MailDomain) {
+        let sources = domain.status.iter().flat_map(|s| &s.recipient_sources);
+        for source in sources {
+            let labels = SourceLabels {
+                namespace: domain.metadata.namespace.clone().unwrap_or_default(),
+                maildomain: domain.metadata.name.clone().unwrap_or_default(),
+                source: source.source.clone(),
+            };
+            let gauges = &self.sources;
+            gauges
+                .up
+                .get_or_create(&labels)
+                .set(i64::from(source.reason.is_none()));
+            if let Some(at) = &source.last_success {
+                gauges
+                    .last_success
+                    .get_or_create(&labels)
+                    .set(at.0.as_second());
+            }
+            if let Some(addresses) = source.addresses {
+                gauges.addresses.get_or_create(&labels).set(addresses);
+            }
+            gauges
+                .held
+                .get_or_create(&labels)
+                .set(i64::from(source.held.is_some()));
         }
     }
 }
@@ -297,5 +380,49 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn recipient_sources_are_shown_from_each_domains_status() {
+        let domain = crate::api::fixtures::domain(serde_json::json!({
+        "metadata": {"name": "shop", "namespace": "mail", "uid": "shop"},
+        "status": {"recipientSources": [
+            {"source": "ldap", "addresses": 30158, "lastSuccess": "2026-12-01T00:00:00Z"},
+            {"source": "http", "addresses": 1000, "lastSuccess": "2026-12-01T00:00:00Z",
+             "reason": "Unreachable", "message": "refused",
+             "held": {"id": "abc", "addresses": 10, "at": "2026-12-01T00:01:00Z"}},
+        ]}}));
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(domain));
+        let metrics = Metrics::default();
+        metrics.count_domains_from(store);
+        let text = metrics.encode().unwrap();
+        let labels =
+            |source: &str| format!(r#"{{namespace="mail",maildomain="shop",source="{source}"}}"#);
+        for expected in [
+            format!("mx_operator_recipient_source_up{} 1", labels("ldap")),
+            format!("mx_operator_recipient_source_up{} 0", labels("http")),
+            format!(
+                "mx_operator_recipient_source_addresses{} 30158",
+                labels("ldap")
+            ),
+            format!(
+                "mx_operator_recipient_source_last_success_timestamp_seconds{} 1796083200",
+                labels("ldap")
+            ),
+            format!(
+                "mx_operator_recipient_source_shrink_held{} 1",
+                labels("http")
+            ),
+            format!(
+                "mx_operator_recipient_source_shrink_held{} 0",
+                labels("ldap")
+            ),
+        ] {
+            assert!(
+                text.contains(&format!("{expected}\n")),
+                "{expected} in\n{text}"
+            );
+        }
     }
 }

@@ -28,3 +28,4 @@ pub use leader::{LeaderError, LeaseSettings, run_with_leader_election};
 pub use metrics::{Metrics, OperatorEndpoints};
 pub use queues::messages_range;
 pub use run::run;
+pub use sources::{SOURCE_SECRET_LABEL, SyncSettings};

@@ -153,16 +153,19 @@ pub async fn run(
                     placement::domains_using_configmap(&by_configmap, &cm.metadata)
                 },
             )
-            // The Secrets' metadata is cached for their resource versions, without labels,
-            // annotations (a kubectl apply's holds the data) or managed fields: a changed
-            // credential is synced at once.
+            // The Secrets' metadata is cached for their resource versions and the label that
+            // lets recipient sources read them, without other labels, annotations (a
+            // kubectl apply's holds the data) or managed fields: a changed credential is
+            // synced at once.
             .watches_stream(
                 watcher(secrets, watcher::Config::default())
                     .backoff(watch_backoff())
                     .modify(|secret: &mut PartialObjectMeta<Secret>| {
                         secret.metadata.managed_fields = None;
                         secret.metadata.annotations = None;
-                        secret.metadata.labels = None;
+                        if let Some(labels) = secret.metadata.labels.as_mut() {
+                            labels.retain(|key, _| key == super::sources::SOURCE_SECRET_LABEL);
+                        }
                     })
                     .reflect(secrets_writer)
                     .inspect(marks(listed_by(&mut listed.domain_inputs)))
@@ -320,8 +323,16 @@ pub async fn run(
     });
     let (changed, drift_triggers) = futures::channel::mpsc::unbounded();
     let (held_triggers, held_changed) = futures::channel::mpsc::unbounded();
-    let domain_controller =
-        domain_controller.reconcile_on(futures::stream::select(drift_triggers, held_changed));
+    // A domain whose source a worker finished syncing is reconciled with the result.
+    let (synced_triggers, synced) = futures::channel::mpsc::unbounded();
+    let domain_controller = domain_controller.reconcile_on(futures::stream::select(
+        futures::stream::select(drift_triggers, held_changed),
+        synced,
+    ));
+    let sources = Arc::new(super::sources::SourceSyncs::new(
+        settings.sources.clone(),
+        Some(synced_triggers),
+    ));
     let drift_loop = drift.clone().map(|drift| {
         let store = domains.clone();
         tokio::spawn(drift.run(move |key| store.get(key).is_some(), changed))
@@ -357,7 +368,7 @@ pub async fn run(
         held_triggers,
         draining: Default::default(),
         queues: Default::default(),
-        sources: Default::default(),
+        sources,
         written,
         listed,
     });

@@ -1,12 +1,12 @@
 //! The recipient sources the operator syncs itself (`spec.recipients.ldap` and `http`),
-//! asked when a sync is due. The list in force is the last sync that succeeded: a failed
-//! one leaves it serving (and says why in status), and `maxAge` counts from its time; an
-//! operator that starts while a source is down counts from the success its predecessor
-//! recorded in status.
+//! asked by a pool of workers apart from the reconciles when a sync is due. The list in
+//! force is the last sync that succeeded: a failed one leaves it serving (and says why in
+//! status), and `maxAge` counts from its time; an operator that starts while a source is
+//! down counts from the success its predecessor recorded in status. A list that shrank
+//! past `recipients.maxShrink` is held until someone accepts it.
 
-use super::error::Error;
 use crate::api::domain::{
-    HttpSource, LdapSource, RecipientSourceStatus, Recipients, refresh_every,
+    HeldSync, HttpSource, LdapSource, MaxShrink, RecipientSourceStatus, Recipients, refresh_every,
 };
 use crate::api::{KeyRef, MailDomain};
 use crate::net::http::{Fetched, ListQuery};
@@ -14,6 +14,7 @@ use crate::net::ldap::DirectoryQuery;
 use crate::recipients::AddressList;
 use crate::recipients::extract::SourceError;
 use base64::Engine;
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -24,8 +25,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Most addresses one source may give a domain: the operator holds them in memory.
 pub const MAX_SOURCE_ADDRESSES: usize = 1_000_000;
@@ -42,14 +44,46 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(300);
 /// A failed sync is tried again this soon (or at the refresh interval, if shorter).
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 
+/// The label a Secret must carry before a recipient source (token, password, CA, list) may
+/// read it: without it, permission to create MailDomains would be permission to send any
+/// Secret of the namespace to a URL of one's choice.
+pub const SOURCE_SECRET_LABEL: &str = "mx-operator.io/recipient-source";
+
+/// How syncing runs beside the reconciles.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// Syncs running at once, in all.
+    pub workers: usize,
+    /// Syncs of one namespace running at once: one tenant's slow directory cannot occupy
+    /// every worker.
+    pub per_namespace: usize,
+    /// Longest a whole sync may take (every LDAP page, the whole HTTP body).
+    pub deadline: Duration,
+    /// Sources are not asked more often than this, whatever their `refreshInterval` says:
+    /// a busy directory is the primary's, and the platform's own workers are shared.
+    pub min_refresh: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            per_namespace: 2,
+            deadline: Duration::from_secs(300),
+            min_refresh: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What a sync reaches: the API server (Secrets), the network, the MailDomains (to drop
-/// the lists of those gone), and the Secrets' versions (a changed credential makes a sync
-/// due).
-pub struct Reach<'a> {
-    pub client: &'a Client,
-    pub network: &'a crate::net::Network,
-    pub domains: &'a Store<MailDomain>,
-    pub secrets: &'a Store<PartialObjectMeta<Secret>>,
+/// the lists of those gone), and the Secrets' versions and labels (a changed credential
+/// makes a sync due; an unlabelled Secret is not read).
+#[derive(Clone)]
+pub struct Reach {
+    pub client: Client,
+    pub network: crate::net::Network,
+    pub domains: Store<MailDomain>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
 }
 
 /// One source a MailDomain names.
@@ -78,24 +112,32 @@ impl Source {
         }
     }
 
-    fn url(&self) -> &str {
+    pub fn url(&self) -> &str {
         match self {
             Self::Ldap(ldap) => &ldap.url,
             Self::Http(http) => &http.url,
         }
     }
 
-    fn refresh(&self) -> Duration {
+    fn refresh(&self, floor: Duration) -> Duration {
         refresh_every(match self {
             Self::Ldap(ldap) => &ldap.refresh_interval,
             Self::Http(http) => &http.refresh_interval,
         })
+        .max(floor)
     }
 
     fn skip_invalid(&self) -> bool {
         match self {
             Self::Ldap(ldap) => ldap.skip_invalid,
             Self::Http(http) => http.skip_invalid,
+        }
+    }
+
+    fn secret_names(&self) -> Vec<&str> {
+        match self {
+            Self::Ldap(ldap) => ldap.secret_names().collect(),
+            Self::Http(http) => http.secret_names().collect(),
         }
     }
 
@@ -106,11 +148,7 @@ impl Source {
         namespace: &str,
         secrets: &Store<PartialObjectMeta<Secret>>,
     ) -> Credentials {
-        let names: Vec<&str> = match self {
-            Self::Ldap(ldap) => ldap.secret_names().collect(),
-            Self::Http(http) => http.secret_names().collect(),
-        };
-        names
+        self.secret_names()
             .into_iter()
             .map(|name| {
                 let cached = secrets.get(&ObjectRef::new(name).within(namespace));
@@ -119,20 +157,71 @@ impl Source {
             .collect()
     }
 
-    /// "LDAP ldaps://..." or "HTTP https://...".
+    /// Why credentials would travel in the clear, unless the source says `insecure`.
+    pub fn insecure_credentials(&self) -> Option<SourceError> {
+        let why = match self {
+            Self::Ldap(ldap)
+                if !ldap.insecure && !ldap.start_tls && ldap.url.starts_with("ldap://") =>
+            {
+                "the bind password would be sent over ldap:// without startTLS"
+            }
+            Self::Http(http)
+                if !http.insecure
+                    && http.url.starts_with("http://")
+                    && (http.bearer_token_secret_ref.is_some()
+                        || http.basic_auth_secret_ref.is_some()) =>
+            {
+                "the credentials would be sent over http://"
+            }
+            _ => return None,
+        };
+        Some(SourceError::InsecureCredentials(format!(
+            "{why}, readable on the way; use TLS, or set insecure: true on the source"
+        )))
+    }
+
+    /// "the directory ldap://..." or "the list at https://...", without what a URL may
+    /// carry that is not for status or logs (user info, query, fragment).
     fn described(&self) -> String {
         match self {
-            Self::Ldap(ldap) => format!("the directory {}", ldap.url),
-            Self::Http(http) => format!("the list at {}", http.url),
+            Self::Ldap(ldap) => format!("the directory {}", redacted(&ldap.url)),
+            Self::Http(http) => format!("the list at {}", redacted(&http.url)),
         }
     }
 }
 
-/// The sync state of each MailDomain (`namespace`, `name`) source (`kind`).
-#[derive(Default)]
-pub struct SourceSyncs(Mutex<HashMap<(String, String, &'static str), Synced>>);
+/// `url` as status and logs may show it: scheme, host, port and path.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let shown = &rest[..end];
+    let (authority, path) = shown.split_at(shown.find('/').unwrap_or(end));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let cut = end < rest.len() || host.len() < authority.len();
+    format!("{scheme}://{host}{path}{}", if cut { "…" } else { "" })
+}
 
-/// The resource versions of a source's Secrets, in [`Source::credentials`] order.
+/// Domain `namespace`, `name` and source kind.
+type Key = (String, String, &'static str);
+
+/// The sync state of each MailDomain source, and the workers that sync them apart from
+/// the reconciles: a reconcile reads the last result and never waits for a source.
+pub struct SourceSyncs {
+    entries: Mutex<HashMap<Key, Synced>>,
+    settings: SyncSettings,
+    workers: Arc<Semaphore>,
+    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Told the domain whose sync finished, to reconcile it.
+    finished: Option<UnboundedSender<ObjectRef<MailDomain>>>,
+}
+
+impl Default for SourceSyncs {
+    fn default() -> Self {
+        Self::new(SyncSettings::default(), None)
+    }
+}
+
+/// The resource versions of a source's Secrets, in [`Source::secret_names`] order.
 type Credentials = Vec<Option<String>>;
 
 #[derive(Clone)]
@@ -147,8 +236,16 @@ struct Synced {
     in_force: Option<InForce>,
     /// The list in force's `ETag` (HTTP).
     etag: Option<String>,
-    attempted: Timestamp,
+    /// A list that synced but shrank past the limit.
+    held: Option<Held>,
+    /// When the last sync started; `None` before the first.
+    attempted: Option<Timestamp>,
     error: Option<SourceError>,
+    /// A worker is syncing it now.
+    running: bool,
+    /// Added to the refresh interval, so that sources created together are not all asked
+    /// at once.
+    jitter: Duration,
 }
 
 /// The list a successful sync gave.
@@ -159,6 +256,20 @@ pub struct InForce {
     /// What it skipped (`skipInvalid`), for status.
     pub skipped: Option<String>,
 }
+
+/// A list held back: it would have removed more than `recipients.maxShrink` allows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub list: InForce,
+    /// What the acceptance annotation names.
+    pub id: String,
+    /// Addresses of the list it would have replaced.
+    pub from: usize,
+    etag: Option<String>,
+}
+
+/// The annotation that applies held lists: the ids status shows, comma-separated.
+pub const ACCEPT_SHRINK_ANNOTATION: &str = "mx-operator.io/accept-recipient-shrink";
 
 /// The last success an earlier operator recorded in status, while none has come since
 /// this one started: the gateway still holds that list.
@@ -179,7 +290,9 @@ pub struct SourceState {
     pub earlier: Option<EarlierSuccess>,
     /// Why the last attempt failed.
     pub error: Option<SourceError>,
-    /// When the next sync is due.
+    /// A list held back because it shrank too far.
+    pub held: Option<Held>,
+    /// When the next sync is due (or, while one runs, when to look again at the latest).
     pub next_in: Duration,
 }
 
@@ -200,160 +313,269 @@ impl SourceState {
                 Some(error) => Some(error.to_string()),
                 None => in_force.and_then(|list| list.skipped.clone()),
             },
+            held: self.held.as_ref().map(|held| HeldSync {
+                id: held.id.clone(),
+                addresses: held.list.addresses.len() as i64,
+                at: Time(held.list.at),
+            }),
         }
     }
 }
 
+/// What a sync is started with, besides the source.
+struct Job {
+    key: Key,
+    source: Source,
+    normalized: String,
+    /// The known Secrets' versions, and whether the interval has passed.
+    credentials: Credentials,
+    due: bool,
+    shrink: MaxShrink,
+    /// The size of the list the gateway holds when this operator has none in force yet.
+    earlier_addresses: Option<usize>,
+}
+
 impl SourceSyncs {
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, &'static str), Synced>> {
-        self.0
+    pub fn new(
+        settings: SyncSettings,
+        finished: Option<UnboundedSender<ObjectRef<MailDomain>>>,
+    ) -> Self {
+        Self {
+            entries: Mutex::default(),
+            workers: Arc::new(Semaphore::new(settings.workers.max(1))),
+            namespaces: Mutex::default(),
+            settings,
+            finished,
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Synced>> {
+        self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Syncs each source of the domain whose sync is due (none yet, the source or what it
-    /// reads from its Secrets changed, or its refresh interval passed; sooner after a
-    /// failure), and returns their states.
-    pub async fn sync(
-        &self,
+    /// The state of each source of the domain. A source whose sync is due (none yet, the
+    /// source or what it reads from its Secrets changed, or its refresh interval passed;
+    /// sooner after a failure) is handed to a worker, unless `refused` says why it may not
+    /// be asked; the domain is reconciled again when the worker is done.
+    pub fn states(
+        self: &Arc<Self>,
         domain: &MailDomain,
-        reach: &Reach<'_>,
-        namespace: &str,
+        reach: &Reach,
         normalized: &str,
-    ) -> Result<Vec<SourceState>, Error> {
+        refused: impl Fn(&Source) -> Option<SourceError>,
+    ) -> Vec<SourceState> {
+        let namespace = domain.namespace().unwrap_or_default();
         let name = domain.name_any();
-        let sources = Source::named(&domain.spec.recipients);
-        {
-            let mut entries = self.entries();
-            for kind in Source::KINDS {
-                if !sources.iter().any(|s| s.kind() == kind) {
-                    entries.remove(&(namespace.to_string(), name.clone(), kind));
-                }
-            }
-        }
-        let mut states = Vec::with_capacity(sources.len());
+        let recipients = &domain.spec.recipients;
+        let sources = Source::named(recipients);
+        let accepted: Vec<&str> = domain
+            .annotations()
+            .get(ACCEPT_SHRINK_ANNOTATION)
+            .map(|ids| ids.split(',').map(str::trim).collect())
+            .unwrap_or_default();
         let recorded = domain.status.as_ref().map(|s| &s.recipient_sources);
-        for source in sources {
-            let key = (namespace.to_string(), name.clone(), source.kind());
-            let mut state = self.sync_one(reach, key, source, normalized).await?;
-            if state.in_force.is_none() {
-                let recorded = recorded.into_iter().flatten();
-                state.earlier = recorded.filter(|r| r.source == state.kind).find_map(|r| {
+        let earlier = |kind: &str| {
+            recorded
+                .into_iter()
+                .flatten()
+                .filter(|r| r.source == kind)
+                .find_map(|r| {
                     r.last_success.as_ref().map(|at| EarlierSuccess {
                         at: at.0,
                         addresses: r.addresses,
                     })
-                });
-            }
-            states.push(state);
-        }
-        Ok(states)
-    }
-
-    async fn sync_one(
-        &self,
-        reach: &Reach<'_>,
-        key: (String, String, &'static str),
-        source: Source,
-        normalized: &str,
-    ) -> Result<SourceState, Error> {
+                })
+        };
         let now = Timestamp::now();
-        let known = self
-            .entries()
-            .get(&key)
-            .cloned()
-            .filter(|known| known.source == source);
-        let credentials = source.credentials(&key.0, reach.secrets);
-        if let Some(known) = &known
-            && known.credentials == credentials
-            && let Some(next_in) = due_in(known, now)
+        let mut states = Vec::with_capacity(sources.len());
+        let mut jobs = vec![];
         {
-            return Ok(state(known, next_in));
-        }
-        let query = match query(reach, &key.0, normalized, &source).await {
-            Ok(query) => Ok(query),
-            Err(Unready::Missing(missing)) => Err(missing),
-            Err(Unready::Api(error)) => return Err(error),
-        };
-        let secrets_digest = query.as_ref().ok().map(Query::secrets_digest);
-        let same_secrets = known
-            .as_ref()
-            .filter(|known| secrets_digest.is_some() && known.secrets_digest == secrets_digest);
-        // Only the Secrets' metadata changed (a label, a controller's touch): no sync.
-        if let Some(known) = same_secrets
-            && let Some(next_in) = due_in(known, now)
-        {
-            let known = Synced {
-                credentials,
-                ..known.clone()
-            };
-            let state = state(&known, next_in);
-            self.entries().insert(key, known);
-            return Ok(state);
-        }
-        // A list fetched with other credentials (another token's view) may differ: its ETag
-        // is not asked with theirs.
-        let etag = same_secrets
-            .filter(|k| k.in_force.is_some())
-            .and_then(|k| k.etag.clone());
-        let fetched = match query {
-            Ok(query) => query.send(reach.network, etag.as_deref()).await,
-            Err(missing) => Err(missing),
-        };
-        let mut synced = Synced {
-            source: source.clone(),
-            credentials,
-            secrets_digest,
-            // It came from this source: it stays in force through a credentials change.
-            in_force: known.as_ref().and_then(|k| k.in_force.clone()),
-            etag,
-            attempted: now,
-            error: None,
-        };
-        // Whole seconds, as status shows it.
-        let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
-        let accepted = fetched.and_then(|fetched| match fetched {
-            Fetched::List { extracted, etag } => extracted
-                .accepted(source.skip_invalid())
-                .map(|extracted| Some((extracted, etag))),
-            Fetched::NotModified => Ok(None),
-        });
-        match accepted {
-            Ok(Some((extracted, etag))) => {
-                synced.in_force = Some(InForce {
-                    skipped: extracted.skipped(),
-                    addresses: AddressList::of_normalized(extracted.addresses),
-                    at,
-                });
-                synced.etag = etag;
-            }
-            Ok(None) => {
-                if let Some(in_force) = synced.in_force.as_mut() {
-                    in_force.at = at;
+            let mut entries = self.entries();
+            for kind in Source::KINDS {
+                if !sources.iter().any(|s| s.kind() == kind) {
+                    entries.remove(&(namespace.clone(), name.clone(), kind));
                 }
             }
-            Err(error) => {
-                tracing::info!(url = source.url(), reason = error.reason(), %error, "a recipient source sync failed");
-                synced.error = Some(error);
+            for source in sources {
+                let key = (namespace.clone(), name.clone(), source.kind());
+                let earlier = earlier(source.kind());
+                let grew = !entries.contains_key(&key);
+                let synced = entries
+                    .entry(key.clone())
+                    .and_modify(|synced| {
+                        if synced.source != source {
+                            *synced = Synced::new(&key, source.clone());
+                        }
+                    })
+                    .or_insert_with(|| Synced::new(&key, source.clone()));
+                let baseline = synced
+                    .in_force
+                    .as_ref()
+                    .map(|list| list.addresses.len())
+                    .or(earlier
+                        .as_ref()
+                        .and_then(|e| e.addresses)
+                        .map(|n| n as usize));
+                synced.apply_accepted(&accepted, &recipients.max_shrink, baseline);
+                let credentials = source.credentials(&namespace, &reach.secrets);
+                let next_in = synced.due_in(now, self.settings.min_refresh);
+                if let Some(refusal) = refused(&source) {
+                    // Not asked at all; a list it gave before it was refused stays in force.
+                    synced.error = Some(refusal);
+                    synced.attempted = Some(now);
+                } else if !synced.running
+                    && (next_in.is_none() || synced.credentials != credentials)
+                {
+                    synced.running = true;
+                    jobs.push(Job {
+                        key: key.clone(),
+                        source: source.clone(),
+                        normalized: normalized.to_string(),
+                        credentials,
+                        due: next_in.is_none(),
+                        shrink: recipients.max_shrink.clone(),
+                        earlier_addresses: baseline,
+                    });
+                }
+                let next_in = match synced.running {
+                    // Looked at again when the worker is done; this is a fallback.
+                    true => self.settings.deadline,
+                    false => synced
+                        .due_in(now, self.settings.min_refresh)
+                        .unwrap_or(RETRY_FAILED),
+                };
+                let mut state = synced.state(next_in);
+                if state.in_force.is_none() {
+                    state.earlier = earlier;
+                }
+                states.push(state);
+                // Lists of domains deleted without a finalizer (a reconcile never sees
+                // them go): dropped whenever the map grows, so it holds no more than the
+                // live sources and those gone since the last new one.
+                if grew {
+                    entries.retain(|(namespace, name, _), _| {
+                        reach
+                            .domains
+                            .get(&ObjectRef::new(name).within(namespace))
+                            .is_some()
+                    });
+                }
             }
         }
-        let next_in = due_in(&synced, now).unwrap_or(RETRY_FAILED);
-        let state = state(&synced, next_in);
-        let mut entries = self.entries();
-        // Lists of domains deleted without a finalizer (a reconcile never sees them go):
-        // dropped whenever the map grows, so it holds no more than the live sources and
-        // those gone since the last new one, and a refresh costs no pass over it.
-        if entries.insert(key, synced).is_none() {
-            entries.retain(|(namespace, name, _), _| {
-                reach
-                    .domains
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .is_some()
-            });
+        for job in jobs {
+            let syncs = self.clone();
+            let reach = reach.clone();
+            tokio::spawn(async move { syncs.run(job, reach).await });
         }
-        Ok(state)
+        states
+    }
+
+    /// One sync on a worker: a place in the namespace's share, then in the pool; the
+    /// whole sync bounded by the deadline.
+    async fn run(self: Arc<Self>, job: Job, reach: Reach) {
+        let share = {
+            let mut namespaces = self
+                .namespaces
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let per_namespace = self.settings.per_namespace.max(1);
+            namespaces
+                .entry(job.key.0.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(per_namespace)))
+                .clone()
+        };
+        let outcome = async {
+            let _share = share.acquire_owned().await.ok()?;
+            let _worker = self.workers.clone().acquire_owned().await.ok()?;
+            let known = self.entries().get(&job.key).cloned()?;
+            let sync = self.sync(&job, &known, &reach);
+            Some(
+                tokio::time::timeout(self.settings.deadline, sync)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Outcome::Failed(SourceError::TimedOut(format!(
+                            "no complete answer within {} s",
+                            self.settings.deadline.as_secs()
+                        )))
+                    }),
+            )
+        }
+        .await;
+        {
+            let mut entries = self.entries();
+            // Gone, or its source changed while it was asked: the answer is not its.
+            let Some(synced) = entries
+                .get_mut(&job.key)
+                .filter(|synced| synced.source == job.source)
+            else {
+                return;
+            };
+            synced.running = false;
+            if let Some(outcome) = outcome {
+                synced.record(outcome, &job);
+            }
+        }
+        let (namespace, name, _) = &job.key;
+        if let Some(finished) = &self.finished {
+            // A closed channel: the controller is stopping.
+            let _ = finished.unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+    }
+
+    /// Reads the Secrets, and asks the source unless only their metadata changed.
+    async fn sync(&self, job: &Job, known: &Synced, reach: &Reach) -> Outcome {
+        let now = Timestamp::now();
+        let (namespace, name, _) = &job.key;
+        let query = match query(reach, namespace, &job.normalized, &job.source).await {
+            Ok(query) => query,
+            Err(error) => {
+                return Outcome::Failed(error);
+            }
+        };
+        let secrets_digest = query.secrets_digest();
+        let same_secrets = known.secrets_digest == Some(secrets_digest);
+        if same_secrets && !job.due {
+            return Outcome::Unchanged;
+        }
+        // A list fetched with other credentials (another token's view) may differ: its
+        // ETag is not asked with theirs.
+        let etag = known
+            .etag
+            .clone()
+            .filter(|_| same_secrets && known.in_force.is_some());
+        let fetched = query.send(&reach.network, etag.as_deref()).await;
+        // Whole seconds, as status shows it.
+        let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let result =
+            fetched.and_then(|fetched| match fetched {
+                Fetched::List { extracted, etag } => extracted
+                    .accepted(job.source.skip_invalid())
+                    .map(|extracted| {
+                        Some((
+                            InForce {
+                                skipped: extracted.skipped(),
+                                addresses: AddressList::of_normalized(extracted.addresses),
+                                at,
+                            },
+                            etag,
+                        ))
+                    }),
+                Fetched::NotModified => Ok(None),
+            });
+        if let Err(error) = &result {
+            tracing::info!(
+                namespace = %namespace, maildomain = %name, source = job.source.kind(),
+                url = redacted(job.source.url()), reason = error.reason(), %error,
+                "a recipient source sync failed"
+            );
+        }
+        Outcome::Asked {
+            secrets_digest,
+            at,
+            result,
+        }
     }
 
     /// Drops a domain's lists (it is gone).
@@ -363,44 +585,150 @@ impl SourceSyncs {
     }
 }
 
-/// How long until the next sync of `synced` is due; `None` when it is due now.
-fn due_in(synced: &Synced, now: Timestamp) -> Option<Duration> {
-    let every = match synced.error {
-        Some(_) => synced.source.refresh().min(RETRY_FAILED),
-        None => synced.source.refresh(),
-    };
-    let since = Duration::try_from(now.duration_since(synced.attempted)).unwrap_or_default();
-    every.checked_sub(since).filter(|left| !left.is_zero())
+/// How a worker's sync ended.
+enum Outcome {
+    /// Only the Secrets' metadata changed (a label, a controller's touch): not asked.
+    Unchanged,
+    /// The source could not be asked (a Secret missing or not opted in, the deadline).
+    Failed(SourceError),
+    /// The source was asked: a new list, `None` for not modified, or why it failed.
+    Asked {
+        secrets_digest: [u8; 32],
+        at: Timestamp,
+        result: Result<Option<(InForce, Option<String>)>, SourceError>,
+    },
 }
 
-fn state(synced: &Synced, next_in: Duration) -> SourceState {
-    SourceState {
-        kind: synced.source.kind(),
-        described: synced.source.described(),
-        in_force: synced.in_force.clone(),
-        earlier: None,
-        error: synced.error.clone(),
-        next_in,
+impl Synced {
+    fn new(key: &Key, source: Source) -> Self {
+        Self {
+            source,
+            credentials: vec![],
+            secrets_digest: None,
+            in_force: None,
+            etag: None,
+            held: None,
+            attempted: None,
+            error: None,
+            running: false,
+            jitter: jitter(key),
+        }
+    }
+
+    /// How long until the next sync is due; `None` when it is due now.
+    fn due_in(&self, now: Timestamp, floor: Duration) -> Option<Duration> {
+        let attempted = self.attempted?;
+        let every = self.source.refresh(floor) + self.jitter;
+        let every = match self.error {
+            Some(_) => every.min(RETRY_FAILED),
+            None => every,
+        };
+        let since = Duration::try_from(now.duration_since(attempted)).unwrap_or_default();
+        every.checked_sub(since).filter(|left| !left.is_zero())
+    }
+
+    fn state(&self, next_in: Duration) -> SourceState {
+        SourceState {
+            kind: self.source.kind(),
+            described: self.source.described(),
+            in_force: self.in_force.clone(),
+            earlier: None,
+            error: self.error.clone(),
+            held: self.held.clone(),
+            next_in,
+        }
+    }
+
+    /// Applies a held list the annotation names, or one the limit no longer holds.
+    fn apply_accepted(&mut self, accepted: &[&str], limit: &MaxShrink, baseline: Option<usize>) {
+        let Some(held) = &self.held else {
+            return;
+        };
+        let still_held = baseline.is_some_and(|from| limit.holds(from, held.list.addresses.len()));
+        if accepted.contains(&held.id.as_str()) || !still_held {
+            if let Some(held) = self.held.take() {
+                self.in_force = Some(held.list);
+                self.etag = held.etag;
+            }
+        }
+    }
+
+    /// Takes what a worker's sync gave.
+    fn record(&mut self, outcome: Outcome, job: &Job) {
+        // The versions it was asked with, whatever came of it: another reconcile with
+        // them is no reason to ask again before the interval.
+        self.credentials = job.credentials.clone();
+        match outcome {
+            Outcome::Unchanged => {}
+            Outcome::Failed(error) => {
+                self.attempted = Some(Timestamp::now());
+                self.secrets_digest = None;
+                self.error = Some(error);
+            }
+            Outcome::Asked {
+                secrets_digest,
+                at,
+                result,
+            } => {
+                self.secrets_digest = Some(secrets_digest);
+                self.attempted = Some(at);
+                self.error = None;
+                match result {
+                    Ok(Some((list, etag))) => {
+                        let from = self
+                            .in_force
+                            .as_ref()
+                            .map(|list| list.addresses.len())
+                            .or(job.earlier_addresses);
+                        match from.filter(|from| job.shrink.holds(*from, list.addresses.len())) {
+                            Some(from) => {
+                                self.held = Some(Held {
+                                    id: held_id(&list.addresses),
+                                    list,
+                                    from,
+                                    etag,
+                                });
+                            }
+                            None => {
+                                self.in_force = Some(list);
+                                self.etag = etag;
+                                self.held = None;
+                            }
+                        }
+                    }
+                    // The list in force is the server's list now.
+                    Ok(None) => {
+                        if let Some(in_force) = self.in_force.as_mut() {
+                            in_force.at = at;
+                        }
+                        self.held = None;
+                    }
+                    Err(error) => self.error = Some(error),
+                }
+            }
+        }
     }
 }
 
-/// Why a source could not be asked: the API server failed (the reconcile is retried), or a
-/// Secret or key it names is missing (a status reason).
-enum Unready {
-    Api(Error),
-    Missing(SourceError),
+/// Names a held list: the same list synced again keeps its id.
+fn held_id(addresses: &AddressList) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for address in addresses.iter() {
+        hasher.update(address.as_bytes());
+        hasher.update(b"\n");
+    }
+    let digest = hasher.finalize();
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
-impl From<kube::Error> for Unready {
-    fn from(error: kube::Error) -> Self {
-        Self::Api(error.into())
-    }
-}
-
-impl From<SourceError> for Unready {
-    fn from(missing: SourceError) -> Self {
-        Self::Missing(missing)
-    }
+/// Up to a tenth of a minute, the same for a source every time: spreads sources that
+/// were created together.
+fn jitter(key: &Key) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    Duration::from_millis(hasher.finish() % 6_000)
 }
 
 /// What a source is asked, its credentials and CA read from their Secrets.
@@ -456,12 +784,12 @@ impl Query {
 
 /// What `source` is asked, with its credentials and CA from their Secrets.
 async fn query(
-    reach: &Reach<'_>,
+    reach: &Reach,
     namespace: &str,
     normalized: &str,
     source: &Source,
-) -> Result<Query, Unready> {
-    let mut secrets = Secrets::new(reach.client, namespace);
+) -> Result<Query, SourceError> {
+    let mut secrets = Secrets::new(reach, namespace);
     Ok(match source {
         Source::Ldap(ldap) => {
             Query::Directory(directory_query(&mut secrets, normalized, ldap).await?)
@@ -475,7 +803,7 @@ async fn directory_query(
     secrets: &mut Secrets<'_>,
     normalized: &str,
     source: &LdapSource,
-) -> Result<DirectoryQuery, Unready> {
+) -> Result<DirectoryQuery, SourceError> {
     let password = secrets.text(&source.password_secret_ref).await?;
     let ca_pem = secrets.optional(source.ca_secret_ref.as_ref()).await?;
     Ok(DirectoryQuery {
@@ -499,7 +827,7 @@ async fn list_query(
     secrets: &mut Secrets<'_>,
     normalized: &str,
     source: &HttpSource,
-) -> Result<ListQuery, Unready> {
+) -> Result<ListQuery, SourceError> {
     let ca_pem = secrets.optional(source.ca_secret_ref.as_ref()).await?;
     let token = secrets
         .optional(source.bearer_token_secret_ref.as_ref())
@@ -536,38 +864,59 @@ fn one_line(text: &str) -> String {
 /// user name and a password, are often keys of the same Secret).
 struct Secrets<'a> {
     api: Api<Secret>,
+    cached: &'a Store<PartialObjectMeta<Secret>>,
     namespace: &'a str,
     read: HashMap<String, Option<Secret>>,
 }
 
 impl<'a> Secrets<'a> {
-    fn new(client: &Client, namespace: &'a str) -> Self {
+    fn new(reach: &'a Reach, namespace: &'a str) -> Self {
         Self {
-            api: Api::namespaced(client.clone(), namespace),
+            api: Api::namespaced(reach.client.clone(), namespace),
+            cached: &reach.secrets,
             namespace,
             read: HashMap::new(),
         }
     }
 
-    async fn optional(&mut self, reference: Option<&KeyRef>) -> Result<Option<String>, Unready> {
+    async fn optional(
+        &mut self,
+        reference: Option<&KeyRef>,
+    ) -> Result<Option<String>, SourceError> {
         match reference {
             Some(reference) => Ok(Some(self.text(reference).await?)),
             None => Ok(None),
         }
     }
 
-    async fn text(&mut self, reference: &KeyRef) -> Result<String, Unready> {
+    async fn text(&mut self, reference: &KeyRef) -> Result<String, SourceError> {
         let (namespace, name) = (self.namespace, &reference.name);
         if !self.read.contains_key(name) {
-            let secret = self.api.get_opt(name).await?;
+            // Its data is read only once its labels say it may be.
+            if let Some(cached) = self.cached.get(&ObjectRef::new(name).within(namespace))
+                && !secret_opted_in(&cached.metadata)
+            {
+                return Err(SourceError::SecretNotAllowed(format!(
+                    "Secret {namespace}/{name} is not labelled {SOURCE_SECRET_LABEL}=true, so recipient sources may not read it"
+                )));
+            }
+            let secret = self.api.get_opt(name).await.map_err(|error| {
+                SourceError::CredentialsMissing(format!(
+                    "Secret {namespace}/{name} could not be read: {error}"
+                ))
+            })?;
             self.read.insert(name.clone(), secret);
         }
         let Some(secret) = self.read.get(name).and_then(Option::as_ref) else {
             return Err(SourceError::CredentialsMissing(format!(
                 "Secret {namespace}/{name} does not exist"
-            ))
-            .into());
+            )));
         };
+        if !secret_opted_in(&secret.metadata) {
+            return Err(SourceError::SecretNotAllowed(format!(
+                "Secret {namespace}/{name} is not labelled {SOURCE_SECRET_LABEL}=true, so recipient sources may not read it"
+            )));
+        }
         let text = secret
             .data
             .as_ref()
@@ -578,9 +927,19 @@ impl<'a> Secrets<'a> {
                 "Secret {namespace}/{name} has no key {:?} (or it is not UTF-8 text)",
                 reference.key
             ))
-            .into()
         })
     }
+}
+
+/// Whether a Secret says recipient sources may read it.
+pub fn secret_opted_in(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SOURCE_SECRET_LABEL))
+        .is_some_and(|value| value == "true")
 }
 
 #[cfg(test)]
@@ -595,13 +954,23 @@ mod tests {
         }))
         .unwrap();
         Synced {
-            source: Source::Ldap(source),
-            credentials: vec![],
-            secrets_digest: None,
-            in_force: None,
-            etag: None,
-            attempted: Timestamp::from_second(attempted).unwrap(),
+            attempted: Some(Timestamp::from_second(attempted).unwrap()),
             error: failed.then(|| SourceError::Unreachable("refused".into())),
+            jitter: Duration::ZERO,
+            ..Synced::new(&key(), Source::Ldap(source))
+        }
+    }
+
+    fn key() -> Key {
+        ("mail".into(), "example-com".into(), "ldap")
+    }
+
+    fn list(count: usize) -> InForce {
+        let addresses = (0..count).map(|i| format!("u{i}@example.com")).collect();
+        InForce {
+            addresses: AddressList::of_normalized(addresses),
+            at: Timestamp::from_second(2_000).unwrap(),
+            skipped: None,
         }
     }
 
@@ -617,6 +986,7 @@ mod tests {
                 addresses: Some(3_000),
             }),
             error: Some(SourceError::Unreachable("refused".into())),
+            held: None,
             next_in: RETRY_FAILED,
         };
         let status = state.status();
@@ -675,10 +1045,188 @@ mod tests {
         ];
         for (refresh, attempted, failed, now, due) in table {
             assert_eq!(
-                due_in(&synced(refresh, attempted, failed), at(now)),
+                synced(refresh, attempted, failed).due_in(at(now), Duration::from_secs(10)),
                 due.map(Duration::from_secs),
                 "{refresh} {attempted} {failed} {now}"
             );
+        }
+        let never = Synced::new(&key(), synced("15m", 0, false).source);
+        assert_eq!(
+            never.due_in(at(1), Duration::ZERO),
+            None,
+            "never synced: due"
+        );
+    }
+
+    #[test]
+    fn the_operators_floor_raises_a_short_refresh_interval() {
+        let at = |second: i64| Timestamp::from_second(second).unwrap();
+        let synced = synced("20s", 1_000, false);
+        let floor = Duration::from_secs(60);
+        assert_eq!(
+            synced.due_in(at(1_030), floor),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(synced.due_in(at(1_060), floor), None);
+    }
+
+    #[test]
+    fn jitter_is_the_same_for_a_source_and_under_six_seconds() {
+        let other = ("mail".to_string(), "other".to_string(), "http");
+        assert_eq!(jitter(&key()), jitter(&key()));
+        assert!(jitter(&key()) < Duration::from_secs(6));
+        assert!(jitter(&other) < Duration::from_secs(6));
+    }
+
+    fn job(earlier: Option<usize>) -> Job {
+        Job {
+            key: key(),
+            source: synced("15m", 0, false).source,
+            normalized: "example.com".into(),
+            credentials: vec![],
+            due: true,
+            shrink: MaxShrink::default(),
+            earlier_addresses: earlier,
+        }
+    }
+
+    fn asked(list: Option<InForce>) -> Outcome {
+        Outcome::Asked {
+            secrets_digest: [0; 32],
+            at: Timestamp::from_second(3_000).unwrap(),
+            result: Ok(list.map(|list| (list, None))),
+        }
+    }
+
+    #[test]
+    fn a_list_that_shrinks_too_far_is_held_and_the_one_in_force_keeps_serving() {
+        // (in force, earlier in status, synced, held)
+        let table = [
+            (Some(1_000), None, 10, true),
+            (Some(1_000), None, 0, true),
+            (Some(5), None, 0, true),
+            (Some(1_000), None, 901, false),
+            (Some(1_000), None, 899, true),
+            (Some(150), None, 60, false),
+            (Some(150), None, 50, true),
+            (None, Some(1_000), 10, true),
+            (None, None, 10, false),
+            (None, None, 0, false),
+            (Some(10), None, 2_000, false),
+        ];
+        for (in_force, earlier, synced_count, held) in table {
+            let mut entry = synced("15m", 0, false);
+            entry.in_force = in_force.map(list);
+            entry.record(asked(Some(list(synced_count))), &job(earlier));
+            let what = format!("{in_force:?} {earlier:?} → {synced_count}");
+            assert_eq!(entry.held.is_some(), held, "{what}");
+            let serving = entry.in_force.as_ref().map(|l| l.addresses.len());
+            match held {
+                true => {
+                    assert_eq!(serving, in_force, "{what}");
+                    assert_eq!(
+                        entry.held.as_ref().unwrap().from,
+                        in_force.or(earlier).unwrap()
+                    );
+                }
+                false => assert_eq!(serving, Some(synced_count), "{what}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_held_list_is_applied_when_named_or_when_the_limit_is_raised_or_the_list_recovers() {
+        let held = || {
+            let mut entry = synced("15m", 0, false);
+            entry.in_force = Some(list(1_000));
+            entry.record(asked(Some(list(10))), &job(None));
+            entry
+        };
+        let limit = MaxShrink::default();
+        let id = held().held.unwrap().id;
+        assert_eq!(id, held().held.unwrap().id, "the same list keeps its id");
+
+        let mut named = held();
+        named.apply_accepted(&["other", &id], &limit, Some(1_000));
+        assert_eq!(named.in_force.unwrap().addresses.len(), 10);
+        assert!(named.held.is_none());
+
+        let mut not_named = held();
+        not_named.apply_accepted(&["other"], &limit, Some(1_000));
+        assert_eq!(not_named.in_force.unwrap().addresses.len(), 1_000);
+
+        let mut raised = held();
+        let everything = MaxShrink {
+            percent: 100,
+            addresses: 0,
+        };
+        raised.apply_accepted(&[], &everything, Some(1_000));
+        assert_eq!(raised.in_force.unwrap().addresses.len(), 10);
+
+        let mut recovered = held();
+        recovered.record(asked(None), &job(None));
+        assert!(
+            recovered.held.is_none(),
+            "not modified: the list in force is current"
+        );
+        assert_eq!(recovered.in_force.unwrap().addresses.len(), 1_000);
+    }
+
+    #[test]
+    fn urls_lose_user_info_query_and_fragment() {
+        let table = [
+            (
+                "https://lists.example.com/users.txt",
+                "https://lists.example.com/users.txt",
+            ),
+            (
+                "https://lists.example.com/u?token=abc",
+                "https://lists.example.com/u…",
+            ),
+            (
+                "https://me:pw@lists.example.com:8443/u",
+                "https://lists.example.com:8443/u…",
+            ),
+            ("ldaps://ldap.example.com", "ldaps://ldap.example.com"),
+            ("https://h.example/#x", "https://h.example/…"),
+        ];
+        for (url, shown) in table {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_clear_are_refused_unless_the_source_says_insecure() {
+        let ldap =
+            |url: &str, start_tls: bool, insecure: bool| {
+                Source::Ldap(serde_json::from_value(serde_json::json!({
+                "url": url, "bindDN": "cn=x", "baseDN": "dc=example", "startTLS": start_tls,
+                "passwordSecretRef": {"name": "ldap", "key": "password"}, "insecure": insecure,
+            })).unwrap())
+            };
+        let http = |url: &str, token: bool, insecure: bool| {
+            let mut source = serde_json::json!({"url": url, "insecure": insecure});
+            if token {
+                source["bearerTokenSecretRef"] = serde_json::json!({"name": "t", "key": "token"});
+            }
+            Source::Http(serde_json::from_value(source).unwrap())
+        };
+        let table = [
+            (ldap("ldap://ldap.example.com", false, false), true),
+            (ldap("ldap://ldap.example.com", true, false), false),
+            (ldap("ldap://ldap.example.com", false, true), false),
+            (ldap("ldaps://ldap.example.com", false, false), false),
+            (http("http://lists.example.com/u", true, false), true),
+            (http("http://lists.example.com/u", false, false), false),
+            (http("http://lists.example.com/u", true, true), false),
+            (http("https://lists.example.com/u", true, false), false),
+        ];
+        for (source, refused) in table {
+            let found = source.insecure_credentials();
+            assert_eq!(found.is_some(), refused, "{source:?}");
+            if let Some(error) = found {
+                assert_eq!(error.reason(), "InsecureCredentials");
+            }
         }
     }
 }

@@ -193,7 +193,7 @@ pub fn departure_effect(action_due: bool, action: DepartureAction) -> (Option<Re
 pub fn expect_for(mode: RelayMode, require_tls: bool) -> Expect {
     match mode {
         RelayMode::Withdrawn => Expect::Deny,
-        RelayMode::Stale | RelayMode::Suspended => Expect::Defer,
+        RelayMode::Stale | RelayMode::Unsynced | RelayMode::Suspended => Expect::Defer,
         // The probe speaks plain text, which such a domain defers.
         RelayMode::Active if require_tls => Expect::Defer,
         RelayMode::Active => Expect::Accept,

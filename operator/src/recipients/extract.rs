@@ -25,6 +25,14 @@ pub enum SourceError {
     InvalidEntries { count: usize, quoted: String },
     #[error("{0}")]
     TooLarge(String),
+    #[error("the sync took too long: {0}")]
+    TimedOut(String),
+    #[error("{0}")]
+    InsecureCredentials(String),
+    #[error("{0}")]
+    SecretNotAllowed(String),
+    #[error("the operator does not connect there: {0}")]
+    NotAllowed(String),
 }
 
 impl SourceError {
@@ -38,6 +46,10 @@ impl SourceError {
             Self::ServerError(_) => "ServerError",
             Self::InvalidEntries { .. } => "InvalidEntries",
             Self::TooLarge(_) => "TooLarge",
+            Self::TimedOut(_) => "TimedOut",
+            Self::InsecureCredentials(_) => "InsecureCredentials",
+            Self::SecretNotAllowed(_) => "SecretNotAllowed",
+            Self::NotAllowed(_) => "SourceNotAllowed",
         }
     }
 }

@@ -679,6 +679,7 @@ mod tests {
         for mode in [
             RelayMode::Active,
             RelayMode::Stale,
+            RelayMode::Unsynced,
             RelayMode::Suspended,
             RelayMode::Withdrawn,
         ] {

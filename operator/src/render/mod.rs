@@ -71,6 +71,9 @@ pub enum RelayMode {
     Suspended,
     /// The recipient list is older than `recipients.maxAge`: 4xx, never accept-all.
     Stale,
+    /// No list of the domain's recipients is in force yet (a first sync failed or is
+    /// running, a referenced list is missing): 4xx, the gateway does not know.
+    Unsynced,
     /// Not relayed at all (departed and removed).
     Withdrawn,
 }

@@ -122,7 +122,7 @@ proptest! {
     fn relay_output_is_refused_or_contained(
         value in spec_value(),
         recipients in prop::collection::btree_set(field(&["alice@example.com", "bob@xn--bcher-kva.example"]), 0..4),
-        mode in prop::sample::select(vec![RelayMode::Active, RelayMode::Stale, RelayMode::Suspended]),
+        mode in prop::sample::select(vec![RelayMode::Active, RelayMode::Stale, RelayMode::Unsynced, RelayMode::Suspended]),
     ) {
         let Ok(spec) = serde_json::from_value::<MailDomainSpec>(value) else {
             return Ok(());

@@ -64,6 +64,9 @@ pub fn relay_data(input: &DomainInput) -> Result<BTreeMap<String, String>, Rende
         RelayMode::Stale => Some(format!(
             "450 4.7.1 The recipient list of {domain} is out of date, try again later"
         )),
+        RelayMode::Unsynced => Some(format!(
+            "450 4.7.1 The recipient list of {domain} is not synced yet, try again later"
+        )),
         RelayMode::Active | RelayMode::Withdrawn => None,
     };
     let policy = Policy::of(input, &domain)?;
@@ -331,6 +334,7 @@ mod tests {
         let none = RecipientSet::default();
         for (mode, words) in [
             (RelayMode::Stale, "out of date"),
+            (RelayMode::Unsynced, "not synced yet"),
             (RelayMode::Suspended, "suspended"),
         ] {
             let data = relay_data(&input(&spec, &none, mode)).unwrap();

@@ -95,7 +95,7 @@ pub async fn run(
     fixtures::apply::<MailGateway>(&ns, fixtures::gateway("edge", json!({}))).await;
     fixtures::apply_dynamic(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ldap", "labels": {"mx-operator.io/recipient-source": "true"}},
                "stringData": {"password": SERVICE_PASSWORD}}),
     )
     .await;
@@ -112,7 +112,7 @@ pub async fn run(
 
     // The directory's domain first, alone: its sync and its first answers.
     let ldap = json!({
-        "url": slapd.url, "bindDN": SERVICE_DN, "baseDN": format!("ou=people,{SUFFIX}"),
+        "url": slapd.url, "insecure": true, "bindDN": SERVICE_DN, "baseDN": format!("ou=people,{SUFFIX}"),
         "passwordSecretRef": {"name": "ldap", "key": "password"}, "refreshInterval": "1h",
     });
     let recipients = json!({"ldap": ldap, "configMapRef": {"name": "extra", "key": "list"}});

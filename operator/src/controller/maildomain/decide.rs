@@ -249,6 +249,17 @@ fn decide_or_fail(
     );
     let recipients = match merged {
         Ok(recipients) => recipients,
+        // Nothing at the gateway to keep: it answers 4xx until a list is in force, not
+        // 554 (a sender bounces that).
+        Err(Unmerged { problem, stale_in }) if inputs.relay_live.is_none() => Recipients {
+            addresses: Default::default(),
+            described: String::new(),
+            stale: None,
+            unsynced: Some(problem),
+            problem: None,
+            becomes_stale_in: stale_in,
+            refresh_in: inputs.sources.iter().map(|s| s.next_in).min(),
+        },
         Err(Unmerged { problem, stale_in }) => {
             let ready = Desired::new(
                 READY,
@@ -342,6 +353,7 @@ fn relayed(
     let mode = match departed_mode {
         Some(mode) => mode,
         None if recipients.stale.is_some() => RelayMode::Stale,
+        None if recipients.unsynced.is_some() => RelayMode::Unsynced,
         None => RelayMode::Active,
     };
     let data = relay_data(&DomainInput {
@@ -412,12 +424,24 @@ fn relayed(
                 recipients.described
             ),
         ),
-        None => Desired::new(
-            RECIPIENTS_SYNCED,
-            true,
-            "Synced",
-            format!("{count} recipient(s) from {}", recipients.described),
-        ),
+        None => match (&recipients.unsynced, &recipients.problem) {
+            (Some(unsynced), _) => Desired::new(
+                RECIPIENTS_SYNCED,
+                false,
+                unsynced.reason,
+                format!(
+                    "{}; the gateway answers 4xx (try later) for the domain until a list is in force",
+                    unsynced.message
+                ),
+            ),
+            (None, Some(problem)) => problem.clone().on(RECIPIENTS_SYNCED),
+            (None, None) => Desired::new(
+                RECIPIENTS_SYNCED,
+                true,
+                "Synced",
+                format!("{count} recipient(s) from {}", recipients.described),
+            ),
+        },
     };
     let ready = match departed_mode {
         Some(mode) => Ready::Fixed(Desired::new(
@@ -440,12 +464,20 @@ fn relayed(
             "Stale",
             "the recipient list is stale; mail is deferred, not accepted",
         )),
-        None => Ready::UnlessDnsFails(Desired::new(
-            READY,
-            true,
-            "Relayed",
-            format!("relayed by MailGateway {gateway_namespace}/{gateway_name}"),
-        )),
+        None => match &recipients.unsynced {
+            Some(unsynced) => Ready::Fixed(Desired::new(
+                READY,
+                false,
+                unsynced.reason,
+                "no recipient list is in force yet; mail is deferred (4xx), not accepted or refused",
+            )),
+            None => Ready::UnlessDnsFails(Desired::new(
+                READY,
+                true,
+                "Relayed",
+                format!("relayed by MailGateway {gateway_namespace}/{gateway_name}"),
+            )),
+        },
     };
     let mut after_dns = vec![];
     if let Some(verdict) = departure.condition {
@@ -626,6 +658,8 @@ mod tests {
                 },
                 found: None,
             }],
+            // The gateway holds the list from before the ConfigMap went.
+            relay_live: Some([0; 32]),
             ..inputs(fixtures::gateway(json!({})))
         };
         let invalid = fixtures::domain(json!({"spec": {"domain": "bad domain"}}));
@@ -968,25 +1002,31 @@ mod tests {
                 in_force,
                 earlier: None,
                 error,
+                held: None,
                 next_in: Duration::from_secs(60),
             }],
             ..inputs(fixtures::gateway(json!({})))
         };
         let refused = SourceError::AuthFailed("invalid credentials".into());
 
+        // Never synced: the gateway does not know the domain's users and answers 4xx for
+        // all of them, inline ones included, never 5xx.
         let never = decide(&domain, &with(None, Some(refused.clone())), now());
         assert_eq!(ready(&never).verdict.reason, "AuthFailed");
+        let synced = condition(&never, RECIPIENTS_SYNCED).unwrap();
         assert!(
-            ready(&never)
+            synced
                 .verdict
                 .message
                 .contains("no sync of the directory ldap://ldap.example.com has succeeded"),
             "{}",
-            ready(&never).verdict.message
+            synced.verdict.message
         );
+        let relay = never.relay.as_ref().expect("rendered to answer 4xx");
+        let data = relay.object.data.as_ref().unwrap();
         assert!(
-            never.relay.is_none(),
-            "the list at the gateway is not touched"
+            data[crate::render::keys::RECIPIENT_POLICY].contains("450 4.7.1"),
+            "{data:?}"
         );
         assert_eq!(never.requeue, Action::requeue(Duration::from_secs(60)));
 
@@ -1002,18 +1042,17 @@ mod tests {
             now(),
         );
         assert_eq!(ready(&failing).verdict.reason, "Relayed");
-        let synced = failing
-            .conditions
-            .iter()
-            .find(|c| c.type_ == RECIPIENTS_SYNCED)
-            .unwrap();
+        let failing_synced = condition(&failing, RECIPIENTS_SYNCED).unwrap();
+        assert!(!failing_synced.verdict.status, "a failing source is said");
+        assert_eq!(failing_synced.verdict.reason, "AuthFailed");
         assert!(
-            synced
+            failing_synced
                 .verdict
                 .message
-                .contains("the last sync failed: AuthFailed"),
+                .contains("the last sync of the directory")
+                && failing_synced.verdict.message.contains("keeps serving"),
             "{}",
-            synced.verdict.message
+            failing_synced.verdict.message
         );
 
         let stale = decide(&domain, &with(Some(listed(6)), Some(refused)), now());
@@ -1040,8 +1079,10 @@ mod tests {
                     addresses: Some(2),
                 }),
                 error: Some(SourceError::Unreachable("connection refused".into())),
+                held: None,
                 next_in: Duration::from_secs(200),
             }],
+            relay_live: Some([0; 32]),
             ..inputs(fixtures::gateway(json!({})))
         };
         // (maxAge, minutes since the recorded success, the verdict, rendered, requeue)
@@ -1092,6 +1133,7 @@ mod tests {
                 addresses: Some(2),
             }),
             error: Some(SourceError::Unreachable("connection refused".into())),
+            held: None,
             next_in: Duration::from_secs(200),
         };
         // (the LDAP source's last success, the HTTP source's, the verdict, rendered, requeue)
@@ -1099,11 +1141,13 @@ mod tests {
             (Some(6), None, "Stale", true, 200),
             (None, Some(6), "Stale", true, 200),
             (Some(2), Some(4), "Unreachable", false, 61),
-            (Some(2), None, "Unreachable", false, 181),
+            (Some(2), None, "Unreachable", true, 181),
         ];
         for (ldap, http, reason, rendered, requeue) in table {
             let inputs = Inputs {
                 sources: vec![unsynced("ldap", ldap), unsynced("http", http)],
+                // The gateway holds the list the earlier operator synced.
+                relay_live: Some([0; 32]),
                 ..inputs(fixtures::gateway(json!({})))
             };
             let decision = decide(&domain, &inputs, now());
@@ -1113,7 +1157,8 @@ mod tests {
     }
 
     /// A domain whose synced source has no list: its Ready reason, whether it is rendered
-    /// (Stale) or the gateway keeps its list, and when it is looked at again.
+    /// (Stale, or 4xx while a source never synced) or the gateway keeps its list, and when
+    /// it is looked at again.
     fn assert_deferred_or_kept(
         decision: &Decision,
         reason: &str,

@@ -6,12 +6,16 @@
 use super::super::context::{Context, Error};
 use super::super::digests::Digest;
 use super::super::ownership;
-use super::super::placement::{gateway_key, primary_addresses_checked, rivals};
+use super::super::placement::{
+    gateway_key, namespace_allowed, primary_addresses_checked, primary_refused, rivals,
+};
+use super::super::sources::{Reach, Source};
 use crate::api::gateway::NamespacesFrom;
 use crate::api::validate::{normalize_domain, normalize_host};
 use crate::api::{DNSProvider, KeyRef, MailDomain, MailGateway};
 use crate::drift::Observation;
 use crate::manifests::gateway::GatewayNames;
+use crate::recipients::extract::SourceError;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -160,16 +164,25 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         }
     }
     inputs.lists = lists(domain, ctx, &namespace).await?;
-    let reach = super::super::sources::Reach {
-        client: &ctx.client,
-        network: &ctx.network,
-        domains: &ctx.domains,
-        secrets: &ctx.secret_versions,
-    };
-    inputs.sources = ctx
-        .sources
-        .sync(domain, &reach, &namespace, &normalized)
-        .await?;
+    // Sources are asked only for domains the gateway admits, and only where they may be.
+    let labels = inputs.namespace_labels.get(&namespace);
+    if namespace_allowed(&gateway, &namespace, labels) {
+        let mut refusals = vec![];
+        for source in Source::named(&domain.spec.recipients) {
+            let refused = source_refused(&gateway, &namespace, &source).await;
+            refusals.push((source.kind(), refused));
+        }
+        let reach = Reach {
+            client: ctx.client.clone(),
+            network: ctx.network.clone(),
+            domains: ctx.domains.clone(),
+            secrets: ctx.secret_versions.clone(),
+        };
+        inputs.sources = ctx.sources.states(domain, &reach, &normalized, |source| {
+            let refused = refusals.iter().find(|(kind, _)| *kind == source.kind());
+            refused.and_then(|(_, refused)| refused.clone())
+        });
+    }
     inputs.relay_live = ctx.relays.get(
         gateway_namespace,
         &crate::manifests::relay::relay_name(&normalized),
@@ -187,6 +200,63 @@ pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> 
         .unwrap_or_default();
     inputs.gateway = Some(gateway);
     Ok(inputs)
+}
+
+/// Why the operator may not ask `source` for a domain of `namespace`, if it may not:
+/// credentials that would travel in the clear, or (for domains from other namespaces than
+/// the gateway's) a host the primaries' rules refuse, checked by the addresses the system
+/// resolver gives, as the connection will use them.
+async fn source_refused(
+    gateway: &MailGateway,
+    namespace: &str,
+    source: &Source,
+) -> Option<SourceError> {
+    if let Some(insecure) = source.insecure_credentials() {
+        return Some(insecure);
+    }
+    if gateway.namespace().as_deref() == Some(namespace) {
+        return None;
+    }
+    let Some((host, port)) = url_host(source.url()) else {
+        return Some(SourceError::NotAllowed("the URL names no host".into()));
+    };
+    let host = normalize_host(&host).unwrap_or(host);
+    let mut addresses = vec![];
+    if primary_addresses_checked(gateway, namespace, &host) {
+        let lookup = tokio::net::lookup_host((host.as_str(), port));
+        if let Ok(Ok(found)) = tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            addresses = found.map(|address| address.ip()).collect();
+        }
+    }
+    primary_refused(gateway, namespace, &host, &addresses).map(SourceError::NotAllowed)
+}
+
+/// The host (without brackets) and port of a source URL.
+fn url_host(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let default_port = match scheme {
+        "https" => 443,
+        "http" => 80,
+        "ldaps" => 636,
+        _ => 389,
+    };
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse().ok()?,
+        None => default_port,
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 /// Whether every pod of `workload` runs its current template.

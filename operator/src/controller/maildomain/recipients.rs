@@ -2,7 +2,7 @@
 //! directory's list in force, and whether the oldest of them is past `recipients.maxAge`.
 //! Pure.
 
-use super::super::sources::SourceState;
+use super::super::sources::{ACCEPT_SHRINK_ANNOTATION, Held, SourceState};
 use super::fetch::ListSource;
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
@@ -24,6 +24,10 @@ pub struct Recipients {
     pub described: String,
     /// Set to the age when a referenced list is older than `maxAge`.
     pub stale: Option<String>,
+    /// Why no list of a source is in force yet: the gateway answers 4xx for the domain.
+    pub unsynced: Option<Verdict>,
+    /// A source failing, or a list held back, while its list in force keeps serving.
+    pub problem: Option<Verdict>,
     pub becomes_stale_in: Option<Duration>,
     /// When the next synced source is asked again.
     pub refresh_in: Option<Duration>,
@@ -100,23 +104,31 @@ pub fn merge(
             oldest = Some((age, label));
         }
     }
-    // A source with no list yet: nothing is rendered and the gateway keeps the list it has,
-    // unless one of the domain's lists is past maxAge: then the whole domain answers 4xx.
+    // A source that never gave a list: the gateway does not know the domain's users, and
+    // answers 4xx for all of them. One whose list an earlier operator synced: nothing is
+    // rendered and the gateway keeps the list it has, unless one of the domain's lists is
+    // past maxAge: then the whole domain answers 4xx.
     let mut unsynced: Option<Verdict> = None;
+    let mut kept: Option<Verdict> = None;
+    // A source failing, or a list held back, while a list is in force: mail flows.
+    let mut problem: Option<Verdict> = None;
     for source in synced {
         let what = &source.described;
         let Some(list) = &source.in_force else {
             let (reason, why) = match &source.error {
                 Some(error) => (error.reason(), error.to_string()),
-                None => ("RecipientsNotSynced", "not synced yet".to_string()),
+                None => (
+                    "RecipientsNotSynced",
+                    "the first sync is running".to_string(),
+                ),
             };
             let since = format!(
                 "no sync of {what} has succeeded since the operator started or the source changed"
             );
-            let message = match &source.earlier {
+            match &source.earlier {
                 None => {
                     sources.push(format!("no list yet from {what} ({reason})"));
-                    format!("{since}: {why}")
+                    unsynced.get_or_insert(Verdict::failed(reason, format!("{since}: {why}")));
                 }
                 Some(earlier) => {
                     // The gateway holds the list an earlier operator synced: maxAge counts
@@ -127,19 +139,36 @@ pub fn merge(
                         oldest = Some((age, what.clone()));
                     }
                     sources.push(format!("the list of {what} synced at {}", earlier.at));
-                    format!("{since} ({why}); the last success was at {}", earlier.at)
+                    let verdict = match &source.held {
+                        Some(held) => shrink_held(what, held),
+                        None => Verdict::failed(
+                            reason,
+                            format!("{since} ({why}); the last success was at {}", earlier.at),
+                        ),
+                    };
+                    kept.get_or_insert(verdict);
                 }
-            };
-            unsynced.get_or_insert(Verdict::failed(reason, message));
+            }
             continue;
         };
         let mut described = format!("{} from {what}", list.addresses.len());
+        // The last attempt's failure first: it is what is wrong now.
         if let Some(error) = &source.error {
             described.push_str(&format!(
                 " (synced at {}; the last sync failed: {})",
                 list.at,
                 error.reason()
             ));
+            problem.get_or_insert(Verdict::failed(
+                error.reason(),
+                format!(
+                    "the last sync of {what} failed: {error}; its list of {} synced at {} keeps serving",
+                    list.addresses.len(),
+                    list.at
+                ),
+            ));
+        } else if let Some(held) = &source.held {
+            problem.get_or_insert(shrink_held(what, held));
         }
         sources.push(described);
         synced_lists.push(list.addresses.clone());
@@ -157,7 +186,8 @@ pub fn merge(
         _ => (None, None),
     };
     if stale.is_none()
-        && let Some(problem) = unsynced
+        && unsynced.is_none()
+        && let Some(problem) = kept
     {
         return Err(Unmerged {
             problem,
@@ -171,9 +201,25 @@ pub fn merge(
         addresses: RecipientSet::merged(addresses, synced_lists),
         described: sources.join(", "),
         stale,
+        unsynced,
+        problem,
         becomes_stale_in,
         refresh_in: synced.iter().map(|s| s.next_in).min(),
     })
+}
+
+/// `RecipientsSynced=False ShrinkHeld`: by how much, from where, and how to apply it.
+fn shrink_held(what: &str, held: &Held) -> Verdict {
+    let to = held.list.addresses.len();
+    let removed = held.from.saturating_sub(to);
+    let percent = (removed * 100).checked_div(held.from).unwrap_or(100);
+    Verdict::failed(
+        "ShrinkHeld",
+        format!(
+            "{what} shrank from {} to {to} addresses (-{percent} %) at {}, more than recipients.maxShrink allows: held, the list in force keeps serving; to apply it, annotate the MailDomain {ACCEPT_SHRINK_ANNOTATION}={}, or raise recipients.maxShrink",
+            held.from, held.list.at, held.id
+        ),
+    )
 }
 
 /// How long ago a referenced list was last updated: its annotation when the tool that

@@ -123,6 +123,7 @@ fn context_with_watch(
         drift: None,
         resolvers: vec![],
         queue_poll: None,
+        sources: Default::default(),
     };
     let context = Context {
         recorder: Recorder::new(client.clone(), Reporter::from("mx-operator")),
