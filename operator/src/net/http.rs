@@ -224,21 +224,23 @@ impl Lines {
 
     fn line(&mut self, line: &[u8]) -> Result<(), SourceError> {
         self.number += 1;
-        let position = format!("line {}", self.number);
         let Ok(text) = std::str::from_utf8(line) else {
-            return self.extractor.value(&position, "\u{fffd} (not UTF-8)");
+            self.extractor.invalid_line(self.number, "not UTF-8 text");
+            return Ok(());
         };
         let text = text.trim();
         if text.is_empty() || (self.format == ListFormat::Lines && text.starts_with('#')) {
             return Ok(());
         }
         match self.format {
-            ListFormat::Lines => self.extractor.value(&position, text),
+            ListFormat::Lines => self.extractor.line(self.number, text),
             ListFormat::JsonLines => match json_address(text) {
-                Some(address) => self.extractor.value(&position, &address),
-                None => self
-                    .extractor
-                    .value(&position, "\u{fffd} (not a JSON address)"),
+                Some(address) => self.extractor.line(self.number, &address),
+                None => {
+                    self.extractor
+                        .invalid_line(self.number, "not a JSON string or object with an address");
+                    Ok(())
+                }
             },
         }
     }
@@ -290,7 +292,7 @@ mod tests {
             ["alice@example.com", "bob@example.com", "dave@example.com"]
         );
         assert_eq!(extracted.elsewhere, 1);
-        assert_eq!(extracted.invalid, ["line 6: not an address (no @)"]);
+        assert_eq!(extracted.invalid.first(), ["line 6: not an address (no @)"]);
     }
 
     #[test]
@@ -300,11 +302,12 @@ mod tests {
         lines.feed(body.as_bytes()).unwrap();
         let extracted = lines.finish().unwrap();
         assert_eq!(extracted.addresses.len(), 2);
-        assert_eq!(extracted.invalid.len(), 2);
-        assert!(
-            extracted.invalid[0].starts_with("line 3: "),
-            "{:?}",
-            extracted.invalid
+        assert_eq!(
+            extracted.invalid.first(),
+            [
+                "line 3: not a JSON string or object with an address",
+                "line 4: not a JSON string or object with an address"
+            ]
         );
     }
 

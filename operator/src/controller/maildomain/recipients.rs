@@ -195,3 +195,50 @@ fn age_of(metadata: &ObjectMeta, now: Timestamp) -> Option<Duration> {
     let age = now.duration_since(updated);
     Some(Duration::from_secs(age.as_secs().max(0) as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fixtures;
+    use serde_json::json;
+
+    fn secret(text: Option<String>) -> ListSource {
+        ListSource {
+            kind: "Secret",
+            reference: crate::api::KeyRef {
+                name: "vip".into(),
+                key: "list".into(),
+            },
+            found: Some((ObjectMeta::default(), text)),
+        }
+    }
+
+    fn refused(text: Option<String>) -> Verdict {
+        let domain = fixtures::domain(json!({"spec": {"recipients": {
+            "secretRef": {"name": "vip", "key": "list"}}}}));
+        let merged = merge(
+            &domain,
+            "example.com",
+            "tenant",
+            &[secret(text)],
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
+        match merged {
+            Err(unmerged) => unmerged.problem,
+            Ok(merged) => panic!("merged: {merged:?}"),
+        }
+    }
+
+    #[test]
+    fn a_secret_list_is_refused_by_line_never_by_content() {
+        let text = "alice@example.com\nTOPSECRET-VALUE-1 hunter2\n\nTOPSECRET-VALUE-2 hunter2\n";
+        let problem = refused(Some(text.into()));
+        assert_eq!(problem.reason, "InvalidRecipients");
+        assert_eq!(
+            problem.message,
+            "Secret tenant/vip key list has 2 invalid line(s): line 2: not an address (contains \
+             whitespace); line 4: not an address (contains whitespace)"
+        );
+    }
+}
