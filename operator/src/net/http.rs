@@ -3,6 +3,7 @@
 
 use crate::api::domain::ListFormat;
 use crate::recipients::extract::{Extracted, Extractor, SourceError};
+use crate::recipients::without_bom;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty};
@@ -178,6 +179,9 @@ fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
 /// body without a newline is not held whole.
 const MAX_LINE: usize = 4096;
 
+/// How many bytes tell a byte-order mark (UTF-8's is three).
+const BOM_BYTES: usize = 3;
+
 /// Why a line is not read as an address, besides the address's own problems.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 enum LineProblem {
@@ -193,6 +197,9 @@ enum LineProblem {
 struct Lines {
     extractor: Extractor,
     format: ListFormat,
+    /// The body's first bytes while there are too few to tell a byte-order mark; `None`
+    /// once they have been looked at.
+    head: Option<Vec<u8>>,
     /// The start of a line whose end has not arrived: no '\n' in it, and at most
     /// `MAX_LINE` bytes.
     pending: Vec<u8>,
@@ -209,6 +216,7 @@ impl Lines {
         Self {
             extractor: Extractor::new(&query.domain, &[], query.limit),
             format: query.format,
+            head: Some(Vec::with_capacity(BOM_BYTES)),
             pending: Vec::new(),
             overlong: false,
             number: 0,
@@ -225,7 +233,17 @@ impl Lines {
                 self.max_bytes
             )));
         }
-        self.scan(data)
+        let Some(mut head) = self.head.take() else {
+            return self.scan(data);
+        };
+        let taken = (BOM_BYTES - head.len()).min(data.len());
+        head.extend_from_slice(&data[..taken]);
+        if head.len() < BOM_BYTES {
+            self.head = Some(head);
+            return Ok(());
+        }
+        self.scan(without_bom(&head)?)?;
+        self.scan(&data[taken..])
     }
 
     /// Reads the lines that `data` ends. Only `data` is searched for '\n' (what is pending
@@ -281,6 +299,10 @@ impl Lines {
     }
 
     fn finish(mut self) -> Result<Extracted, SourceError> {
+        if let Some(head) = self.head.take() {
+            // A body shorter than a byte-order mark.
+            self.scan(without_bom(&head)?)?;
+        }
         let rest = std::mem::take(&mut self.pending);
         if !self.overlong && !rest.is_empty() {
             self.line(&rest)?;
@@ -518,5 +540,76 @@ mod tests {
                 assert_eq!(extracted.invalid.first(), invalid, "frames of {size}");
             }
         }
+    }
+
+    #[test]
+    fn a_utf8_byte_order_mark_is_skipped_and_utf16_refused() {
+        let utf8 = b"\xEF\xBB\xBFalice@example.com\nbob@example.com\n";
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(
+                "alice@example.com\r\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        let utf16be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain(
+                "alice@example.com\r\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_be_bytes),
+            )
+            .collect();
+        for format in [ListFormat::Lines, ListFormat::JsonLines] {
+            let json = b"\xEF\xBB\xBF\"alice@example.com\"\n\"bob@example.com\"\n";
+            let body: &[u8] = match format {
+                ListFormat::Lines => utf8,
+                ListFormat::JsonLines => json,
+            };
+            // The mark split over frames too.
+            for size in [1, 2, 3, 4, body.len()] {
+                let frames: Vec<&[u8]> = body.chunks(size).collect();
+                let extracted = read(format, &frames).unwrap();
+                assert_eq!(
+                    extracted.addresses.len(),
+                    2,
+                    "{format:?} in frames of {size}"
+                );
+                assert!(extracted.invalid.is_empty(), "{:?}", extracted.invalid);
+            }
+            for utf16 in [&utf16le, &utf16be] {
+                for size in [1, 2, utf16.len()] {
+                    let frames: Vec<&[u8]> = utf16.chunks(size).collect();
+                    let refused = read(format, &frames).unwrap_err();
+                    assert_eq!(refused.reason(), "NotUTF8");
+                    assert!(refused.to_string().contains("UTF-16"), "{refused}");
+                }
+            }
+        }
+        // Shorter than a mark: read as it is.
+        assert_eq!(
+            read(ListFormat::Lines, &[b"a".as_slice()])
+                .unwrap()
+                .invalid
+                .count(),
+            1
+        );
+        assert_eq!(
+            read(ListFormat::Lines, &[b"".as_slice()]).unwrap().entries,
+            0
+        );
+        assert_eq!(
+            read(ListFormat::Lines, &[b"\xFF\xFE".as_slice()])
+                .unwrap_err()
+                .reason(),
+            "NotUTF8"
+        );
+        // A mark is only one at the start.
+        let later = read(
+            ListFormat::Lines,
+            &[b"a@example.com\n\xEF\xBB\xBFb@example.com\n".as_slice()],
+        );
+        assert_eq!(later.unwrap().invalid.count(), 1);
     }
 }

@@ -2,7 +2,7 @@
 //! domain's addresses, and what can go wrong on the way. Pure: the searches and requests
 //! are `net::ldap`'s and `net::http`'s.
 
-use super::{Invalid, Position};
+use super::{Invalid, Position, Utf16};
 use crate::api::validate::{AddressProblem, normalize_domain, normalize_listed_address};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -26,6 +26,9 @@ pub enum SourceError {
     InvalidEntries { count: usize, quoted: String },
     #[error("{0}")]
     TooLarge(String),
+    /// A list in another encoding than UTF-8, refused whole.
+    #[error(transparent)]
+    NotUtf8(#[from] Utf16),
 }
 
 impl SourceError {
@@ -39,6 +42,7 @@ impl SourceError {
             Self::ServerError(_) => "ServerError",
             Self::InvalidEntries { .. } => "InvalidEntries",
             Self::TooLarge(_) => "TooLarge",
+            Self::NotUtf8(_) => "NotUTF8",
         }
     }
 }
@@ -347,5 +351,14 @@ mod tests {
             "{refused}"
         );
         assert!(refused.to_string().len() < 300, "{refused}");
+    }
+
+    #[test]
+    fn every_error_has_a_reason() {
+        assert_eq!(SourceError::from(Utf16).reason(), "NotUTF8");
+        assert_eq!(
+            SourceError::from(Utf16).to_string(),
+            "the list is UTF-16 (a PowerShell export?); save it as UTF-8"
+        );
     }
 }

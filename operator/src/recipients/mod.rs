@@ -73,6 +73,21 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// A list in UTF-16, as PowerShell's `Out-File` and `>` write it on Windows PowerShell 5:
+/// read as UTF-8 it would be all invalid lines (every other byte a NUL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the list is UTF-16 (a PowerShell export?); save it as UTF-8")]
+pub struct Utf16;
+
+/// A list's bytes without the UTF-8 byte-order mark Windows tools put first; a UTF-16 list
+/// (its byte-order mark, either byte order) is refused whole.
+pub fn without_bom(bytes: &[u8]) -> Result<&[u8], Utf16> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(Utf16);
+    }
+    Ok(bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes))
+}
+
 /// A referenced list with lines that are not addresses of the domain.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{source_name} has {} invalid line(s): {invalid}", invalid.count())]
@@ -81,8 +96,8 @@ pub struct InvalidList {
     pub invalid: Invalid,
 }
 
-/// Parses a list with one address per line; blank lines and `#` comments are skipped. A
-/// single bad line refuses the whole list: a half-applied
+/// Parses a list with one address per line; blank lines and `#` comments are skipped, and
+/// so is a UTF-8 byte-order mark. A single bad line refuses the whole list: a half-applied
 /// list would silently reject real recipients, and the previous list keeps serving until
 /// the list is fixed. The refusal names lines and problems, never their content.
 pub fn parse_list(
@@ -90,6 +105,7 @@ pub fn parse_list(
     text: &str,
     domain: &str,
 ) -> Result<BTreeSet<String>, InvalidList> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut addresses = BTreeSet::new();
     let mut invalid = Invalid::default();
     for (number, line) in text.lines().enumerate() {
@@ -331,6 +347,32 @@ mod tests {
         assert_eq!(error.invalid.first().len(), QUOTED_PROBLEMS);
         assert!(error.to_string().len() < 300, "{error}");
         assert!(error.to_string().ends_with("; and 199995 more"), "{error}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_utf16_refused() {
+        let text = "\u{feff}alice@example.com\nbob@example.com\n";
+        let list = parse_list("ConfigMap users", text, "example.com").unwrap();
+        assert_eq!(list.len(), 2, "{list:?}");
+        // Only at the start: elsewhere it is in an address.
+        let inner = "alice@example.com\n\u{feff}bob@example.com\n";
+        assert!(parse_list("ConfigMap users", inner, "example.com").is_err());
+
+        let utf8 = b"\xEF\xBB\xBFalice@example.com\n";
+        assert_eq!(without_bom(utf8), Ok(&b"alice@example.com\n"[..]));
+        assert_eq!(without_bom(b"alice"), Ok(&b"alice"[..]));
+        assert_eq!(without_bom(b""), Ok(&b""[..]));
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("a@example.com\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let utf16be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain("a@example.com\n".encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        assert_eq!(without_bom(&utf16le), Err(Utf16));
+        assert_eq!(without_bom(&utf16be), Err(Utf16));
+        assert!(Utf16.to_string().contains("UTF-16"));
     }
 
     #[test]

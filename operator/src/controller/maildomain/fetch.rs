@@ -80,9 +80,31 @@ pub struct HeldMail {
 pub struct ListSource {
     pub kind: &'static str,
     pub reference: KeyRef,
-    /// `None`: the object does not exist; else its metadata and the key's text (`None`:
-    /// no such key, or not UTF-8).
-    pub found: Option<(ObjectMeta, Option<String>)>,
+    /// `None`: the object does not exist; else its metadata and what its key holds.
+    pub found: Option<(ObjectMeta, ListText)>,
+}
+
+/// What the key of a referenced list holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListText {
+    Text(String),
+    /// No such key, or its bytes are not UTF-8.
+    Unreadable,
+    /// UTF-16 (a Secret's bytes that start with its byte-order mark).
+    Utf16,
+}
+
+impl ListText {
+    /// A Secret's bytes: UTF-8 text, or why not.
+    fn of_bytes(bytes: &[u8]) -> Self {
+        if crate::recipients::without_bom(bytes).is_err() {
+            return Self::Utf16;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::Text(text.to_string()),
+            Err(_) => Self::Unreadable,
+        }
+    }
 }
 
 pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> {
@@ -240,7 +262,10 @@ async fn lists(
                     .data
                     .as_ref()
                     .and_then(|d| d.get(&reference.key).cloned());
-                (cm.metadata, text)
+                (
+                    cm.metadata,
+                    text.map_or(ListText::Unreadable, ListText::Text),
+                )
             });
         lists.push(ListSource {
             kind: "ConfigMap",
@@ -257,7 +282,7 @@ async fn lists(
                     .data
                     .as_ref()
                     .and_then(|d| d.get(&reference.key))
-                    .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+                    .map_or(ListText::Unreadable, |bytes| ListText::of_bytes(&bytes.0));
                 (secret.metadata, text)
             });
         lists.push(ListSource {
@@ -267,4 +292,30 @@ async fn lists(
         });
     }
     Ok(lists)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secrets_bytes_are_text_utf16_or_unreadable() {
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("a@example.com\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let cases: [(&[u8], ListText); 5] = [
+            (b"a@example.com\n", ListText::Text("a@example.com\n".into())),
+            (
+                b"\xEF\xBB\xBFa@example.com\n",
+                ListText::Text("\u{feff}a@example.com\n".into()),
+            ),
+            (&utf16le, ListText::Utf16),
+            (b"\xFE\xFF\x00a", ListText::Utf16),
+            (b"a@example.com\xFF\n", ListText::Unreadable),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(ListText::of_bytes(bytes), want, "{bytes:?}");
+        }
+    }
 }

@@ -3,11 +3,11 @@
 //! Pure.
 
 use super::super::sources::SourceState;
-use super::fetch::ListSource;
+use super::fetch::{ListSource, ListText};
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
 use crate::api::validate::{normalize_address, parse_duration};
-use crate::recipients::{RecipientSet, parse_list};
+use crate::recipients::{RecipientSet, Utf16, parse_list};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeSet;
@@ -77,14 +77,24 @@ pub fn merge(
             )
             .into());
         };
-        let Some(text) = text else {
-            return Err(Verdict::failed(
-                "RecipientSourceMissing",
-                format!("{kind} {namespace}/{name} has no key {key:?} (or it is not UTF-8 text)"),
-            )
-            .into());
-        };
         let label = format!("{kind} {namespace}/{name} key {key}");
+        let text = match text {
+            ListText::Text(text) => text,
+            ListText::Unreadable => {
+                return Err(Verdict::failed(
+                    "RecipientSourceMissing",
+                    format!(
+                        "{kind} {namespace}/{name} has no key {key:?} (or it is not UTF-8 text)"
+                    ),
+                )
+                .into());
+            }
+            ListText::Utf16 => {
+                return Err(
+                    Verdict::failed("InvalidRecipients", format!("{label}: {Utf16}")).into(),
+                );
+            }
+        };
         match parse_list(&label, text, normalized) {
             Ok(list) => {
                 sources.push(format!("{} from {kind} {name}", list.len()));
@@ -202,7 +212,7 @@ mod tests {
     use crate::api::fixtures;
     use serde_json::json;
 
-    fn secret(text: Option<String>) -> ListSource {
+    fn secret(text: ListText) -> ListSource {
         ListSource {
             kind: "Secret",
             reference: crate::api::KeyRef {
@@ -213,7 +223,7 @@ mod tests {
         }
     }
 
-    fn refused(text: Option<String>) -> Verdict {
+    fn refused(text: ListText) -> Verdict {
         let domain = fixtures::domain(json!({"spec": {"recipients": {
             "secretRef": {"name": "vip", "key": "list"}}}}));
         let merged = merge(
@@ -233,12 +243,26 @@ mod tests {
     #[test]
     fn a_secret_list_is_refused_by_line_never_by_content() {
         let text = "alice@example.com\nTOPSECRET-VALUE-1 hunter2\n\nTOPSECRET-VALUE-2 hunter2\n";
-        let problem = refused(Some(text.into()));
+        let problem = refused(ListText::Text(text.into()));
         assert_eq!(problem.reason, "InvalidRecipients");
         assert_eq!(
             problem.message,
             "Secret tenant/vip key list has 2 invalid line(s): line 2: not an address (contains \
              whitespace); line 4: not an address (contains whitespace)"
         );
+    }
+
+    #[test]
+    fn a_utf16_secret_says_so_and_other_bytes_as_before() {
+        let problem = refused(ListText::Utf16);
+        assert_eq!(problem.reason, "InvalidRecipients");
+        assert_eq!(
+            problem.message,
+            "Secret tenant/vip key list: the list is UTF-16 (a PowerShell export?); save it as \
+             UTF-8"
+        );
+        let problem = refused(ListText::Unreadable);
+        assert_eq!(problem.reason, "RecipientSourceMissing");
+        assert!(problem.message.contains("not UTF-8 text"), "{problem:?}");
     }
 }
