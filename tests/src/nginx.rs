@@ -115,6 +115,11 @@ http {{
 
     /// Serves `body` at `path` (for example `bearer/users.txt`).
     pub fn serve(&self, path: &str, body: &str) -> Result<(), HarnessError> {
+        self.serve_bytes(path, body.as_bytes())
+    }
+
+    /// Serves `body`, which need not be UTF-8, at `path`.
+    pub fn serve_bytes(&self, path: &str, body: &[u8]) -> Result<(), HarnessError> {
         // Written beside and renamed: nginx never serves half a file.
         let target = self.dir.join("www").join(path);
         let partial = target.with_extension("partial");

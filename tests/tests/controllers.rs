@@ -64,7 +64,7 @@ async fn gateway_and_three_domains_become_children_and_status() {
     .await;
     apply::<Secret>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vip"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vip", "labels": {"mx-operator.io/recipient-source": "true"}},
         "stringData": {"list": "erin@three.example\n"}}),
     )
     .await;
@@ -769,7 +769,7 @@ async fn a_list_past_one_relay_is_sharded_and_a_refused_relay_is_a_condition() {
     .await;
     apply::<Secret>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "more-users"}, "stringData": {"list": addresses(40_000..70_000)}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "more-users", "labels": {"mx-operator.io/recipient-source": "true"}}, "stringData": {"list": addresses(40_000..70_000)}}),
     )
     .await;
     let recipients = json!({"recipients": {

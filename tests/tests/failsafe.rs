@@ -52,11 +52,7 @@ async fn wait_condition(
 
 fn condition(domain: &MailDomain, type_: &str) -> (ConditionStatus, String, String) {
     let found = domain.condition(type_).expect(type_);
-    (
-        found.status.clone(),
-        found.reason.clone(),
-        found.message.clone(),
-    )
+    (found.status, found.reason.clone(), found.message.clone())
 }
 
 #[tokio::test]

@@ -1,14 +1,16 @@
 //! Recipients from a list the primary serves over HTTP(S): a real nginx (its own ETag and
 //! If-None-Match handling, bearer and basic authentication, TLS with a CA made for the
-//! test) and the operator on the real API server.
+//! test) and the operator on the real API server. And what a list's content may never
+//! reach: status and Events.
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Patch, PatchParams};
-use mx_operator::api::{MailDomain, MailGateway};
+use mx_operator::api::{ConditionStatus, MailDomain, MailGateway, MailRelay};
 use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::nginx::{Nginx, PASSWORD, TOKEN, USER};
 use mx_operator_tests::operator::namespace_with_operator;
-use mx_operator_tests::wait::{recipient_source, until};
+use mx_operator_tests::wait::{domain_condition, recipient_source, until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -226,4 +228,156 @@ async fn a_list_over_https_costs_one_bodiless_request_while_unchanged() {
         [401],
         "a label is no reason to fetch"
     );
+}
+
+/// A Secret's list with lines that hold a secret (a password pasted into the wrong key):
+/// refused by line number and kind of problem; neither the MailDomain's status nor any
+/// Event of its namespace quotes a line.
+#[tokio::test]
+async fn a_refused_secret_list_names_its_lines_never_their_content() {
+    let (_, ns) = namespace_with_operator("secret-list").await;
+    let list = "alice@vip.example\nTOPSECRET-VALUE-1 hunter2\n\n  TOPSECRET-VALUE-1 hunter2  \n";
+    apply::<Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vip", "labels": {"mx-operator.io/recipient-source": "true"}},
+               "stringData": {"list": list}}),
+    )
+    .await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "vip",
+            "vip.example",
+            json!({"recipients": {"secretRef": {"name": "vip", "key": "list"}}}),
+        ),
+    )
+    .await;
+    let domains = ns.api::<MailDomain>();
+    let refused = domain_condition(
+        &domains,
+        LIMIT,
+        "vip",
+        "RecipientsSynced",
+        ConditionStatus::False,
+        "InvalidRecipients",
+    )
+    .await;
+    let synced = refused
+        .condition("RecipientsSynced")
+        .unwrap()
+        .message
+        .clone();
+    for named in ["has 2 invalid line(s): line 2: ", "; line 4: "] {
+        assert!(synced.contains(named), "{synced}");
+    }
+    let events = until(LIMIT, "the InvalidRecipients Event", || async {
+        let events = ns.api::<Event>().list(&Default::default()).await.ok()?;
+        let reasons = events.items.iter().filter_map(|e| e.reason.as_deref());
+        reasons
+            .clone()
+            .any(|r| r == "InvalidRecipients")
+            .then_some(events.items)
+    })
+    .await;
+    // Read again: whatever the operator wrote by the time of the Event.
+    let status = domains.get("vip").await.unwrap().status;
+    let ready = status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        ready.contains("line 2") && ready.contains("line 4"),
+        "{ready}"
+    );
+    let status = serde_json::to_string(&status).unwrap();
+    let events = serde_json::to_string(&events).unwrap();
+    let quoting: Vec<&str> = [("status", &status), ("Events", &events)]
+        .into_iter()
+        .filter(|(_, text)| text.contains("TOPSECRET") || text.contains("hunter2"))
+        .map(|(what, _)| what)
+        .collect();
+    assert!(
+        quoting.is_empty(),
+        "{quoting:?} quote the list:\nstatus: {status}\nEvents: {events}"
+    );
+    println!("a refused Secret list, as status says it: {synced}");
+}
+
+/// Lists as Windows tools write them: with a UTF-8 byte-order mark (skipped: the first
+/// address is relayed), and in UTF-16 (PowerShell 5's `>`; refused whole, saying so).
+#[tokio::test]
+async fn a_list_with_a_byte_order_mark_is_read_and_a_utf16_one_refused() {
+    let (plane, ns) = namespace_with_operator("encodings").await;
+    let dir = plane.dir.join(format!("nginx-{}", ns.name));
+    let nginx = Nginx::start(&dir).expect("nginx");
+    nginx
+        .serve(
+            "bom.txt",
+            "\u{feff}first@bom.example\r\nsecond@bom.example\r\n",
+        )
+        .unwrap();
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(
+            "first@utf16.example\r\nsecond@utf16.example\r\n"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    nginx.serve_bytes("utf16.txt", &utf16).unwrap();
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    for name in ["bom", "utf16"] {
+        let http = json!({"url": format!("{}/{name}.txt", nginx.http_url)});
+        apply::<MailDomain>(
+            &ns,
+            domain(
+                name,
+                &format!("{name}.example"),
+                json!({"recipients": {"http": http}}),
+            ),
+        )
+        .await;
+    }
+    let domains = ns.api::<MailDomain>();
+    let bom = recipient_source(&domains, "bom", "the list with a mark", |s| {
+        s.addresses.is_some() || s.reason.is_some()
+    })
+    .await;
+    assert_eq!(
+        (bom.addresses, bom.reason.as_deref()),
+        (Some(2), None),
+        "{bom:?}"
+    );
+    domain_condition(
+        &domains,
+        LIMIT,
+        "bom",
+        "Ready",
+        ConditionStatus::True,
+        "Relayed",
+    )
+    .await;
+    let relayed = until(LIMIT, "the MailRelay of bom.example", || async {
+        let relay = ns
+            .api::<MailRelay>()
+            .get_opt("relay-bom.example")
+            .await
+            .ok()??;
+        let text = relay.data?.into_values().collect::<Vec<_>>().join("\n");
+        text.contains("second@bom.example").then_some(text)
+    })
+    .await;
+    assert!(relayed.contains("first@bom.example"), "{relayed}");
+
+    let refused = recipient_source(&domains, "utf16", "the UTF-16 list", |s| {
+        s.addresses.is_some() || s.reason.is_some()
+    })
+    .await;
+    assert_eq!(refused.reason.as_deref(), Some("NotUTF8"), "{refused:?}");
+    assert_eq!(refused.addresses, None, "{refused:?}");
+    let message = refused.message.unwrap_or_default();
+    assert!(message.contains("UTF-16"), "{message}");
+    println!("a UTF-16 list, as status says it: {message}");
 }

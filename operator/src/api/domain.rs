@@ -310,8 +310,9 @@ pub struct LdapSource {
     /// How often the directory is searched again, for example `15m`.
     #[serde(default = "default_refresh")]
     pub refresh_interval: String,
-    /// Skip values that are not valid addresses (each is reported by entry and attribute)
-    /// instead of keeping the last good list in force.
+    /// Skip values that are not valid addresses (reported by the entry's position in the
+    /// search result and the attribute, never by value or DN) instead of keeping the last
+    /// good list in force.
     #[serde(default)]
     pub skip_invalid: bool,
     /// Send the bind password over `ldap://` without `startTLS`, where anyone on the path
@@ -360,8 +361,8 @@ pub struct HttpSource {
     /// How often the list is fetched again, for example `15m`.
     #[serde(default = "default_refresh")]
     pub refresh_interval: String,
-    /// Skip lines that are not valid addresses (each is reported by line number) instead
-    /// of keeping the last good list in force.
+    /// Skip lines that are not valid addresses (reported by line number, never by
+    /// content) instead of keeping the last good list in force.
     #[serde(default)]
     pub skip_invalid: bool,
     /// Send a token or basic authentication over `http://`, where anyone on the path can
@@ -672,8 +673,8 @@ pub struct RecipientSourceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Why the last attempt failed: `AuthFailed`, `Unreachable`, `TLSFailed`,
-    /// `SearchFailed` (LDAP), `ServerError` (HTTP), `InvalidEntries`, `TooLarge`,
-    /// `CredentialsMissing`; absent when it succeeded.
+    /// `SearchFailed` (LDAP), `ServerError` (HTTP), `NotUTF8` (HTTP: a UTF-16 list),
+    /// `InvalidEntries`, `TooLarge`, `CredentialsMissing`; absent when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What failed, or what a successful sync skipped.

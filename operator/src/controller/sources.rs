@@ -645,11 +645,11 @@ impl Synced {
             return;
         };
         let still_held = baseline.is_some_and(|from| limit.holds(from, held.list.addresses.len()));
-        if accepted.contains(&held.id.as_str()) || !still_held {
-            if let Some(held) = self.held.take() {
-                self.in_force = Some(held.list);
-                self.etag = held.etag;
-            }
+        if (accepted.contains(&held.id.as_str()) || !still_held)
+            && let Some(held) = self.held.take()
+        {
+            self.in_force = Some(held.list);
+            self.etag = held.etag;
         }
     }
 

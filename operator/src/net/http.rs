@@ -3,6 +3,7 @@
 
 use crate::api::domain::ListFormat;
 use crate::recipients::extract::{Extracted, Extractor, SourceError};
+use crate::recipients::without_bom;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty};
@@ -11,6 +12,8 @@ use hyper::header::{ACCEPT, AUTHORIZATION, ETAG, HeaderValue, IF_NONE_MATCH};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// One fetch, as the MailDomain's `spec.recipients.http` and its Secrets give it.
@@ -171,11 +174,38 @@ fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
     }
 }
 
+/// The longest line read: an address is at most 254 bytes, and a JSON line carries a few
+/// more fields. A longer line is one invalid line, its bytes dropped as they arrive, so a
+/// body without a newline is not held whole.
+const MAX_LINE: usize = 4096;
+
+/// How many bytes tell a byte-order mark (UTF-8's is three).
+const BOM_BYTES: usize = 3;
+
+/// Why a line is not read as an address, besides the address's own problems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum LineProblem {
+    #[error("longer than {} bytes", MAX_LINE)]
+    TooLong,
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    #[error("not a JSON string or object with an address")]
+    NotJsonAddress,
+}
+
 /// The body split into lines as it arrives; each line is one value.
 struct Lines {
     extractor: Extractor,
     format: ListFormat,
+    /// The body's first bytes while there are too few to tell a byte-order mark; `None`
+    /// once they have been looked at.
+    head: Option<Vec<u8>>,
+    /// The start of a line whose end has not arrived: no '\n' in it, and at most
+    /// `MAX_LINE` bytes.
     pending: Vec<u8>,
+    /// The line being read is longer than `MAX_LINE` (and already counted): its bytes are
+    /// dropped up to its end.
+    overlong: bool,
     number: usize,
     read: usize,
     max_bytes: usize,
@@ -186,7 +216,9 @@ impl Lines {
         Self {
             extractor: Extractor::new(&query.domain, &[], query.limit),
             format: query.format,
+            head: Some(Vec::with_capacity(BOM_BYTES)),
             pending: Vec::new(),
+            overlong: false,
             number: 0,
             read: 0,
             max_bytes: query.max_bytes,
@@ -201,57 +233,129 @@ impl Lines {
                 self.max_bytes
             )));
         }
-        // Taken out while its lines are read, so that each is borrowed, not copied.
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
-            self.line(&pending[start..start + end])?;
-            start += end + 1;
+        let Some(mut head) = self.head.take() else {
+            return self.scan(data);
+        };
+        let taken = (BOM_BYTES - head.len()).min(data.len());
+        head.extend_from_slice(&data[..taken]);
+        if head.len() < BOM_BYTES {
+            self.head = Some(head);
+            return Ok(());
         }
-        pending.drain(..start);
-        self.pending = pending;
+        self.scan(without_bom(&head)?)?;
+        self.scan(&data[taken..])
+    }
+
+    /// Reads the lines that `data` ends. Only `data` is searched for '\n' (what is pending
+    /// has none), so a long line costs one pass, however many frames bring it.
+    fn scan(&mut self, mut data: &[u8]) -> Result<(), SourceError> {
+        while let Some(end) = data.iter().position(|b| *b == b'\n') {
+            let (piece, rest) = (&data[..end], &data[end + 1..]);
+            if self.overlong {
+                self.overlong = false;
+            } else if self.pending.len() + piece.len() > MAX_LINE {
+                self.too_long(piece);
+            } else if self.pending.is_empty() {
+                self.line(piece)?;
+            } else {
+                // Taken out while the line is read, so that it is borrowed, not copied.
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(piece);
+                self.line(&line)?;
+                line.clear();
+                self.pending = line;
+            }
+            data = rest;
+        }
+        if self.overlong {
+            return Ok(());
+        }
+        if self.pending.len() + data.len() > MAX_LINE {
+            self.too_long(data);
+            self.overlong = true;
+            return Ok(());
+        }
+        self.pending.extend_from_slice(data);
         Ok(())
     }
 
+    /// Counts the line that starts with what is pending and goes on with `more` as longer
+    /// than `MAX_LINE`, unless it is a comment; drops what is pending.
+    fn too_long(&mut self, more: &[u8]) {
+        self.number += 1;
+        let comment = self.format == ListFormat::Lines
+            && self
+                .pending
+                .iter()
+                .chain(more)
+                .find(|b| !b.is_ascii_whitespace())
+                == Some(&b'#');
+        if !comment {
+            self.extractor
+                .invalid_line(self.number, LineProblem::TooLong);
+        }
+        // Its capacity too: a junk line is not worth keeping a buffer for.
+        self.pending = Vec::new();
+    }
+
     fn finish(mut self) -> Result<Extracted, SourceError> {
+        if let Some(head) = self.head.take() {
+            // A body shorter than a byte-order mark.
+            self.scan(without_bom(&head)?)?;
+        }
         let rest = std::mem::take(&mut self.pending);
-        if !rest.is_empty() {
+        if !self.overlong && !rest.is_empty() {
             self.line(&rest)?;
         }
         Ok(self.extractor.finish())
     }
 
+    /// How many bytes are held for a line not yet ended.
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
+        self.pending.capacity()
+    }
+
+    /// One whole line, of at most `MAX_LINE` bytes.
     fn line(&mut self, line: &[u8]) -> Result<(), SourceError> {
         self.number += 1;
-        let position = format!("line {}", self.number);
         let Ok(text) = std::str::from_utf8(line) else {
-            return self.extractor.value(&position, "\u{fffd} (not UTF-8)");
+            self.extractor
+                .invalid_line(self.number, LineProblem::NotUtf8);
+            return Ok(());
         };
         let text = text.trim();
         if text.is_empty() || (self.format == ListFormat::Lines && text.starts_with('#')) {
             return Ok(());
         }
         match self.format {
-            ListFormat::Lines => self.extractor.value(&position, text),
+            ListFormat::Lines => self.extractor.line(self.number, text),
             ListFormat::JsonLines => match json_address(text) {
-                Some(address) => self.extractor.value(&position, &address),
-                None => self
-                    .extractor
-                    .value(&position, "\u{fffd} (not a JSON address)"),
+                Some(address) => self.extractor.line(self.number, &address),
+                None => {
+                    self.extractor
+                        .invalid_line(self.number, LineProblem::NotJsonAddress);
+                    Ok(())
+                }
             },
         }
     }
 }
 
-/// `"alice@example.com"` or `{"address": "alice@example.com", ...}`.
-fn json_address(line: &str) -> Option<String> {
-    match serde_json::from_str::<serde_json::Value>(line).ok()? {
-        serde_json::Value::String(address) => Some(address),
-        serde_json::Value::Object(fields) => match fields.get("address")? {
-            serde_json::Value::String(address) => Some(address.clone()),
-            _ => None,
-        },
+/// `"alice@example.com"` or `{"address": "alice@example.com", ...}`: the string or the one
+/// field is read, borrowed from the line unless it has escapes; other fields are skipped
+/// unread.
+fn json_address(line: &str) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Plain<'a>(#[serde(borrow)] Cow<'a, str>);
+    #[derive(Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        address: Cow<'a, str>,
+    }
+    match line.as_bytes().first()? {
+        b'"' => serde_json::from_str::<Plain>(line).ok().map(|p| p.0),
+        b'{' => serde_json::from_str::<Object>(line).ok().map(|o| o.address),
         _ => None,
     }
 }
@@ -290,7 +394,7 @@ mod tests {
             ["alice@example.com", "bob@example.com", "dave@example.com"]
         );
         assert_eq!(extracted.elsewhere, 1);
-        assert_eq!(extracted.invalid, ["line 6: not an address (no @)"]);
+        assert_eq!(extracted.invalid.first(), ["line 6: not an address (no @)"]);
     }
 
     #[test]
@@ -300,11 +404,12 @@ mod tests {
         lines.feed(body.as_bytes()).unwrap();
         let extracted = lines.finish().unwrap();
         assert_eq!(extracted.addresses.len(), 2);
-        assert_eq!(extracted.invalid.len(), 2);
-        assert!(
-            extracted.invalid[0].starts_with("line 3: "),
-            "{:?}",
-            extracted.invalid
+        assert_eq!(
+            extracted.invalid.first(),
+            [
+                "line 3: not a JSON string or object with an address",
+                "line 4: not a JSON string or object with an address"
+            ]
         );
     }
 
@@ -314,5 +419,197 @@ mod tests {
         lines.feed(b"alice@example.com\n").unwrap();
         let refused = lines.feed(b"bob@example.com\n").unwrap_err();
         assert_eq!(refused.reason(), "TooLarge");
+    }
+
+    fn read(format: ListFormat, frames: &[&[u8]]) -> Result<Extracted, SourceError> {
+        let mut lines = Lines::new(&query(format, 100_000_000));
+        for frame in frames {
+            lines.feed(frame)?;
+        }
+        lines.finish()
+    }
+
+    #[test]
+    fn json_lines_read_the_address_only() {
+        let body = concat!(
+            "{\"name\": {\"nested\": [1, 2, {\"address\": \"x\"}]}, \"address\": \"Alice@example.com\"}\n",
+            "\"b\\u006fb@example.com\"\n",
+            "{\"address\": 42}\n",
+            "{\"address\": \"carol@example.com\", \"address\": \"carol@example.com\"}\n",
+            "[\"dave@example.com\"]\n",
+            "\"erin@example.com\" trailing\n",
+            "  {\"address\": \"frank@example.com\"}  \r\n",
+        );
+        let extracted = read(ListFormat::JsonLines, &[body.as_bytes()]).unwrap();
+        let addresses: Vec<&str> = extracted.addresses.iter().map(String::as_str).collect();
+        assert_eq!(
+            addresses,
+            ["alice@example.com", "bob@example.com", "frank@example.com"]
+        );
+        let lines: Vec<&str> = extracted
+            .invalid
+            .first()
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(lines, ["line 3", "line 4", "line 5", "line 6"]);
+    }
+
+    #[test]
+    fn problems_name_lines_never_their_content() {
+        let body = b"alice@example.com\nTOPSECRET-VALUE-1 hunter2\n{\"TOPSECRET\": 1}\nTOPSECRET\xFFhunter2\n";
+        for format in [ListFormat::Lines, ListFormat::JsonLines] {
+            let extracted = read(format, &[body.as_slice()]).unwrap();
+            let refused = extracted.accepted(false).unwrap_err().to_string();
+            assert!(!refused.contains("TOPSECRET"), "{refused}");
+            assert!(!refused.contains("hunter2"), "{refused}");
+            assert!(refused.contains("line 4: not UTF-8 text"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_body_without_a_newline_is_not_held() {
+        let mut lines = Lines::new(&query(ListFormat::Lines, 100_000_000));
+        lines.feed(b"alice@example.com\n").unwrap();
+        let frame = [b'x'; 16 * 1024];
+        // 4 MiB in frames of 16 KiB, no newline: one line, dropped as it comes.
+        for _ in 0..256 {
+            lines.feed(&frame).unwrap();
+            assert!(lines.buffered() <= 2 * MAX_LINE, "{}", lines.buffered());
+        }
+        lines.feed(b"\nbob@example.com\n").unwrap();
+        assert!(lines.buffered() <= 2 * MAX_LINE, "{}", lines.buffered());
+        let extracted = lines.finish().unwrap();
+        assert_eq!(extracted.addresses.len(), 2);
+        assert_eq!(
+            extracted.invalid.first(),
+            ["line 2: longer than 4096 bytes"]
+        );
+        assert_eq!(extracted.invalid.count(), 1);
+    }
+
+    #[test]
+    fn the_line_length_limit_at_its_edges() {
+        let padded = |len: usize| {
+            let address = "alice@example.com";
+            format!("{address}{}", " ".repeat(len - address.len()))
+        };
+        let at_limit = padded(MAX_LINE);
+        let over = padded(MAX_LINE + 1);
+        let long_comment = format!("# {}", "x".repeat(2 * MAX_LINE));
+        let long_json = format!(
+            "{{\"address\": \"bob@example.com\", \"x\": \"{}\"}}",
+            "x".repeat(MAX_LINE)
+        );
+        let cases: Vec<(ListFormat, String, usize, Vec<&str>)> = vec![
+            (ListFormat::Lines, at_limit.clone(), 1, vec![]),
+            (
+                ListFormat::Lines,
+                over.clone(),
+                0,
+                vec!["line 1: longer than 4096 bytes"],
+            ),
+            (
+                ListFormat::Lines,
+                format!("{long_comment}\nbob@example.com"),
+                1,
+                vec![],
+            ),
+            (
+                ListFormat::JsonLines,
+                long_json,
+                0,
+                vec!["line 1: longer than 4096 bytes"],
+            ),
+            (
+                ListFormat::Lines,
+                format!("{over}\n{at_limit}\n{over}"),
+                1,
+                vec![
+                    "line 1: longer than 4096 bytes",
+                    "line 3: longer than 4096 bytes",
+                ],
+            ),
+        ];
+        for (format, body, addresses, invalid) in cases {
+            // Whole, and in frames of every size from 1 byte: the same lines.
+            for size in [body.len(), 1, 7, MAX_LINE - 1, MAX_LINE, MAX_LINE + 1] {
+                let frames: Vec<&[u8]> = body.as_bytes().chunks(size).collect();
+                let extracted = read(format, &frames).unwrap();
+                assert_eq!(extracted.addresses.len(), addresses, "{size}");
+                assert_eq!(extracted.invalid.first(), invalid, "frames of {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_utf8_byte_order_mark_is_skipped_and_utf16_refused() {
+        let utf8 = b"\xEF\xBB\xBFalice@example.com\nbob@example.com\n";
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(
+                "alice@example.com\r\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        let utf16be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain(
+                "alice@example.com\r\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_be_bytes),
+            )
+            .collect();
+        for format in [ListFormat::Lines, ListFormat::JsonLines] {
+            let json = b"\xEF\xBB\xBF\"alice@example.com\"\n\"bob@example.com\"\n";
+            let body: &[u8] = match format {
+                ListFormat::Lines => utf8,
+                ListFormat::JsonLines => json,
+            };
+            // The mark split over frames too.
+            for size in [1, 2, 3, 4, body.len()] {
+                let frames: Vec<&[u8]> = body.chunks(size).collect();
+                let extracted = read(format, &frames).unwrap();
+                assert_eq!(
+                    extracted.addresses.len(),
+                    2,
+                    "{format:?} in frames of {size}"
+                );
+                assert!(extracted.invalid.is_empty(), "{:?}", extracted.invalid);
+            }
+            for utf16 in [&utf16le, &utf16be] {
+                for size in [1, 2, utf16.len()] {
+                    let frames: Vec<&[u8]> = utf16.chunks(size).collect();
+                    let refused = read(format, &frames).unwrap_err();
+                    assert_eq!(refused.reason(), "NotUTF8");
+                    assert!(refused.to_string().contains("UTF-16"), "{refused}");
+                }
+            }
+        }
+        // Shorter than a mark: read as it is.
+        assert_eq!(
+            read(ListFormat::Lines, &[b"a".as_slice()])
+                .unwrap()
+                .invalid
+                .count(),
+            1
+        );
+        assert_eq!(
+            read(ListFormat::Lines, &[b"".as_slice()]).unwrap().entries,
+            0
+        );
+        assert_eq!(
+            read(ListFormat::Lines, &[b"\xFF\xFE".as_slice()])
+                .unwrap_err()
+                .reason(),
+            "NotUTF8"
+        );
+        // A mark is only one at the start.
+        let later = read(
+            ListFormat::Lines,
+            &[b"a@example.com\n\xEF\xBB\xBFb@example.com\n".as_slice()],
+        );
+        assert_eq!(later.unwrap().invalid.count(), 1);
     }
 }

@@ -115,7 +115,7 @@ async fn bound_search(
     let mut extractor = Extractor::new(&query.domain, &query.attributes, query.limit);
     while let Some(entry) = stream.next().await.map_err(search_error)? {
         let entry = SearchEntry::construct(entry);
-        if let Err(too_large) = extractor.entry(&entry.dn, &entry.attrs) {
+        if let Err(too_large) = extractor.entry(&entry.attrs) {
             // Stop the directory's work too.
             let _ = stream.finish().await;
             return Err(too_large);

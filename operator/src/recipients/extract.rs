@@ -2,9 +2,10 @@
 //! domain's addresses, and what can go wrong on the way. Pure: the searches and requests
 //! are `net::ldap`'s and `net::http`'s.
 
-use super::quoted;
-use crate::api::validate::{normalize_address, normalize_domain, quote};
+use super::{Invalid, Position, Utf16};
+use crate::api::validate::{AddressProblem, normalize_domain, normalize_listed_address};
 use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 
 /// Why a sync of a source failed; [`SourceError::reason`] is the status reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +34,9 @@ pub enum SourceError {
     SecretNotAllowed(String),
     #[error("the operator does not connect there: {0}")]
     NotAllowed(String),
+    /// A list in another encoding than UTF-8, refused whole.
+    #[error(transparent)]
+    NotUtf8(#[from] Utf16),
 }
 
 impl SourceError {
@@ -50,6 +54,7 @@ impl SourceError {
             Self::InsecureCredentials(_) => "InsecureCredentials",
             Self::SecretNotAllowed(_) => "SecretNotAllowed",
             Self::NotAllowed(_) => "SourceNotAllowed",
+            Self::NotUtf8(_) => "NotUTF8",
         }
     }
 }
@@ -58,13 +63,13 @@ impl SourceError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extracted {
     pub addresses: BTreeSet<String>,
-    /// Entries the search returned.
+    /// Entries the search returned (lines of a list that are not blank or comments).
     pub entries: usize,
     /// Addresses of other domains, and values of other types (`X500:`), skipped.
     pub elsewhere: usize,
-    /// Values that are not addresses, by entry and attribute (never the value itself: it
-    /// may be half an address).
-    pub invalid: Vec<String>,
+    /// Values that are not addresses: how many, and the first few by position (never the
+    /// value itself: it may be half an address, or a secret pasted into the wrong place).
+    pub invalid: Invalid,
 }
 
 impl Extracted {
@@ -74,8 +79,8 @@ impl Extracted {
             return Ok(self);
         }
         Err(SourceError::InvalidEntries {
-            count: self.invalid.len(),
-            quoted: quoted(&self.invalid),
+            count: self.invalid.count(),
+            quoted: self.invalid.to_string(),
         })
     }
 
@@ -84,8 +89,8 @@ impl Extracted {
         (!self.invalid.is_empty()).then(|| {
             format!(
                 "skipped {} value(s) that are not addresses: {}",
-                self.invalid.len(),
-                quoted(&self.invalid)
+                self.invalid.count(),
+                self.invalid
             )
         })
     }
@@ -112,31 +117,40 @@ impl Extractor {
         }
     }
 
-    /// Takes the address on one line of a list (`position` names it in a problem).
-    pub fn value(&mut self, position: &str, value: &str) -> Result<(), SourceError> {
+    /// Takes the address on line `number` of a list.
+    pub fn line(&mut self, number: usize, value: &str) -> Result<(), SourceError> {
         self.extracted.entries += 1;
-        self.take(position, value)
+        self.take(Position::Line(number), value)
     }
 
-    /// Takes the addresses of one entry.
-    pub fn entry(
-        &mut self,
-        dn: &str,
-        attributes: &HashMap<String, Vec<String>>,
-    ) -> Result<(), SourceError> {
+    /// Counts line `number` of a list as invalid without reading it as an address (too
+    /// long, not text).
+    pub fn invalid_line(&mut self, number: usize, problem: impl fmt::Display) {
         self.extracted.entries += 1;
+        self.extracted.invalid.push(Position::Line(number), problem);
+    }
+
+    /// Takes the addresses of the next entry of the search; a problem names the entry by
+    /// its ordinal in the result, never by its DN.
+    pub fn entry(&mut self, attributes: &HashMap<String, Vec<String>>) -> Result<(), SourceError> {
+        self.extracted.entries += 1;
+        let ordinal = self.extracted.entries;
         for (name, values) in attributes {
             if !self.attributes.contains(&name.to_ascii_lowercase()) {
                 continue;
             }
             for value in values {
-                self.take(&format!("entry {dn:?} attribute {name}"), value)?;
+                let position = Position::Entry {
+                    ordinal,
+                    attribute: name,
+                };
+                self.take(position, value)?;
             }
         }
         Ok(())
     }
 
-    fn take(&mut self, position: &str, value: &str) -> Result<(), SourceError> {
+    fn take(&mut self, position: Position<'_>, value: &str) -> Result<(), SourceError> {
         match self.address(value) {
             Value::Address(address) => {
                 self.extracted.addresses.insert(address);
@@ -148,7 +162,7 @@ impl Extractor {
                 }
             }
             Value::Elsewhere => self.extracted.elsewhere += 1,
-            Value::Invalid(why) => self.extracted.invalid.push(format!("{position}: {why}")),
+            Value::Invalid(problem) => self.extracted.invalid.push(position, problem),
         }
         Ok(())
     }
@@ -171,19 +185,18 @@ impl Extractor {
             _ => value,
         };
         let Some((_, domain)) = value.rsplit_once('@') else {
-            return Value::Invalid("not an address (no @)".into());
+            return Value::Invalid(AddressProblem::NoAt);
         };
+        // The domain first: another domain's address is skipped whatever its local part.
         match normalize_domain(domain) {
-            Ok(domain) if domain == self.domain => match normalize_address(value, &self.domain) {
-                Ok(address) => Value::Address(address),
-                // The reason without the value: half an address is still one to harvest.
-                Err(why) => Value::Invalid(
-                    why.replace(&quote(value), "the value")
-                        .replace(value, "the value"),
-                ),
-            },
+            Ok(domain) if domain == self.domain => {
+                match normalize_listed_address(value, &self.domain) {
+                    Ok(address) => Value::Address(address),
+                    Err(problem) => Value::Invalid(problem),
+                }
+            }
             Ok(_) => Value::Elsewhere,
-            Err(_) => Value::Invalid("the part after @ is not a domain name".into()),
+            Err(_) => Value::Invalid(AddressProblem::NotADomain),
         }
     }
 }
@@ -191,7 +204,7 @@ impl Extractor {
 enum Value {
     Address(String),
     Elsewhere,
-    Invalid(String),
+    Invalid(AddressProblem),
 }
 
 #[cfg(test)]
@@ -230,9 +243,9 @@ mod tests {
             ("telephoneNumber", &["+1 555 0100"]),
             ("description", &["bob@example.com"]),
         ]);
-        extractor.entry("uid=alice,ou=people", &alice).unwrap();
+        extractor.entry(&alice).unwrap();
         let bob = entry(&[("mail", &["bob@example.com", "bob@example.com"])]);
-        extractor.entry("uid=bob,ou=people", &bob).unwrap();
+        extractor.entry(&bob).unwrap();
         let extracted = extractor.finish();
         assert_eq!(
             extracted.addresses,
@@ -258,13 +271,18 @@ mod tests {
             "mail",
             &["carol", "carol!bob@example.com", "dave@example.com"],
         )]);
-        extractor.entry("uid=carol", &values).unwrap();
+        extractor
+            .entry(&entry(&[("mail", &["erin@example.com"])]))
+            .unwrap();
+        extractor.entry(&values).unwrap();
         let extracted = extractor.finish();
-        assert_eq!(extracted.invalid.len(), 2);
-        assert!(
-            extracted.invalid[0].starts_with("entry \"uid=carol\" attribute mail: not an address"),
-            "{:?}",
-            extracted.invalid
+        assert_eq!(extracted.invalid.count(), 2);
+        assert_eq!(
+            extracted.invalid.first(),
+            [
+                "entry 2 attribute mail: not an address (no @)",
+                "entry 2 attribute mail: not an address (a character not allowed in a local part)"
+            ]
         );
         let refused = extracted.clone().accepted(false).unwrap_err();
         assert_eq!(refused.reason(), "InvalidEntries");
@@ -275,7 +293,7 @@ mod tests {
         );
         assert!(!refused.to_string().contains("carol!bob"), "{refused}");
         let skipped = extracted.accepted(true).unwrap();
-        assert_eq!(skipped.addresses.len(), 1);
+        assert_eq!(skipped.addresses.len(), 2);
         assert!(skipped.skipped().unwrap().starts_with("skipped 2 value(s)"));
     }
 
@@ -284,20 +302,75 @@ mod tests {
         let mut extractor = Extractor::new("example.com", &attributes(&["mail"]), 2);
         for name in ["a", "b"] {
             let values = entry(&[("mail", &[&format!("{name}@example.com")])]);
-            extractor.entry(name, &values).unwrap();
+            extractor.entry(&values).unwrap();
         }
         let third = entry(&[("mail", &["c@example.com"])]);
-        assert_eq!(
-            extractor.entry("c", &third).unwrap_err().reason(),
-            "TooLarge"
-        );
+        assert_eq!(extractor.entry(&third).unwrap_err().reason(), "TooLarge");
         let mut extractor = Extractor::new("example.com", &attributes(&[]), 100);
-        extractor.value("line 1", "smtp:a@example.com").unwrap();
-        extractor.value("line 2", "b@other.example").unwrap();
-        extractor.value("line 3", "not an address").unwrap();
+        extractor.line(1, "smtp:a@example.com").unwrap();
+        extractor.line(2, "b@other.example").unwrap();
+        extractor.line(3, "not an address").unwrap();
         let extracted = extractor.finish();
         assert_eq!(extracted.addresses.len(), 1);
         assert_eq!((extracted.entries, extracted.elsewhere), (3, 1));
-        assert_eq!(extracted.invalid, ["line 3: not an address (no @)"]);
+        assert_eq!(extracted.invalid.first(), ["line 3: not an address (no @)"]);
+    }
+
+    #[test]
+    fn problems_name_positions_and_classes_never_values_or_dns() {
+        let mut extractor = Extractor::new("example.com", &attributes(&["mail"]), 100);
+        let secret = entry(&[(
+            "mail",
+            &[
+                "TOPSECRET-VALUE-1 hunter2@example.com",
+                "TOPSECRET@hunter2",
+                "TOPSECRET.@example.com",
+            ],
+        )]);
+        extractor.entry(&secret).unwrap();
+        extractor.line(9, "TOPSECRET%hunter2@example.com").unwrap();
+        let extracted = extractor.finish();
+        let refused = extracted.clone().accepted(false).unwrap_err().to_string();
+        let skipped = extracted.skipped().unwrap();
+        for message in [&refused, &skipped] {
+            for part in ["TOPSECRET", "hunter2", "uid="] {
+                assert!(!message.contains(part), "{message}");
+            }
+            assert!(
+                message.contains("entry 1 attribute mail: not an address"),
+                "{message}"
+            );
+            assert!(message.contains("line 9: not an address"), "{message}");
+        }
+    }
+
+    #[test]
+    fn millions_of_invalid_values_cost_a_count_and_five_messages() {
+        let mut extractor = Extractor::new("example.com", &attributes(&[]), 100);
+        for number in 1..=1_000_000 {
+            extractor.line(number, "junk").unwrap();
+        }
+        extractor.invalid_line(1_000_001, "longer than 4096 bytes");
+        let extracted = extractor.finish();
+        assert_eq!(extracted.invalid.count(), 1_000_001);
+        assert_eq!(
+            extracted.invalid.first().len(),
+            super::super::QUOTED_PROBLEMS
+        );
+        let refused = extracted.accepted(false).unwrap_err();
+        assert!(
+            refused.to_string().ends_with("; and 999996 more"),
+            "{refused}"
+        );
+        assert!(refused.to_string().len() < 300, "{refused}");
+    }
+
+    #[test]
+    fn every_error_has_a_reason() {
+        assert_eq!(SourceError::from(Utf16).reason(), "NotUTF8");
+        assert_eq!(
+            SourceError::from(Utf16).to_string(),
+            "the list is UTF-16 (a PowerShell export?); save it as UTF-8"
+        );
     }
 }

@@ -3,66 +3,130 @@
 
 pub mod extract;
 
-use crate::api::validate::normalize_address;
+use crate::api::validate::normalize_listed_address;
 use std::collections::BTreeSet;
+use std::fmt;
 use std::sync::Arc;
 
 /// How many bad lines a message quotes before it only counts the rest.
 const QUOTED_PROBLEMS: usize = 5;
 
-/// A referenced list with lines that are not addresses of the domain.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{source_name} has {count} invalid line(s): {quoted}")]
-pub struct InvalidList {
-    pub source_name: String,
-    pub count: usize,
-    pub quoted: String,
+/// Where in a list a value was found: its line, or its entry's ordinal in a search result
+/// and the attribute (never the entry's DN, which names a person).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position<'a> {
+    Line(usize),
+    Entry { ordinal: usize, attribute: &'a str },
 }
 
-/// Parses a list with one address per line; blank lines and `#` comments are skipped.
-/// A single bad line refuses the whole list: a half-applied list would silently reject
-/// real recipients, and the previous list keeps serving until the list is fixed.
+impl fmt::Display for Position<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Line(number) => write!(f, "line {number}"),
+            Self::Entry { ordinal, attribute } => {
+                write!(f, "entry {ordinal} attribute {attribute}")
+            }
+        }
+    }
+}
+
+/// The values of a list that are not addresses: how many, and where the first few are and
+/// what is wrong with them. Never the values themselves: a list may be a Secret's, and the
+/// messages reach status and Events. Bounded: a list of millions of junk lines costs a
+/// count and `QUOTED_PROBLEMS` short messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invalid {
+    count: usize,
+    first: Vec<String>,
+}
+
+impl Invalid {
+    pub fn push(&mut self, position: Position<'_>, problem: impl fmt::Display) {
+        self.count += 1;
+        if self.first.len() < QUOTED_PROBLEMS {
+            self.first.push(format!("{position}: {problem}"));
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The first few, as `line 2: not an address (no @)`.
+    pub fn first(&self) -> &[String] {
+        &self.first
+    }
+}
+
+/// The first few problems, and how many more there are.
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.first.join("; "))?;
+        if self.count > self.first.len() {
+            write!(f, "; and {} more", self.count - self.first.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// A list in UTF-16, as PowerShell's `Out-File` and `>` write it on Windows PowerShell 5:
+/// read as UTF-8 it would be all invalid lines (every other byte a NUL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the list is UTF-16 (a PowerShell export?); save it as UTF-8")]
+pub struct Utf16;
+
+/// A list's bytes without the UTF-8 byte-order mark Windows tools put first; a UTF-16 list
+/// (its byte-order mark, either byte order) is refused whole.
+pub fn without_bom(bytes: &[u8]) -> Result<&[u8], Utf16> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(Utf16);
+    }
+    Ok(bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes))
+}
+
+/// A referenced list with lines that are not addresses of the domain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name} has {} invalid line(s): {invalid}", invalid.count())]
+pub struct InvalidList {
+    pub source_name: String,
+    pub invalid: Invalid,
+}
+
+/// Parses a list with one address per line; blank lines and `#` comments are skipped, and
+/// so is a UTF-8 byte-order mark. A single bad line refuses the whole list: a half-applied
+/// list would silently reject real recipients, and the previous list keeps serving until
+/// the list is fixed. The refusal names lines and problems, never their content.
 pub fn parse_list(
     source_name: &str,
     text: &str,
     domain: &str,
 ) -> Result<BTreeSet<String>, InvalidList> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut addresses = BTreeSet::new();
-    let mut problems = Vec::new();
+    let mut invalid = Invalid::default();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        match normalize_address(line, domain) {
+        match normalize_listed_address(line, domain) {
             Ok(address) => {
                 addresses.insert(address);
             }
-            Err(message) => problems.push(format!("line {}: {message}", number + 1)),
+            Err(problem) => invalid.push(Position::Line(number + 1), problem),
         }
     }
-    if problems.is_empty() {
+    if invalid.is_empty() {
         return Ok(addresses);
     }
     Err(InvalidList {
         source_name: source_name.to_string(),
-        count: problems.len(),
-        quoted: quoted(&problems),
+        invalid,
     })
-}
-
-/// The first few `problems`, and how many more there are.
-pub(crate) fn quoted(problems: &[String]) -> String {
-    let mut quoted = problems
-        .iter()
-        .take(QUOTED_PROBLEMS)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
-    if problems.len() > QUOTED_PROBLEMS {
-        quoted.push_str(&format!("; and {} more", problems.len() - QUOTED_PROBLEMS));
-    }
-    quoted
 }
 
 /// A list of distinct addresses, held as one text with an address per line: a synced
@@ -211,14 +275,57 @@ mod tests {
     fn one_bad_line_refuses_the_list_and_says_where() {
         let text = "alice@example.com\nbob%evil.org@example.com\ncarol@other.org\n";
         let error = parse_list("ConfigMap users/list", text, "example.com").unwrap_err();
-        assert_eq!(error.count, 2);
-        assert!(error.quoted.starts_with("line 2: "), "{}", error.quoted);
-        assert!(error.quoted.contains("line 3: "), "{}", error.quoted);
-        assert!(
-            error
-                .to_string()
-                .starts_with("ConfigMap users/list has 2 invalid line(s)")
+        assert_eq!(error.invalid.count(), 2);
+        assert_eq!(
+            error.to_string(),
+            "ConfigMap users/list has 2 invalid line(s): line 2: not an address (a character \
+             not allowed in a local part); line 3: an address of another domain (subdomains \
+             are separate MailDomains)"
         );
+    }
+
+    #[test]
+    fn a_refusal_names_lines_and_problems_never_their_content() {
+        let cases = [
+            (
+                "TOPSECRET-VALUE-1 hunter2",
+                "not an address (contains whitespace)",
+            ),
+            ("TOPSECRET-VALUE-1", "not an address (no @)"),
+            (
+                "TOPSECRET@hunter2@example.com",
+                "not an address (more than one @)",
+            ),
+            (
+                "TOPSECRET!hunter2@example.com",
+                "not an address (a character",
+            ),
+            (
+                "TOPSECRET..hunter2@example.com",
+                "not an address (leading, trailing",
+            ),
+            (
+                "TOPSECRET@hunter2",
+                "not an address (the part after @ is not a domain",
+            ),
+            ("TOPSECRET@hunter2.example", "an address of another domain"),
+            (
+                "TOPSECRET\u{430}hunter2@example.com",
+                "not an address (a character",
+            ),
+        ];
+        for (line, want) in cases {
+            let text = format!("alice@example.com\n{line}\n");
+            let error = parse_list("Secret s/k", &text, "example.com").unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!("Secret s/k has 1 invalid line(s): line 2: {want}")),
+                "{line:?}: {message}"
+            );
+            for part in ["TOPSECRET", "hunter2", "VALUE"] {
+                assert!(!message.contains(part), "{line:?}: {message}");
+            }
+        }
     }
 
     #[test]
@@ -227,8 +334,45 @@ mod tests {
             .map(|i| format!("user{i}@other.org\n"))
             .collect::<String>();
         let error = parse_list("Secret s/k", &text, "example.com").unwrap_err();
-        assert_eq!(error.count, 20);
-        assert!(error.quoted.ends_with("; and 15 more"), "{}", error.quoted);
+        assert_eq!(error.invalid.count(), 20);
+        assert_eq!(error.invalid.first().len(), QUOTED_PROBLEMS);
+        assert!(error.to_string().ends_with("; and 15 more"), "{error}");
+    }
+
+    #[test]
+    fn a_list_of_junk_holds_a_count_and_a_few_messages() {
+        let text = "junk\n".repeat(200_000);
+        let error = parse_list("Secret s/k", &text, "example.com").unwrap_err();
+        assert_eq!(error.invalid.count(), 200_000);
+        assert_eq!(error.invalid.first().len(), QUOTED_PROBLEMS);
+        assert!(error.to_string().len() < 300, "{error}");
+        assert!(error.to_string().ends_with("; and 199995 more"), "{error}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_utf16_refused() {
+        let text = "\u{feff}alice@example.com\nbob@example.com\n";
+        let list = parse_list("ConfigMap users", text, "example.com").unwrap();
+        assert_eq!(list.len(), 2, "{list:?}");
+        // Only at the start: elsewhere it is in an address.
+        let inner = "alice@example.com\n\u{feff}bob@example.com\n";
+        assert!(parse_list("ConfigMap users", inner, "example.com").is_err());
+
+        let utf8 = b"\xEF\xBB\xBFalice@example.com\n";
+        assert_eq!(without_bom(utf8), Ok(&b"alice@example.com\n"[..]));
+        assert_eq!(without_bom(b"alice"), Ok(&b"alice"[..]));
+        assert_eq!(without_bom(b""), Ok(&b""[..]));
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("a@example.com\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let utf16be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain("a@example.com\n".encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        assert_eq!(without_bom(&utf16le), Err(Utf16));
+        assert_eq!(without_bom(&utf16be), Err(Utf16));
+        assert!(Utf16.to_string().contains("UTF-16"));
     }
 
     #[test]

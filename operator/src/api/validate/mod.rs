@@ -7,7 +7,10 @@ mod names;
 mod network;
 mod quantity;
 
-pub use address::{normalize_address, normalize_mailbox, normalize_sender_pattern};
+pub use address::{
+    AddressProblem, normalize_address, normalize_listed_address, normalize_mailbox,
+    normalize_sender_pattern,
+};
 pub use duration::parse_duration;
 pub use names::{
     check_annotations, host_port, is_dns1123_label, is_dns1123_subdomain, normalize_dns_name,
@@ -170,20 +173,24 @@ impl Problems {
 /// Whitespace separates a map's key from its value, a comma separates list items in
 /// main.cf, `#` starts a comment and a newline starts a new entry or parameter.
 pub(crate) fn injection_hazard(input: &str) -> Option<String> {
-    input.chars().find_map(|c| {
-        let what = match c {
-            '\n' => "a newline",
-            '\r' => "a carriage return",
-            ',' => "a comma",
-            '#' => "'#'",
-            c if c.is_whitespace() => "whitespace",
-            c if c.is_control() => "a control character",
-            _ => return None,
-        };
-        Some(format!(
+    hazard(input).map(|what| {
+        format!(
             "{} contains {what}, which is not allowed here (it could inject Postfix configuration)",
             quote(input)
-        ))
+        )
+    })
+}
+
+/// What `injection_hazard` names, without the input: "a newline", "whitespace", ...
+pub(crate) fn hazard(input: &str) -> Option<&'static str> {
+    input.chars().find_map(|c| match c {
+        '\n' => Some("a newline"),
+        '\r' => Some("a carriage return"),
+        ',' => Some("a comma"),
+        '#' => Some("'#'"),
+        c if c.is_whitespace() => Some("whitespace"),
+        c if c.is_control() => Some("a control character"),
+        _ => None,
     })
 }
 

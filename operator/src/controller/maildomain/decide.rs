@@ -958,7 +958,7 @@ mod tests {
             },
             found: Some((
                 serde_json::from_value(json!({"creationTimestamp": written})).unwrap(),
-                Some("bob@example.com\n".into()),
+                super::super::fetch::ListText::Text("bob@example.com\n".into()),
             )),
         };
         let stale = Inputs {

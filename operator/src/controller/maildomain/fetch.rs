@@ -9,7 +9,7 @@ use super::super::ownership;
 use super::super::placement::{
     gateway_key, namespace_allowed, primary_addresses_checked, primary_refused, rivals,
 };
-use super::super::sources::{Reach, Source};
+use super::super::sources::{Reach, Source, secret_opted_in};
 use crate::api::gateway::NamespacesFrom;
 use crate::api::validate::{normalize_domain, normalize_host};
 use crate::api::{DNSProvider, KeyRef, MailDomain, MailGateway};
@@ -84,9 +84,33 @@ pub struct HeldMail {
 pub struct ListSource {
     pub kind: &'static str,
     pub reference: KeyRef,
-    /// `None`: the object does not exist; else its metadata and the key's text (`None`:
-    /// no such key, or not UTF-8).
-    pub found: Option<(ObjectMeta, Option<String>)>,
+    /// `None`: the object does not exist; else its metadata and what its key holds.
+    pub found: Option<(ObjectMeta, ListText)>,
+}
+
+/// What the key of a referenced list holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListText {
+    Text(String),
+    /// No such key, or its bytes are not UTF-8.
+    Unreadable,
+    /// UTF-16 (a Secret's bytes that start with its byte-order mark).
+    Utf16,
+    /// A Secret without the label that lets recipient sources read it.
+    NotOptedIn,
+}
+
+impl ListText {
+    /// A Secret's bytes: UTF-8 text, or why not.
+    fn of_bytes(bytes: &[u8]) -> Self {
+        if crate::recipients::without_bom(bytes).is_err() {
+            return Self::Utf16;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::Text(text.to_string()),
+            Err(_) => Self::Unreadable,
+        }
+    }
 }
 
 pub async fn fetch(domain: &MailDomain, ctx: &Context) -> Result<Inputs, Error> {
@@ -310,7 +334,10 @@ async fn lists(
                     .data
                     .as_ref()
                     .and_then(|d| d.get(&reference.key).cloned());
-                (cm.metadata, text)
+                (
+                    cm.metadata,
+                    text.map_or(ListText::Unreadable, ListText::Text),
+                )
             });
         lists.push(ListSource {
             kind: "ConfigMap",
@@ -319,17 +346,29 @@ async fn lists(
         });
     }
     if let Some(reference) = &spec.secret_ref {
-        let found = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(&reference.name)
-            .await?
-            .map(|secret| {
-                let text = secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&reference.key))
-                    .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
-                (secret.metadata, text)
-            });
+        // A Secret whose labels do not let recipient sources read it is not read at all,
+        // as far as the cache knows it.
+        let cached = ctx
+            .secret_versions
+            .get(&ObjectRef::new(&reference.name).within(namespace))
+            .filter(|cached| !secret_opted_in(&cached.metadata));
+        let found = match cached {
+            Some(cached) => Some((cached.metadata.clone(), ListText::NotOptedIn)),
+            None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(&reference.name)
+                .await?
+                .map(|secret| {
+                    let text = match secret_opted_in(&secret.metadata) {
+                        false => ListText::NotOptedIn,
+                        true => secret
+                            .data
+                            .as_ref()
+                            .and_then(|d| d.get(&reference.key))
+                            .map_or(ListText::Unreadable, |bytes| ListText::of_bytes(&bytes.0)),
+                    };
+                    (secret.metadata, text)
+                }),
+        };
         lists.push(ListSource {
             kind: "Secret",
             reference: reference.clone(),
@@ -337,4 +376,30 @@ async fn lists(
         });
     }
     Ok(lists)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secrets_bytes_are_text_utf16_or_unreadable() {
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("a@example.com\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let cases: [(&[u8], ListText); 5] = [
+            (b"a@example.com\n", ListText::Text("a@example.com\n".into())),
+            (
+                b"\xEF\xBB\xBFa@example.com\n",
+                ListText::Text("\u{feff}a@example.com\n".into()),
+            ),
+            (&utf16le, ListText::Utf16),
+            (b"\xFE\xFF\x00a", ListText::Utf16),
+            (b"a@example.com\xFF\n", ListText::Unreadable),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(ListText::of_bytes(bytes), want, "{bytes:?}");
+        }
+    }
 }

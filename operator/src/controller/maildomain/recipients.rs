@@ -2,12 +2,12 @@
 //! directory's list in force, and whether the oldest of them is past `recipients.maxAge`.
 //! Pure.
 
-use super::super::sources::{ACCEPT_SHRINK_ANNOTATION, Held, SourceState};
-use super::fetch::ListSource;
+use super::super::sources::{ACCEPT_SHRINK_ANNOTATION, Held, SOURCE_SECRET_LABEL, SourceState};
+use super::fetch::{ListSource, ListText};
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
 use crate::api::validate::{normalize_address, parse_duration};
-use crate::recipients::{RecipientSet, parse_list};
+use crate::recipients::{RecipientSet, Utf16, parse_list};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeSet;
@@ -81,14 +81,33 @@ pub fn merge(
             )
             .into());
         };
-        let Some(text) = text else {
-            return Err(Verdict::failed(
-                "RecipientSourceMissing",
-                format!("{kind} {namespace}/{name} has no key {key:?} (or it is not UTF-8 text)"),
-            )
-            .into());
-        };
         let label = format!("{kind} {namespace}/{name} key {key}");
+        let text = match text {
+            ListText::Text(text) => text,
+            ListText::Unreadable => {
+                return Err(Verdict::failed(
+                    "RecipientSourceMissing",
+                    format!(
+                        "{kind} {namespace}/{name} has no key {key:?} (or it is not UTF-8 text)"
+                    ),
+                )
+                .into());
+            }
+            ListText::NotOptedIn => {
+                return Err(Verdict::failed(
+                    "SecretNotAllowed",
+                    format!(
+                        "{kind} {namespace}/{name} is not labelled {SOURCE_SECRET_LABEL}=true, so recipient lists may not be read from it"
+                    ),
+                )
+                .into());
+            }
+            ListText::Utf16 => {
+                return Err(
+                    Verdict::failed("InvalidRecipients", format!("{label}: {Utf16}")).into(),
+                );
+            }
+        };
         match parse_list(&label, text, normalized) {
             Ok(list) => {
                 sources.push(format!("{} from {kind} {name}", list.len()));
@@ -240,4 +259,77 @@ fn age_of(metadata: &ObjectMeta, now: Timestamp) -> Option<Duration> {
     let updated = annotated.or(written)?;
     let age = now.duration_since(updated);
     Some(Duration::from_secs(age.as_secs().max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fixtures;
+    use serde_json::json;
+
+    fn secret(text: ListText) -> ListSource {
+        ListSource {
+            kind: "Secret",
+            reference: crate::api::KeyRef {
+                name: "vip".into(),
+                key: "list".into(),
+            },
+            found: Some((ObjectMeta::default(), text)),
+        }
+    }
+
+    fn refused(text: ListText) -> Verdict {
+        let domain = fixtures::domain(json!({"spec": {"recipients": {
+            "secretRef": {"name": "vip", "key": "list"}}}}));
+        let merged = merge(
+            &domain,
+            "example.com",
+            "tenant",
+            &[secret(text)],
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
+        match merged {
+            Err(unmerged) => unmerged.problem,
+            Ok(merged) => panic!("merged: {merged:?}"),
+        }
+    }
+
+    #[test]
+    fn a_secret_list_is_refused_by_line_never_by_content() {
+        let text = "alice@example.com\nTOPSECRET-VALUE-1 hunter2\n\nTOPSECRET-VALUE-2 hunter2\n";
+        let problem = refused(ListText::Text(text.into()));
+        assert_eq!(problem.reason, "InvalidRecipients");
+        assert_eq!(
+            problem.message,
+            "Secret tenant/vip key list has 2 invalid line(s): line 2: not an address (contains \
+             whitespace); line 4: not an address (contains whitespace)"
+        );
+    }
+
+    #[test]
+    fn a_utf16_secret_says_so_and_other_bytes_as_before() {
+        let problem = refused(ListText::Utf16);
+        assert_eq!(problem.reason, "InvalidRecipients");
+        assert_eq!(
+            problem.message,
+            "Secret tenant/vip key list: the list is UTF-16 (a PowerShell export?); save it as \
+             UTF-8"
+        );
+        let problem = refused(ListText::Unreadable);
+        assert_eq!(problem.reason, "RecipientSourceMissing");
+        assert!(problem.message.contains("not UTF-8 text"), "{problem:?}");
+    }
+
+    #[test]
+    fn a_secret_not_labelled_for_recipient_sources_is_refused_by_name() {
+        let problem = refused(ListText::NotOptedIn);
+        assert_eq!(problem.reason, "SecretNotAllowed");
+        assert!(
+            problem
+                .message
+                .contains("mx-operator.io/recipient-source=true"),
+            "{problem:?}"
+        );
+    }
 }
