@@ -86,10 +86,9 @@ TLSCACertificateFile {dir}/ca.crt
 TLSCertificateFile {dir}/server.crt
 TLSCertificateKeyFile {dir}/server.key
 limits dn.exact=\"{SERVICE_DN}\" size.prtotal=unlimited
-access to attrs=userPassword by anonymous auth by * none
-access to * by dn.exact=\"{SERVICE_DN}\" read by * none
-",
-            dir = dir.display()
+{ACCESS}",
+            dir = dir.display(),
+            ACCESS = access(),
         );
         fs::write(dir.join("slapd.conf"), config).map_err(io("writing slapd.conf"))?;
         let ca_pem = crate::tls::server_certificate(dir)?;
@@ -118,6 +117,26 @@ access to * by dn.exact=\"{SERVICE_DN}\" read by * none
         };
         slapd.resume()?;
         Ok(slapd)
+    }
+
+    /// Restarts the server with `rules` (slapd.conf `access` lines) before its own: as a
+    /// directory admin would change what the service account may read.
+    pub fn restrict(&mut self, rules: &str) -> Result<(), HarnessError> {
+        let conf = self.dir.join("slapd.conf");
+        let io = |source| HarnessError::Io {
+            what: "rewriting slapd.conf".into(),
+            source,
+        };
+        let config = fs::read_to_string(&conf).map_err(io)?;
+        let own = access();
+        let base = config
+            .split(own.as_str())
+            .next()
+            .unwrap_or(&config)
+            .to_string();
+        fs::write(&conf, format!("{base}{rules}{own}")).map_err(io)?;
+        self.pause();
+        self.resume()
     }
 
     /// Stops the server; the directory's data stays.
@@ -166,6 +185,13 @@ access to * by dn.exact=\"{SERVICE_DN}\" read by * none
         command.args(["-x", "-H", &self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]);
         run_with_input(command, ldif).map(drop)
     }
+}
+
+/// The service account may read everything but passwords.
+fn access() -> String {
+    format!(
+        "access to attrs=userPassword by anonymous auth by * none\naccess to * by dn.exact=\"{SERVICE_DN}\" read by * none\n"
+    )
 }
 
 fn person_ldif(person: &Person) -> String {

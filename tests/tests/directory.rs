@@ -271,3 +271,63 @@ async fn tls_to_the_directory_is_checked_against_the_ca_from_its_secret() {
         assert_eq!(ready.condition("Ready").unwrap().reason, "TLSFailed");
     }
 }
+
+#[tokio::test]
+async fn a_directory_whose_acl_hides_the_addresses_is_held_not_applied() {
+    let sink = Sink::start().unwrap();
+    let (plane, ns) = namespace_with_operator("acl").await;
+    let people = mx_operator_tests::ldap::numbered(300, "acl.example");
+    let mut slapd =
+        Slapd::start(&plane.dir.join(format!("slapd-{}", ns.name)), &people).expect("slapd");
+    apply::<Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "ldap", "labels": {"mx-operator.io/recipient-source": "true"}},
+               "stringData": {"password": SERVICE_PASSWORD}}),
+    )
+    .await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    let gateway = Gateway::of_namespace(plane, &ns, "edge").await.unwrap();
+    let ldap = json!({
+        "url": slapd.url, "insecure": true, "bindDN": SERVICE_DN,
+        "baseDN": format!("ou=people,{SUFFIX}"), "refreshInterval": "10s",
+        "passwordSecretRef": {"name": "ldap", "key": "password"},
+    });
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "dir",
+            "acl.example",
+            json!({"primary": {"host": sink.address.ip().to_string(), "port": sink.address.port(), "tls": "None"},
+                   "recipients": {"ldap": ldap}}),
+        ),
+    )
+    .await;
+    let domains = ns.api::<MailDomain>();
+    source_shows(&domains, "the first sync", |s| s.addresses == Some(300)).await;
+    answer(gateway.smtp, "u7@acl.example", |code| code == 250).await;
+
+    // The directory's admin changes an ACL: the service account no longer sees `mail`,
+    // and the search succeeds with nothing. Held: the 300 keep their 250.
+    slapd.restrict("access to attrs=mail by * none\n").unwrap();
+    let held = source_shows(&domains, "the empty sync held", |s| {
+        s.held.as_ref().is_some_and(|h| h.addresses == 0)
+    })
+    .await;
+    assert_eq!(held.addresses, Some(300), "{held:?}");
+    let md = domains.get("dir").await.unwrap();
+    let synced = md.condition("RecipientsSynced").unwrap();
+    assert_eq!(synced.reason, "ShrinkHeld", "{synced:?}");
+    assert_eq!(md.condition("Ready").unwrap().reason, "Relayed");
+    let code = rcpt_reply(gateway.smtp, "sender@client.test", "u7@acl.example")
+        .unwrap()
+        .code;
+    assert_eq!(code, 250);
+
+    // The ACL put back: the next sync is the list in force again, nothing held.
+    slapd.restrict("").unwrap();
+    source_shows(&domains, "nothing held", |s| {
+        s.held.is_none() && s.addresses == Some(300) && s.reason.is_none()
+    })
+    .await;
+}

@@ -384,7 +384,13 @@ fn the_alert_rules_pass_promtool_and_fire_on_the_figures_they_watch() {
                  "values": "0 0 0 1x80"},
                 {"series": r#"mx_operator_drift_checks_total{check="gateway_probe",result="Verified"}"#,
                  "values": "0+10x80"},
-                {"series": "mx_operator_maildomains_departed", "values": "1x80"}
+                {"series": "mx_operator_maildomains_departed", "values": "1x80"},
+                {"series": r#"mx_operator_recipient_source_up{namespace="mail",maildomain="shop",source="ldap"}"#,
+                 "values": "1 1 0x80"},
+                {"series": r#"mx_operator_recipient_source_up{namespace="mail",maildomain="web",source="http"}"#,
+                 "values": "1x80"},
+                {"series": r#"mx_operator_recipient_source_shrink_held{namespace="mail",maildomain="web",source="http"}"#,
+                 "values": "0 0 1x80"}
             ],
             "alert_rule_test": [
                 {"eval_time": "8m", "alertname": "MailQueuedLong", "exp_alerts": []},
@@ -405,6 +411,20 @@ fn the_alert_rules_pass_promtool_and_fire_on_the_figures_they_watch() {
                         "summary": "A gateway accepts mail for a domain it does not serve",
                         "description": description("GatewayOpenRelay")}}]},
                 {"eval_time": "40m", "alertname": "GatewayOpenRelay", "exp_alerts": []},
+                {"eval_time": "31m", "alertname": "RecipientSourceFailing", "exp_alerts": []},
+                {"eval_time": "33m", "alertname": "RecipientSourceFailing", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "team": "mail", "namespace": "mail",
+                                   "maildomain": "shop", "source": "ldap"},
+                    "exp_annotations": {
+                        "summary": "The ldap recipient source of MailDomain mail/shop fails to sync",
+                        "description": description("RecipientSourceFailing")}}]},
+                {"eval_time": "6m", "alertname": "RecipientListShrinkHeld", "exp_alerts": []},
+                {"eval_time": "8m", "alertname": "RecipientListShrinkHeld", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "team": "mail", "namespace": "mail",
+                                   "maildomain": "web", "source": "http"},
+                    "exp_annotations": {
+                        "summary": "A recipient list of MailDomain mail/web shrank too far and is held",
+                        "description": description("RecipientListShrinkHeld")}}]},
                 {"eval_time": "50m", "alertname": "MailDomainDeparted", "exp_alerts": []},
                 {"eval_time": "65m", "alertname": "MailDomainDeparted", "exp_alerts": [{
                     "exp_labels": {"severity": "info", "team": "mail"},

@@ -297,6 +297,15 @@ pub struct SourceState {
 }
 
 impl SourceState {
+    /// The first sync since this operator started runs while the gateway holds the list
+    /// an earlier operator recorded.
+    pub fn first_sync_running(&self) -> bool {
+        self.in_force.is_none()
+            && self.earlier.is_some()
+            && self.error.is_none()
+            && self.held.is_none()
+    }
+
     pub fn status(&self) -> RecipientSourceStatus {
         let in_force = self.in_force.as_ref();
         let earlier = self.earlier.as_ref();

@@ -258,7 +258,8 @@ pub fn acceptance(
             ),
         );
     }
-    if let Some((address, reply)) = &replies.known {
+    // The address asked is a real user's: status names it as "a listed recipient" only.
+    if let Some((_, reply)) = &replies.known {
         let wanted = match expect {
             Expect::Accept => 2,
             Expect::Defer => 4,
@@ -274,7 +275,7 @@ pub fn acceptance(
                 false,
                 reason,
                 format!(
-                    "the gateway answered {reply} for {address}, which it {what}: it is not running the current relay config"
+                    "the gateway answered {reply} for a listed recipient, which it {what}: it is not running the current relay config"
                 ),
             );
         }
@@ -282,7 +283,7 @@ pub fn acceptance(
     let known = replies
         .known
         .as_ref()
-        .map(|(address, reply)| format!("{address} → {}, ", reply.code))
+        .map(|(_, reply)| format!("a listed recipient → {}, ", reply.code))
         .unwrap_or_default();
     Verdict::new(
         true,
@@ -406,7 +407,7 @@ mod tests {
             Verdict::new(
                 true,
                 "Verified",
-                "a@x → 250, random recipient → 550, foreign domain → 554",
+                "a listed recipient → 250, random recipient → 550, foreign domain → 554",
             )
         };
         let stale = || Verdict::new(false, "NotAccepting", "the gateway answered 554 for a@x");
@@ -416,7 +417,7 @@ mod tests {
                 vec![ok(), ok()],
                 true,
                 "Verified",
-                "a@x → 250, random recipient → 550, foreign domain → 554 (all 2 ready replicas: edge-0, edge-1)",
+                "a listed recipient → 250, random recipient → 550, foreign domain → 554 (all 2 ready replicas: edge-0, edge-1)",
             ),
             (
                 vec![ok(), stale()],
@@ -651,7 +652,7 @@ mod tests {
         assert!(verdict.status);
         assert_eq!(
             verdict.message,
-            "alice@example.com → 250, random recipient → 550, foreign domain → 554"
+            "a listed recipient → 250, random recipient → 550, foreign domain → 554"
         );
     }
 

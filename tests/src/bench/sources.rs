@@ -127,3 +127,124 @@ pub async fn run(dir: &Path, people: usize, refreshes: usize) -> Result<Vec<Figu
     ));
     Ok(figures)
 }
+
+const HANGING: &str = "9. Sources that never answer (operator binary, gateway replica)";
+
+/// A new ordinary domain's apply → Ready and → 250 at SMTP, before and after `count`
+/// MailDomains (half HTTP, half LDAP) whose source accepts the connection and never
+/// answers: the syncs run apart from the reconciles, so the second figures stay near the
+/// first.
+pub async fn hanging(dir: &Path, count: usize) -> Result<Vec<Figure>, String> {
+    use super::cluster::{domain, fail, is_ready, poll, rcpt_code, start_operator};
+    use crate::control_plane::{ControlPlane, Lifetime};
+    use crate::fixtures;
+    use crate::gateway::Gateway;
+    use mx_operator::api::{MailDomain, MailGateway};
+    use serde_json::json;
+
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(fail)?;
+    let silent_at = silent.local_addr().map_err(fail)?;
+    let held = tokio::spawn(async move {
+        let mut sockets = vec![];
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let plane = ControlPlane::start(&dir.join("plane-hanging"), Lifetime::TiedToThisProcess)
+        .await
+        .map_err(fail)?;
+    plane.install_crds().await.map_err(fail)?;
+    let _operator = start_operator(&plane, &dir.join("operator-hanging.log"))?;
+    let ns = plane.namespace("hanging").await.map_err(fail)?;
+    let primary: std::net::SocketAddr =
+        ([127, 0, 0, 1], crate::process::free_port().map_err(fail)?).into();
+    fixtures::apply::<MailGateway>(&ns, fixtures::gateway("edge", json!({}))).await;
+    fixtures::apply_dynamic(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "ldap", "labels": {"mx-operator.io/recipient-source": "true"}},
+               "stringData": {"password": "x"}}),
+    )
+    .await;
+    let gateway = Gateway::start(
+        &dir.join("gateway-hanging"),
+        &plane.operator_kubeconfig,
+        &ns.name,
+        "edge",
+        Lifetime::TiedToThisProcess,
+    )
+    .await
+    .map_err(fail)?;
+    let domains = ns.api::<MailDomain>();
+    let onboard = |name: &'static str| {
+        let (domains, ns) = (domains.clone(), &ns);
+        async move {
+            let mail_domain = format!("{name}.hanging.test");
+            let address = format!("alice@{mail_domain}");
+            let started = Instant::now();
+            fixtures::apply_dynamic(
+                ns,
+                domain(name, &mail_domain, "edge", vec![address.clone()], primary),
+            )
+            .await;
+            poll(&format!("{name} Ready"), || async {
+                domains.get(name).await.ok().filter(is_ready)
+            })
+            .await?;
+            let ready = started.elapsed();
+            rcpt_code(gateway.smtp, &address, 250).await?;
+            Ok::<_, String>((ready, started.elapsed()))
+        }
+    };
+    let (before_ready, before_accepted) = onboard("before").await?;
+    for i in 0..count {
+        let mut hanging = domain(
+            &format!("hang{i}"),
+            &format!("hang{i}.hanging.test"),
+            "edge",
+            vec![],
+            primary,
+        );
+        hanging["spec"]["recipients"] = if i % 2 == 0 {
+            json!({"http": {"url": format!("http://{silent_at}/list.txt")}})
+        } else {
+            json!({"ldap": {"url": format!("ldap://{silent_at}"), "insecure": true,
+                            "bindDN": "cn=x", "baseDN": "dc=x",
+                            "passwordSecretRef": {"name": "ldap", "key": "password"}}})
+        };
+        fixtures::apply_dynamic(&ns, hanging).await;
+    }
+    let (after_ready, after_accepted) = onboard("after").await?;
+    held.abort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(vec![
+        Figure::new(HANGING, "sources that never answer", count as f64, ""),
+        Figure::new(
+            HANGING,
+            "new domain apply → Ready, none hanging",
+            ms(before_ready),
+            "ms",
+        ),
+        Figure::new(
+            HANGING,
+            "new domain apply → 250, none hanging",
+            ms(before_accepted),
+            "ms",
+        ),
+        Figure::new(
+            HANGING,
+            "new domain apply → Ready, sources hanging",
+            ms(after_ready),
+            "ms",
+        ),
+        Figure::new(
+            HANGING,
+            "new domain apply → 250, sources hanging",
+            ms(after_accepted),
+            "ms",
+        )
+        .at_most(3000.0),
+    ])
+}

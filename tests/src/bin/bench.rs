@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
                         "maps",
                         "outage",
                         "sources",
+                        "hanging",
                         "recipients",
                     ]
                     .contains(&section.as_str()) =>
@@ -58,7 +59,7 @@ fn main() -> std::process::ExitCode {
 
 fn usage(problem: &str) -> std::process::ExitCode {
     eprintln!(
-        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps|outage|sources|recipients] [--out FILE]"
+        "bench: {problem}\nusage: bench [--size smoke|full] [--only latency|scale|drift|maps|outage|sources|hanging|recipients] [--out FILE]"
     );
     std::process::ExitCode::from(2)
 }
@@ -117,6 +118,14 @@ async fn run(size: Size, only: Option<&str>) -> Result<Vec<Figure>, String> {
     if wanted("sources") {
         eprintln!("bench: recipient sources with {people} addresses ...");
         figures.extend(sources::run(&dir, people, 10).await?);
+    }
+    if wanted("hanging") {
+        let count = match size {
+            Size::Smoke => 10,
+            Size::Full => 50,
+        };
+        eprintln!("bench: a new domain beside {count} sources that never answer ...");
+        figures.extend(sources::hanging(&dir, count).await?);
     }
     if wanted("recipients") {
         eprintln!(

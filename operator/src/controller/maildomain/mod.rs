@@ -53,6 +53,12 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         return finalize::finalize(domain, ctx, &namespace).await;
     }
     let inputs = fetch::fetch(domain, ctx).await?;
+    // After an operator restart the gateway holds the list an earlier operator synced:
+    // while the first sync since runs, nothing is known to have changed, and the worker
+    // sends the domain round when it is done. (A status written now would flap `Ready`.)
+    if let Some(waiting) = inputs.sources.iter().find(|s| s.first_sync_running()) {
+        return Ok(Action::requeue(waiting.next_in));
+    }
     let decision = decide::decide(domain, &inputs, Timestamp::now());
     let normalized = normalize_domain(&domain.spec.domain).unwrap_or_default();
     let applied = match apply::apply(domain, ctx, &inputs, &normalized, &decision).await {
