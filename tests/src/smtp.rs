@@ -442,3 +442,30 @@ pub fn relay_tricks(smtp: SocketAddr, domain: &str, own_name: &str) -> (usize, V
     }
     (tricks.len() * 2, accepted)
 }
+
+/// A server that accepts connections and never answers, until dropped: a source (LDAP,
+/// HTTP) that hangs.
+pub struct Silent {
+    pub address: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    pub async fn start() -> io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut held = vec![];
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        Ok(Self { address, task })
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

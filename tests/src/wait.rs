@@ -101,3 +101,23 @@ pub async fn recipient_source(
     )
     .await
 }
+
+/// Waits up to a minute until RCPT `recipient` at `smtp` gets an answer `expected`
+/// accepts; returns its code.
+pub async fn rcpt_answer(
+    smtp: std::net::SocketAddr,
+    recipient: &str,
+    expected: impl Fn(u16) -> bool,
+) -> u16 {
+    until(
+        Duration::from_secs(60),
+        &format!("the answer to RCPT {recipient}"),
+        || async {
+            crate::smtp::rcpt_reply(smtp, "sender@client.test", recipient)
+                .ok()
+                .map(|reply| reply.code)
+                .filter(|code| expected(*code))
+        },
+    )
+    .await
+}

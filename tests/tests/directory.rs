@@ -11,9 +11,8 @@ use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::ldap::{Person, SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
 use mx_operator_tests::operator::namespace_with_operator;
 use mx_operator_tests::smtp::{Sink, rcpt_reply};
-use mx_operator_tests::wait::{recipient_source, until};
+use mx_operator_tests::wait::{rcpt_answer as answer, recipient_source, until};
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -40,20 +39,6 @@ fn people() -> Vec<Person> {
             },
         })
         .collect()
-}
-
-async fn answer(smtp: SocketAddr, recipient: &str, expected: impl Fn(u16) -> bool) -> u16 {
-    until(
-        LIMIT,
-        &format!("the answer to RCPT {recipient}"),
-        || async {
-            rcpt_reply(smtp, "sender@client.test", recipient)
-                .ok()
-                .map(|reply| reply.code)
-                .filter(|code| expected(*code))
-        },
-    )
-    .await
 }
 
 async fn source_shows(

@@ -11,10 +11,9 @@ use mx_operator_tests::fixtures::{apply, domain, gateway};
 use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::nginx::Nginx;
 use mx_operator_tests::operator::namespace_with_operator;
-use mx_operator_tests::smtp::{Sink, rcpt_reply};
-use mx_operator_tests::wait::{recipient_source, until};
+use mx_operator_tests::smtp::{Silent, Sink, rcpt_reply};
+use mx_operator_tests::wait::{rcpt_answer as answer, recipient_source, until};
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -22,21 +21,6 @@ const SOURCE_LABEL: &str = "mx-operator.io/recipient-source";
 
 fn users(domain: &str, count: usize) -> String {
     (0..count).map(|i| format!("user{i}@{domain}\n")).collect()
-}
-
-/// Waits until RCPT `recipient` gets an answer `expected` accepts; returns its code.
-async fn answer(smtp: SocketAddr, recipient: &str, expected: impl Fn(u16) -> bool) -> u16 {
-    until(
-        LIMIT,
-        &format!("the answer to RCPT {recipient}"),
-        || async {
-            rcpt_reply(smtp, "sender@client.test", recipient)
-                .ok()
-                .map(|reply| reply.code)
-                .filter(|code| expected(*code))
-        },
-    )
-    .await
 }
 
 async fn wait_condition(
@@ -200,35 +184,9 @@ async fn a_new_domain_whose_first_sync_fails_defers_instead_of_refusing() {
     assert_eq!(code, 550);
 }
 
-/// A server that accepts connections and never answers, until dropped.
-struct Silent {
-    address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Silent {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut held = vec![];
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
-        Self { address, task }
-    }
-}
-
-impl Drop for Silent {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn sources_that_never_answer_hold_up_no_other_domain() {
-    let silent = Silent::start().await;
+    let silent = Silent::start().await.unwrap();
     let (plane, ns) = namespace_with_operator("silent").await;
     apply::<Secret>(
         &ns,
@@ -316,7 +274,7 @@ async fn tenants_cannot_aim_sources_at_the_platform_nor_at_secrets_not_opted_in(
     nginx
         .serve("plain.txt", &users("plain.example", 5))
         .unwrap();
-    let silent = Silent::start().await;
+    let silent = Silent::start().await.unwrap();
     apply::<MailGateway>(
         &ns,
         gateway("edge", json!({"allowedDomains": {"from": "All"}})),

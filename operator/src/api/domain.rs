@@ -235,11 +235,13 @@ pub struct Recipients {
 #[derive(JsonSchema, Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MaxShrink {
-    /// Percent of the list in force a sync may remove and still be applied.
+    /// Percent of the list in force a sync may remove and still be applied (whatever the
+    /// count).
     #[serde(default = "default_shrink_percent")]
     #[schemars(range(max = 100))]
     pub percent: u32,
-    /// Addresses a sync may remove and still be applied, whatever the percentage.
+    /// A sync is held only when it removes at least this many addresses (and more than
+    /// `percent`).
     #[serde(default = "default_shrink_addresses")]
     pub addresses: u32,
 }
@@ -450,6 +452,11 @@ impl HttpSource {
 }
 
 impl Recipients {
+    /// Whether the operator syncs a source of these recipients itself (ldap, http).
+    pub fn has_synced_sources(&self) -> bool {
+        self.ldap.is_some() || self.http.is_some()
+    }
+
     /// Every Secret the recipients are read with: the list's, and the synced sources'
     /// credentials and CAs.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {

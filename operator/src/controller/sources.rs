@@ -11,6 +11,7 @@ use crate::api::domain::{
 use crate::api::{KeyRef, MailDomain};
 use crate::net::http::{Fetched, ListQuery};
 use crate::net::ldap::DirectoryQuery;
+pub use crate::net::redacted;
 use crate::recipients::AddressList;
 use crate::recipients::extract::SourceError;
 use base64::Engine;
@@ -190,17 +191,6 @@ impl Source {
     }
 }
 
-/// `url` as status and logs may show it: scheme, host, port and path.
-pub fn redacted(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let shown = &rest[..end];
-    let (authority, path) = shown.split_at(shown.find('/').unwrap_or(end));
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    let cut = end < rest.len() || host.len() < authority.len();
-    format!("{scheme}://{host}{path}{}", if cut { "…" } else { "" })
-}
-
 /// Domain `namespace`, `name` and source kind.
 type Key = (String, String, &'static str);
 
@@ -227,6 +217,11 @@ type Credentials = Vec<Option<String>>;
 #[derive(Clone)]
 struct Synced {
     source: Source,
+    /// The domain (normalized) whose addresses it takes: another domain is another list.
+    normalized: String,
+    /// Bumped whenever the entry is replaced, so that a worker still asking for what it
+    /// replaced records nothing.
+    generation: u64,
     /// Its Secrets' versions when it was last asked: another version makes a sync due,
     /// unless what it reads of them is the same (`secrets_digest`).
     credentials: Credentials,
@@ -292,6 +287,8 @@ pub struct SourceState {
     pub error: Option<SourceError>,
     /// A list held back because it shrank too far.
     pub held: Option<Held>,
+    /// A worker is asking the source now.
+    pub syncing: bool,
     /// When the next sync is due (or, while one runs, when to look again at the latest).
     pub next_in: Duration,
 }
@@ -300,7 +297,8 @@ impl SourceState {
     /// The first sync since this operator started runs while the gateway holds the list
     /// an earlier operator recorded.
     pub fn first_sync_running(&self) -> bool {
-        self.in_force.is_none()
+        self.syncing
+            && self.in_force.is_none()
             && self.earlier.is_some()
             && self.error.is_none()
             && self.held.is_none()
@@ -335,6 +333,7 @@ impl SourceState {
 struct Job {
     key: Key,
     source: Source,
+    generation: u64,
     normalized: String,
     /// The known Secrets' versions, and whether the interval has passed.
     credentials: Credentials,
@@ -414,11 +413,13 @@ impl SourceSyncs {
                 let synced = entries
                     .entry(key.clone())
                     .and_modify(|synced| {
-                        if synced.source != source {
-                            *synced = Synced::new(&key, source.clone());
+                        if synced.source != source || synced.normalized != normalized {
+                            let generation = synced.generation + 1;
+                            *synced = Synced::new(&key, source.clone(), normalized);
+                            synced.generation = generation;
                         }
                     })
-                    .or_insert_with(|| Synced::new(&key, source.clone()));
+                    .or_insert_with(|| Synced::new(&key, source.clone(), normalized));
                 let baseline = synced
                     .in_force
                     .as_ref()
@@ -441,6 +442,7 @@ impl SourceSyncs {
                     jobs.push(Job {
                         key: key.clone(),
                         source: source.clone(),
+                        generation: synced.generation,
                         normalized: normalized.to_string(),
                         credentials,
                         due: next_in.is_none(),
@@ -498,7 +500,11 @@ impl SourceSyncs {
         let outcome = async {
             let _share = share.acquire_owned().await.ok()?;
             let _worker = self.workers.clone().acquire_owned().await.ok()?;
+            // Replaced while it waited for a worker: not asked at all.
             let known = self.entries().get(&job.key).cloned()?;
+            if known.generation != job.generation {
+                return None;
+            }
             let sync = self.sync(&job, &known, &reach);
             Some(
                 tokio::time::timeout(self.settings.deadline, sync)
@@ -517,7 +523,7 @@ impl SourceSyncs {
             // Gone, or its source changed while it was asked: the answer is not its.
             let Some(synced) = entries
                 .get_mut(&job.key)
-                .filter(|synced| synced.source == job.source)
+                .filter(|synced| synced.generation == job.generation)
             else {
                 return;
             };
@@ -609,9 +615,11 @@ enum Outcome {
 }
 
 impl Synced {
-    fn new(key: &Key, source: Source) -> Self {
+    fn new(key: &Key, source: Source, normalized: &str) -> Self {
         Self {
             source,
+            normalized: normalized.to_string(),
+            generation: 0,
             credentials: vec![],
             secrets_digest: None,
             in_force: None,
@@ -644,6 +652,7 @@ impl Synced {
             earlier: None,
             error: self.error.clone(),
             held: self.held.clone(),
+            syncing: self.running,
             next_in,
         }
     }
@@ -680,7 +689,9 @@ impl Synced {
                 result,
             } => {
                 self.secrets_digest = Some(secrets_digest);
-                self.attempted = Some(at);
+                // The interval counts from the end of a sync: a slow one is not asked
+                // again the moment it ends.
+                self.attempted = Some(Timestamp::now().max(at));
                 self.error = None;
                 match result {
                     Ok(Some((list, etag))) => {
@@ -689,7 +700,15 @@ impl Synced {
                             .as_ref()
                             .map(|list| list.addresses.len())
                             .or(job.earlier_addresses);
-                        match from.filter(|from| job.shrink.holds(*from, list.addresses.len())) {
+                        // A first list that is empty is held too: a wrong base DN, filter or
+                        // ACL would otherwise refuse every user with 550.
+                        let from = match from {
+                            None if list.addresses.is_empty() => Some(0),
+                            from => {
+                                from.filter(|from| job.shrink.holds(*from, list.addresses.len()))
+                            }
+                        };
+                        match from {
                             Some(from) => {
                                 self.held = Some(Held {
                                     id: held_id(&list.addresses),
@@ -966,7 +985,7 @@ mod tests {
             attempted: Some(Timestamp::from_second(attempted).unwrap()),
             error: failed.then(|| SourceError::Unreachable("refused".into())),
             jitter: Duration::ZERO,
-            ..Synced::new(&key(), Source::Ldap(source))
+            ..Synced::new(&key(), Source::Ldap(source), "example.com")
         }
     }
 
@@ -996,6 +1015,7 @@ mod tests {
             }),
             error: Some(SourceError::Unreachable("refused".into())),
             held: None,
+            syncing: false,
             next_in: RETRY_FAILED,
         };
         let status = state.status();
@@ -1059,7 +1079,7 @@ mod tests {
                 "{refresh} {attempted} {failed} {now}"
             );
         }
-        let never = Synced::new(&key(), synced("15m", 0, false).source);
+        let never = Synced::new(&key(), synced("15m", 0, false).source, "example.com");
         assert_eq!(
             never.due_in(at(1), Duration::ZERO),
             None,
@@ -1091,6 +1111,7 @@ mod tests {
         Job {
             key: key(),
             source: synced("15m", 0, false).source,
+            generation: 0,
             normalized: "example.com".into(),
             credentials: vec![],
             due: true,
@@ -1120,7 +1141,7 @@ mod tests {
             (Some(150), None, 50, true),
             (None, Some(1_000), 10, true),
             (None, None, 10, false),
-            (None, None, 0, false),
+            (None, None, 0, true),
             (Some(10), None, 2_000, false),
         ];
         for (in_force, earlier, synced_count, held) in table {
@@ -1133,10 +1154,8 @@ mod tests {
             match held {
                 true => {
                     assert_eq!(serving, in_force, "{what}");
-                    assert_eq!(
-                        entry.held.as_ref().unwrap().from,
-                        in_force.or(earlier).unwrap()
-                    );
+                    let from = in_force.or(earlier).unwrap_or(0);
+                    assert_eq!(entry.held.as_ref().unwrap().from, from, "{what}");
                 }
                 false => assert_eq!(serving, Some(synced_count), "{what}"),
             }

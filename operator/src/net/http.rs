@@ -107,17 +107,23 @@ async fn fetch(query: &ListQuery, etag: Option<&str>) -> Result<Fetched, SourceE
     let response = client.request(request).await.map_err(request_error)?;
     let status = response.status();
     match status {
-        StatusCode::NOT_MODIFIED => return Ok(Fetched::NotModified),
+        // Only an answer to If-None-Match: without it, "not modified" says nothing.
+        StatusCode::NOT_MODIFIED if etag.is_some() => return Ok(Fetched::NotModified),
+        StatusCode::NOT_MODIFIED => {
+            return Err(SourceError::ServerError(
+                "304 Not Modified to a request without If-None-Match".into(),
+            ));
+        }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
             return Err(SourceError::AuthFailed(format!(
                 "{} answered {status}",
-                query.url
+                super::redacted(&query.url)
             )));
         }
         status if !status.is_success() => {
             return Err(SourceError::ServerError(format!(
                 "{status} for {}",
-                query.url
+                super::redacted(&query.url)
             )));
         }
         _ => {}

@@ -11,6 +11,17 @@ pub mod rfc2136;
 pub mod smtp;
 pub mod tls;
 
+/// `url` as status and logs may show it: scheme, host, port and path.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let shown = &rest[..end];
+    let (authority, path) = shown.split_at(shown.find('/').unwrap_or(end));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let cut = end < rest.len() || host.len() < authority.len();
+    format!("{scheme}://{host}{path}{}", if cut { "…" } else { "" })
+}
+
 pub use resolver::{DnsClients, MxLookup};
 pub use smtp::{ProbeReplies, Recipients, Reply};
 

@@ -142,16 +142,8 @@ pub async fn hanging(dir: &Path, count: usize) -> Result<Vec<Figure>, String> {
     use mx_operator::api::{MailDomain, MailGateway};
     use serde_json::json;
 
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(fail)?;
-    let silent_at = silent.local_addr().map_err(fail)?;
-    let held = tokio::spawn(async move {
-        let mut sockets = vec![];
-        while let Ok((socket, _)) = silent.accept().await {
-            sockets.push(socket);
-        }
-    });
+    let silent = crate::smtp::Silent::start().await.map_err(fail)?;
+    let silent_at = silent.address;
     let plane = ControlPlane::start(&dir.join("plane-hanging"), Lifetime::TiedToThisProcess)
         .await
         .map_err(fail)?;
@@ -217,7 +209,7 @@ pub async fn hanging(dir: &Path, count: usize) -> Result<Vec<Figure>, String> {
         fixtures::apply_dynamic(&ns, hanging).await;
     }
     let (after_ready, after_accepted) = onboard("after").await?;
-    held.abort();
+    drop(silent);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(vec![
         Figure::new(HANGING, "sources that never answer", count as f64, ""),

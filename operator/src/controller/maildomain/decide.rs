@@ -1003,6 +1003,7 @@ mod tests {
                 earlier: None,
                 error,
                 held: None,
+                syncing: false,
                 next_in: Duration::from_secs(60),
             }],
             ..inputs(fixtures::gateway(json!({})))
@@ -1080,6 +1081,7 @@ mod tests {
                 }),
                 error: Some(SourceError::Unreachable("connection refused".into())),
                 held: None,
+                syncing: false,
                 next_in: Duration::from_secs(200),
             }],
             relay_live: Some([0; 32]),
@@ -1134,6 +1136,7 @@ mod tests {
             }),
             error: Some(SourceError::Unreachable("connection refused".into())),
             held: None,
+            syncing: false,
             next_in: Duration::from_secs(200),
         };
         // (the LDAP source's last success, the HTTP source's, the verdict, rendered, requeue)

@@ -248,8 +248,14 @@ async fn source_refused(
     let mut addresses = vec![];
     if primary_addresses_checked(gateway, namespace, &host) {
         let lookup = tokio::net::lookup_host((host.as_str(), port));
-        if let Ok(Ok(found)) = tokio::time::timeout(Duration::from_secs(5), lookup).await {
-            addresses = found.map(|address| address.ip()).collect();
+        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            Ok(Ok(found)) => addresses = found.map(|address| address.ip()).collect(),
+            // What cannot be checked is not asked.
+            _ => {
+                return Some(SourceError::NotAllowed(format!(
+                    "{host} could not be resolved to check where it points"
+                )));
+            }
         }
     }
     primary_refused(gateway, namespace, &host, &addresses).map(SourceError::NotAllowed)
@@ -381,6 +387,36 @@ async fn lists(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_urls_host_and_port_are_read_as_a_connection_would() {
+        let table = [
+            (
+                "https://lists.example.com/u.txt",
+                Some(("lists.example.com", 443)),
+            ),
+            (
+                "http://lists.example.com:8080/u?x=1",
+                Some(("lists.example.com", 8080)),
+            ),
+            ("ldap://127.0.0.1", Some(("127.0.0.1", 389))),
+            ("ldaps://ldap.example.com", Some(("ldap.example.com", 636))),
+            ("http://[::1]:8080/u", Some(("::1", 8080))),
+            (
+                "https://[::ffff:127.0.0.1]/u",
+                Some(("::ffff:127.0.0.1", 443)),
+            ),
+            ("http://user:pw@10.0.0.1/u", Some(("10.0.0.1", 80))),
+            ("http://lists.example.com:notaport/u", None),
+            ("http:///u", None),
+            ("lists.example.com/u", None),
+        ];
+        for (url, expected) in table {
+            let found = url_host(url);
+            let found = found.as_ref().map(|(host, port)| (host.as_str(), *port));
+            assert_eq!(found, expected, "{url}");
+        }
+    }
 
     #[test]
     fn a_secrets_bytes_are_text_utf16_or_unreadable() {

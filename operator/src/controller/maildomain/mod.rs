@@ -56,7 +56,10 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
     // After an operator restart the gateway holds the list an earlier operator synced:
     // while the first sync since runs, nothing is known to have changed, and the worker
     // sends the domain round when it is done. (A status written now would flap `Ready`.)
-    if let Some(waiting) = inputs.sources.iter().find(|s| s.first_sync_running()) {
+    let observed = domain.status.as_ref().and_then(|s| s.observed_generation);
+    if let Some(waiting) = inputs.sources.iter().find(|s| s.first_sync_running())
+        && observed == domain.metadata.generation
+    {
         return Ok(Action::requeue(waiting.next_in));
     }
     let decision = decide::decide(domain, &inputs, Timestamp::now());
@@ -75,7 +78,16 @@ async fn reconcile_inner(domain: &MailDomain, ctx: &Context) -> Result<Action, E
         }
     };
     let dns_failed = status::dns_failed(&applied);
-    let sources = inputs.sources.iter().map(|s| s.status()).collect();
+    // Sources not looked at (an invalid spec, a missing gateway) keep what status recorded:
+    // a later operator counts maxAge and shrinks from it.
+    let sources = match inputs.sources.is_empty() && domain.spec.recipients.has_synced_sources() {
+        true => domain
+            .status
+            .as_ref()
+            .map(|s| s.recipient_sources.clone())
+            .unwrap_or_default(),
+        false => inputs.sources.iter().map(|s| s.status()).collect(),
+    };
     status::write(domain, ctx, &decision, applied, inputs.held, sources).await?;
     if dns_failed {
         return Ok(Action::requeue(ctx.settings.resync.min(decide::RETRY)));

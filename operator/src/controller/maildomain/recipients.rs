@@ -147,7 +147,11 @@ pub fn merge(
             match &source.earlier {
                 None => {
                     sources.push(format!("no list yet from {what} ({reason})"));
-                    unsynced.get_or_insert(Verdict::failed(reason, format!("{since}: {why}")));
+                    let verdict = match &source.held {
+                        Some(held) => shrink_held(what, held),
+                        None => Verdict::failed(reason, format!("{since}: {why}")),
+                    };
+                    unsynced.get_or_insert(verdict);
                 }
                 Some(earlier) => {
                     // The gateway holds the list an earlier operator synced: maxAge counts
@@ -229,6 +233,15 @@ pub fn merge(
 
 /// `RecipientsSynced=False ShrinkHeld`: by how much, from where, and how to apply it.
 fn shrink_held(what: &str, held: &Held) -> Verdict {
+    if held.from == 0 {
+        return Verdict::failed(
+            "ShrinkHeld",
+            format!(
+                "{what} gave no address of the domain at its first sync ({}): held, the gateway answers 4xx until a list is in force; if the domain really has no users, annotate the MailDomain {ACCEPT_SHRINK_ANNOTATION}={}",
+                held.list.at, held.id
+            ),
+        );
+    }
     let to = held.list.addresses.len();
     let removed = held.from.saturating_sub(to);
     let percent = (removed * 100).checked_div(held.from).unwrap_or(100);
