@@ -128,13 +128,9 @@ limits dn.exact=\"{SERVICE_DN}\" size.prtotal=unlimited
             source,
         };
         let config = fs::read_to_string(&conf).map_err(io)?;
-        let own = access();
-        let base = config
-            .split(own.as_str())
-            .next()
-            .unwrap_or(&config)
-            .to_string();
-        fs::write(&conf, format!("{base}{rules}{own}")).map_err(io)?;
+        // Every access rule, the test's earlier ones too, comes after the rest.
+        let base = &config[..config.find("access to").unwrap_or(config.len())];
+        fs::write(&conf, format!("{base}{rules}{}", access())).map_err(io)?;
         self.pause();
         self.resume()
     }

@@ -298,7 +298,10 @@ fn every_metric_exported() -> String {
         "example.com",
         json!({"metadata": {"uid": "md"}, "status": {"conditions": [{
             "type": "Ready", "status": "True", "reason": "Relayed", "message": "",
-            "lastTransitionTime": "2026-12-01T00:00:00Z"}]}}),
+            "lastTransitionTime": "2026-12-01T00:00:00Z"}],
+            "recipientSources": [{"source": "http", "addresses": 10,
+                "lastSuccess": "2026-12-01T00:00:00Z",
+                "held": {"id": "abc", "addresses": 1, "at": "2026-12-01T00:00:00Z"}}]}}),
     ))
     .unwrap();
     let (store, mut writer) = kube::runtime::reflector::store();
@@ -614,7 +617,7 @@ async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
         "spec": {"rfc2136": {"server": "127.0.0.1", "port": knot.address.port(),
             "tsig": {"keyName": TSIG_KEY_NAME, "secretRef": {"name": "tsig", "key": "secret"}}}}})).await;
     apply_dynamic(&tenant, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users"}, "data": {"list": "bob@tenant.test\n"}})).await;
-    apply_dynamic(&tenant, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vips"}, "stringData": {"list": "carol@tenant.test\n"}})).await;
+    apply_dynamic(&tenant, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vips", "labels": {"mx-operator.io/recipient-source": "true"}}, "stringData": {"list": "carol@tenant.test\n"}})).await;
     apply_dynamic(&tenant, json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "tenant"},
         "spec": {"domain": "tenant.test", "gatewayRef": {"name": "edge", "namespace": mail.name}, "primary": {"host": "127.0.0.1"},
             "dns": {"providerRef": {"name": "knot"}},

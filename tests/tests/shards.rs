@@ -100,7 +100,9 @@ async fn a_list_past_one_relay_is_sharded_and_a_change_rewrites_only_its_shards(
             "big",
             "big.example",
             json!({"primary": {"host": sink.address.ip().to_string(), "port": sink.address.port(), "tls": "None"},
-                   "recipients": {"http": {"url": format!("{}/{LIST}", nginx.http_url), "refreshInterval": "10s"}}}),
+                   "recipients": {"http": {"url": format!("{}/{LIST}", nginx.http_url), "refreshInterval": "10s"},
+                                  // The list shrinks to ten at the end, on purpose.
+                                  "maxShrink": {"percent": 100}}}),
         ),
     )
     .await;
