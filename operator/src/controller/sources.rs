@@ -738,16 +738,12 @@ impl Synced {
     }
 }
 
-/// Names a held list: the same list synced again keeps its id.
+/// Names a held list: the same list synced again keeps its id (the first 12 hex digits of
+/// its fingerprint).
 fn held_id(addresses: &AddressList) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for address in addresses.iter() {
-        hasher.update(address.as_bytes());
-        hasher.update(b"\n");
-    }
-    let digest = hasher.finalize();
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    let fingerprint = crate::recipients::fingerprint_of(addresses.iter());
+    let hex = fingerprint.trim_start_matches("sha256:");
+    hex.chars().take(12).collect()
 }
 
 /// Up to a tenth of a minute, the same for a source every time: spreads sources that
@@ -894,7 +890,7 @@ struct Secrets<'a> {
     api: Api<Secret>,
     cached: &'a Store<PartialObjectMeta<Secret>>,
     namespace: &'a str,
-    read: HashMap<String, Option<Secret>>,
+    read: HashMap<String, SourceSecret>,
 }
 
 impl<'a> Secrets<'a> {
@@ -920,31 +916,26 @@ impl<'a> Secrets<'a> {
     async fn text(&mut self, reference: &KeyRef) -> Result<String, SourceError> {
         let (namespace, name) = (self.namespace, &reference.name);
         if !self.read.contains_key(name) {
-            // Its data is read only once its labels say it may be.
-            if let Some(cached) = self.cached.get(&ObjectRef::new(name).within(namespace))
-                && !secret_opted_in(&cached.metadata)
-            {
-                return Err(SourceError::SecretNotAllowed(format!(
-                    "Secret {namespace}/{name} is not labelled {SOURCE_SECRET_LABEL}=true, so recipient sources may not read it"
+            let read = read_source_secret(&self.api, self.cached, namespace, name)
+                .await
+                .map_err(|error| {
+                    SourceError::CredentialsMissing(format!(
+                        "Secret {namespace}/{name} could not be read: {error}"
+                    ))
+                })?;
+            self.read.insert(name.clone(), read);
+        }
+        let secret = match self.read.get(name) {
+            Some(SourceSecret::Readable(secret)) => secret,
+            Some(SourceSecret::NotOptedIn(_)) => {
+                return Err(SourceError::SecretNotAllowed(not_opted_in(namespace, name)));
+            }
+            Some(SourceSecret::Missing) | None => {
+                return Err(SourceError::CredentialsMissing(format!(
+                    "Secret {namespace}/{name} does not exist"
                 )));
             }
-            let secret = self.api.get_opt(name).await.map_err(|error| {
-                SourceError::CredentialsMissing(format!(
-                    "Secret {namespace}/{name} could not be read: {error}"
-                ))
-            })?;
-            self.read.insert(name.clone(), secret);
-        }
-        let Some(secret) = self.read.get(name).and_then(Option::as_ref) else {
-            return Err(SourceError::CredentialsMissing(format!(
-                "Secret {namespace}/{name} does not exist"
-            )));
         };
-        if !secret_opted_in(&secret.metadata) {
-            return Err(SourceError::SecretNotAllowed(format!(
-                "Secret {namespace}/{name} is not labelled {SOURCE_SECRET_LABEL}=true, so recipient sources may not read it"
-            )));
-        }
         let text = secret
             .data
             .as_ref()
@@ -959,10 +950,46 @@ impl<'a> Secrets<'a> {
     }
 }
 
+/// A Secret as recipient sources (and `recipients.secretRef` lists) may see it.
+pub enum SourceSecret {
+    Missing,
+    /// Not labelled [`SOURCE_SECRET_LABEL`]: its data is not kept, and not read at all
+    /// where the cache already knew.
+    NotOptedIn(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta),
+    Readable(Secret),
+}
+
+/// Reads Secret `namespace`/`name` for a recipient source or list: the cached labels are
+/// asked first, so a Secret that does not opt in is not read.
+pub async fn read_source_secret(
+    api: &Api<Secret>,
+    cached: &Store<PartialObjectMeta<Secret>>,
+    namespace: &str,
+    name: &str,
+) -> Result<SourceSecret, kube::Error> {
+    if let Some(cached) = cached.get(&ObjectRef::new(name).within(namespace))
+        && !secret_opted_in(&cached.metadata)
+    {
+        return Ok(SourceSecret::NotOptedIn(cached.metadata.clone()));
+    }
+    Ok(match api.get_opt(name).await? {
+        None => SourceSecret::Missing,
+        Some(secret) if !secret_opted_in(&secret.metadata) => {
+            SourceSecret::NotOptedIn(secret.metadata)
+        }
+        Some(secret) => SourceSecret::Readable(secret),
+    })
+}
+
+/// Why a Secret is not read: it does not carry the label.
+pub fn not_opted_in(namespace: &str, name: &str) -> String {
+    format!(
+        "Secret {namespace}/{name} is not labelled {SOURCE_SECRET_LABEL}=true, so recipient sources may not read it"
+    )
+}
+
 /// Whether a Secret says recipient sources may read it.
-pub fn secret_opted_in(
-    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> bool {
+fn secret_opted_in(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
     metadata
         .labels
         .as_ref()

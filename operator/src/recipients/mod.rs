@@ -246,9 +246,14 @@ impl From<BTreeSet<String>> for RecipientSet {
 /// A short, stable fingerprint of a recipient set, shown in status so that a person can
 /// tell whether two gateways or two points in time have the same list.
 pub fn fingerprint(recipients: &RecipientSet) -> String {
+    fingerprint_of(recipients.iter())
+}
+
+/// `sha256:` and the first 16 hex digits of the SHA-256 of the addresses, one a line.
+pub fn fingerprint_of<'a>(addresses: impl IntoIterator<Item = &'a str>) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    for address in recipients.iter() {
+    for address in addresses {
         hasher.update(address.as_bytes());
         hasher.update(b"\n");
     }

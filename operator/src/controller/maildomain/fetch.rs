@@ -9,7 +9,7 @@ use super::super::ownership;
 use super::super::placement::{
     gateway_key, namespace_allowed, primary_addresses_checked, primary_refused, rivals,
 };
-use super::super::sources::{Reach, Source, secret_opted_in};
+use super::super::sources::{Reach, Source, SourceSecret, read_source_secret};
 use crate::api::gateway::NamespacesFrom;
 use crate::api::validate::{normalize_domain, normalize_host};
 use crate::api::{DNSProvider, KeyRef, MailDomain, MailGateway};
@@ -352,28 +352,19 @@ async fn lists(
         });
     }
     if let Some(reference) = &spec.secret_ref {
-        // A Secret whose labels do not let recipient sources read it is not read at all,
-        // as far as the cache knows it.
-        let cached = ctx
-            .secret_versions
-            .get(&ObjectRef::new(&reference.name).within(namespace))
-            .filter(|cached| !secret_opted_in(&cached.metadata));
-        let found = match cached {
-            Some(cached) => Some((cached.metadata.clone(), ListText::NotOptedIn)),
-            None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(&reference.name)
-                .await?
-                .map(|secret| {
-                    let text = match secret_opted_in(&secret.metadata) {
-                        false => ListText::NotOptedIn,
-                        true => secret
-                            .data
-                            .as_ref()
-                            .and_then(|d| d.get(&reference.key))
-                            .map_or(ListText::Unreadable, |bytes| ListText::of_bytes(&bytes.0)),
-                    };
-                    (secret.metadata, text)
-                }),
+        let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+        let read = read_source_secret(&api, &ctx.secret_versions, namespace, &reference.name);
+        let found = match read.await? {
+            SourceSecret::Missing => None,
+            SourceSecret::NotOptedIn(metadata) => Some((metadata, ListText::NotOptedIn)),
+            SourceSecret::Readable(secret) => {
+                let text = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&reference.key))
+                    .map_or(ListText::Unreadable, |bytes| ListText::of_bytes(&bytes.0));
+                Some((secret.metadata, text))
+            }
         };
         lists.push(ListSource {
             kind: "Secret",

@@ -2,7 +2,7 @@
 //! directory's list in force, and whether the oldest of them is past `recipients.maxAge`.
 //! Pure.
 
-use super::super::sources::{ACCEPT_SHRINK_ANNOTATION, Held, SOURCE_SECRET_LABEL, SourceState};
+use super::super::sources::{ACCEPT_SHRINK_ANNOTATION, Held, SourceState, not_opted_in};
 use super::fetch::{ListSource, ListText};
 use crate::api::MailDomain;
 use crate::api::conditions::Verdict;
@@ -94,13 +94,9 @@ pub fn merge(
                 .into());
             }
             ListText::NotOptedIn => {
-                return Err(Verdict::failed(
-                    "SecretNotAllowed",
-                    format!(
-                        "{kind} {namespace}/{name} is not labelled {SOURCE_SECRET_LABEL}=true, so recipient lists may not be read from it"
-                    ),
-                )
-                .into());
+                return Err(
+                    Verdict::failed("SecretNotAllowed", not_opted_in(namespace, name)).into(),
+                );
             }
             ListText::Utf16 => {
                 return Err(
