@@ -23,9 +23,20 @@ wait_for_config() {
 # On TERM the pod has already left its Services' endpoints: sessions in progress get
 # MX_GATEWAY_DRAIN_SECONDS to end, then Postfix stops in an orderly way. Mail accepted
 # until then is on the queue volume and goes out after the next start.
+# A master that does not stop within MX_GATEWAY_STOP_SECONDS is wedged (this is how the
+# liveness probe's restart of a hung Postfix ends): it is killed, as the kubelet would at the
+# end of the grace period, minutes later. Mail it accepted is on the queue volume already.
 stop_postfix() {
     sleep "${MX_GATEWAY_DRAIN_SECONDS:-10}" || true
-    /usr/sbin/postfix -c "$CONFIG_DIR" stop >/dev/null 2>&1 || true
+    timeout "${MX_GATEWAY_STOP_SECONDS:-10}" /usr/sbin/postfix -c "$CONFIG_DIR" stop >/dev/null 2>&1 || true
+    [ -n "${master:-}" ] || return 0
+    for _ in $(seq "${MX_GATEWAY_STOP_SECONDS:-10}"); do
+        kill -0 "$master" 2>/dev/null || return 0
+        sleep 1
+    done
+    echo "gateway-entrypoint: the Postfix master did not stop; killing it" >&2
+    kill -CONT "$master" 2>/dev/null || true
+    kill -KILL "$master" 2>/dev/null || true
 }
 
 # Mail deferred before a restart would wait for Postfix's retry backoff (minutes): retry it

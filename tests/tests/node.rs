@@ -1102,3 +1102,190 @@ async fn the_queue_command_lists_flushes_and_deletes_across_replicas_as_rbac_all
     let (ok, out, _) = queue_command(&handler, &[&["list", "-o", "json"][..], &domain].concat());
     assert!(ok && out.trim() == "[]", "{out}");
 }
+
+/// The restart count of container `name` of `pod`.
+fn container_restarts(pod: &Pod, name: &str) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == name))
+        .map_or(0, |c| c.restart_count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_postfix_is_restarted_by_its_liveness_probe_and_delivers_its_queue() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let primary = closed_port(node);
+    let ns = node.namespace("wedge").await.unwrap();
+    gateway_with_domain(&ns, primary, json!({"inline": ["alice@relay.example"]})).await;
+    let pods = ns.api::<Pod>();
+    let smtp = SocketAddr::new(pod_ip(&pods.get("edge-1").await.unwrap()).unwrap(), 25);
+    reply_becomes(smtp, "alice@relay.example", 250).await;
+    let count = 3;
+    let mut client = Client::connect(smtp).unwrap();
+    for n in 0..count {
+        let reply = client
+            .send("sender@client.test", "alice@relay.example", &numbered(n, "wedge"))
+            .unwrap();
+        assert_eq!(reply.code, 250, "{reply}");
+    }
+    client.quit();
+    until(LIMIT, "the messages deferred in edge-1", || async {
+        (queued(node, &ns, "edge-1").ok()? == count).then_some(())
+    })
+    .await;
+
+    // The master stops answering, as a wedged one does: it holds its sockets and its queue,
+    // and spawns nothing. The primary is back meanwhile; only a restart delivers the mail.
+    let before = container_restarts(&pods.get("edge-1").await.unwrap(), "postfix");
+    node.exec(
+        &ns.name,
+        "edge-1",
+        "postfix",
+        &["sh", "-c", "kill -STOP $(cat /var/spool/postfix/pid/master.pid)"],
+    )
+    .unwrap();
+    let wedged = Instant::now();
+    let sink = Sink::start_on(primary).unwrap();
+    until(Duration::from_secs(240), "the Postfix container restarted", || async {
+        let pod = pods.get("edge-1").await.ok()?;
+        (container_restarts(&pod, "postfix") > before).then_some(())
+    })
+    .await;
+    let restarted = wedged.elapsed();
+    let counts = until(LIMIT, "every queued message at the primary", || async {
+        let counts = arrivals(&sink, "wedge");
+        (counts.len() == count).then_some(counts)
+    })
+    .await;
+    println!(
+        "node: a stopped Postfix master restarted by its liveness probe {restarted:?} after it stopped; its {count} queued messages delivered {:?} after it stopped",
+        wedged.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counts, arrivals(&sink, "wedge"));
+    assert!(counts.values().all(|&n| n == 1), "delivered once each: {counts:?}");
+    let pod = pods.get("edge-1").await.unwrap();
+    assert_eq!(container_restarts(&pod, "agent"), 0, "only Postfix restarted");
+}
+
+/// `mx_agent_postfix_reloads_total` of the replica whose agent listens at `agent`.
+fn reloads(agent: SocketAddr) -> Option<f64> {
+    let (_, metrics) = http_get_at(agent, "/metrics")?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mx_agent_postfix_reloads_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_seconds_of_configuration_changes_under_load_fail_no_session_and_coalesce_reloads() {
+    let Relayed { sink, ns, .. } = &relayed("burst", json!(["alice@relay.example"])).await;
+    let replicas = replicas(ns).await;
+    assert_eq!(replicas.len(), 2);
+    for (_, smtp) in &replicas {
+        reply_becomes(*smtp, "alice@relay.example", 250).await;
+    }
+    let agents: Vec<SocketAddr> = replicas
+        .iter()
+        .map(|(_, smtp)| SocketAddr::new(smtp.ip(), 8080))
+        .collect();
+    let reloads_before: Vec<f64> = agents.iter().map(|a| reloads(*a).unwrap()).collect();
+
+    // Two clients, one per replica, each sending one message per session without a pause.
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let senders: Vec<_> = replicas
+        .iter()
+        .enumerate()
+        .map(|(client, (_, smtp))| {
+            let (sending, smtp) = (sending.clone(), *smtp);
+            std::thread::spawn(move || {
+                let mut replies = Vec::new();
+                let mut n = client * 1_000_000;
+                while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reply = send(
+                        smtp,
+                        "sender@client.test",
+                        "alice@relay.example",
+                        &numbered(n, "burst"),
+                    );
+                    replies.push((n, reply.map(|r| r.code).map_err(|e| e.to_string())));
+                    n += 1;
+                }
+                replies
+            })
+        })
+        .collect();
+
+    // Every half second for 30 s: a domain comes or goes (relay_domains and transport
+    // change, which takes a reload), and the gateway's own main.cf changes.
+    let domains = ns.api::<MailDomain>();
+    let started = Instant::now();
+    let mut changes = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        if changes % 2 == 0 {
+            apply::<MailDomain>(
+                ns,
+                domain(
+                    "churn",
+                    "churn.example",
+                    json!({"primary": {"host": sink.address.ip().to_string(), "port": sink.address.port(), "tls": "None"},
+                           "recipients": {"inline": ["bob@churn.example"]}}),
+                ),
+            )
+            .await;
+        } else {
+            let _ = domains.delete("churn", &DeleteParams::default()).await;
+        }
+        let lifetime = if changes % 4 < 2 { "5d" } else { "6d" };
+        apply::<MailGateway>(
+            ns,
+            gateway(
+                "edge",
+                json!({"replicas": 2, "service": {"type": "NodePort"}, "queue": {"maxQueueLifetime": lifetime}}),
+            ),
+        )
+        .await;
+        changes += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut replies = Vec::new();
+    for sender in senders {
+        replies.extend(
+            tokio::task::spawn_blocking(move || sender.join().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let failed: Vec<_> = replies.iter().filter(|(_, r)| r != &Ok(250)).collect();
+    let reloads_after: Vec<f64> = agents.iter().map(|a| reloads(*a).unwrap()).collect();
+    let reloaded: Vec<f64> = reloads_after
+        .iter()
+        .zip(&reloads_before)
+        .map(|(after, before)| after - before)
+        .collect();
+    println!(
+        "node: {changes} configuration changes in {:?} under load: {} sessions, {} failed; reloads per replica {reloaded:?}",
+        started.elapsed(),
+        replies.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "sessions failed: {failed:?}");
+    assert!(replies.len() > 40, "the clients kept sending: {}", replies.len());
+    // At most one reload per spacing (5 s) over the 32 s, and at least one per replica.
+    for count in &reloaded {
+        assert!((1.0..=8.0).contains(count), "reloads per replica: {reloaded:?}");
+    }
+    let counts = until(LIMIT, "every accepted message at the primary", || async {
+        let counts = arrivals(sink, "burst");
+        replies
+            .iter()
+            .all(|(n, _)| counts.contains_key(n))
+            .then_some(counts)
+    })
+    .await;
+    assert!(counts.values().all(|&n| n == 1), "delivered once each");
+}

@@ -136,10 +136,14 @@ impl AgentMetrics {
     pub fn loaded(&self, domains: usize, reloaded: bool) {
         self.generation.inc();
         self.domains.set(i64::try_from(domains).unwrap_or(i64::MAX));
+        self.reloaded(reloaded);
+        self.loaded.store(true, Ordering::Relaxed);
+    }
+
+    pub fn reloaded(&self, reloaded: bool) {
         if reloaded {
             self.reloads.inc();
         }
-        self.loaded.store(true, Ordering::Relaxed);
     }
 
     pub fn load_error(&self, reason: &str) {

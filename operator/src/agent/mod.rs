@@ -53,7 +53,8 @@ pub struct AgentSettings {
     pub local: LocalSettings,
     /// How often the queue is read for the metrics.
     pub queue_interval: Duration,
-    /// How long a queue read may wait for a running Postfix before it counts as hung.
+    /// How long a queue read may go without output from a running Postfix before it counts
+    /// as hung.
     pub postfix_answer_timeout: Duration,
 }
 
@@ -276,12 +277,31 @@ pub async fn run(
                 }
                 // Retry a failed load (for example Postfix tools missing for a moment).
                 _ = retry_timer.tick(), if loaded.applied.is_none() => {}
+                // A reload put off so that a burst of changes makes one.
+                () = reload_turn(settings.postfix.reload_due()) => {
+                    load = false;
+                    match settings.postfix.reload_when_spaced().await {
+                        Ok(reloaded) => metrics.reloaded(reloaded),
+                        Err(error) => {
+                            metrics.load_error(error.reason());
+                            tracing::error!(%error, "reloading Postfix failed; retried shortly");
+                        }
+                    }
+                }
             }
         }
     };
     tokio::select! {
         () = work => metrics.stopped(),
         () = shutdown => tracing::info!("stopping"),
+    }
+}
+
+/// Waits until `due`, or forever when no reload waits.
+async fn reload_turn(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }
 

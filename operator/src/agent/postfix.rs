@@ -6,7 +6,8 @@ use crate::render::{Assembled, Table, TableType};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 const MAPS: &str = "maps";
@@ -22,6 +23,13 @@ pub const LAST_GOOD_FILE: &str = "mx-agent-last-good.json";
 /// The draining routes, in the queue directory (a volume that outlives the pod).
 const DRAINING_FILE: &str = "mx-agent-draining.json";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Reloads come no closer together than this: a burst of changes (domains added one by one,
+/// a gateway edited in a loop) becomes one reload a few seconds later, not one per change.
+/// A reload never cuts a session (each process ends its session first), but a master
+/// reloaded many times a second has wedged (its log service and the tools waiting on it).
+pub const RELOAD_SPACING: Duration = Duration::from_secs(5);
+/// The longest a queue listing may take while it keeps printing (a very large queue).
+const QUEUE_LISTING_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostfixError {
@@ -54,6 +62,14 @@ pub struct Postfix {
     dir: PathBuf,
     /// The tables this process wrote, as written.
     written: Mutex<BTreeMap<String, Table>>,
+    reloads: Mutex<Reloads>,
+}
+
+/// When Postfix was last reloaded, and whether a reload waits for its turn.
+#[derive(Default)]
+struct Reloads {
+    last: Option<Instant>,
+    pending: bool,
 }
 
 impl Postfix {
@@ -61,7 +77,51 @@ impl Postfix {
         Self {
             dir,
             written: Mutex::default(),
+            reloads: Mutex::default(),
         }
+    }
+
+    fn reloads<T>(&self, action: impl FnOnce(&mut Reloads) -> T) -> T {
+        action(
+            &mut self
+                .reloads
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// When a reload put off by [`RELOAD_SPACING`] is due, if one is.
+    pub fn reload_due(&self) -> Option<Instant> {
+        self.reloads(|reloads| {
+            reloads
+                .pending
+                .then(|| reloads.last.map_or_else(Instant::now, |last| last + RELOAD_SPACING))
+        })
+    }
+
+    /// Reloads now if the last reload is [`RELOAD_SPACING`] ago, else marks one pending
+    /// (see [`Self::reload_due`]). True if it reloaded.
+    pub async fn reload_when_spaced(&self) -> Result<bool, PostfixError> {
+        let now = Instant::now();
+        let too_soon = self.reloads(|reloads| {
+            let too_soon = reloads
+                .last
+                .is_some_and(|last| now.duration_since(last) < RELOAD_SPACING);
+            reloads.pending = too_soon;
+            if !too_soon {
+                reloads.last = Some(now);
+            }
+            too_soon
+        });
+        if too_soon {
+            return Ok(false);
+        }
+        if let Err(error) = self.command("postfix", &["reload"]).await {
+            // Tried again at the next turn.
+            self.reloads(|reloads| reloads.pending = true);
+            return Err(error);
+        }
+        Ok(true)
     }
 
     /// Writes what changed and reloads Postfix if it runs and main.cf, master.cf or a cidr
@@ -106,8 +166,7 @@ impl Postfix {
         self.remove_unused_tables(files).await?;
         let running = self.running().await;
         if running && (reload || (files_changed && !old_main.is_empty())) {
-            self.command("postfix", &["reload"]).await?;
-            return Ok(true);
+            return self.reload_when_spaced().await;
         }
         Ok(false)
     }
@@ -240,9 +299,62 @@ impl Postfix {
             .is_ok_and(|name| name.trim() == "master")
     }
 
-    /// `postqueue -j` output, if it comes within `timeout`.
-    pub async fn queue(&self, timeout: Duration) -> Result<String, PostfixError> {
-        self.command_within(timeout, "postqueue", &["-j"]).await
+    /// `postqueue -j` output. A listing that goes `stall` without a byte or its end is
+    /// given up: Postfix does not answer (a master that is stopped or wedged accepts the
+    /// connection and never starts `showq`). A large queue that keeps printing is not.
+    pub async fn queue(&self, stall: Duration) -> Result<String, PostfixError> {
+        let described = format!("postqueue -c {} -j", self.dir.display());
+        let failed = |output: String| PostfixError::Command {
+            command: described.clone(),
+            output,
+        };
+        let mut child = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.dir)
+            .arg("-j")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(e.to_string()))?;
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
+            return Err(failed("its output could not be read".into()));
+        };
+        let started = Instant::now();
+        let mut listing = Vec::new();
+        let mut chunk = vec![0; 64 * 1024];
+        loop {
+            let read = tokio::time::timeout(stall, stdout.read(&mut chunk))
+                .await
+                .map_err(|_| failed(format!("no output for {stall:?}")))?
+                .map_err(|e| failed(e.to_string()))?;
+            if read == 0 {
+                break;
+            }
+            listing.extend_from_slice(&chunk[..read]);
+            if started.elapsed() > QUEUE_LISTING_LIMIT {
+                return Err(failed(format!(
+                    "the listing took longer than {QUEUE_LISTING_LIMIT:?}"
+                )));
+            }
+        }
+        let mut errors = Vec::new();
+        let status = tokio::time::timeout(stall, async {
+            // stderr is small and closed with stdout; read it before reaping the process.
+            let _ = stderr.read_to_end(&mut errors).await;
+            child.wait().await
+        })
+        .await
+        .map_err(|_| failed(format!("it did not exit within {stall:?} after its output")))?
+        .map_err(|e| failed(e.to_string()))?;
+        if status.success() {
+            return Ok(String::from_utf8_lossy(&listing).into_owned());
+        }
+        Err(failed(
+            String::from_utf8_lossy(&errors).trim().to_string(),
+        ))
     }
 
     /// `postqueue -f`: every queued message is tried now, deferred or not.

@@ -33,9 +33,10 @@ pub struct AgentArgs {
     /// How often the queue is read for the metrics (seconds).
     #[arg(long, default_value_t = 15)]
     pub queue_interval_seconds: u64,
-    /// How long a queue read may wait for a running Postfix (seconds); without an answer
-    /// /healthz/postfix and /readyz fail until one comes.
-    #[arg(long, default_value_t = 120)]
+    /// How long a queue read may wait for output from a running Postfix (seconds); a
+    /// listing that stalls this long makes /healthz/postfix and /readyz fail until one
+    /// answers. A large queue that keeps printing is not a stall.
+    #[arg(long, default_value_t = 20)]
     pub postfix_answer_seconds: u64,
     /// Log format: json (default) or text.
     #[arg(long, env = "MX_OPERATOR_LOG_FORMAT", default_value = "json")]

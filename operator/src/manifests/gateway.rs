@@ -281,10 +281,11 @@ impl GatewayBuild<'_> {
             }]),
             // Its probes ask the agent: /readyz says whether Postfix runs, and a connection
             // to port 25 every few seconds would fill the mail log. /healthz/postfix fails
-            // while a running Postfix leaves the agent's queue reads unanswered; a minute
-            // of failures (not a short agent restart) restarts this container.
+            // once a running Postfix leaves a queue read without output for 20 s; 40 s of
+            // failures (longer than an agent restart) restart this container, so a wedged
+            // Postfix is restarted within about a minute and a half.
             liveness_probe: Some(Probe {
-                failure_threshold: Some(6),
+                failure_threshold: Some(4),
                 ..http_probe("/healthz/postfix", 10)
             }),
             resources: Some(
@@ -428,11 +429,13 @@ fn pod_field(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
+/// By number: the kubelet resolves a port name only among the probed container's own
+/// ports, and the Postfix container's probes ask the agent's.
 fn http_probe(path: &str, period_seconds: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String(AGENT_PORT_NAME.into()),
+            port: IntOrString::Int(AGENT_PORT),
             ..Default::default()
         }),
         period_seconds: Some(period_seconds),
@@ -585,6 +588,38 @@ mod tests {
                 .and_then(|s| s.secret_name.as_deref())
                 == Some("mx-tls"))
         );
+    }
+
+    /// The kubelet looks a probe's named port up among the probed container's own ports
+    /// only (a name another container declares fails: `strconv.Atoi: parsing "agent"`).
+    #[test]
+    fn every_probe_port_resolves_in_its_own_container() {
+        let gw = gateway(serde_json::json!({"mxHostnames": ["mx1.example.net"]}));
+        let pod = build(&gw).stateful_set(1).spec.unwrap().template.spec.unwrap();
+        let mut probes = 0;
+        for container in &pod.containers {
+            let declared: Vec<(Option<&str>, i32)> = container
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| (p.name.as_deref(), p.container_port))
+                .collect();
+            for probe in [&container.liveness_probe, &container.readiness_probe]
+                .into_iter()
+                .flatten()
+            {
+                probes += 1;
+                match &probe.http_get.as_ref().unwrap().port {
+                    IntOrString::Int(port) => assert!(*port > 0 && *port < 65536),
+                    IntOrString::String(name) => assert!(
+                        declared.iter().any(|(n, _)| *n == Some(name.as_str())),
+                        "{}: probe port {name} is not one of its ports {declared:?}",
+                        container.name
+                    ),
+                }
+            }
+        }
+        assert_eq!(probes, 3);
     }
 
     #[test]

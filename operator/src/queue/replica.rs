@@ -5,7 +5,8 @@ use super::select::{ReplicaReport, deletable, flushable, select};
 use crate::agent::{Postfix, PostfixError, parse_queue};
 use std::time::Duration;
 
-/// How long the queue read may take: the caller waits on it through the API server.
+/// How long the queue read may go without output: the caller waits on it through the API
+/// server.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -151,7 +151,10 @@ const NOTIFY_SERVICE: &str = "mx-notify";
 const SMTPD_NOTIFY_CLASSES: &str = "mx_smtpd_notify_classes";
 
 /// Postfix's own services, unchrooted (the container is the boundary), with the SMTP
-/// listener first. The agent adds one delivery transport per class of primary.
+/// listener first. The agent adds one delivery transport per class of primary. `showq`
+/// serves one listing per process, so each of the agent's queue reads needs a master that
+/// still starts processes: a stopped or wedged master shows as a stalled read (and the
+/// Postfix container's liveness probe fails), not hidden behind a `showq` left running.
 const MASTER_CF: &str = "\
 smtp      inet  n       -       n       -       -       smtpd -o notify_classes=$mx_smtpd_notify_classes
 pickup    unix  n       -       n       60      1       pickup
@@ -168,7 +171,7 @@ proxymap  unix  -       -       n       -       -       proxymap
 proxywrite unix -       -       n       -       1       proxymap
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
+showq     unix  n       -       n       -       -       showq -o max_use=1
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
