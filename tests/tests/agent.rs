@@ -1,7 +1,8 @@
-//! The agent on its own (no operator): its gateway ConfigMap and MailRelays written straight
-//! to the API server, as a hand edit or a faulty writer would. A refused object leaves the
-//! previous configuration serving, Postfix keeps serving while the agent is down, and a
-//! ConfigMap labelled as a relay adds nothing.
+//! The agent on its own (no operator): its gateway's MailRelay and the domains' MailRelays
+//! written straight to the API server, as a hand edit or a faulty writer would. A refused
+//! object leaves the previous configuration serving, Postfix keeps serving while the agent
+//! is down, and a ConfigMap labelled as a relay or as the gateway's configuration adds
+//! nothing.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
@@ -32,10 +33,10 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
     let gateway_spec: MailGatewaySpec =
         serde_json::from_value(json!({"mxHostnames": ["mx1.relay.test"]})).unwrap();
     let gateway_data = gateway_configmap_data("edge", &gateway_spec, None).unwrap();
-    apply::<ConfigMap>(
+    apply::<MailRelay>(
         &ns,
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "edge-config", "labels": {GATEWAY_CONFIG_LABEL: "edge"}},
+        json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailRelay",
+        "metadata": {"name": "gateway-edge", "labels": {GATEWAY_CONFIG_LABEL: "edge"}},
         "data": gateway_data}),
     )
     .await;
@@ -76,7 +77,6 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
         rcpt_reply(smtp, "x@client.test", recipient).unwrap().code
     };
     assert_eq!(answer("alice@kept.example").await, 250);
-    let configmaps = ns.api::<ConfigMap>();
     let relays = ns.api::<MailRelay>();
 
     // Whoever may create ConfigMaps in the gateway's namespace cannot add a domain or a
@@ -92,6 +92,23 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "relay-forged", "labels": {RELAY_GATEWAY_LABEL: "edge"}},
         "data": forged}),
+    )
+    .await;
+    // Nor change a Postfix parameter: a gateway configuration in the ConfigMap that an
+    // earlier version read (`<gateway>-config`), one that would relay anything.
+    let mut open_relay = gateway_data.clone();
+    open_relay.insert(
+        "main.cf".into(),
+        format!(
+            "{}smtpd_relay_restrictions = permit\nsmtpd_recipient_restrictions = permit\n",
+            gateway_data["main.cf"]
+        ),
+    );
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "edge-config", "labels": {GATEWAY_CONFIG_LABEL: "edge"}},
+        "data": open_relay}),
     )
     .await;
 
@@ -119,13 +136,19 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
         550,
         "the forged ConfigMap"
     );
+    assert!(
+        !std::fs::read_to_string(gateway.dir.join("conf/main.cf"))
+            .unwrap()
+            .contains("= permit"),
+        "the gateway ConfigMap was read"
+    );
 
-    // A gateway ConfigMap with a broken main.cf is refused too.
+    // A gateway MailRelay with a broken main.cf is refused too.
     let mut broken = gateway_data.clone();
     broken.insert("main.cf".into(), "this is not a parameter\n".into());
-    configmaps
+    relays
         .patch(
-            "edge-config",
+            "gateway-edge",
             &PatchParams::default(),
             &Patch::Merge(&json!({"data": broken})),
         )
@@ -148,9 +171,9 @@ async fn a_refused_config_leaves_the_previous_one_serving() {
     // Without the agent, Postfix keeps serving what was loaded; a new agent loads it again.
     gateway.stop_agent();
     assert_eq!(answer("alice@kept.example").await, 250);
-    configmaps
+    relays
         .patch(
-            "edge-config",
+            "gateway-edge",
             &PatchParams::default(),
             &Patch::Merge(&json!({"data": gateway_data})),
         )

@@ -154,10 +154,10 @@ async fn gateway_and_three_domains_become_children_and_status() {
         .await
         .expect("agent RoleBinding");
     let config = ns
-        .api::<ConfigMap>()
-        .get("edge-config")
+        .api::<MailRelay>()
+        .get("gateway-edge")
         .await
-        .expect("gateway ConfigMap");
+        .expect("gateway MailRelay");
     let main_cf = &config.data.unwrap()["main.cf"];
     assert!(
         main_cf.contains("203.0.113.10"),

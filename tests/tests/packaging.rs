@@ -3,7 +3,6 @@
 //! ServiceAccount token, not the admin's) through a full reconcile, and the Argo CD health
 //! check run by a real Lua against the status objects that reconcile produced.
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams};
 use mx_operator::api::{ConditionStatus, MailDomain, MailGateway, MailRelay};
 use mx_operator_tests::control_plane::ControlPlane;
@@ -659,8 +658,7 @@ async fn the_operator_reconciles_everything_with_only_the_charts_rbac() {
     .await;
     let relays: Api<MailRelay> = mail.api();
     assert!(relays.get_opt("relay-tenant.test").await.unwrap().is_some());
-    let configmaps: Api<ConfigMap> = mail.api();
-    assert!(configmaps.get_opt("edge-config").await.unwrap().is_some());
+    assert!(relays.get_opt("gateway-edge").await.unwrap().is_some());
     kubectl_ok(
         &plane.kubeconfig,
         &["get", "lease", "-n", &system.name, "mx-operator-leader"],

@@ -94,7 +94,7 @@ impl Default for AgentMetrics {
         );
         registry.register(
             "load_errors",
-            "ConfigMaps refused or loads that failed; the last good configuration keeps serving",
+            "MailRelays refused or loads that failed; the last good configuration keeps serving",
             load_errors.clone(),
         );
         registry.register(
@@ -232,7 +232,7 @@ impl Endpoints for AgentMetrics {
 
     fn health(&self) -> Result<&'static str, &'static str> {
         if self.stopped.load(Ordering::Relaxed) {
-            Err("the configuration loop or a ConfigMap watch stopped\n")
+            Err("the configuration loop or a MailRelay watch stopped\n")
         } else {
             Ok("ok\n")
         }

@@ -1,8 +1,9 @@
 //! `mx-operator agent`: runs beside Postfix in each gateway pod. It watches (read-only) the
-//! gateway ConfigMap and the MailRelays of its gateway, checks each one, and writes what
-//! Postfix reads. An object that fails the checks is reported and its last good version
-//! keeps serving. Domains and recipients come only from MailRelays, which only the
-//! operator may write: a ConfigMap that someone else labels for the gateway adds nothing.
+//! MailRelays of its gateway (its own main.cf and master.cf, and one per domain), checks
+//! each one, and writes what Postfix reads. An object that fails the checks is reported
+//! and its last good version keeps serving. Everything it loads comes from MailRelays,
+//! which only the operator may write: nothing that someone with rights in the namespace
+//! can write (a ConfigMap, say) changes a Postfix parameter, a domain or a recipient.
 //!
 //! A domain that stops being relayed here (its MailRelay deleted, withdrawn, or moved to
 //! another gateway) keeps its route to the primary while this replica's queue holds mail
@@ -29,7 +30,6 @@ use crate::render::{
     RELAY_GATEWAY_LABEL, assemble, check_gateway, check_relay,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -58,7 +58,7 @@ pub struct AgentSettings {
     pub postfix_answer_timeout: Duration,
 }
 
-/// The `data` of the last good gateway ConfigMap and MailRelays, kept on disk beside the
+/// The `data` of the last good gateway configuration and MailRelays, kept on disk beside the
 /// Postfix files so that a restarted agent still has them when one went bad while it was
 /// down.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -206,9 +206,9 @@ pub async fn run(
         changed.clone(),
         metrics.clone(),
     );
-    // By name as well: the agent may read no other ConfigMap.
+    // By name as well: another gateway's in the namespace is not this one's.
     let gateway = watch(
-        &Api::<ConfigMap>::namespaced(client, &settings.namespace),
+        &Api::<MailRelay>::namespaced(client, &settings.namespace),
         watcher::Config::default()
             .labels(&format!("{GATEWAY_CONFIG_LABEL}={}", settings.gateway))
             .fields(&format!(
@@ -351,12 +351,12 @@ impl Drop for StopsHealth {
 async fn sync(
     settings: &AgentSettings,
     relays: &Store<MailRelay>,
-    gateway: &Store<ConfigMap>,
+    gateway: &Store<MailRelay>,
     loaded: &mut Loaded,
     metrics: &AgentMetrics,
 ) {
     let mut gateways = gateway.state();
-    gateways.sort_by_key(|cm| cm.name_any());
+    gateways.sort_by_key(|relay| relay.name_any());
     match gateways.first() {
         None => {
             if loaded.gateway.is_none() {
@@ -366,17 +366,17 @@ async fn sync(
                     "gateway",
                     "gateway_missing",
                     format!(
-                        "no ConfigMap labelled {GATEWAY_CONFIG_LABEL}={} in {}; waiting for the operator",
+                        "no MailRelay labelled {GATEWAY_CONFIG_LABEL}={} in {}; waiting for the operator",
                         settings.gateway, settings.namespace
                     ),
                 );
             }
         }
-        Some(configmap) => match check_gateway(&configmap.data.clone().unwrap_or_default()) {
+        Some(relay) => match check_gateway(&relay.data.clone().unwrap_or_default()) {
             Ok(files) => {
                 loaded.refused.remove("gateway");
                 loaded.gateway = Some(files);
-                loaded.last_good.gateway = configmap.data.clone();
+                loaded.last_good.gateway = relay.data.clone();
             }
             Err(problem) => refuse(
                 loaded,
@@ -384,8 +384,8 @@ async fn sync(
                 "gateway",
                 "gateway_refused",
                 format!(
-                    "ConfigMap {}: {problem}; the previous gateway configuration keeps serving",
-                    configmap.name_any()
+                    "MailRelay {}: {problem}; the previous gateway configuration keeps serving",
+                    relay.name_any()
                 ),
             ),
         },
@@ -542,7 +542,7 @@ async fn sync(
     }
 }
 
-/// Starts or ends this replica's retirement as the gateway ConfigMap's scale-in marker says.
+/// Starts or ends this replica's retirement as the gateway MailRelay's scale-in marker says.
 fn note_retirement(
     settings: &AgentSettings,
     gateway: &GatewayFiles,

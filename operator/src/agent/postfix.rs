@@ -16,7 +16,7 @@ const RELOAD_TABLES: [&str; 2] = [
     crate::render::keys::RELAY_DOMAINS,
     crate::render::keys::TRANSPORT,
 ];
-/// The last good ConfigMaps, saved in the configuration folder after every complete load:
+/// The last good MailRelays, saved in the configuration folder after every complete load:
 /// its presence says that main.cf and every table are in place, so the gateway image's
 /// entrypoint starts Postfix only once it exists.
 pub const LAST_GOOD_FILE: &str = "mx-agent-last-good.json";
@@ -259,7 +259,7 @@ impl Postfix {
         write_atomic(&path, &text).await
     }
 
-    /// The last good ConfigMaps saved by `save_last_good`, if any.
+    /// The last good MailRelays saved by `save_last_good`, if any.
     pub async fn load_last_good(&self) -> Result<Option<super::LastGood>, PostfixError> {
         let path = self.last_good_path();
         let text = read_or_empty(&path).await?;

@@ -70,7 +70,11 @@ pub struct Context {
     pub gateway_services: Store<Service>,
     /// The Endpoints of the gateways' Services: their replicas and agents.
     pub gateway_endpoints: Store<k8s_openapi::api::core::v1::Endpoints>,
+    /// Gateway ConfigMaps of operators before the gateway's MailRelay, removed once
+    /// every replica's agent reads the MailRelay.
     pub gateway_configs: Arc<DataDigests>,
+    /// The gateways' own MailRelays (main.cf and master.cf).
+    pub gateway_relays: Arc<DataDigests>,
     pub gateway_workloads: Store<StatefulSet>,
     pub gateway_accounts: Store<ServiceAccount>,
     pub gateway_roles: Store<Role>,

@@ -282,7 +282,7 @@ mod tests {
             owner: Default::default(),
             default_image: "mx-operator/gateway:test",
         }
-        .config_map(BTreeMap::new());
+        .config_relay(BTreeMap::from([("main.cf".to_string(), "x".to_string())]));
         for meta in [relay.metadata, gateway.metadata] {
             for key in meta
                 .labels

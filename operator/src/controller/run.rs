@@ -134,6 +134,8 @@ pub async fn run(
     let (gateway_services, services_writer) = reflector::store();
     let gateway_configs = Arc::new(DataDigests::default());
     let configs_observer = gateway_configs.clone();
+    let gateway_relays = Arc::new(DataDigests::default());
+    let gateway_relays_observer = gateway_relays.clone();
     let (gateway_workloads, workloads_writer) = reflector::store();
     let (gateway_accounts, accounts_writer) = reflector::store();
     let (gateway_roles, roles_writer) = reflector::store();
@@ -273,6 +275,21 @@ pub async fn run(
             .inspect(marks(listed_by(&mut listed.gateway_inputs)))
             .touched_objects(),
         )
+        // The gateways' own MailRelays: a hand edit is repaired like any child's.
+        .owns_stream(
+            watcher(
+                Api::<MailRelay>::all(client.clone()),
+                watcher::Config::default().labels(crate::render::GATEWAY_CONFIG_LABEL),
+            )
+            .backoff(watch_backoff())
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    gateway_relays_observer.observe(event);
+                }
+            })
+            .inspect(marks(listed_by(&mut listed.gateway_inputs)))
+            .touched_objects(),
+        )
         // A gateway counts and configures its domains from their specs: their status writes
         // are no reason to look again, their deletions are.
         .watches_stream(
@@ -357,6 +374,7 @@ pub async fn run(
         gateway_services,
         gateway_endpoints: endpoints,
         gateway_configs,
+        gateway_relays,
         gateway_workloads,
         gateway_accounts,
         gateway_roles,

@@ -1,12 +1,13 @@
 //! The workload of a MailGateway: StatefulSet, Services, PodDisruptionBudget, the agent's
-//! RBAC and the gateway ConfigMap.
+//! RBAC and the gateway's own MailRelay (its main.cf and master.cf).
 
 use super::common_labels;
+use crate::api::MailRelay;
 use crate::api::gateway::{MailGateway, ServiceType, TrafficPolicy};
 use crate::render::GATEWAY_CONFIG_LABEL;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
     SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
@@ -38,7 +39,11 @@ pub struct GatewayNames {
     pub workload: String,
     pub headless: String,
     pub agent: String,
+    /// The MailRelay with the gateway's main.cf and master.cf. Named apart from every
+    /// domain's (`relay-…`) and shard's (`recipients-…`).
     pub config: String,
+    /// The ConfigMap that carried them before, read by agents of earlier versions.
+    pub legacy_config: String,
 }
 
 impl GatewayNames {
@@ -47,7 +52,8 @@ impl GatewayNames {
             workload: gateway_name.to_string(),
             headless: format!("{gateway_name}-headless"),
             agent: format!("{gateway_name}-agent"),
-            config: format!("{gateway_name}-config"),
+            config: format!("gateway-{gateway_name}"),
+            legacy_config: format!("{gateway_name}-config"),
         }
     }
 }
@@ -107,18 +113,16 @@ impl GatewayBuild<'_> {
         }
     }
 
-    /// The ConfigMap with main.cf and master.cf, rendered for the gateway.
-    pub fn config_map(&self, data: BTreeMap<String, String>) -> ConfigMap {
+    /// The MailRelay with main.cf and master.cf, rendered for the gateway: a kind only
+    /// the operator may write, so that nobody with rights in the gateway's namespace (the
+    /// aggregated `edit` role writes ConfigMaps) can change a Postfix parameter.
+    pub fn config_relay(&self, data: BTreeMap<String, String>) -> MailRelay {
         let names = GatewayNames::of(self.name);
         let mut metadata = self.metadata(&names.config, "gateway-config");
         if let Some(labels) = metadata.labels.as_mut() {
             labels.insert(GATEWAY_CONFIG_LABEL.to_string(), self.name.to_string());
         }
-        ConfigMap {
-            metadata,
-            data: Some(data),
-            ..Default::default()
-        }
+        MailRelay::new(metadata, data)
     }
 
     /// The Service senders connect to.
@@ -202,28 +206,30 @@ impl GatewayBuild<'_> {
         }
     }
 
-    /// The agent reads, in its own namespace, its gateway's ConfigMap (by name: no other
-    /// ConfigMap) and the MailRelays. It cannot write anything.
-    pub fn role(&self) -> Role {
+    /// The agent reads, in its own namespace, the MailRelays. It cannot write anything.
+    /// While the ConfigMap of an earlier version is still there (`legacy_config`), agents
+    /// of that version still running may read it too (by name: no other ConfigMap).
+    pub fn role(&self, legacy_config: bool) -> Role {
         let names = GatewayNames::of(self.name);
         let read = || vec!["get".into(), "list".into(), "watch".into()];
+        let mut rules = vec![PolicyRule {
+            api_groups: Some(vec![crate::api::GROUP.into()]),
+            resources: Some(vec!["mailrelays".into()]),
+            verbs: read(),
+            ..Default::default()
+        }];
+        if legacy_config {
+            rules.push(PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![names.legacy_config]),
+                verbs: read(),
+                ..Default::default()
+            });
+        }
         Role {
             metadata: self.metadata(&names.agent, "agent"),
-            rules: Some(vec![
-                PolicyRule {
-                    api_groups: Some(vec![String::new()]),
-                    resources: Some(vec!["configmaps".into()]),
-                    resource_names: Some(vec![names.config]),
-                    verbs: read(),
-                    ..Default::default()
-                },
-                PolicyRule {
-                    api_groups: Some(vec![crate::api::GROUP.into()]),
-                    resources: Some(vec!["mailrelays".into()]),
-                    verbs: read(),
-                    ..Default::default()
-                },
-            ]),
+            rules: Some(rules),
         }
     }
 
@@ -623,34 +629,40 @@ mod tests {
     }
 
     #[test]
-    fn agent_role_reads_its_configmap_and_the_relays_only() {
+    fn agent_role_reads_the_relays_only_and_the_legacy_configmap_while_it_is_there() {
         let gw = gateway(serde_json::json!({"mxHostnames": ["mx1.example.net"]}));
-        let rules = build(&gw).role().rules.unwrap();
-        let granted: Vec<_> = rules
-            .iter()
-            .map(|rule| {
-                (
-                    rule.resources.clone().unwrap().join(","),
-                    rule.resource_names.clone().unwrap_or_default().join(","),
-                    rule.verbs.join(","),
-                )
-            })
-            .collect();
+        let granted = |legacy| -> Vec<(String, String, String)> {
+            build(&gw)
+                .role(legacy)
+                .rules
+                .unwrap()
+                .iter()
+                .map(|rule| {
+                    (
+                        rule.resources.clone().unwrap().join(","),
+                        rule.resource_names.clone().unwrap_or_default().join(","),
+                        rule.verbs.join(","),
+                    )
+                })
+                .collect()
+        };
         let read = "get,list,watch".to_string();
+        let relays = ("mailrelays".to_string(), String::new(), read.clone());
+        assert_eq!(granted(false), [relays.clone()]);
         assert_eq!(
-            granted,
-            [
-                ("configmaps".into(), "edge-config".into(), read.clone()),
-                ("mailrelays".into(), String::new(), read)
-            ]
+            granted(true),
+            [relays, ("configmaps".into(), "edge-config".into(), read)]
         );
     }
 
     #[test]
-    fn gateway_configmap_is_labelled_for_the_agent() {
+    fn gateway_config_is_a_mail_relay_labelled_for_the_agent() {
         let gw = gateway(serde_json::json!({"mxHostnames": ["mx1.example.net"]}));
-        let cm = build(&gw).config_map(BTreeMap::from([("main.cf".into(), "x".into())]));
-        assert_eq!(cm.metadata.name.as_deref(), Some("edge-config"));
-        assert_eq!(cm.metadata.labels.unwrap()[GATEWAY_CONFIG_LABEL], "edge");
+        let relay = build(&gw).config_relay(BTreeMap::from([("main.cf".into(), "x".into())]));
+        assert_eq!(relay.metadata.name.as_deref(), Some("gateway-edge"));
+        let labels = relay.metadata.labels.unwrap();
+        assert_eq!(labels[GATEWAY_CONFIG_LABEL], "edge");
+        // Not one of the domains' relays, which the agent loads as domains.
+        assert!(!labels.contains_key(crate::render::RELAY_GATEWAY_LABEL));
     }
 }

@@ -342,14 +342,14 @@ async fn write_floor(
 }
 
 /// How many of `writes` went to gateway `name`'s own objects of the domain kinds: its
-/// ConfigMap, and Events about it (named `<object>.<time>`).
+/// MailRelay, and Events about it (named `<object>.<time>`).
 fn gateway_writes(writes: &[AuditedWrite], name: &str) -> usize {
     let config = GatewayNames::of(name).config;
     let event_prefix = format!("{name}.");
     writes
         .iter()
         .filter(|w| {
-            (w.resource == "configmaps" && w.name == config)
+            (w.resource == "mailrelays" && w.name == config)
                 || (w.resource == "events" && w.name.starts_with(&event_prefix))
         })
         .count()

@@ -140,6 +140,7 @@ fn context_with_watch(
         gateway_services: store(vec![]),
         gateway_endpoints: store(vec![]),
         gateway_configs: digests(vec![]),
+        gateway_relays: digests(vec![]),
         gateway_workloads: store(vec![]),
         gateway_accounts: store(vec![]),
         gateway_roles: store(vec![]),

@@ -6,6 +6,7 @@
 use super::super::context::{Context, Error};
 use super::super::write::{apply_data_unless_cached, apply_unless_current};
 use super::decide::Children;
+use crate::api::MailRelay;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
@@ -30,11 +31,14 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
     child(ctx, namespace, &children.service, &ctx.gateway_services).await?;
     child(ctx, namespace, &children.headless, &ctx.gateway_services).await?;
     let config = ctx
-        .gateway_configs
+        .gateway_relays
         .get(namespace, &children.config.name_any());
-    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
+    let api = Api::<MailRelay>::namespaced(ctx.client.clone(), namespace);
     apply_data_unless_cached(&api, &children.config, config).await?;
-    ctx.gateway_configs.written(&children.config);
+    ctx.gateway_relays.written(&children.config);
+    if let Some(name) = &children.remove_legacy_config {
+        remove_legacy_config(ctx, namespace, name).await?;
+    }
     child(
         ctx,
         namespace,
@@ -89,6 +93,21 @@ pub async fn apply(ctx: &Context, namespace: &str, children: &Children) -> Resul
             Ok(Applied::Replacing(refusal.message.clone()))
         }
         result => result.map(|_| Applied::All),
+    }
+}
+
+/// Removes the gateway ConfigMap of an earlier version, which no running agent reads any
+/// more: while it stayed, whoever may write ConfigMaps there could change what those
+/// agents loaded.
+async fn remove_legacy_config(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {
+            tracing::info!(configmap = name, "removed the gateway ConfigMap of an earlier version: every replica's agent reads the gateway's MailRelay");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
     }
 }
 

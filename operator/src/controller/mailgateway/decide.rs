@@ -11,7 +11,8 @@ use crate::api::validate::parse_next_hop;
 use crate::manifests::gateway::{GatewayBuild, GatewayNames};
 use crate::render::{RenderError, gateway_configmap_data};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use crate::api::MailRelay;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
@@ -30,7 +31,11 @@ pub enum Decision {
 pub struct Children {
     pub service: Service,
     pub headless: Service,
-    pub config: ConfigMap,
+    /// main.cf and master.cf, for the agents.
+    pub config: MailRelay,
+    /// The ConfigMap that carried them for agents of an earlier version, to remove now:
+    /// every replica runs the current pod template, whose agent reads `config`.
+    pub remove_legacy_config: Option<String>,
     pub service_account: ServiceAccount,
     pub role: Role,
     pub role_binding: RoleBinding,
@@ -76,9 +81,9 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
     };
     let (ready_replicas, wanted) = (inputs.ready_replicas, gateway.spec.replicas);
     let applied = if inputs.pdb_served {
-        "StatefulSet, Services, PodDisruptionBudget, agent RBAC and gateway ConfigMap applied"
+        "StatefulSet, Services, PodDisruptionBudget, agent RBAC and gateway MailRelay applied"
     } else {
-        "StatefulSet, Services, agent RBAC and gateway ConfigMap applied (no PodDisruptionBudget: policy/v1 is not served)"
+        "StatefulSet, Services, agent RBAC and gateway MailRelay applied (no PodDisruptionBudget: policy/v1 is not served)"
     };
     let replicas = format!("{ready_replicas}/{wanted} replicas ready");
     let ready = if ready_replicas >= wanted {
@@ -99,9 +104,11 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
     Decision::Apply(Box::new(Children {
         service: build.service(),
         headless: build.headless_service(),
-        config: build.config_map(config),
+        config: build.config_relay(config),
+        remove_legacy_config: (inputs.legacy_config && inputs.rolled_out)
+            .then(|| names.legacy_config.clone()),
         service_account: build.service_account(),
-        role: build.role(),
+        role: build.role(inputs.legacy_config && !inputs.rolled_out),
         role_binding: build.role_binding(),
         pod_disruption_budget: inputs
             .pdb_served

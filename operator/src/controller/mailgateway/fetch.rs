@@ -29,6 +29,10 @@ pub struct Inputs {
     pub ready_replicas: i32,
     /// Its replicas and pods; None before it exists.
     pub running: Option<Running>,
+    /// Whether the gateway ConfigMap of an operator before the gateway's MailRelay is there.
+    pub legacy_config: bool,
+    /// Whether every replica runs the StatefulSet's current pod template.
+    pub rolled_out: bool,
     /// Whether the server serves `policy/v1` PodDisruptionBudgets.
     pub pdb_served: bool,
     /// Image of gateways that do not name their own.
@@ -85,10 +89,30 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
             replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
             pods: s.status.as_ref().map_or(0, |s| s.replicas),
         }),
+        legacy_config: ctx
+            .gateway_configs
+            .get(&namespace, &names.legacy_config)
+            .is_some(),
+        rolled_out: stateful_set.as_deref().is_some_and(rolled_out),
         pdb_served: ctx.pdb_served,
         default_image: ctx.settings.gateway_image.clone(),
         agents: Vec::new(),
     })
+}
+
+/// Whether the StatefulSet's controller has seen its current spec and every replica runs
+/// its current revision.
+fn rolled_out(stateful_set: &StatefulSet) -> bool {
+    let (Some(spec), Some(status)) = (&stateful_set.spec, &stateful_set.status) else {
+        return false;
+    };
+    let replicas = spec.replicas.unwrap_or(1);
+    status.observed_generation.is_some()
+        && status.observed_generation == stateful_set.metadata.generation
+        && status.update_revision.is_some()
+        && status.update_revision == status.current_revision
+        && status.updated_replicas.unwrap_or(0) >= replicas
+        && status.replicas == replicas
 }
 
 fn load_balancer_address(service: &Service) -> Option<&str> {
