@@ -193,6 +193,68 @@ async fn gateway_and_three_domains_become_children_and_status() {
     );
 }
 
+/// An upgrade from an operator that kept the gateway's main.cf in a ConfigMap: that
+/// ConfigMap (which anyone with `edit` could change) is removed once every replica runs
+/// the current pod template, and the agent's Role no longer reads ConfigMaps.
+#[tokio::test]
+async fn the_gateway_configmap_of_an_earlier_version_goes_once_the_replicas_are_rolled_out() {
+    let (_plane, ns) = namespace_with_operator("legacy-config").await;
+    let configmaps = ns.api::<ConfigMap>();
+    apply::<ConfigMap>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "edge-config", "labels": {"mx-operator.io/gateway-config-for": "edge"}},
+               "data": {"main.cf": "myhostname = old.example\n", "master.cf": "smtp inet n - n - - smtpd\n"}}),
+    )
+    .await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({"replicas": 1}))).await;
+    until(LIMIT, "the gateway's MailRelay", || async {
+        ns.api::<MailRelay>().get_opt("gateway-edge").await.ok()?
+    })
+    .await;
+    // Until the replicas run the new template, agents of the earlier version may still
+    // read their ConfigMap.
+    let role_reads_configmaps = || async {
+        let role = ns.api::<Role>().get("edge-agent").await.ok()?;
+        Some(
+            role.rules
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.resources.iter().flatten().any(|res| res == "configmaps")),
+        )
+    };
+    until(LIMIT, "the agent Role", role_reads_configmaps).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(configmaps.get_opt("edge-config").await.unwrap().is_some());
+    assert_eq!(role_reads_configmaps().await, Some(true));
+
+    // The rollout, as the StatefulSet controller (not run on this control plane) reports it.
+    let statefulsets = ns.api::<StatefulSet>();
+    let generation = statefulsets.get("edge").await.unwrap().metadata.generation;
+    statefulsets
+        .patch_status(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": generation, "replicas": 1, "readyReplicas": 1,
+                "currentReplicas": 1, "updatedReplicas": 1,
+                "currentRevision": "edge-1", "updateRevision": "edge-1"}})),
+        )
+        .await
+        .unwrap();
+    gone(&configmaps, "edge-config").await;
+    let rules = until(LIMIT, "the agent Role without ConfigMaps", || async {
+        let role = ns.api::<Role>().get("edge-agent").await.ok()?;
+        let rules = role.rules.unwrap_or_default();
+        rules
+            .iter()
+            .all(|r| !r.resources.iter().flatten().any(|res| res == "configmaps"))
+            .then_some(rules)
+    })
+    .await;
+    assert_eq!(rules.len(), 1, "{rules:?}");
+}
+
 #[tokio::test]
 async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
     let (_, ns) = namespace_with_operator("propagate").await;
