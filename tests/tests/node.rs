@@ -1126,7 +1126,11 @@ async fn a_wedged_postfix_is_restarted_by_its_liveness_probe_and_delivers_its_qu
     let mut client = Client::connect(smtp).unwrap();
     for n in 0..count {
         let reply = client
-            .send("sender@client.test", "alice@relay.example", &numbered(n, "wedge"))
+            .send(
+                "sender@client.test",
+                "alice@relay.example",
+                &numbered(n, "wedge"),
+            )
             .unwrap();
         assert_eq!(reply.code, 250, "{reply}");
     }
@@ -1143,15 +1147,23 @@ async fn a_wedged_postfix_is_restarted_by_its_liveness_probe_and_delivers_its_qu
         &ns.name,
         "edge-1",
         "postfix",
-        &["sh", "-c", "kill -STOP $(cat /var/spool/postfix/pid/master.pid)"],
+        &[
+            "sh",
+            "-c",
+            "kill -STOP $(cat /var/spool/postfix/pid/master.pid)",
+        ],
     )
     .unwrap();
     let wedged = Instant::now();
     let sink = Sink::start_on(primary).unwrap();
-    until(Duration::from_secs(240), "the Postfix container restarted", || async {
-        let pod = pods.get("edge-1").await.ok()?;
-        (container_restarts(&pod, "postfix") > before).then_some(())
-    })
+    until(
+        Duration::from_secs(240),
+        "the Postfix container restarted",
+        || async {
+            let pod = pods.get("edge-1").await.ok()?;
+            (container_restarts(&pod, "postfix") > before).then_some(())
+        },
+    )
     .await;
     let restarted = wedged.elapsed();
     let counts = until(LIMIT, "every queued message at the primary", || async {
@@ -1165,9 +1177,16 @@ async fn a_wedged_postfix_is_restarted_by_its_liveness_probe_and_delivers_its_qu
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(counts, arrivals(&sink, "wedge"));
-    assert!(counts.values().all(|&n| n == 1), "delivered once each: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "delivered once each: {counts:?}"
+    );
     let pod = pods.get("edge-1").await.unwrap();
-    assert_eq!(container_restarts(&pod, "agent"), 0, "only Postfix restarted");
+    assert_eq!(
+        container_restarts(&pod, "agent"),
+        0,
+        "only Postfix restarted"
+    );
 }
 
 /// `mx_agent_postfix_reloads_total` of the replica whose agent listens at `agent`.
@@ -1274,10 +1293,17 @@ async fn thirty_seconds_of_configuration_changes_under_load_fail_no_session_and_
         failed.len()
     );
     assert!(failed.is_empty(), "sessions failed: {failed:?}");
-    assert!(replies.len() > 40, "the clients kept sending: {}", replies.len());
+    assert!(
+        replies.len() > 40,
+        "the clients kept sending: {}",
+        replies.len()
+    );
     // At most one reload per spacing (5 s) over the 32 s, and at least one per replica.
     for count in &reloaded {
-        assert!((1.0..=8.0).contains(count), "reloads per replica: {reloaded:?}");
+        assert!(
+            (1.0..=8.0).contains(count),
+            "reloads per replica: {reloaded:?}"
+        );
     }
     let counts = until(LIMIT, "every accepted message at the primary", || async {
         let counts = arrivals(sink, "burst");

@@ -81,9 +81,17 @@ async fn the_gateway_token_reads_the_relays_and_nothing_else() {
     // moment after the ServiceAccount.
     let relays: Api<MailRelay> = Api::namespaced(agent.clone(), &ns.name);
     let by_name = ListParams::default().fields("metadata.name=gateway-edge");
-    until(LIMIT, "the agent may list its gateway's MailRelay", || async {
-        relays.list(&by_name).await.ok().filter(|l| !l.items.is_empty())
-    })
+    until(
+        LIMIT,
+        "the agent may list its gateway's MailRelay",
+        || async {
+            relays
+                .list(&by_name)
+                .await
+                .ok()
+                .filter(|l| !l.items.is_empty())
+        },
+    )
     .await;
     relays
         .get("gateway-edge")
@@ -94,7 +102,10 @@ async fn the_gateway_token_reads_the_relays_and_nothing_else() {
     // versions read.
     let own: Api<ConfigMap> = Api::namespaced(agent.clone(), &ns.name);
     forbidden(own.get("users").await, "reading a ConfigMap");
-    forbidden(own.get("edge-config").await, "reading the legacy gateway ConfigMap");
+    forbidden(
+        own.get("edge-config").await,
+        "reading the legacy gateway ConfigMap",
+    );
     forbidden(
         own.list(&ListParams::default()).await,
         "listing every ConfigMap",
@@ -218,7 +229,11 @@ async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copi
 
     let (plane, ns) = namespace_with_operator("side-door").await;
     let sink = Sink::start().unwrap();
-    apply::<MailGateway>(&ns, gateway("edge", json!({"mxHostnames": ["mx1.relay.test"]}))).await;
+    apply::<MailGateway>(
+        &ns,
+        gateway("edge", json!({"mxHostnames": ["mx1.relay.test"]})),
+    )
+    .await;
     apply::<MailDomain>(
         &ns,
         domain(
@@ -278,8 +293,13 @@ async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copi
             let mut sent = Vec::new();
             while sending.load(std::sync::atomic::Ordering::Relaxed) {
                 let n = sent.len();
-                let body = format!("Subject: {n}\r\nMessage-ID: <{n}-side@client.test>\r\n\r\nbody");
-                sent.push(send(smtp, "x@client.test", "alice@shop.example", &body).map(|r| r.code).map_err(|e| e.to_string()));
+                let body =
+                    format!("Subject: {n}\r\nMessage-ID: <{n}-side@client.test>\r\n\r\nbody");
+                sent.push(
+                    send(smtp, "x@client.test", "alice@shop.example", &body)
+                        .map(|r| r.code)
+                        .map_err(|e| e.to_string()),
+                );
                 std::thread::sleep(Duration::from_millis(200));
             }
             sent
@@ -310,7 +330,11 @@ async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copi
         }))
         .unwrap();
         let params = PatchParams::apply("tenant").force();
-        if configmaps.patch("edge-config", &params, &Patch::Apply(&side_door)).await.is_ok() {
+        if configmaps
+            .patch("edge-config", &params, &Patch::Apply(&side_door))
+            .await
+            .is_ok()
+        {
             written += 1;
         }
         let domain_door: ConfigMap = serde_json::from_value(json!({
@@ -318,16 +342,28 @@ async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copi
             "data": {"domain": "evil.test", "relay_domains": format!("evil.test OK\n# {round}\n")},
         }))
         .unwrap();
-        if configmaps.patch("relay-evil.test", &params, &Patch::Apply(&domain_door)).await.is_ok() {
+        if configmaps
+            .patch("relay-evil.test", &params, &Patch::Apply(&domain_door))
+            .await
+            .is_ok()
+        {
             written += 1;
         }
         for result in [
             relays
-                .patch("gateway-edge", &PatchParams::default(), &Patch::Merge(json!({"data": data})))
+                .patch(
+                    "gateway-edge",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": data})),
+                )
                 .await
                 .map(|_| ()),
             gateways
-                .patch("edge", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+                .patch(
+                    "edge",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": 3}})),
+                )
                 .await
                 .map(|_| ()),
         ] {
@@ -351,21 +387,45 @@ async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copi
         relayed.len()
     );
     assert!(tried >= 10, "relay tricks were tried meanwhile: {tried}");
-    assert!(written >= 2 * 50, "the tenant wrote its ConfigMaps: {written}");
-    assert!(sent.len() >= 10, "messages were sent meanwhile: {}", sent.len());
-    assert!(sent.iter().all(|r| r == &Ok(250)), "a message was not accepted: {sent:?}");
+    assert!(
+        written >= 2 * 50,
+        "the tenant wrote its ConfigMaps: {written}"
+    );
+    assert!(
+        sent.len() >= 10,
+        "messages were sent meanwhile: {}",
+        sent.len()
+    );
+    assert!(
+        sent.iter().all(|r| r == &Ok(250)),
+        "a message was not accepted: {sent:?}"
+    );
     assert!(relayed.is_empty(), "relayed for the tenant: {relayed:?}");
-    assert_eq!(rcpt_reply(smtp, "x@client.test", "someone@evil.test").unwrap().code, 554);
+    assert_eq!(
+        rcpt_reply(smtp, "x@client.test", "someone@evil.test")
+            .unwrap()
+            .code,
+        554
+    );
     let received = until(LIMIT, "every message at the primary", || async {
         let received = sink.received();
         (received.len() >= sent.len()).then_some(received)
     })
     .await;
     assert!(
-        received.iter().all(|m| m.recipients == ["alice@shop.example"]),
+        received
+            .iter()
+            .all(|m| m.recipients == ["alice@shop.example"]),
         "a message went to another recipient"
     );
     let main_cf = std::fs::read_to_string(replica.dir.join("conf/main.cf")).unwrap();
-    assert!(!main_cf.contains("always_bcc") && !main_cf.contains("= permit"), "{main_cf}");
-    assert_eq!(replica.log_count("spy@evil.test"), 0, "a copy went to the spy");
+    assert!(
+        !main_cf.contains("always_bcc") && !main_cf.contains("= permit"),
+        "{main_cf}"
+    );
+    assert_eq!(
+        replica.log_count("spy@evil.test"),
+        0,
+        "a copy went to the spy"
+    );
 }

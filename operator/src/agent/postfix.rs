@@ -93,9 +93,11 @@ impl Postfix {
     /// When a reload put off by [`RELOAD_SPACING`] is due, if one is.
     pub fn reload_due(&self) -> Option<Instant> {
         self.reloads(|reloads| {
-            reloads
-                .pending
-                .then(|| reloads.last.map_or_else(Instant::now, |last| last + RELOAD_SPACING))
+            reloads.pending.then(|| {
+                reloads
+                    .last
+                    .map_or_else(Instant::now, |last| last + RELOAD_SPACING)
+            })
         })
     }
 
@@ -352,9 +354,7 @@ impl Postfix {
         if status.success() {
             return Ok(String::from_utf8_lossy(&listing).into_owned());
         }
-        Err(failed(
-            String::from_utf8_lossy(&errors).trim().to_string(),
-        ))
+        Err(failed(String::from_utf8_lossy(&errors).trim().to_string()))
     }
 
     /// `postqueue -f`: every queued message is tried now, deferred or not.

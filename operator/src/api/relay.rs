@@ -1,5 +1,5 @@
-//! MailRelay: what the agents of one gateway load for one domain, written only by the
-//! operator. Not a ConfigMap, so that neither of the two things a ConfigMap allows can
+//! MailRelay: what the agents of one gateway load for one domain (or, for the gateway's own
+//! `main.cf` and `master.cf`, for the gateway), written only by the operator. Not a ConfigMap, so that neither of the two things a ConfigMap allows can
 //! happen: anyone who may create ConfigMaps in the gateway's namespace adding a domain or
 //! recipients, and anyone who may read them (the aggregated `view` role) harvesting the
 //! recipient lists. No aggregated role includes this kind; only the operator's ClusterRole
@@ -107,7 +107,9 @@ pub fn crd() -> CustomResourceDefinition {
     };
     let schema = JSONSchemaProps {
         description: Some(
-            "What the agents of one MailGateway load for one MailDomain, in the gateway's \
+            "What the agents of one MailGateway load for one MailDomain (`relay-<domain>`, \
+             shards `recipients-<i>-of-<n>.<domain>`) or for the gateway itself \
+             (`gateway-<gateway>`: its main.cf and master.cf), in the gateway's \
              namespace. Written only by the operator (do not edit: a change is repaired); \
              readable by the gateway's agents and by whoever may read this kind, which no \
              aggregated role (view, edit, admin) includes, as it holds recipient lists."

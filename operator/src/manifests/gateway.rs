@@ -601,7 +601,13 @@ mod tests {
     #[test]
     fn every_probe_port_resolves_in_its_own_container() {
         let gw = gateway(serde_json::json!({"mxHostnames": ["mx1.example.net"]}));
-        let pod = build(&gw).stateful_set(1).spec.unwrap().template.spec.unwrap();
+        let pod = build(&gw)
+            .stateful_set(1)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
         let mut probes = 0;
         for container in &pod.containers {
             let declared: Vec<(Option<&str>, i32)> = container
@@ -648,7 +654,7 @@ mod tests {
         };
         let read = "get,list,watch".to_string();
         let relays = ("mailrelays".to_string(), String::new(), read.clone());
-        assert_eq!(granted(false), [relays.clone()]);
+        assert_eq!(granted(false), std::slice::from_ref(&relays));
         assert_eq!(
             granted(true),
             [relays, ("configmaps".into(), "edge-config".into(), read)]

@@ -103,7 +103,10 @@ async fn remove_legacy_config(ctx: &Context, namespace: &str, name: &str) -> Res
     let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {
-            tracing::info!(configmap = name, "removed the gateway ConfigMap of an earlier version: every replica's agent reads the gateway's MailRelay");
+            tracing::info!(
+                configmap = name,
+                "removed the gateway ConfigMap of an earlier version: every replica's agent reads the gateway's MailRelay"
+            );
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
