@@ -533,6 +533,32 @@ fn numbered(n: usize, tag: &str) -> String {
     format!("Subject: message {n}\r\nMessage-ID: <{n}-{tag}@client.test>\r\n\r\nbody of {n}")
 }
 
+/// Sends `count` numbered messages for alice@relay.example to replica `pod`, whose primary
+/// is down, and waits until its queue holds them.
+async fn queue_messages(node: &Node, ns: &TestNamespace, pod: &str, count: usize, tag: &str) {
+    let replica = ns.api::<Pod>().get(pod).await.unwrap();
+    let smtp = SocketAddr::new(pod_ip(&replica).unwrap(), 25);
+    reply_becomes(smtp, "alice@relay.example", 250).await;
+    let mut client = Client::connect(smtp).unwrap();
+    for n in 0..count {
+        let reply = client
+            .send(
+                "sender@client.test",
+                "alice@relay.example",
+                &numbered(n, tag),
+            )
+            .unwrap();
+        assert_eq!(reply.code, 250, "{reply}");
+    }
+    client.quit();
+    until(
+        LIMIT,
+        &format!("the messages deferred in {pod}"),
+        || async { (queued(node, ns, pod).ok()? == count).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_queued_in_a_pod_survives_its_deletion_and_is_delivered_once_the_primary_returns() {
     let _turn = Node::exclusive().await;
@@ -542,25 +568,8 @@ async fn mail_queued_in_a_pod_survives_its_deletion_and_is_delivered_once_the_pr
     gateway_with_domain(&ns, primary, json!({"inline": ["alice@relay.example"]})).await;
     let pods = ns.api::<Pod>();
     let first = pods.get("edge-0").await.unwrap();
-    let smtp = SocketAddr::new(pod_ip(&first).unwrap(), 25);
-    reply_becomes(smtp, "alice@relay.example", 250).await;
     let count = 5;
-    let mut client = Client::connect(smtp).unwrap();
-    for n in 0..count {
-        let reply = client
-            .send(
-                "sender@client.test",
-                "alice@relay.example",
-                &numbered(n, "queue"),
-            )
-            .unwrap();
-        assert_eq!(reply.code, 250, "{reply}");
-    }
-    client.quit();
-    until(LIMIT, "the messages deferred in edge-0", || async {
-        (queued(node, &ns, "edge-0").ok()? == count).then_some(())
-    })
-    .await;
+    queue_messages(node, &ns, "edge-0", count, "queue").await;
 
     // The primary comes back while the messages wait for Postfix's retry (minutes away),
     // and the pod is deleted: its claim keeps the queue, and the new pod delivers it as
@@ -1120,25 +1129,8 @@ async fn a_wedged_postfix_is_restarted_by_its_liveness_probe_and_delivers_its_qu
     let ns = node.namespace("wedge").await.unwrap();
     gateway_with_domain(&ns, primary, json!({"inline": ["alice@relay.example"]})).await;
     let pods = ns.api::<Pod>();
-    let smtp = SocketAddr::new(pod_ip(&pods.get("edge-1").await.unwrap()).unwrap(), 25);
-    reply_becomes(smtp, "alice@relay.example", 250).await;
     let count = 3;
-    let mut client = Client::connect(smtp).unwrap();
-    for n in 0..count {
-        let reply = client
-            .send(
-                "sender@client.test",
-                "alice@relay.example",
-                &numbered(n, "wedge"),
-            )
-            .unwrap();
-        assert_eq!(reply.code, 250, "{reply}");
-    }
-    client.quit();
-    until(LIMIT, "the messages deferred in edge-1", || async {
-        (queued(node, &ns, "edge-1").ok()? == count).then_some(())
-    })
-    .await;
+    queue_messages(node, &ns, "edge-1", count, "wedge").await;
 
     // The master stops answering, as a wedged one does: it holds its sockets and its queue,
     // and spawns nothing. The primary is back meanwhile; only a restart delivers the mail.
