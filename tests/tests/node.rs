@@ -985,7 +985,7 @@ async fn the_queue_command_lists_flushes_and_deletes_across_replicas_as_rbac_all
     handles
         .as_array_mut()
         .unwrap()
-        .push(json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]}));
+        .push(json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}));
     let viewer = kubeconfig_of_account(node, &ns, "viewer", reads).await;
     let handler = kubeconfig_of_account(node, &ns, "handler", handles).await;
 

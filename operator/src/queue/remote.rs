@@ -60,7 +60,10 @@ fn failed(what: String, namespace: &str) -> impl FnOnce(kube::Error) -> QueueErr
             QueueError::Forbidden {
                 what,
                 namespace,
-                message: "the API server answered 403 Forbidden (pods/exec, verb get)".into(),
+                // Kubernetes 1.35 and later also check `create` for exec over WebSocket.
+                message:
+                    "the API server answered 403 Forbidden (pods/exec: grant both get and create)"
+                        .into(),
             }
         }
         source => QueueError::Kube { what, source },
