@@ -710,7 +710,7 @@ async fn a_hung_postfix_fails_its_liveness_probe_and_recovers_when_it_answers() 
     })
     .await;
     assert!(
-        text.contains("postqueue") && text.contains("no answer within 3s"),
+        text.contains("postqueue") && text.contains("no output for 3s"),
         "{code}: {text}"
     );
     assert_eq!(
