@@ -74,6 +74,15 @@ async fn domains_of_an_older_operator_move_to_mailrelays_before_the_pods_are_rep
         )
         .await
         .expect("the older operator's status");
+    // The gateway's own MailRelay exists already (its configuration is not what this test
+    // is about; this operator updates it, which the quota below allows).
+    apply::<MailRelay>(
+        &ns,
+        json!({"apiVersion": "mx-operator.io/v1alpha1", "kind": "MailRelay",
+               "metadata": {"name": "gateway-edge", "labels": {"mx-operator.io/gateway-config-for": "edge"}},
+               "data": {"main.cf": "# replaced by the operator\n"}}),
+    )
+    .await;
     // While this quota holds, the MailRelay cannot be written. (Its status is what
     // admission enforces; the test control plane runs no quota controller.)
     let none = json!({"count/mailrelays.mx-operator.io": "0"});
