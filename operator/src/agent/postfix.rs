@@ -305,19 +305,14 @@ impl Postfix {
     /// given up: Postfix does not answer (a master that is stopped or wedged accepts the
     /// connection and never starts `showq`). A large queue that keeps printing is not.
     pub async fn queue(&self, stall: Duration) -> Result<String, PostfixError> {
-        let described = format!("postqueue -c {} -j", self.dir.display());
         let failed = |output: String| PostfixError::Command {
-            command: described.clone(),
+            command: self.described("postqueue", &["-j"]),
             output,
         };
-        let mut child = Command::new("postqueue")
-            .arg("-c")
-            .arg(&self.dir)
-            .arg("-j")
-            .stdin(std::process::Stdio::null())
+        let mut child = self
+            .tool("postqueue", &["-j"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| failed(e.to_string()))?;
         let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
@@ -380,21 +375,30 @@ impl Postfix {
         self.command_within(COMMAND_TIMEOUT, program, args).await
     }
 
+    /// Postfix tool `program` for this folder, killed when dropped (a timeout).
+    fn tool(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .arg("-c")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    fn described(&self, program: &str, args: &[&str]) -> String {
+        format!("{program} -c {} {}", self.dir.display(), args.join(" "))
+    }
+
     async fn command_within(
         &self,
         timeout: Duration,
         program: &str,
         args: &[&str],
     ) -> Result<String, PostfixError> {
-        let dir = self.dir.display().to_string();
-        let described = || format!("{program} -c {dir} {}", args.join(" "));
-        let run = Command::new(program)
-            .arg("-c")
-            .arg(&self.dir)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
+        let described = || self.described(program, args);
+        let run = self.tool(program, args).output();
         // A Postfix tool that hangs must not stop the agent from serving its probes.
         let output = tokio::time::timeout(timeout, run)
             .await
