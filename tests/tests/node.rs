@@ -529,6 +529,53 @@ fn arrivals(sink: &Sink, tag: &str) -> BTreeMap<usize, usize> {
     counts
 }
 
+/// A client that sends numbered messages (`numbered(n, tag)`, from `first` on) for alice to
+/// `smtp`, one per session and `pause` apart, until `sending` is cleared; its thread returns
+/// each message's number and the reply code or the error.
+fn keep_sending(
+    smtp: SocketAddr,
+    tag: &'static str,
+    first: usize,
+    pause: Duration,
+    sending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(usize, Result<u16, String>)>> {
+    std::thread::spawn(move || {
+        let mut replies = Vec::new();
+        let mut n = first;
+        while sending.load(std::sync::atomic::Ordering::Relaxed) {
+            let reply = send(
+                smtp,
+                "sender@client.test",
+                "alice@relay.example",
+                &numbered(n, tag),
+            );
+            replies.push((n, reply.map(|r| r.code).map_err(|e| e.to_string())));
+            n += 1;
+            std::thread::sleep(pause);
+        }
+        replies
+    })
+}
+
+/// Waits until `count` numbered messages tagged `tag` have reached the sink; how often each.
+async fn every_arrival(sink: &Sink, tag: &str, count: usize) -> BTreeMap<usize, usize> {
+    until(LIMIT, "every queued message at the primary", || async {
+        let counts = arrivals(sink, tag);
+        (counts.len() == count).then_some(counts)
+    })
+    .await
+}
+
+/// Two seconds on, nothing more has arrived, and each message arrived once.
+async fn no_more_and_once_each(sink: &Sink, tag: &str, counts: &BTreeMap<usize, usize>) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counts, &arrivals(sink, tag));
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "delivered once each: {counts:?}"
+    );
+}
+
 fn numbered(n: usize, tag: &str) -> String {
     format!("Subject: message {n}\r\nMessage-ID: <{n}-{tag}@client.test>\r\n\r\nbody of {n}")
 }
@@ -585,21 +632,12 @@ async fn mail_queued_in_a_pod_survives_its_deletion_and_is_delivered_once_the_pr
     })
     .await;
     let restarted = Instant::now();
-    let counts = until(LIMIT, "every queued message at the primary", || async {
-        let counts = arrivals(&sink, "queue");
-        (counts.len() == count).then_some(counts)
-    })
-    .await;
+    let counts = every_arrival(&sink, "queue", count).await;
     println!(
         "node: {count} messages queued before the pod's deletion delivered {:?} after the new pod was Ready",
         restarted.elapsed()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(counts, arrivals(&sink, "queue"));
-    assert!(
-        counts.values().all(|&n| n == 1),
-        "delivered once each: {counts:?}"
-    );
+    no_more_and_once_each(&sink, "queue", &counts).await;
     assert_eq!(queued(node, &ns, "edge-0"), Ok(0));
     println!(
         "mail safety: messages queued {count} / delivered {} / lost 0 / duplicated 0 (pod deleted with all queued, primary down)",
@@ -662,25 +700,13 @@ async fn a_rolling_update_of_the_gateway_image_loses_nothing_while_a_client_keep
 
     // A client that keeps sending, one message per connection, through the Service.
     let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sender = {
-        let sending = sending.clone();
-        std::thread::spawn(move || {
-            let mut replies = Vec::new();
-            let mut n = 0;
-            while sending.load(std::sync::atomic::Ordering::Relaxed) {
-                let reply = send(
-                    cluster,
-                    "sender@client.test",
-                    "alice@relay.example",
-                    &numbered(n, "roll"),
-                );
-                replies.push((n, reply.map(|r| r.code).map_err(|e| e.to_string())));
-                n += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            replies
-        })
-    };
+    let sender = keep_sending(
+        cluster,
+        "roll",
+        0,
+        Duration::from_millis(50),
+        sending.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     node.tag_image(GATEWAY_IMAGE, "localhost/mx-gateway:rolled")
         .unwrap();
@@ -1158,21 +1184,12 @@ async fn a_wedged_postfix_is_restarted_by_its_liveness_probe_and_delivers_its_qu
     )
     .await;
     let restarted = wedged.elapsed();
-    let counts = until(LIMIT, "every queued message at the primary", || async {
-        let counts = arrivals(&sink, "wedge");
-        (counts.len() == count).then_some(counts)
-    })
-    .await;
+    let counts = every_arrival(&sink, "wedge", count).await;
     println!(
         "node: a stopped Postfix master restarted by its liveness probe {restarted:?} after it stopped; its {count} queued messages delivered {:?} after it stopped",
         wedged.elapsed()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(counts, arrivals(&sink, "wedge"));
-    assert!(
-        counts.values().all(|&n| n == 1),
-        "delivered once each: {counts:?}"
-    );
+    no_more_and_once_each(&sink, "wedge", &counts).await;
     let pod = pods.get("edge-1").await.unwrap();
     assert_eq!(
         container_restarts(&pod, "agent"),
@@ -1210,22 +1227,13 @@ async fn thirty_seconds_of_configuration_changes_under_load_fail_no_session_and_
         .iter()
         .enumerate()
         .map(|(client, (_, smtp))| {
-            let (sending, smtp) = (sending.clone(), *smtp);
-            std::thread::spawn(move || {
-                let mut replies = Vec::new();
-                let mut n = client * 1_000_000;
-                while sending.load(std::sync::atomic::Ordering::Relaxed) {
-                    let reply = send(
-                        smtp,
-                        "sender@client.test",
-                        "alice@relay.example",
-                        &numbered(n, "burst"),
-                    );
-                    replies.push((n, reply.map(|r| r.code).map_err(|e| e.to_string())));
-                    n += 1;
-                }
-                replies
-            })
+            keep_sending(
+                *smtp,
+                "burst",
+                client * 1_000_000,
+                Duration::ZERO,
+                sending.clone(),
+            )
         })
         .collect();
 
