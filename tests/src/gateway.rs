@@ -299,20 +299,25 @@ impl Gateway {
             command: "reading master.pid".into(),
             stderr: "no master pid".into(),
         })?;
-        let mut pids = vec![master.to_string()];
-        pids.extend(children_of(master).iter().map(u32::to_string));
         let signal = if frozen { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .arg(signal)
-            .args(&pids)
-            .status()
-            .map_err(io_error("running kill".into()))?;
-        if status.success() {
+        let kill = |pid: u32| {
+            Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .stderr(Stdio::null())
+                .status()
+                .map_err(io_error("running kill".into()))
+        };
+        // A daemon may exit between the listing and its signal (showq serves one listing);
+        // only the master must take it.
+        for child in children_of(master) {
+            kill(child)?;
+        }
+        if kill(master)?.success() {
             Ok(())
         } else {
             Err(HarnessError::Command {
-                command: format!("kill {signal} {}", pids.join(" ")),
-                stderr: String::new(),
+                command: format!("kill {signal} {master}"),
+                stderr: "the master is gone".into(),
             })
         }
     }
@@ -397,6 +402,8 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         if self.lifetime == Lifetime::TiedToThisProcess {
+            // A test that failed while Postfix was frozen would leave it stopped for good.
+            let _ = self.freeze_postfix(false);
             // start-fg's master stops with SIGTERM from the guard; `stop` also ends its
             // children at once.
             let _ = self.postfix_command(&["stop"]);
