@@ -310,6 +310,52 @@ where
     Ok(())
 }
 
+/// Replaces an object's finalizers, guarded by the resource version the decision was made
+/// on: a finalizer another controller added meanwhile is not dropped.
+pub(crate) async fn set_finalizers<K>(
+    object: &K,
+    ctx: &Context,
+    namespace: &str,
+    finalizers: Vec<String>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    patch_metadata(
+        object,
+        ctx,
+        namespace,
+        serde_json::json!({"finalizers": finalizers, "resourceVersion": object.resource_version()}),
+    )
+    .await
+}
+
+/// Merge-patches an object's own metadata (finalizers, annotations).
+pub(crate) async fn patch_metadata<K>(
+    object: &K,
+    ctx: &Context,
+    namespace: &str,
+    metadata: serde_json::Value,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    Api::<K>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": metadata})),
+        )
+        .await?;
+    Ok(())
+}
+
 /// The namespace of an object that must have one.
 pub(crate) fn namespace_of(object: &impl ResourceExt) -> Result<String, Error> {
     object

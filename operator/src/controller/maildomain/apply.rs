@@ -3,7 +3,7 @@
 
 use super::super::context::{Context, Error, FINALIZER};
 use super::super::status::Transition;
-use super::super::write::apply_data_unless_cached;
+use super::super::write::{apply_data_unless_cached, set_finalizers};
 use super::decide::{Decision, Relay};
 use super::dns::{self, DnsProblem, Published};
 use super::fetch::Inputs;
@@ -11,10 +11,9 @@ use crate::api::{MailDomain, MailRelay};
 use crate::manifests::relay::{is_shard_of, relay_owner, relayed_domain};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use serde_json::json;
 
 /// What applying a decision found out that status reports.
 pub struct Applied {
@@ -186,39 +185,6 @@ fn refusal(relay: &Relay, message: &str) -> String {
         "): {message}; the previous relay config keeps serving"
     ));
     why
-}
-
-/// Replaces the finalizers, guarded by the resource version the decision was made on.
-pub(super) async fn set_finalizers(
-    domain: &MailDomain,
-    ctx: &Context,
-    namespace: &str,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
-    patch_metadata(
-        domain,
-        ctx,
-        namespace,
-        json!({"finalizers": finalizers, "resourceVersion": domain.resource_version()}),
-    )
-    .await
-}
-
-/// Merge-patches the MailDomain's own metadata (finalizers, annotations).
-pub(super) async fn patch_metadata(
-    domain: &MailDomain,
-    ctx: &Context,
-    namespace: &str,
-    metadata: serde_json::Value,
-) -> Result<(), Error> {
-    Api::<MailDomain>::namespaced(ctx.client.clone(), namespace)
-        .patch(
-            &domain.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"metadata": metadata})),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Deletes the MailRelay at `location` (`namespace/name`) if it is this domain's.

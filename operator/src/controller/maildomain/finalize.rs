@@ -3,7 +3,8 @@
 
 use super::super::context::{Context, Error, FINALIZER};
 use super::super::status::Transition;
-use super::apply::{delete_legacy_relay, delete_relay, patch_metadata, set_finalizers};
+use super::super::write::{patch_metadata, set_finalizers};
+use super::apply::{delete_legacy_relay, delete_relay};
 use super::decide::RETRY;
 use super::dns;
 use crate::api::MailDomain;
