@@ -255,6 +255,73 @@ async fn the_gateway_configmap_of_an_earlier_version_goes_once_the_replicas_are_
     assert_eq!(rules.len(), 1, "{rules:?}");
 }
 
+/// A MailGateway holds a finalizer from its first reconcile. Deleted while no replica
+/// runs, it goes at once, and a queue volume no replica proved empty stays, named in an
+/// Event: a gateway of the same name created again runs on it.
+#[tokio::test]
+async fn a_gateway_without_replicas_goes_at_once_and_keeps_the_volumes_it_cannot_prove_empty() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let (_plane, ns) = namespace_with_operator("gateway-goes").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({"replicas": 1}))).await;
+    apply::<MailDomain>(&ns, domain("shop", "shop.example", json!({}))).await;
+    wait_condition(&ns, "shop", "Ready", ConditionStatus::True, "Relayed").await;
+    let gateways = ns.api::<MailGateway>();
+    until(LIMIT, "the gateway's finalizer", || async {
+        let gateway = gateways.get("edge").await.ok()?;
+        gateway
+            .metadata
+            .finalizers?
+            .contains(&"mx-operator.io/deliver-queues".to_string())
+            .then_some(())
+    })
+    .await;
+    // A queue volume as the StatefulSet controller (not run here) names and labels it.
+    apply::<PersistentVolumeClaim>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "queue-edge-0", "labels": {
+                   "app.kubernetes.io/name": "mx-gateway", "app.kubernetes.io/instance": "edge",
+                   "app.kubernetes.io/component": "queue", "app.kubernetes.io/managed-by": "mx-operator"}},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+
+    gateways
+        .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&gateways, "edge").await;
+    let kept = until(LIMIT, "the Event naming the volume kept", || async {
+        let events = ns.api::<Event>().list(&Default::default()).await.ok()?;
+        events
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("QueueVolumesKept"))
+    })
+    .await;
+    let note = kept.note.unwrap_or_default();
+    assert!(
+        note.contains("queue-edge-0") && note.contains("created again"),
+        "{note}"
+    );
+    assert!(
+        ns.api::<PersistentVolumeClaim>()
+            .get_opt("queue-edge-0")
+            .await
+            .unwrap()
+            .is_some_and(|claim| claim.metadata.deletion_timestamp.is_none()),
+        "a volume nobody proved empty stays"
+    );
+    wait_condition(
+        &ns,
+        "shop",
+        "Ready",
+        ConditionStatus::False,
+        "GatewayNotFound",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
     let (_, ns) = namespace_with_operator("propagate").await;

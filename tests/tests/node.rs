@@ -934,6 +934,100 @@ async fn a_scale_in_waits_until_the_replicas_it_removes_have_delivered_their_que
     );
 }
 
+/// The case: a MailGateway deleted while its 2 replicas hold 20 messages for a
+/// primary that is down. The object (and with it every child) stays, its replicas leave
+/// the Service and say what they hold, and once the primary is back all 20 arrive, once
+/// each, before the gateway and its emptied queue volumes are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_deleted_with_queued_mail_delivers_it_before_it_goes() {
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let primary = closed_port(node);
+    let ns = node.namespace("goes").await.unwrap();
+    gateway_with_domain(&ns, primary, json!({"inline": ["alice@relay.example"]})).await;
+    let per_replica = 10;
+    queue_messages(node, &ns, "edge-0", per_replica, "goes-0").await;
+    queue_messages(node, &ns, "edge-1", per_replica, "goes-1").await;
+
+    let gateways = ns.api::<MailGateway>();
+    gateways
+        .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ready = || gateway_condition(&gateways, "edge", "Ready");
+    let held = until(LIMIT, "the deletion held for the queued mail", || async {
+        ready().await.filter(|c| {
+            c.reason == "DeliveringBeforeDeletion"
+                && c.message
+                    .ends_with("edge-0 holds 10 messages; edge-1 holds 10 messages")
+        })
+    })
+    .await;
+    println!(
+        "node: MailGateway edge being deleted, Ready: {}",
+        held.message
+    );
+    domain_condition(
+        &ns.api(),
+        LIMIT,
+        "relay",
+        "Ready",
+        ConditionStatus::False,
+        "GatewayDeleting",
+    )
+    .await;
+    until(LIMIT, "both replicas out of the Service", || async {
+        let listed = gateway_pods(&ns, "edge").await;
+        (listed.len() == 2 && !listed.iter().any(pod_ready)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        gateways.get_opt("edge").await.unwrap().is_some(),
+        "held while the primary is down"
+    );
+    assert_eq!(gateway_pods(&ns, "edge").await.len(), 2);
+
+    // The primary returns: the replicas deliver (nobody flushes them by hand), then the
+    // gateway, its pods and its queue volumes go.
+    let sink = Sink::start_on(primary).unwrap();
+    let returned = Instant::now();
+    until(Duration::from_secs(300), "the gateway gone", || async {
+        gateways.get_opt("edge").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    println!(
+        "node: gateway deleted {:?} after the primary returned",
+        returned.elapsed()
+    );
+    let counts: Vec<_> = ["goes-0", "goes-1"]
+        .iter()
+        .map(|tag| arrivals(&sink, tag))
+        .collect();
+    let delivered: usize = counts.iter().map(BTreeMap::len).sum();
+    let duplicated: usize = counts.iter().flat_map(|c| c.values()).map(|n| n - 1).sum();
+    println!(
+        "mail safety: messages queued {} / delivered {delivered} / lost {} / duplicated {duplicated} (node: MailGateway deleted with mail on 2 replicas, primary down)",
+        2 * per_replica,
+        2 * per_replica - delivered
+    );
+    assert_eq!(
+        delivered,
+        2 * per_replica,
+        "every message arrived: {counts:?}"
+    );
+    assert_eq!(duplicated, 0, "delivered once each: {counts:?}");
+    until(LIMIT, "the pods and queue volumes gone", || async {
+        let claims = ns
+            .api::<PersistentVolumeClaim>()
+            .list(&Default::default())
+            .await
+            .ok()?;
+        (gateway_pods(&ns, "edge").await.is_empty() && claims.items.is_empty()).then_some(())
+    })
+    .await;
+}
+
 /// `mx-operator queue ARGS` with `kubeconfig`: whether it succeeded, its output and errors.
 fn queue_command(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let output = std::process::Command::new(mx_operator_tests::process::operator_binary())

@@ -56,6 +56,12 @@ impl GatewayNames {
             legacy_config: format!("{gateway_name}-config"),
         }
     }
+
+    /// The queue volume (PersistentVolumeClaim) of replica `ordinal`, as the StatefulSet
+    /// controller names it.
+    pub fn queue_volume(&self, ordinal: i32) -> String {
+        format!("{QUEUE_VOLUME}-{}-{ordinal}", self.workload)
+    }
 }
 
 /// Labels that select the pods of gateway `name`.
@@ -71,7 +77,16 @@ fn pod_labels(name: &str) -> BTreeMap<String, String> {
 
 /// The label selector of gateway `name`'s pods, for a list.
 pub fn pod_selector(name: &str) -> String {
-    pod_labels(name)
+    selector(&pod_labels(name))
+}
+
+/// The label selector of gateway `name`'s queue volumes, for a list.
+pub fn queue_volume_selector(name: &str) -> String {
+    selector(&common_labels("queue", name))
+}
+
+fn selector(labels: &BTreeMap<String, String>) -> String {
+    labels
         .iter()
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()

@@ -169,6 +169,12 @@ fn decide_or_fail(
         let message = format!("MailGateway {gateway_namespace}/{gateway_name} does not exist");
         return Ok(not_relayed("GatewayNotFound", message, inputs.resync));
     };
+    if gateway.metadata.deletion_timestamp.is_some() {
+        let message = format!(
+            "MailGateway {gateway_namespace}/{gateway_name} is being deleted: its replicas take no new mail and deliver what they hold"
+        );
+        return Ok(not_relayed("GatewayDeleting", message, inputs.resync));
+    }
     let admits = |ns: &str| namespace_allowed(gateway, ns, inputs.namespace_labels.get(ns));
     if !admits(namespace) {
         let message = format!(
@@ -638,6 +644,9 @@ mod tests {
             namespace: "tenant".into(),
             ..inputs(fixtures::gateway(json!({})))
         };
+        let gateway_deleted = inputs(fixtures::gateway(
+            json!({"metadata": {"deletionTimestamp": "2026-12-07T00:00:00Z"}}),
+        ));
         let contested = Inputs {
             rivals: vec![rival],
             ..inputs(fixtures::gateway(json!({})))
@@ -683,7 +692,7 @@ mod tests {
             ))
         };
         let loopback = primary("127.0.0.1", 2525);
-        let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 10] = [
+        let cases: [(&str, &MailDomain, &Inputs, &str, &str, Action); 11] = [
             (
                 "invalid spec",
                 &invalid,
@@ -698,6 +707,14 @@ mod tests {
                 &no_gateway,
                 "GatewayNotFound",
                 "MailGateway mail/edge does not exist",
+                Action::requeue(RESYNC),
+            ),
+            (
+                "gateway being deleted",
+                &plain,
+                &gateway_deleted,
+                "GatewayDeleting",
+                "MailGateway mail/edge is being deleted: its replicas take no new mail",
                 Action::requeue(RESYNC),
             ),
             (

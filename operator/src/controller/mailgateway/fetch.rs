@@ -52,6 +52,33 @@ pub struct Running {
     pub pods: i32,
 }
 
+impl Running {
+    fn of(stateful_set: &StatefulSet) -> Self {
+        Self {
+            replicas: stateful_set
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1),
+            pods: stateful_set.status.as_ref().map_or(0, |s| s.replicas),
+        }
+    }
+}
+
+/// The gateway's StatefulSet as the cache holds it.
+fn stateful_set(gateway: &MailGateway, ctx: &Context) -> Option<Arc<StatefulSet>> {
+    let names = GatewayNames::of(&gateway.name_any());
+    ctx.gateway_workloads.get(
+        &ObjectRef::<StatefulSet>::new(&names.workload)
+            .within(&gateway.namespace().unwrap_or_default()),
+    )
+}
+
+/// The gateway's StatefulSet's replicas and pods; None when it does not exist.
+pub fn running(gateway: &MailGateway, ctx: &Context) -> Option<Running> {
+    stateful_set(gateway, ctx).as_deref().map(Running::of)
+}
+
 pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
     let owner = gateway
         .controller_owner_ref(&())
@@ -61,9 +88,7 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
     let service = ctx
         .gateway_services
         .get(&ObjectRef::new(&names.workload).within(&namespace));
-    let stateful_set = ctx
-        .gateway_workloads
-        .get(&ObjectRef::<StatefulSet>::new(&names.workload).within(&namespace));
+    let stateful_set = stateful_set(gateway, ctx);
     let served = served_domains(gateway, ctx);
     Ok(Inputs {
         owner,
@@ -85,10 +110,7 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
             .and_then(|s| s.status.as_ref())
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
-        running: stateful_set.as_ref().map(|s| Running {
-            replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            pods: s.status.as_ref().map_or(0, |s| s.replicas),
-        }),
+        running: stateful_set.as_deref().map(Running::of),
         legacy_config: ctx
             .gateway_configs
             .get(&namespace, &names.legacy_config)

@@ -8,15 +8,17 @@
 mod apply;
 mod decide;
 mod fetch;
+mod finalize;
 mod scale;
 
 use super::context::{Context, Error};
-use super::write::{namespace_of, report_apply_failure, write_status};
+use super::write::{namespace_of, report_apply_failure, set_finalizers, write_status};
 use crate::api::MailGateway;
 use crate::api::conditions::{CONFIGURED, Desired};
 use crate::api::gateway::MailGatewayStatus;
 use apply::Applied;
 use decide::Decision;
+pub use finalize::{FORCE_DELETE, GATEWAY_FINALIZER};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use std::sync::Arc;
@@ -40,11 +42,16 @@ pub fn error_policy(gateway: Arc<MailGateway>, error: &Error, _ctx: Arc<Context>
 #[tracing::instrument(skip_all, fields(mailgateway = %gateway.name_any(), namespace = gateway.namespace().unwrap_or_default()))]
 async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action, Error> {
     ctx.gateway_caches_listed().await;
-    if gateway.metadata.deletion_timestamp.is_some() {
-        // Children carry owner references; the garbage collector removes them.
-        return Ok(Action::await_change());
-    }
     let namespace = namespace_of(gateway)?;
+    if gateway.metadata.deletion_timestamp.is_some() {
+        return finalize::finalize(gateway, ctx, &namespace).await;
+    }
+    if !gateway.finalizers().iter().any(|f| f == GATEWAY_FINALIZER) {
+        // Before any replica runs: a gateway deleted from then on delivers its queues.
+        let mut finalizers = gateway.finalizers().to_vec();
+        finalizers.push(GATEWAY_FINALIZER.into());
+        set_finalizers(gateway, ctx, &namespace, finalizers).await?;
+    }
     let mut inputs = fetch::fetch(gateway, ctx)?;
     inputs.agents =
         super::agents::agent_reports(&(namespace.clone(), gateway.name_any()), ctx).await;

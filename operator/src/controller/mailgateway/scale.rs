@@ -34,6 +34,77 @@ pub fn scale(
     agents: &[AgentReport],
     lifetime: &str,
 ) -> Scale {
+    let leavers = leavers(wanted, running, workload, headless, agents);
+    if leavers.waits.is_empty() {
+        let removed = if leavers.removed {
+            "; the replicas removed had delivered their queues"
+        } else {
+            ""
+        };
+        return Scale {
+            replicas: wanted,
+            condition: Desired::new(
+                SCALED,
+                true,
+                "AtSpec",
+                format!(
+                    "{}, as spec.replicas asks{removed}",
+                    count(wanted, "replica")
+                ),
+            ),
+        };
+    }
+    Scale {
+        replicas: leavers.replicas,
+        condition: Desired::new(
+            SCALED,
+            false,
+            if leavers.blocked {
+                "ScaleInBlocked"
+            } else {
+                "DrainingBeforeScaleIn"
+            },
+            format!(
+                "spec.replicas is {wanted}; {} stay until those removed have delivered their queues (they take no new mail; {}): {}",
+                count(leavers.replicas, "replica"),
+                held_until(lifetime),
+                leavers.waits.join("; ")
+            ),
+        ),
+    }
+}
+
+/// How long mail that waits for its primary may wait.
+pub fn held_until(lifetime: &str) -> String {
+    format!(
+        "mail their primary does not take waits until it is delivered or maxQueueLifetime, {lifetime}, returns it to its sender"
+    )
+}
+
+/// The replicas from ordinal `wanted` on, which are leaving, and what they still hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Leavers {
+    /// The lowest ordinal from which every replica may go (`wanted` once all may).
+    pub replicas: i32,
+    /// Why the others wait, lowest ordinal first.
+    pub waits: Vec<String>,
+    /// Whether a replica cannot say what it holds.
+    pub blocked: bool,
+    /// Whether any replica at or above `wanted` runs.
+    pub removed: bool,
+    /// The ordinals whose agent said their queue is delivered and nothing more comes.
+    pub delivered: Vec<i32>,
+}
+
+/// What the replicas a StatefulSet of `running` replicas loses when it goes down to
+/// `wanted` still hold: see [`scale`].
+pub fn leavers(
+    wanted: i32,
+    running: Option<Running>,
+    workload: &str,
+    headless: &str,
+    agents: &[AgentReport],
+) -> Leavers {
     // A replica an agent answers for counts even when the StatefulSet says otherwise (it
     // was deleted, or edited by hand): a held scale-in is not dropped.
     let listed = agents
@@ -46,22 +117,13 @@ pub fn scale(
     let running = running
         .map_or(wanted, |running| running.replicas)
         .max(listed);
-    if running <= wanted {
-        return Scale {
-            replicas: wanted,
-            condition: Desired::new(
-                SCALED,
-                true,
-                "AtSpec",
-                format!("{}, as spec.replicas asks", count(wanted, "replica")),
-            ),
-        };
-    }
     // The StatefulSet removes the highest ordinals first: it may go down to the lowest
     // ordinal above which every replica has delivered its queue.
-    let mut replicas = running;
-    let mut waits = Vec::new();
-    let mut blocked = false;
+    let mut leavers = Leavers {
+        replicas: running.max(wanted),
+        removed: running > wanted,
+        ..Leavers::default()
+    };
     for ordinal in (wanted..running).rev() {
         let pod = format!("{workload}-{ordinal}");
         let report = agents.iter().find(|agent| agent.replica == pod);
@@ -73,59 +135,33 @@ pub fn scale(
             // controller to recreate it.)
             None if ordinal >= pods => None,
             None => {
-                blocked = true;
+                leavers.blocked = true;
                 Some(format!(
                     "{pod} is not listed in Service {headless} (not running?), and its queue volume may hold mail"
                 ))
             }
             Some(Err(why)) => {
-                blocked = true;
+                leavers.blocked = true;
                 Some(format!("{pod}'s agent could not be asked: {why}"))
             }
             Some(Ok(status)) => match status.retiring {
-                None => Some(format!("{pod} has not yet taken up the scale-in")),
-                Some(retirement) if retirement.delivered => None,
+                None => Some(format!("{pod} has not yet stopped taking mail")),
+                Some(retirement) if retirement.delivered => {
+                    leavers.delivered.push(ordinal);
+                    None
+                }
                 Some(retirement) => Some(holding(&pod, retirement)),
             },
         };
         match wait {
-            None if waits.is_empty() => replicas = ordinal,
+            None if leavers.waits.is_empty() => leavers.replicas = ordinal,
             None => {}
-            Some(wait) => waits.push(wait),
+            Some(wait) => leavers.waits.push(wait),
         }
     }
-    if waits.is_empty() {
-        return Scale {
-            replicas: wanted,
-            condition: Desired::new(
-                SCALED,
-                true,
-                "AtSpec",
-                format!(
-                    "{}, as spec.replicas asks; the replicas removed had delivered their queues",
-                    count(wanted, "replica")
-                ),
-            ),
-        };
-    }
-    waits.reverse();
-    Scale {
-        replicas,
-        condition: Desired::new(
-            SCALED,
-            false,
-            if blocked {
-                "ScaleInBlocked"
-            } else {
-                "DrainingBeforeScaleIn"
-            },
-            format!(
-                "spec.replicas is {wanted}; {} stay until those removed have delivered their queues (they take no new mail; mail their primary does not take waits until it is delivered or maxQueueLifetime, {lifetime}, returns it to its sender): {}",
-                count(replicas, "replica"),
-                waits.join("; ")
-            ),
-        ),
-    }
+    leavers.waits.reverse();
+    leavers.delivered.reverse();
+    leavers
 }
 
 /// `n` and the noun, in the plural unless `n` is 1.
@@ -301,7 +337,7 @@ mod tests {
                 .condition
                 .verdict
                 .message
-                .contains("edge-1 has not yet taken up the scale-in")
+                .contains("edge-1 has not yet stopped taking mail")
         );
     }
 
