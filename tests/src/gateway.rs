@@ -457,10 +457,26 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// A plain HTTP/1.0 GET to `address`: status code and body.
 pub fn http_get_at(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get_with(address, path, None)
+}
+
+/// Like `http_get_at`, with `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_with(
+    address: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let authorization = bearer
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

@@ -9,8 +9,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mx_operator::api::{MailGateway, MailRelay};
+use mx_operator_tests::control_plane::Lifetime;
 use mx_operator_tests::fixtures::{apply, apply_dynamic, gateway};
+use mx_operator_tests::gateway::Gateway;
 use mx_operator_tests::operator::namespace_with_operator;
+use mx_operator_tests::smtp::rcpt_reply;
 use mx_operator_tests::wait::until;
 use mx_operator_tests::{ControlPlane, TestNamespace};
 use serde_json::json;
@@ -218,33 +221,9 @@ async fn tenant_with_edit(plane: &ControlPlane, ns: &TestNamespace) -> Client {
     token_client(plane, ns, "tenant").await
 }
 
-#[tokio::test]
-async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copies_no_mail() {
-    use mx_operator::api::MailDomain;
-    use mx_operator::render::{GATEWAY_CONFIG_LABEL, RELAY_GATEWAY_LABEL, gateway_configmap_data};
-    use mx_operator_tests::control_plane::Lifetime;
-    use mx_operator_tests::fixtures::domain;
-    use mx_operator_tests::gateway::Gateway;
-    use mx_operator_tests::smtp::{Sink, rcpt_reply, relay_tricks, send};
-
-    let (plane, ns) = namespace_with_operator("side-door").await;
-    let sink = Sink::start().unwrap();
-    apply::<MailGateway>(
-        &ns,
-        gateway("edge", json!({"mxHostnames": ["mx1.relay.test"]})),
-    )
-    .await;
-    apply::<MailDomain>(
-        &ns,
-        domain(
-            "shop",
-            "shop.example",
-            json!({"primary": {"host": "127.0.0.1", "port": sink.address.port(), "tls": "None"},
-                   "recipients": {"inline": ["alice@shop.example"]}}),
-        ),
-    )
-    .await;
-    // The replica's agent runs with the token the API server issued to its ServiceAccount.
+/// A replica of gateway `edge` whose agent runs with the token the API server issued to
+/// its ServiceAccount, once it accepts alice@shop.example.
+async fn replica_with_its_own_token(plane: &ControlPlane, ns: &TestNamespace) -> Gateway {
     let token = ns.service_account_token("edge-agent").await;
     let kubeconfig = plane.dir.join(format!("agent-{}.kubeconfig", ns.name));
     plane.write_kubeconfig(&kubeconfig, &token).unwrap();
@@ -266,6 +245,124 @@ async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copi
             .filter(|r| r.code == 250)
     })
     .await;
+    replica
+}
+
+/// The agent's `/status` (domains, queue, the primaries' deferral reasons) answers only
+/// whoever presents the gateway's agent token, which its MailRelay holds: the operator
+/// reads it, and no other token the API server issues, nor none, gets anything.
+#[tokio::test]
+async fn the_agent_status_answers_the_operator_and_no_other_token() {
+    use mx_operator::api::MailDomain;
+    use mx_operator_tests::fixtures::domain;
+    use mx_operator_tests::gateway::{http_get_with, list_in_endpoints};
+    use mx_operator_tests::wait::gateway_condition;
+
+    let (plane, ns) = namespace_with_operator("status-token").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({"replicas": 1}))).await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "shop",
+            "shop.example",
+            json!({"primary": {"host": "127.0.0.1", "port": 9, "tls": "None"},
+                   "recipients": {"inline": ["alice@shop.example"]}}),
+        ),
+    )
+    .await;
+    let replica = replica_with_its_own_token(plane, &ns).await;
+    list_in_endpoints(&ns, "edge", &[("edge-0", &replica)])
+        .await
+        .expect("Endpoints");
+    let gateways = ns.api::<MailGateway>();
+    let asked = until(
+        LIMIT,
+        "the operator reading the agent's /status",
+        || async {
+            gateway_condition(&gateways, "edge", "QueueDrained")
+                .await
+                .filter(|c| {
+                    c.reason == "NothingDraining" && c.message.starts_with("1 replicas asked")
+                })
+        },
+    )
+    .await;
+    println!("MailGateway edge, QueueDrained: {}", asked.message);
+
+    let agent = replica.agent_address;
+    let _tenant = tenant_with_edit(plane, &ns).await;
+    apply_dynamic(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "prober"}}),
+    )
+    .await;
+    let tokens = [
+        ("none", None),
+        (
+            "another pod's ServiceAccount",
+            Some(ns.service_account_token("prober").await),
+        ),
+        (
+            "a tenant with edit",
+            Some(ns.service_account_token("tenant").await),
+        ),
+        (
+            "the agent's own ServiceAccount",
+            Some(ns.service_account_token("edge-agent").await),
+        ),
+        ("a guess", Some("0".repeat(64))),
+    ];
+    for (who, token) in &tokens {
+        let (code, body) = http_get_with(agent, "/status", token.as_deref()).expect("an answer");
+        assert_eq!(code, 401, "{who}: {body}");
+        assert!(!body.contains("shop.example"), "{who}: {body}");
+    }
+    let token = ns
+        .api::<MailRelay>()
+        .get("gateway-edge")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default()
+        .remove("agent-token")
+        .expect("the gateway's MailRelay holds the agent token");
+    assert_eq!(token.len(), 64, "{token}");
+    let (code, body) = http_get_with(agent, "/status", Some(&token)).expect("an answer");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    // Metrics and probes stay open for the kubelet and the scraper.
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (code, _) = http_get_with(agent, path, None).expect("an answer");
+        assert_eq!(code, 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn what_edit_in_the_gateway_namespace_may_write_changes_no_answer_and_copies_no_mail() {
+    use mx_operator::api::MailDomain;
+    use mx_operator::render::{GATEWAY_CONFIG_LABEL, RELAY_GATEWAY_LABEL, gateway_configmap_data};
+    use mx_operator_tests::fixtures::domain;
+    use mx_operator_tests::smtp::{Sink, relay_tricks, send};
+
+    let (plane, ns) = namespace_with_operator("side-door").await;
+    let sink = Sink::start().unwrap();
+    apply::<MailGateway>(
+        &ns,
+        gateway("edge", json!({"mxHostnames": ["mx1.relay.test"]})),
+    )
+    .await;
+    apply::<MailDomain>(
+        &ns,
+        domain(
+            "shop",
+            "shop.example",
+            json!({"primary": {"host": "127.0.0.1", "port": sink.address.port(), "tls": "None"},
+                   "recipients": {"inline": ["alice@shop.example"]}}),
+        ),
+    )
+    .await;
+    let replica = replica_with_its_own_token(plane, &ns).await;
+    let smtp = replica.smtp;
     let tenant = tenant_with_edit(plane, &ns).await;
 
     // What the tenant writes, again and again: the gateway's configuration in the

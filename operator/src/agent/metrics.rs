@@ -3,6 +3,7 @@
 use super::queue::DomainQueue;
 use super::retire::Retirement;
 use crate::telemetry::Endpoints;
+use crate::telemetry::StatusAnswer;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,6 +12,7 @@ use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use subtle::ConstantTimeEq;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -65,6 +67,8 @@ pub struct AgentMetrics {
     /// Why the last queue read of a running Postfix got no answer; `None` once one does.
     postfix_unanswered: Mutex<Option<String>>,
     stopped: AtomicBool,
+    /// The token `/status` asks of its reader: the gateway MailRelay's, once loaded.
+    status_token: Mutex<Option<String>>,
 }
 
 impl Default for AgentMetrics {
@@ -128,6 +132,7 @@ impl Default for AgentMetrics {
             draining: Mutex::new(BTreeMap::new()),
             retirement: Mutex::new(None),
             stopped: AtomicBool::new(false),
+            status_token: Mutex::new(None),
         }
     }
 }
@@ -175,6 +180,15 @@ impl AgentMetrics {
     }
 
     /// Whether a scale-in removes this replica, and how far its queue is delivered.
+    /// The token the gateway's MailRelay names: `/status` answers whoever presents it.
+    pub fn set_status_token(&self, token: Option<String>) {
+        let mut held = self
+            .status_token
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *held = token;
+    }
+
     pub fn set_retirement(&self, retirement: Option<Retirement>) {
         if let Ok(mut kept) = self.retirement.lock() {
             *kept = retirement;
@@ -255,13 +269,25 @@ impl Endpoints for AgentMetrics {
         }
     }
 
-    fn status(&self) -> Option<String> {
+    /// Only for the gateway's token: the report names domains and quotes the primaries'
+    /// deferral reasons, which often hold recipient addresses.
+    fn status(&self, bearer: Option<&str>) -> Option<StatusAnswer> {
+        let Some(token) = copied(&self.status_token) else {
+            return Some(StatusAnswer::Unavailable(
+                "the gateway's MailRelay is not loaded yet: no token to check /status against\n",
+            ));
+        };
+        let presented = bearer.unwrap_or_default().as_bytes();
+        if !bool::from(presented.ct_eq(token.as_bytes())) {
+            return Some(StatusAnswer::Unauthorized);
+        }
         serde_json::to_string(&StatusReport {
             draining: copied(&self.draining),
             queued: copied(&self.queued),
             retiring: copied(&self.retirement),
         })
         .ok()
+        .map(StatusAnswer::Report)
     }
 
     /// `postfix`: fails while a running Postfix leaves queue reads unanswered (hung, or
@@ -271,5 +297,41 @@ impl Endpoints for AgentMetrics {
             None => Ok("ok\n".into()),
             Some(why) => Err(format!("Postfix does not answer: {why}\n")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_answers_only_the_gateways_token() {
+        let metrics = AgentMetrics::default();
+        assert!(matches!(
+            metrics.status(Some("anything")),
+            Some(StatusAnswer::Unavailable(_))
+        ));
+        let token = "0123456789abcdef0123456789abcdef";
+        metrics.set_status_token(Some(token.into()));
+        for refused in [
+            None,
+            Some(""),
+            Some("0123456789abcdef0123456789abcdee"),
+            Some("0123456789abcdef0123456789abcdef0"),
+            Some("0123456789abcdef"),
+        ] {
+            assert_eq!(
+                metrics.status(refused),
+                Some(StatusAnswer::Unauthorized),
+                "{refused:?}"
+            );
+        }
+        let Some(StatusAnswer::Report(json)) = metrics.status(Some(token)) else {
+            panic!("the token is refused");
+        };
+        assert!(
+            serde_json::from_str::<StatusReport>(&json).is_ok(),
+            "{json}"
+        );
     }
 }

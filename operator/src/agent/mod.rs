@@ -453,6 +453,7 @@ async fn sync(
     let Some(gateway_files) = loaded.gateway.clone() else {
         return;
     };
+    metrics.set_status_token(gateway_files.agent_token.clone());
     note_retirement(settings, &gateway_files, loaded, metrics);
     let queue_directory = gateway_files.queue_directory(&settings.local);
     if !loaded.draining_restored

@@ -1,17 +1,24 @@
 //! What the agents of a gateway's replicas report at `/status`, asked over HTTP: read by
 //! the gateway's reconcile (draining, scale-in) and by the queue poll (`status.queue`).
 
-use super::context::Context;
+use super::context::{Context, Error};
 use super::draining::GatewayKey;
 use super::queues;
 use crate::agent::StatusReport;
+use crate::api::MailRelay;
 use crate::manifests::gateway::GatewayNames;
+use crate::render::check_agent_token;
+use crate::render::keys::AGENT_TOKEN;
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
+use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// One replica's `/status`, or why it could not be read.
@@ -32,14 +39,87 @@ pub async fn agent_reports(gateway: &GatewayKey, ctx: &Context) -> Vec<AgentRepo
         .get(&ObjectRef::new(&names.headless).within(namespace))
         .map(|endpoints| crate::drift::replicas::agents(&endpoints))
         .unwrap_or_default();
+    if agents.is_empty() {
+        return Vec::new();
+    }
+    let token = agent_token(gateway, ctx)
+        .await
+        .map_err(|error| format!("the gateway's agent token could not be read: {error}"));
+    let token = &token;
     futures::future::join_all(agents.into_iter().map(|agent| async move {
+        let status = match token {
+            Ok(token) => ctx.network.agents.status(agent.address, token).await,
+            Err(why) => Err(why.clone()),
+        };
         AgentReport {
-            status: ctx.network.agents.status(agent.address).await,
+            status,
             replica: agent.name,
             address: agent.address,
         }
     }))
     .await
+}
+
+/// The tokens the agents of each gateway ask of `/status`, by gateway. Each is kept in
+/// the gateway's MailRelay, which only the operator may write and only it and the
+/// gateway's agents may read; this holds what was read or drawn, so that it is read once
+/// per gateway and start.
+#[derive(Default)]
+pub struct AgentTokens(Mutex<HashMap<GatewayKey, String>>);
+
+impl AgentTokens {
+    fn get(&self, gateway: &GatewayKey) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(gateway)
+            .cloned()
+    }
+
+    /// Keeps `token` unless one was kept meanwhile; the one kept.
+    fn keep(&self, gateway: &GatewayKey, token: String) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(gateway.clone())
+            .or_insert(token)
+            .clone()
+    }
+
+    pub fn forget(&self, gateway: &GatewayKey) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(gateway);
+    }
+}
+
+/// The gateway's agent token: the one its MailRelay holds, or a new one (256 bits from
+/// the system's random source) for a gateway whose MailRelay has none yet.
+pub async fn agent_token(gateway: &GatewayKey, ctx: &Context) -> Result<String, Error> {
+    if let Some(token) = ctx.agent_tokens.get(gateway) {
+        return Ok(token);
+    }
+    let (namespace, name) = gateway;
+    let relay = Api::<MailRelay>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&GatewayNames::of(name).config)
+        .await?;
+    let held = relay
+        .and_then(|relay| relay.data?.remove(AGENT_TOKEN))
+        .filter(|token| check_agent_token(token).is_ok());
+    let token = match held {
+        Some(token) => token,
+        None => draw_token()?,
+    };
+    Ok(ctx.agent_tokens.keep(gateway, token))
+}
+
+fn draw_token() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::Random)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// Gateways whose agents are asked at the same time in a queue poll.
@@ -63,6 +143,7 @@ pub async fn poll_queues(ctx: Arc<Context>, interval: Duration) {
             .filter_map(|gateway| Some((gateway.namespace()?, gateway.name_any())))
             .collect();
         for gone in polled.difference(&gateways) {
+            ctx.agent_tokens.forget(gone);
             ctx.reconcile_claimants(ctx.queues.forget(gone));
         }
         let reads: Vec<(GatewayKey, Vec<AgentReport>)> =

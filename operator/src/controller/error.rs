@@ -13,6 +13,8 @@ pub enum Error {
     },
     #[error("{0} has no namespace")]
     NotNamespaced(String),
+    #[error("the system's random source gave no agent token")]
+    Random,
 }
 
 impl Error {
@@ -42,6 +44,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::Encode { .. } => "encode",
             Self::NotNamespaced(_) => "not_namespaced",
+            Self::Random => "random",
         }
     }
 }

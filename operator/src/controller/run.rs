@@ -375,6 +375,7 @@ pub async fn run(
         gateway_endpoints: endpoints,
         gateway_configs,
         gateway_relays,
+        agent_tokens: Default::default(),
         gateway_workloads,
         gateway_accounts,
         gateway_roles,

@@ -30,12 +30,17 @@ impl Http {
         }
     }
 
-    async fn status(&self, address: SocketAddr) -> Result<StatusReport, String> {
-        let uri: hyper::Uri = format!("http://{address}/status")
-            .parse()
+    async fn status(&self, address: SocketAddr, token: &str) -> Result<StatusReport, String> {
+        let request = hyper::Request::get(format!("http://{address}/status"))
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Empty::new())
             .map_err(|e| format!("{address}: {e}"))?;
         let read = async {
-            let response = self.client.get(uri).await.map_err(|e| e.to_string())?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
             if !response.status().is_success() {
                 return Err(format!("answered {}", response.status()));
             }
@@ -53,7 +58,11 @@ impl Http {
 }
 
 impl super::AgentStatus for Http {
-    fn status<'a>(&'a self, address: SocketAddr) -> BoxFuture<'a, Result<StatusReport, String>> {
-        Box::pin(Http::status(self, address))
+    fn status<'a>(
+        &'a self,
+        address: SocketAddr,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<StatusReport, String>> {
+        Box::pin(Http::status(self, address, token))
     }
 }

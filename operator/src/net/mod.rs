@@ -93,11 +93,13 @@ pub trait UpdateSession: Send {
     ) -> BoxFuture<'a, Result<(), DnsError>>;
 }
 
-/// The gateway agents' `/status`; errors are messages for a condition.
+/// The gateway agents' `/status`, read with the gateway's agent token; errors are messages
+/// for a condition.
 pub trait AgentStatus: Send + Sync {
     fn status<'a>(
         &'a self,
         address: SocketAddr,
+        token: &'a str,
     ) -> BoxFuture<'a, Result<crate::agent::StatusReport, String>>;
 }
 

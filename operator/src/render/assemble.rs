@@ -88,6 +88,8 @@ pub struct GatewayFiles {
     master_cf: String,
     /// Replicas with this ordinal or a higher one are being removed by a scale-in.
     pub retiring_from: Option<u32>,
+    /// What the operator presents to read `/status`; None from an operator before it.
+    pub agent_token: Option<String>,
 }
 
 impl GatewayFiles {
@@ -173,6 +175,22 @@ impl Assembled {
     }
 }
 
+/// The shortest agent token taken: the operator draws 64 hex digits (256 bits).
+const MIN_AGENT_TOKEN: usize = 32;
+
+/// Whether `token` may be the agent token: long enough, and letters and digits only (it
+/// travels in an HTTP header).
+pub fn check_agent_token(token: &str) -> Result<(), String> {
+    if token.len() >= MIN_AGENT_TOKEN && token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not at least {MIN_AGENT_TOKEN} letters and digits",
+            keys::AGENT_TOKEN
+        ))
+    }
+}
+
 /// Checks the gateway ConfigMap.
 pub fn check_gateway(data: &BTreeMap<String, String>) -> Result<GatewayFiles, String> {
     let file = |key: &str| {
@@ -209,10 +227,15 @@ pub fn check_gateway(data: &BTreeMap<String, String>) -> Result<GatewayFiles, St
             })
         })
         .transpose()?;
+    let agent_token = data
+        .get(keys::AGENT_TOKEN)
+        .map(|token| check_agent_token(token).map(|()| token.clone()))
+        .transpose()?;
     Ok(GatewayFiles {
         main_cf,
         master_cf,
         retiring_from,
+        agent_token,
     })
 }
 
@@ -1006,5 +1029,26 @@ mod tests {
         assert_eq!(check_gateway(&data).unwrap().retiring_from, None);
         data.insert(keys::RETIRING_FROM.into(), "-1".into());
         assert!(check_gateway(&data).unwrap_err().contains("retiring-from"));
+    }
+
+    #[test]
+    fn an_agent_token_is_long_and_plain_or_refused() {
+        let spec = serde_json::from_value(serde_json::json!({"mxHostnames": []})).unwrap();
+        let mut data = gateway_configmap_data("edge", &spec, None).unwrap();
+        assert_eq!(check_gateway(&data).unwrap().agent_token, None);
+        let token = "f".repeat(64);
+        data.insert(keys::AGENT_TOKEN.into(), token.clone());
+        assert_eq!(check_gateway(&data).unwrap().agent_token, Some(token));
+        for refused in [
+            "short",
+            &"a b".repeat(20),
+            &format!("{}\r\nX: y", "a".repeat(40)),
+        ] {
+            data.insert(keys::AGENT_TOKEN.into(), refused.to_string());
+            assert!(
+                check_gateway(&data).unwrap_err().contains("agent-token"),
+                "{refused:?}"
+            );
+        }
     }
 }

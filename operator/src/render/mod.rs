@@ -9,7 +9,7 @@ pub mod shards;
 
 pub use assemble::{
     Assembled, CheckedRelay, GatewayFiles, HELD_REASON, LocalSettings, Table, TableType, assemble,
-    check_gateway, check_relay,
+    check_agent_token, check_gateway, check_relay,
 };
 pub use gateway::{DEFAULT_MESSAGE_SIZE_LIMIT, TLS_DIRECTORY, gateway_configmap_data};
 pub use postfix::token as postfix_token;
@@ -39,6 +39,8 @@ pub mod keys {
     /// Gateway ConfigMap: the first replica ordinal a scale-in removes; replicas from it
     /// up take no new mail and deliver their queues.
     pub const RETIRING_FROM: &str = "retiring-from";
+    /// Gateway MailRelay: the bearer token the agents ask of whoever reads `/status`.
+    pub const AGENT_TOKEN: &str = "agent-token";
     /// MailRelay: `true` while the domain's mail is held (`spec.delivery.hold`).
     pub const HOLD: &str = "hold";
     /// MailRelay: how many shard MailRelays hold the domain's recipients, instead of its

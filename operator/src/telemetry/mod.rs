@@ -4,7 +4,7 @@
 
 mod server;
 
-pub use server::{Endpoints, Health, serve};
+pub use server::{Endpoints, Health, StatusAnswer, serve};
 
 /// Logs as JSON lines (or plain text for a terminal), filtered by `RUST_LOG`.
 pub fn init_logging(json: bool) {

@@ -2,7 +2,8 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,11 +51,22 @@ pub trait Endpoints: Send + Sync + 'static {
     fn part_health(&self, _part: &str) -> Option<Result<String, String>> {
         None
     }
-    /// `/status`: what the process reports to the operator, as JSON; `None` (404) if
-    /// nothing.
-    fn status(&self) -> Option<String> {
+    /// `/status`: what the process reports to the operator, as JSON, for the bearer token
+    /// the request presented; `None` (404) if nothing.
+    fn status(&self, _bearer: Option<&str>) -> Option<StatusAnswer> {
         None
     }
+}
+
+/// What `/status` answers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StatusAnswer {
+    /// 200, the JSON report.
+    Report(String),
+    /// 401: no token, or not the one this process expects.
+    Unauthorized,
+    /// 503, why: no token to check against yet.
+    Unavailable(&'static str),
 }
 
 /// Serves until the listener fails; binding errors are returned at once.
@@ -102,10 +114,23 @@ async fn readyz(State(endpoints): Shared) -> (StatusCode, &'static str) {
     answer(endpoints.readiness())
 }
 
-async fn status(State(endpoints): Shared) -> (StatusCode, String) {
-    match endpoints.status() {
-        Some(json) => (StatusCode::OK, json),
-        None => (StatusCode::NOT_FOUND, "no status here\n".into()),
+async fn status(State(endpoints): Shared, headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match endpoints.status(bearer) {
+        Some(StatusAnswer::Report(json)) => (StatusCode::OK, json).into_response(),
+        Some(StatusAnswer::Unauthorized) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "/status answers only the operator, which presents the gateway's agent token\n",
+        )
+            .into_response(),
+        Some(StatusAnswer::Unavailable(why)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no status here\n").into_response(),
     }
 }
 

@@ -141,6 +141,7 @@ fn context_with_watch(
         gateway_endpoints: store(vec![]),
         gateway_configs: digests(vec![]),
         gateway_relays: digests(vec![]),
+        agent_tokens: Default::default(),
         gateway_workloads: store(vec![]),
         gateway_accounts: store(vec![]),
         gateway_roles: store(vec![]),

@@ -10,7 +10,7 @@ use crate::api::conditions::{CONFIGURED, Desired, QUEUE_DRAINED, READY};
 use crate::api::gateway::{DrainingDomain, NotificationMode, Notifications};
 use crate::api::validate::parse_next_hop;
 use crate::manifests::gateway::{GatewayBuild, GatewayNames};
-use crate::render::{RenderError, gateway_configmap_data};
+use crate::render::{RenderError, gateway_configmap_data, keys};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -75,10 +75,11 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
         owner: inputs.owner.clone(),
         default_image: &inputs.default_image,
     };
-    let config = match gateway_configmap_data(&name, &gateway.spec, inputs.load_balancer_ip) {
+    let mut config = match gateway_configmap_data(&name, &gateway.spec, inputs.load_balancer_ip) {
         Ok(config) => config,
         Err(error) => return render_failed(&error),
     };
+    config.insert(keys::AGENT_TOKEN.into(), inputs.agent_token.clone());
     let (ready_replicas, wanted) = (inputs.ready_replicas, gateway.spec.replicas);
     let applied = if inputs.pdb_served {
         "StatefulSet, Services, PodDisruptionBudget, agent RBAC and gateway MailRelay applied"

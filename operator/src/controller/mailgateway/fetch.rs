@@ -41,6 +41,8 @@ pub struct Inputs {
     pub owner: OwnerReference,
     /// What each replica's agent reports, by replica (pod) name.
     pub agents: Vec<super::super::agents::AgentReport>,
+    /// What the agents ask of whoever reads their `/status`.
+    pub agent_token: String,
 }
 
 /// The gateway's StatefulSet as last seen.
@@ -119,6 +121,7 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
         pdb_served: ctx.pdb_served,
         default_image: ctx.settings.gateway_image.clone(),
         agents: Vec::new(),
+        agent_token: String::new(),
     })
 }
 

@@ -53,8 +53,9 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         set_finalizers(gateway, ctx, &namespace, finalizers).await?;
     }
     let mut inputs = fetch::fetch(gateway, ctx)?;
-    inputs.agents =
-        super::agents::agent_reports(&(namespace.clone(), gateway.name_any()), ctx).await;
+    let key = (namespace.clone(), gateway.name_any());
+    inputs.agent_token = super::agents::agent_token(&key, ctx).await?;
+    inputs.agents = super::agents::agent_reports(&key, ctx).await;
     let children = match decide::decide(gateway, &inputs) {
         Decision::Invalid(ready) => {
             write_status(gateway, gateway.status.as_ref(), ctx, &[ready], |_| {}).await?;
