@@ -111,6 +111,12 @@ fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
             "own-rbac",
             json!({"serviceAccount": {"create": false, "name": "mine"}, "rbac": {"create": false}}),
         ),
+        (
+            "network-policy",
+            json!({"networkPolicy": {"enabled": true, "apiServer": {"cidrs": ["192.0.2.2/32", "2001:db8::1/128"]},
+                   "gatewayNamespaces": ["mail", "tenant-mail"],
+                   "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}}),
+        ),
     ];
     for (variant, values) in variants {
         let (yaml, notes) = render(&values, "mxo", "mx-system")
@@ -177,6 +183,68 @@ fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
                 let spec: mx_operator::api::MailGatewaySpec =
                     serde_json::from_value(gateway["spec"].clone()).unwrap();
                 assert_eq!(spec.validate(), Ok(()));
+            }
+            "network-policy" => {
+                let policies: Vec<&Value> = objects
+                    .iter()
+                    .filter(|o| o["kind"] == "NetworkPolicy")
+                    .collect();
+                let namespaces: Vec<&str> = policies
+                    .iter()
+                    .filter_map(|p| p["metadata"]["namespace"].as_str())
+                    .collect();
+                assert_eq!(namespaces, ["mx-system", "mail", "tenant-mail"]);
+                let operator = &policies[0]["spec"];
+                assert_eq!(operator["policyTypes"], json!(["Ingress", "Egress"]));
+                assert_eq!(
+                    operator["egress"][0]["to"][1]["ipBlock"]["cidr"],
+                    "2001:db8::1/128"
+                );
+                assert_eq!(
+                    operator["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                    "monitoring"
+                );
+                // SMTP from anywhere; the agent's port from the operator and the scraper.
+                let gateway = &policies[1]["spec"];
+                assert_eq!(gateway["policyTypes"], json!(["Ingress"]));
+                assert!(
+                    mx_operator::manifests::gateway::pod_selector("edge")
+                        .split(',')
+                        .any(|label| label == "app.kubernetes.io/name=mx-gateway"),
+                    "the gateway pods carry the label the policy selects"
+                );
+                assert_eq!(
+                    gateway["ingress"][0],
+                    json!({"ports": [{"port": 25, "protocol": "TCP"}]})
+                );
+                let agent = &gateway["ingress"][1];
+                assert_eq!(agent["ports"], json!([{"port": 8080, "protocol": "TCP"}]));
+                assert_eq!(
+                    agent["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+                    "mx-operator"
+                );
+                assert_eq!(
+                    agent["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                    "mx-system"
+                );
+                assert_eq!(agent["from"].as_array().map(Vec::len), Some(2));
+                // The operator's own pods match its policy's selector.
+                let pod_labels = &find(&objects, "Deployment").unwrap()["spec"]["template"]["metadata"]
+                    ["labels"];
+                for (key, value) in operator["podSelector"]["matchLabels"].as_object().unwrap() {
+                    assert_eq!(&pod_labels[key], value, "{key}");
+                }
+                // Without the API server's addresses the policy would cut the operator off.
+                let refused = render(
+                    &json!({"networkPolicy": {"enabled": true}}),
+                    "mxo",
+                    "mx-system",
+                )
+                .expect_err("a policy without the API server's addresses");
+                assert!(
+                    refused.1.contains("networkPolicy.apiServer.cidrs"),
+                    "{refused:?}"
+                );
             }
             "own-rbac" => {
                 assert_eq!(kinds, ["Deployment", "Service"]);
