@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Gateway {
     pub dir: PathBuf,
     pub smtp: SocketAddr,
-    /// Where the agent serves /metrics, /healthz and /readyz: this machine's own address
-    /// (an Endpoints object may not list loopback).
+    /// Where the agent serves /metrics, /healthz and /readyz: this machine's own address,
+    /// as a pod's would be (not loopback).
     pub agent_address: SocketAddr,
     agent: Option<Guarded>,
     postfix: Option<Guarded>,
@@ -280,16 +280,15 @@ impl Gateway {
             .and_then(|pid| pid.trim().parse().ok())
     }
 
-    /// Lists this replica, as pod `replica`, in the Endpoints of gateway `gateway`'s
-    /// headless Service with its agent's port, as the endpoints controller does for a pod
-    /// (the test control plane runs none), so that the operator asks its agent.
-    pub async fn list_in_endpoints(
+    /// Creates pod `replica` of gateway `gateway` for this replica (see [`list_as_pods`]),
+    /// so that the operator asks its agent.
+    pub async fn list_as_pod(
         &self,
         ns: &crate::TestNamespace,
         gateway: &str,
         replica: &str,
     ) -> Result<(), kube::Error> {
-        list_in_endpoints(ns, gateway, &[(replica, self)]).await
+        list_as_pods(ns, gateway, &[(replica, self)]).await
     }
 
     /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the Postfix master and every daemon
@@ -412,43 +411,42 @@ impl Drop for Gateway {
 }
 
 /// A plain HTTP/1.0 GET on loopback: status code and body.
-/// Lists `replicas` (pod name, replica) in the Endpoints of gateway `gateway`'s headless
-/// Service, each with its agent's port (one subset each: their ports differ), as the
-/// endpoints controller does for pods (the test control plane runs none), so that the
-/// operator asks their agents.
-pub async fn list_in_endpoints(
+/// Creates a pod for each of `replicas` (pod name, replica) of gateway `gateway`, with its
+/// agent's port and address and a Ready condition, as the StatefulSet controller and the
+/// kubelet would (the test control plane runs neither), so that the operator asks its
+/// agent. The pod names no SMTP port: the SMTP probe leaves it alone.
+pub async fn list_as_pods(
     ns: &crate::TestNamespace,
     gateway: &str,
     replicas: &[(&str, &Gateway)],
 ) -> Result<(), kube::Error> {
-    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
-    let name = format!("{gateway}-headless");
-    let subsets: Vec<serde_json::Value> = replicas
-        .iter()
-        .map(|(pod, replica)| {
-            serde_json::json!({
-                "addresses": [{"ip": replica.agent_address.ip().to_string(),
-                    "targetRef": {"kind": "Pod", "name": pod, "namespace": ns.name}}],
-                "ports": [{"name": "agent", "port": replica.agent_address.port()}],
-            })
-        })
-        .collect();
-    let endpoints = serde_json::json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": name, "labels": {
-            "app.kubernetes.io/name": "mx-gateway",
-            "app.kubernetes.io/managed-by": "mx-operator"}},
-        "subsets": subsets,
-    });
-    ns.api::<Endpoints>()
-        .patch(
-            &name,
-            &PatchParams::apply("test-endpoints").force(),
-            &Patch::Apply(&endpoints),
-        )
-        .await
-        .map(|_| ())
+    let pods = ns.api::<Pod>();
+    for (name, replica) in replicas {
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/name": "mx-gateway",
+                "app.kubernetes.io/instance": gateway,
+                "app.kubernetes.io/component": "smtp",
+                "app.kubernetes.io/managed-by": "mx-operator"}},
+            "spec": {"containers": [{"name": "agent", "image": "mx-gateway:local",
+                "ports": [{"name": "agent", "containerPort": replica.agent_address.port()}]}]},
+        });
+        let params = PatchParams::apply("test-pods").force();
+        pods.patch(name, &params, &Patch::Apply(&pod)).await?;
+        // A merge patch, as a kubelet's: an apply by the same manager without the labels
+        // would remove them.
+        let ip = replica.agent_address.ip().to_string();
+        let status = serde_json::json!({
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    Ok(())
 }
 
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

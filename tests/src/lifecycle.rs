@@ -23,7 +23,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 ///   queue volume);
 /// * once the primary is back, each arrives exactly once and nothing is bounced;
 /// * the MailGateway `edge` in `ns` says how many are draining on the replica (listed as
-///   pod `edge-0` in its Endpoints) and, once they are delivered, that none is;
+///   as pod `edge-0`) and, once they are delivered, that none is;
 /// * `outliving`, the MailDomain (in `ns`) that outlives the change when it is not
 ///   deleted, says in `status.draining` how many wait on gateway `edge`, then none;
 /// * then the domain's route leaves the gateway.
@@ -51,9 +51,9 @@ pub async fn queued_mail_outlives<F: Future<Output = ()>>(
     .await;
 
     gateway
-        .list_in_endpoints(ns, "edge", "edge-0")
+        .list_as_pod(ns, "edge", "edge-0")
         .await
-        .expect("Endpoints");
+        .expect("pods");
     change.await;
     until(
         LIMIT,

@@ -156,8 +156,8 @@ pub fn free_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// This machine's own address (of the interface its default route leaves by): what an
-/// Endpoints object may list, unlike loopback. Found by connecting a UDP socket to a
+/// This machine's own address (of the interface its default route leaves by): what a
+/// pod's address may be, unlike loopback. Found by connecting a UDP socket to a
 /// documentation address, which sends nothing.
 pub fn machine_address() -> io::Result<std::net::IpAddr> {
     let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;

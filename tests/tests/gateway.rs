@@ -798,9 +798,9 @@ async fn a_scale_in_removes_a_replica_only_once_it_has_delivered_its_queue() {
         pods.push((pod, replica));
     }
     let listed: Vec<(&str, &Gateway)> = pods.iter().map(|(p, g)| (p.as_str(), g)).collect();
-    mx_operator_tests::gateway::list_in_endpoints(&ns, "edge", &listed)
+    mx_operator_tests::gateway::list_as_pods(&ns, "edge", &listed)
         .await
-        .expect("Endpoints");
+        .expect("pods");
     // With the primary down: 2 messages wait on edge-1, 1 on edge-2.
     let mut sequence = 0;
     for (ordinal, count) in [(1, 2), (2, 1)] {
@@ -977,13 +977,9 @@ async fn mail_queued_for_two_domains_shows_in_their_status_summed_over_the_repli
     )
     .await
     .expect("second replica");
-    mx_operator_tests::gateway::list_in_endpoints(
-        &ns,
-        "edge",
-        &[("edge-0", &one), ("edge-1", &two)],
-    )
-    .await
-    .expect("Endpoints");
+    mx_operator_tests::gateway::list_as_pods(&ns, "edge", &[("edge-0", &one), ("edge-1", &two)])
+        .await
+        .expect("pods");
     let before_mail = k8s_openapi::jiff::Timestamp::now().as_second() - 1;
     // qa: 6 + 5 messages, in the 10-99 range only when both replicas count.
     send_numbered(one.smtp, "alice@qa.example", 6);
@@ -1081,9 +1077,9 @@ async fn a_held_domain_keeps_its_mail_after_the_primary_returns_and_its_release_
     apply_edge(&ns, json!({}), &[("held", "held.example", extra)]).await;
     let gateway = start_replica_retrying_late(plane, &ns).await;
     gateway
-        .list_in_endpoints(&ns, "edge", "edge-0")
+        .list_as_pod(&ns, "edge", "edge-0")
         .await
-        .expect("Endpoints");
+        .expect("pods");
     const QUEUED: usize = 4;
     send_numbered(gateway.smtp, "alice@held.example", QUEUED);
     until(LIMIT, "every message deferred", || async {

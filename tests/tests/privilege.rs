@@ -255,7 +255,7 @@ async fn replica_with_its_own_token(plane: &ControlPlane, ns: &TestNamespace) ->
 async fn the_agent_status_answers_the_operator_and_no_other_token() {
     use mx_operator::api::MailDomain;
     use mx_operator_tests::fixtures::domain;
-    use mx_operator_tests::gateway::{http_get_with, list_in_endpoints};
+    use mx_operator_tests::gateway::{http_get_with, list_as_pods};
     use mx_operator_tests::wait::gateway_condition;
 
     let (plane, ns) = namespace_with_operator("status-token").await;
@@ -271,9 +271,9 @@ async fn the_agent_status_answers_the_operator_and_no_other_token() {
     )
     .await;
     let replica = replica_with_its_own_token(plane, &ns).await;
-    list_in_endpoints(&ns, "edge", &[("edge-0", &replica)])
+    list_as_pods(&ns, "edge", &[("edge-0", &replica)])
         .await
-        .expect("Endpoints");
+        .expect("pods");
     let gateways = ns.api::<MailGateway>();
     let asked = until(
         LIMIT,

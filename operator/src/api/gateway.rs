@@ -105,9 +105,8 @@ pub struct MailGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Where the operator's SMTP probe reaches the gateway, `host:port`. Unset: every
-    /// ready replica, at the addresses the Endpoints of the gateway's headless Service
-    /// list (no cluster DNS needed); a replica that answers wrongly is named in the
-    /// MailDomain's `AcceptanceVerified` condition.
+    /// ready replica, at its pod's address (no cluster DNS needed); a replica that
+    /// answers wrongly is named in the MailDomain's `AcceptanceVerified` condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_address: Option<String>,
     /// Relay a domain only after its owner has proved control of its DNS: a TXT record
@@ -567,6 +566,8 @@ mod tests {
         spec.delivery.concurrency = Some(0);
         spec.delivery.rate_delay = Some("2h".into());
         spec.allowed_domains.from = NamespacesFrom::Selector;
+        spec.resources =
+            Some(serde_json::from_value(serde_json::json!({"claims": [{"name": "gpu"}]})).unwrap());
         assert_eq!(
             problems_of(&spec),
             [

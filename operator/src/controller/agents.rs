@@ -6,6 +6,7 @@ use super::draining::GatewayKey;
 use super::queues;
 use crate::agent::StatusReport;
 use crate::api::MailRelay;
+use crate::drift::replicas;
 use crate::manifests::gateway::GatewayNames;
 use crate::render::check_agent_token;
 use crate::render::keys::AGENT_TOKEN;
@@ -13,7 +14,6 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::BTreeSet;
 use std::collections::HashMap;
@@ -29,16 +29,11 @@ pub struct AgentReport {
     pub status: Result<StatusReport, String>,
 }
 
-/// Asks every replica listed in the Endpoints of the gateway's headless Service, ready or
-/// not (one that is not ready may still hold mail), for its agent's `/status`.
+/// Asks the agent of every pod of the gateway that has an address, ready or not (one that
+/// is not ready may still hold mail), for its `/status`.
 pub async fn agent_reports(gateway: &GatewayKey, ctx: &Context) -> Vec<AgentReport> {
     let (namespace, name) = gateway;
-    let names = GatewayNames::of(name);
-    let agents = ctx
-        .gateway_endpoints
-        .get(&ObjectRef::new(&names.headless).within(namespace))
-        .map(|endpoints| crate::drift::replicas::agents(&endpoints))
-        .unwrap_or_default();
+    let agents = replicas::agents(&replicas::gateway_pods(&ctx.gateway_pods, namespace, name));
     if agents.is_empty() {
         return Vec::new();
     }
@@ -127,7 +122,7 @@ const GATEWAYS_AT_ONCE: usize = 8;
 
 /// Every `interval`, asks the agents of every gateway what their queues hold, records it
 /// in `ctx.queues`, and sends round the MailDomains whose shown queue changed (their
-/// `status.queue` reads it there). Costs no API request: the gateways and their Endpoints
+/// `status.queue` reads it there). Costs no API request: the gateways and their pods
 /// come from caches, the answers from the agents.
 pub async fn poll_queues(ctx: Arc<Context>, interval: Duration) {
     ctx.gateway_caches_listed().await;

@@ -68,8 +68,8 @@ pub struct Context {
     pub relays: Arc<DataDigests>,
     /// The gateways' children, likewise.
     pub gateway_services: Store<Service>,
-    /// The Endpoints of the gateways' Services: their replicas and agents.
-    pub gateway_endpoints: Store<k8s_openapi::api::core::v1::Endpoints>,
+    /// The gateways' pods, trimmed: their replicas and agents.
+    pub gateway_pods: Store<k8s_openapi::api::core::v1::Pod>,
     /// Gateway ConfigMaps of operators before the gateway's MailRelay, removed once
     /// every replica's agent reads the MailRelay.
     pub gateway_configs: Arc<DataDigests>,

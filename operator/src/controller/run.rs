@@ -312,21 +312,21 @@ pub async fn run(
     };
 
     // The SMTP probe asks each ready gateway replica, and the gateway controller each
-    // agent, found in the Endpoints of the gateways' headless Services (they carry the
-    // Services' labels).
-    let (endpoints, endpoints_writer) = reflector::store();
-    let endpoints_watch = {
+    // agent, found from the gateways' pods (label-selected, trimmed to what is read).
+    let (pods, pods_writer) = reflector::store();
+    let pods_watch = {
         let events = watcher(
-            Api::<k8s_openapi::api::core::v1::Endpoints>::all(client.clone()),
-            watcher::Config::default().labels(GATEWAY_SELECTOR),
+            Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
+            watcher::Config::default().labels(GATEWAY_POD_SELECTOR),
         )
         .backoff(watch_backoff())
-        .reflect(endpoints_writer);
+        .modify(crate::drift::replicas::trimmed)
+        .reflect(pods_writer);
         tokio::spawn(async move {
             futures::pin_mut!(events);
             while let Some(event) = events.next().await {
                 if let Err(error) = event {
-                    tracing::warn!(%error, "watching the gateways' Endpoints failed; retrying");
+                    tracing::warn!(%error, "watching the gateways' pods failed; retrying");
                 }
             }
         })
@@ -334,7 +334,7 @@ pub async fn run(
     let drift = settings.drift.clone().map(|drift| {
         Arc::new(crate::drift::Drift::new(
             drift,
-            Arc::new(crate::drift::replicas::EndpointsReplicas(endpoints.clone())),
+            Arc::new(crate::drift::replicas::PodReplicas(pods.clone())),
             metrics.drift.clone(),
         ))
     });
@@ -372,7 +372,7 @@ pub async fn run(
         relays,
         providers,
         gateway_services,
-        gateway_endpoints: endpoints,
+        gateway_pods: pods,
         gateway_configs,
         gateway_relays,
         agent_tokens: Default::default(),
@@ -451,10 +451,7 @@ pub async fn run(
     let tasks = [
         ("the drift loop", drift_loop),
         ("the queue poll", queue_poll),
-        (
-            "the watch of the gateways' Endpoints",
-            Some(endpoints_watch),
-        ),
+        ("the watch of the gateways' pods", Some(pods_watch)),
     ]
     .into_iter()
     .filter_map(|(name, task)| Some((name, task?)))
@@ -509,10 +506,12 @@ fn marks<K>(listed: Listed) -> impl Fn(&Result<watcher::Event<K>, watcher::Error
     }
 }
 
-/// The gateways' children (StatefulSets, Services, agent RBAC, PodDisruptionBudgets),
-/// and the Endpoints of their Services.
+/// The gateways' children (StatefulSets, Services, agent RBAC, PodDisruptionBudgets).
 const GATEWAY_SELECTOR: &str =
     "app.kubernetes.io/name=mx-gateway,app.kubernetes.io/managed-by=mx-operator";
+
+/// The gateways' pods (their template carries the component `smtp`).
+const GATEWAY_POD_SELECTOR: &str = "app.kubernetes.io/name=mx-gateway,app.kubernetes.io/managed-by=mx-operator,app.kubernetes.io/component=smtp";
 
 /// Drives a controller's stream of reconcile results to its end, logging the failures.
 async fn logged<K: Resource, E: std::error::Error + 'static, W: std::error::Error + 'static>(

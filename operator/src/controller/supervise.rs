@@ -132,7 +132,7 @@ mod tests {
         let died = supervisor
             .run(
                 domains,
-                vec![("the drift loop", drift), ("the Endpoints watch", forever)],
+                vec![("the drift loop", drift), ("the pods watch", forever)],
             )
             .await;
         assert_eq!(died, Some("the drift loop"));

@@ -15,23 +15,22 @@ use std::time::Duration;
 pub enum ProbeTarget {
     /// One SMTP address, `host:port` (`spec.probeAddress`, or `mx-operator audit --probe`).
     Address(String),
-    /// Every ready replica of the gateway, as the Endpoints of its headless Service list
-    /// them: a replica that answers wrongly is not hidden behind one that answers right, and
-    /// no cluster DNS is needed.
-    Replicas { namespace: String, service: String },
+    /// Every ready replica of the gateway, as its pods say: a replica that answers wrongly
+    /// is not hidden behind one that answers right, and no cluster DNS is needed.
+    Replicas { namespace: String, gateway: String },
 }
 
-/// The ready replicas behind a gateway's headless Service (an Endpoints cache in the
-/// operator, `NoReplicas` where no cluster is asked).
+/// A gateway's ready replicas (a cache of the gateways' pods in the operator, `NoReplicas`
+/// where no cluster is asked).
 pub trait ReplicaSource: Send + Sync {
-    fn ready(&self, namespace: &str, service: &str) -> Vec<Replica>;
+    fn ready(&self, namespace: &str, gateway: &str) -> Vec<Replica>;
 }
 
 /// No cluster to ask (`mx-operator audit` probes one address).
 pub struct NoReplicas;
 
 impl ReplicaSource for NoReplicas {
-    fn ready(&self, _namespace: &str, _service: &str) -> Vec<Replica> {
+    fn ready(&self, _namespace: &str, _gateway: &str) -> Vec<Replica> {
         Vec::new()
     }
 }
@@ -144,19 +143,19 @@ pub(crate) async fn probe_gateway(
     replicas: &dyn ReplicaSource,
     plan: &ProbePlan,
 ) -> Verdict {
-    let (namespace, service) = match &plan.target {
+    let (namespace, gateway) = match &plan.target {
         ProbeTarget::Address(address) => {
             return probe_confirmed(network, settings, plan, address).await;
         }
-        ProbeTarget::Replicas { namespace, service } => (namespace, service),
+        ProbeTarget::Replicas { namespace, gateway } => (namespace, gateway),
     };
-    let mut ready = replicas.ready(namespace, service);
+    let mut ready = replicas.ready(namespace, gateway);
     ready.sort();
     let verdicts = futures::future::join_all(ready.iter().map(|replica| async move {
         probe_confirmed(network, settings, plan, &replica.address.to_string()).await
     }))
     .await;
-    decide::acceptance_of_replicas(namespace, service, &ready, verdicts)
+    decide::acceptance_of_replicas(namespace, gateway, &ready, verdicts)
 }
 
 /// One probe, repeated once after `confirm_after` when it fails, so a replica that is

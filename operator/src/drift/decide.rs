@@ -307,7 +307,7 @@ pub struct Replica {
 /// verified only when every one is, otherwise the first that is not, named.
 pub fn acceptance_of_replicas(
     namespace: &str,
-    service: &str,
+    gateway: &str,
     replicas: &[Replica],
     verdicts: Vec<Verdict>,
 ) -> Verdict {
@@ -328,7 +328,7 @@ pub fn acceptance_of_replicas(
             false,
             "NoReadyReplica",
             format!(
-                "no replica of the gateway is ready: the Endpoints {namespace}/{service} list none"
+                "no replica of MailGateway {namespace}/{gateway} is ready: none of its pods is"
             ),
         ),
         Some((_, first)) => Verdict::new(
@@ -433,16 +433,16 @@ mod tests {
             ),
         ];
         for (verdicts, status, reason, message) in cases {
-            let verdict = acceptance_of_replicas("mail", "edge-headless", &replicas, verdicts);
+            let verdict = acceptance_of_replicas("mail", "edge", &replicas, verdicts);
             assert_eq!(
                 (verdict.status, verdict.reason, verdict.message.as_str()),
                 (status, reason, message)
             );
         }
-        let none = acceptance_of_replicas("mail", "edge-headless", &[], vec![]);
+        let none = acceptance_of_replicas("mail", "edge", &[], vec![]);
         assert_eq!((none.status, none.reason), (false, "NoReadyReplica"));
         assert!(
-            none.message.contains("mail/edge-headless"),
+            none.message.contains("MailGateway mail/edge"),
             "{}",
             none.message
         );

@@ -21,6 +21,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 pub const SMTP_PORT: i32 = 25;
+/// The SMTP port's name, in the Postfix container and the Services.
+pub const SMTP_PORT_NAME: &str = "smtp";
+/// The label that names a gateway pod's gateway.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// Where the agent serves /healthz, /readyz and /metrics.
 pub const AGENT_PORT: i32 = 8080;
 /// The agent's port's name, in the pod and in the headless Service.
@@ -71,7 +75,7 @@ fn pod_labels(name: &str) -> BTreeMap<String, String> {
             "app.kubernetes.io/name".to_string(),
             "mx-gateway".to_string(),
         ),
-        ("app.kubernetes.io/instance".to_string(), name.to_string()),
+        (INSTANCE_LABEL.to_string(), name.to_string()),
     ])
 }
 
@@ -120,9 +124,9 @@ impl GatewayBuild<'_> {
 
     fn smtp_port(&self) -> ServicePort {
         ServicePort {
-            name: Some("smtp".into()),
+            name: Some(SMTP_PORT_NAME.into()),
             port: SMTP_PORT,
-            target_port: Some(IntOrString::String("smtp".into())),
+            target_port: Some(IntOrString::String(SMTP_PORT_NAME.into())),
             protocol: Some("TCP".into()),
             ..Default::default()
         }
@@ -172,8 +176,8 @@ impl GatewayBuild<'_> {
         }
     }
 
-    /// The headless Service that gives each replica a stable DNS name. Its Endpoints list
-    /// the replicas for the SMTP probe and the agents for the operator's `/status` reads.
+    /// The headless Service that gives each replica a stable DNS name (the StatefulSet's
+    /// `serviceName`). The operator finds the replicas from their pods, not from it.
     pub fn headless_service(&self) -> Service {
         Service {
             metadata: self.metadata(&GatewayNames::of(self.name).headless, "smtp"),
@@ -295,7 +299,7 @@ impl GatewayBuild<'_> {
             image: Some(image.clone()),
             args: Some(vec!["postfix".into()]),
             ports: Some(vec![ContainerPort {
-                name: Some("smtp".into()),
+                name: Some(SMTP_PORT_NAME.into()),
                 container_port: SMTP_PORT,
                 protocol: Some("TCP".into()),
                 ..Default::default()

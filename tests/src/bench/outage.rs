@@ -116,7 +116,7 @@ pub async fn run(
     .map_err(fail)?;
     // The operator asks the agents it finds in the gateway's headless Service.
     gateway
-        .list_in_endpoints(&ns, "edge", "edge-0")
+        .list_as_pod(&ns, "edge", "edge-0")
         .await
         .map_err(fail)?;
     let api: Api<MailDomain> = ns.api();

@@ -20,7 +20,7 @@ use crate::controller::placement::{claim_winner, namespace_allowed, primary_refu
 use crate::dns::Mx;
 use crate::drift::decide as drift;
 use crate::drift::{Expectation, ProbePlan, ProbeTarget};
-use crate::manifests::gateway::{GatewayNames, SMTP_PORT};
+use crate::manifests::gateway::SMTP_PORT;
 use crate::manifests::relay::{RelayTarget, mail_relay, relay_name, shard_relays};
 use crate::recipients::fingerprint;
 use crate::render::{DomainInput, RelayMode, RenderError, relay_data};
@@ -408,7 +408,7 @@ fn relayed(
                 Some(address) => ProbeTarget::Address(address.clone()),
                 None => ProbeTarget::Replicas {
                     namespace: gateway_namespace.clone(),
-                    service: GatewayNames::of(gateway_name).headless,
+                    gateway: gateway_name.clone(),
                 },
             },
             helo: ours.first().cloned().unwrap_or_default(),

@@ -138,7 +138,7 @@ fn context_with_watch(
         relays: digests(relays),
         providers: store(vec![]),
         gateway_services: store(vec![]),
-        gateway_endpoints: store(vec![]),
+        gateway_pods: store(vec![]),
         gateway_configs: digests(vec![]),
         gateway_relays: digests(vec![]),
         agent_tokens: Default::default(),

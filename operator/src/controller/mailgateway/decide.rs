@@ -98,7 +98,6 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
         wanted,
         inputs.running,
         &names.workload,
-        &names.headless,
         &inputs.agents,
         &gateway.spec.queue.max_queue_lifetime,
     );
@@ -187,7 +186,7 @@ fn queue_drained(agents: &[AgentReport]) -> Desired {
         );
     }
     let message = if agents.is_empty() {
-        "no replica is listed in the gateway's headless Service: nothing to ask".to_string()
+        "no pod of the gateway has an address: no replica to ask".to_string()
     } else {
         format!(
             "{} replicas asked: none holds mail for a domain it no longer relays",

@@ -51,7 +51,7 @@ pub fn leaving(
     lifetime: &str,
 ) -> Leaving {
     let names = GatewayNames::of(gateway);
-    let leavers = leavers(0, running, &names.workload, &names.headless, agents);
+    let leavers = leavers(0, running, &names.workload, agents);
     let empty_volumes = leavers
         .delivered
         .iter()

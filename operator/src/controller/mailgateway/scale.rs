@@ -24,17 +24,16 @@ impl Scale {
 }
 
 /// `wanted` is `spec.replicas`, `running` the StatefulSet (None before it exists, or once
-/// it is gone); `workload` names the pods (`<workload>-<ordinal>`); `headless` is the
-/// Service whose Endpoints listed `agents`; `lifetime` is `spec.queue.maxQueueLifetime`.
+/// it is gone); `workload` names the pods (`<workload>-<ordinal>`); `agents` are those of
+/// its pods with an address; `lifetime` is `spec.queue.maxQueueLifetime`.
 pub fn scale(
     wanted: i32,
     running: Option<Running>,
     workload: &str,
-    headless: &str,
     agents: &[AgentReport],
     lifetime: &str,
 ) -> Scale {
-    let leavers = leavers(wanted, running, workload, headless, agents);
+    let leavers = leavers(wanted, running, workload, agents);
     if leavers.waits.is_empty() {
         let removed = if leavers.removed {
             "; the replicas removed had delivered their queues"
@@ -102,7 +101,6 @@ pub fn leavers(
     wanted: i32,
     running: Option<Running>,
     workload: &str,
-    headless: &str,
     agents: &[AgentReport],
 ) -> Leavers {
     // A replica an agent answers for counts even when the StatefulSet says otherwise (it
@@ -137,7 +135,7 @@ pub fn leavers(
             None => {
                 leavers.blocked = true;
                 Some(format!(
-                    "{pod} is not listed in Service {headless} (not running?), and its queue volume may hold mail"
+                    "{pod} has no pod address (not running?), and its queue volume may hold mail"
                 ))
             }
             Some(Err(why)) => {
@@ -218,7 +216,7 @@ mod tests {
             replicas,
             pods: replicas,
         });
-        scale(wanted, running, "edge", "edge-headless", agents, "5d")
+        scale(wanted, running, "edge", agents, "5d")
     }
 
     #[test]
@@ -324,7 +322,7 @@ mod tests {
                 .condition
                 .verdict
                 .message
-                .contains("edge-1 is not listed in Service edge-headless")
+                .contains("edge-1 has no pod address (not running?)")
         );
 
         let unaware = at(1, Some(2), &[agent("edge-1", None)]);
@@ -348,12 +346,12 @@ mod tests {
             replicas: 7,
             pods: 2,
         };
-        let repaired = scale(2, Some(edited), "edge", "edge-headless", &[], "5d");
+        let repaired = scale(2, Some(edited), "edge", &[], "5d");
         assert_eq!((repaired.replicas, repaired.waiting()), (2, false));
 
         // The StatefulSet is gone (deleted by hand), but edge-2 still answers with mail.
         let holding = [agent("edge-0", None), agent("edge-2", Some((3, false)))];
-        let held = scale(1, None, "edge", "edge-headless", &holding, "5d");
+        let held = scale(1, None, "edge", &holding, "5d");
         assert_eq!(held.replicas, 3);
         assert!(
             held.condition
