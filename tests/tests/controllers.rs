@@ -322,6 +322,98 @@ async fn a_gateway_without_replicas_goes_at_once_and_keeps_the_volumes_it_cannot
     .await;
 }
 
+/// A gateway being deleted whose replica cannot say what it holds waits, says so, and
+/// goes once annotated `mx-operator.io/force-delete=true`, with an Event saying what was
+/// left undelivered.
+#[tokio::test]
+async fn a_deletion_held_by_a_replica_that_cannot_be_asked_goes_when_forced() {
+    use k8s_openapi::api::core::v1::Pod;
+    use mx_operator_tests::wait::gateway_condition;
+    let (_plane, ns) = namespace_with_operator("gateway-forced").await;
+    apply::<MailGateway>(&ns, gateway("edge", json!({"replicas": 1}))).await;
+    let gateways = ns.api::<MailGateway>();
+    until(LIMIT, "the gateway's finalizer", || async {
+        gateways.get("edge").await.ok()?.metadata.finalizers
+    })
+    .await;
+    // Replica edge-0's pod, its agent on a port where nothing answers.
+    let ip = mx_operator_tests::process::machine_address().unwrap();
+    let closed = std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    apply::<Pod>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "edge-0", "labels": {
+                   "app.kubernetes.io/name": "mx-gateway", "app.kubernetes.io/instance": "edge",
+                   "app.kubernetes.io/component": "smtp", "app.kubernetes.io/managed-by": "mx-operator"}},
+               "spec": {"containers": [{"name": "agent", "image": "mx-gateway:local",
+                   "ports": [{"name": "agent", "containerPort": closed.port()}]}]}}),
+    )
+    .await;
+    ns.api::<Pod>()
+        .patch_status(
+            "edge-0",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Running", "podIP": ip.to_string(),
+                                            "podIPs": [{"ip": ip.to_string()}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    gateways
+        .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    let held = until(LIMIT, "the deletion held", || async {
+        gateway_condition(&gateways, "edge", "Ready")
+            .await
+            .filter(|c| c.reason == "DeletionBlocked")
+    })
+    .await;
+    assert!(
+        held.message.contains("edge-0's agent could not be asked")
+            && held.message.contains("mx-operator.io/force-delete=true"),
+        "{}",
+        held.message
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        gateways.get_opt("edge").await.unwrap().is_some(),
+        "still held"
+    );
+
+    gateways
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"mx-operator.io/force-delete": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    gone(&gateways, "edge").await;
+    let forced = until(LIMIT, "the Event of the forced deletion", || async {
+        let events = ns.api::<Event>().list(&Default::default()).await.ok()?;
+        events
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("DeletedWithQueuedMail"))
+    })
+    .await;
+    assert!(
+        forced
+            .note
+            .unwrap_or_default()
+            .contains("edge-0's agent could not be asked"),
+        "the Event says what was not known"
+    );
+}
+
 #[tokio::test]
 async fn referenced_list_change_propagates_and_hand_edits_are_repaired() {
     let (_, ns) = namespace_with_operator("propagate").await;
