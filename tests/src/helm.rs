@@ -23,6 +23,32 @@ fn helm(args: &[&str]) -> std::process::Output {
         .expect("tests/harness/helm.py runs (bootstrap.sh installs its virtualenv)")
 }
 
+/// The Kubernetes minors `kubernetes-validate` knows from `from` (`1.29`) on, as it names
+/// them (`1.29.0`), oldest first.
+pub fn minors_from(from: u32) -> Vec<String> {
+    let output = Command::new(venv_bin("python3"))
+        .args([
+            "-c",
+            "import kubernetes_validate.utils as u; print('\\n'.join(sorted(set(u.all_versions()))))",
+        ])
+        .output()
+        .expect("kubernetes-validate's Python runs (bootstrap.sh installs its virtualenv)");
+    let mut minors: Vec<(u32, String)> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|version| {
+            let minor: u32 = version
+                .strip_prefix("1.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
+            (minor >= from).then(|| (minor, version.to_string()))
+        })
+        .collect();
+    minors.sort();
+    minors.into_iter().map(|(_, version)| version).collect()
+}
+
 /// The chart's manifests as one YAML stream, and NOTES.txt; or the exit code and stderr.
 pub fn render(
     values: &Value,

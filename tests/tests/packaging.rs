@@ -273,6 +273,101 @@ fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
     }
 }
 
+/// The objects the operator itself builds for a gateway (`GatewayBuild`), for `spec`.
+fn gateway_children(name: &str, spec: Value) -> Vec<Value> {
+    use mx_operator::manifests::gateway::GatewayBuild;
+    let mut object = mx_operator_tests::fixtures::gateway(name, spec);
+    object["metadata"]["namespace"] = json!("mail");
+    object["metadata"]["uid"] = json!("0b9d4c43-6f0e-4bbf-8f7c-6f1b8f2f3a11");
+    let gateway: MailGateway = serde_json::from_value(object).unwrap();
+    assert_eq!(gateway.spec.validate(), Ok(()), "{name}");
+    let owner = kube::Resource::controller_owner_ref(&gateway, &()).unwrap();
+    let build = GatewayBuild {
+        gateway: &gateway,
+        name,
+        namespace: "mail",
+        owner,
+        default_image: "ghcr.io/mx-operator/gateway:0.1.0",
+    };
+    let value = |object: serde_json::Result<Value>| object.unwrap();
+    vec![
+        value(serde_json::to_value(build.service())),
+        value(serde_json::to_value(build.headless_service())),
+        value(serde_json::to_value(build.service_account())),
+        value(serde_json::to_value(build.role(true))),
+        value(serde_json::to_value(build.role(false))),
+        value(serde_json::to_value(build.role_binding())),
+        value(serde_json::to_value(build.pod_disruption_budget(1))),
+        value(serde_json::to_value(
+            build.stateful_set(gateway.spec.replicas),
+        )),
+    ]
+}
+
+/// Everything the product installs or creates, validated (`kubernetes-validate --strict`)
+/// against the schemas of every minor from 1.29 to the newest the validator knows: the
+/// chart with every optional template on, the kustomize base, the examples, and what the
+/// operator builds for a plain gateway and for one with every option set.
+#[test]
+fn every_object_the_product_installs_or_builds_validates_on_every_current_minor() {
+    let everything_on = json!({
+        "replicas": 3,
+        "metrics": {"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}},
+        "defaultGateway": {"enabled": true, "spec": {"mxHostnames": ["mx1.relay.example.net"]}},
+        "networkPolicy": {"enabled": true, "apiServer": {"cidrs": ["192.0.2.2/32"]}, "gatewayNamespaces": ["mail"]},
+    });
+    let (chart, _) = render(&everything_on, "mxo", "mx-system").unwrap();
+    let mut objects = documents(&chart);
+    objects.extend(kustomize("deploy"));
+    for example in ["examples/dnsprovider.yaml", "examples/maildomains.yaml"] {
+        objects.extend(documents(
+            &std::fs::read_to_string(repository().join(example)).unwrap(),
+        ));
+    }
+    objects.extend(gateway_children("edge", json!({})));
+    objects.extend(gateway_children(
+        "full",
+        json!({"replicas": 3,
+               "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                           "annotations": {"metallb.universe.tf/loadBalancerIPs": "192.0.2.25"}},
+               "queue": {"size": "20Gi", "storageClassName": "fast", "maxQueueLifetime": "3d"},
+               "tls": {"secretName": "edge-tls"},
+               "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+               "image": "registry.example.net/mx-gateway:1.2.3"}),
+    ));
+    let objects = built_in(&objects);
+    let kinds: std::collections::BTreeSet<String> = kinds(&objects).into_iter().collect();
+    for kind in [
+        "StatefulSet",
+        "Service",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Deployment",
+        "ClusterRole",
+        "Secret",
+        "ConfigMap",
+        "Namespace",
+    ] {
+        assert!(kinds.contains(kind), "{kind} is validated: {kinds:?}");
+    }
+    let minors = mx_operator_tests::helm::minors_from(29);
+    assert!(minors.len() >= 9, "1.29 to 1.37 at least: {minors:?}");
+    for minor in &minors {
+        if let Err(problems) = validate(&objects, minor) {
+            panic!("against Kubernetes {minor}:\n{problems}");
+        }
+    }
+    println!(
+        "validated {} objects ({} kinds) against Kubernetes {}",
+        objects.len(),
+        kinds.len(),
+        minors.join(", ")
+    );
+}
+
 #[test]
 fn wrong_values_are_rejected_by_the_schema_with_the_key_named() {
     for (values, key) in [
