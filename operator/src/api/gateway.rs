@@ -101,7 +101,7 @@ pub struct MailGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_primaries: Option<AllowedPrimaries>,
     /// CPU and memory for the Postfix container. Unset: modest requests suited to a
-    /// backup MX.
+    /// backup MX. `claims` are refused: the pods declare no resource claims to name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Where the operator's SMTP probe reaches the gateway, `host:port`. Unset: every
@@ -447,6 +447,17 @@ impl MailGatewaySpec {
         if let Some(address) = &self.probe_address {
             problems.check("spec.probeAddress", parse_host_port(address));
         }
+        if self
+            .resources
+            .as_ref()
+            .and_then(|resources| resources.claims.as_ref())
+            .is_some_and(|claims| !claims.is_empty())
+        {
+            problems.push(
+                "spec.resources.claims",
+                "is not supported: the gateway's pods declare no resourceClaims for it to name; set requests and limits only",
+            );
+        }
         problems.finish()
     }
 }
@@ -582,6 +593,7 @@ mod tests {
                 "spec.delivery.concurrency",
                 "spec.delivery.rateDelay",
                 "spec.allowedDomains.selector",
+                "spec.resources.claims",
             ]
         );
     }
