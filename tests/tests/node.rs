@@ -1028,6 +1028,60 @@ async fn a_gateway_deleted_with_queued_mail_delivers_it_before_it_goes() {
     .await;
 }
 
+/// Pods that admission refuses are named on the MailGateway, in the API server's words.
+/// Pod Security admission would refuse the gateway's pods in a namespace that enforces
+/// `restricted`; the 1.20 node has no PodSecurity admission, so a ResourceQuota that allows
+/// no pod produces the same `FailedCreate` from the StatefulSet controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_refused_by_admission_are_named_on_the_gateway_until_admitted() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let _turn = Node::exclusive().await;
+    let node = node_with_operator().await;
+    let ns = node.namespace("refused").await.unwrap();
+    apply::<ResourceQuota>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+               "spec": {"hard": {"pods": "0"}}}),
+    )
+    .await;
+    apply::<MailGateway>(
+        &ns,
+        gateway(
+            "edge",
+            json!({"replicas": 1, "service": {"type": "NodePort"}}),
+        ),
+    )
+    .await;
+    let gateways = ns.api::<MailGateway>();
+    let refused = until(LIMIT, "Ready False PodsRefused", || async {
+        gateway_condition(&gateways, "edge", "Ready")
+            .await
+            .filter(|c| c.reason == "PodsRefused")
+    })
+    .await;
+    println!("node: MailGateway edge, Ready: {}", refused.message);
+    assert!(
+        refused.message.contains("forbidden") && refused.message.contains("no-pods"),
+        "{}",
+        refused.message
+    );
+
+    ns.api::<ResourceQuota>()
+        .delete("no-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    until(
+        Duration::from_secs(300),
+        "Ready True once admitted",
+        || async {
+            gateway_condition(&gateways, "edge", "Ready")
+                .await
+                .filter(|c| c.reason == "AllReplicasReady")
+        },
+    )
+    .await;
+}
+
 /// `mx-operator queue ARGS` with `kubeconfig`: whether it succeeded, its output and errors.
 fn queue_command(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let output = std::process::Command::new(mx_operator_tests::process::operator_binary())

@@ -89,6 +89,15 @@ pub fn decide(gateway: &MailGateway, inputs: &Inputs) -> Decision {
     let replicas = format!("{ready_replicas}/{wanted} replicas ready");
     let ready = if ready_replicas >= wanted {
         Desired::new(READY, true, "AllReplicasReady", replicas)
+    } else if let Some(refusal) = &inputs.pods_refused {
+        Desired::new(
+            READY,
+            false,
+            "PodsRefused",
+            format!(
+                "{replicas}: the StatefulSet's pods are refused ({refusal}); an admission policy (Pod Security, a quota, a LimitRange, a webhook) in namespace {namespace} stops them, see docs/operations.md"
+            ),
+        )
     } else {
         Desired::new(READY, false, "ReplicasNotReady", replicas)
     };
@@ -291,6 +300,33 @@ mod tests {
         assert_eq!(ready(1).verdict.reason, "ReplicasNotReady");
         assert_eq!(ready(1).verdict.message, "1/2 replicas ready");
         assert_eq!(ready(2).verdict.reason, "AllReplicasReady");
+    }
+
+    #[test]
+    fn pods_the_api_server_refuses_are_named_with_its_words() {
+        let gateway = fixtures::gateway(json!({"spec": {"replicas": 2}}));
+        let refused = Inputs {
+            pods_refused: Some(
+                "create Pod edge-0 in StatefulSet edge failed error: pods \"edge-0\" is forbidden: violates PodSecurity \"restricted:latest\"".into(),
+            ),
+            ..inputs(0, true)
+        };
+        let ready = children(decide(&gateway, &refused)).conditions[1].clone();
+        assert_eq!(ready.verdict.reason, "PodsRefused");
+        assert!(
+            ready.verdict.message.starts_with(
+                "0/2 replicas ready: the StatefulSet's pods are refused (create Pod edge-0"
+            ) && ready.verdict.message.contains("violates PodSecurity"),
+            "{}",
+            ready.verdict.message
+        );
+        // Once every replica is ready, an old refusal says nothing.
+        let since = Inputs {
+            ready_replicas: 2,
+            ..refused
+        };
+        let ready = children(decide(&gateway, &since)).conditions[1].clone();
+        assert_eq!(ready.verdict.reason, "AllReplicasReady");
     }
 
     #[test]

@@ -8,8 +8,11 @@ use crate::api::validate::normalize_domain;
 use crate::api::{MailDomain, MailGateway};
 use crate::manifests::gateway::GatewayNames;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +46,9 @@ pub struct Inputs {
     pub agents: Vec<super::super::agents::AgentReport>,
     /// What the agents ask of whoever reads their `/status`.
     pub agent_token: String,
+    /// Why the StatefulSet could not create a pod, lately (its `FailedCreate` Event), while
+    /// pods are missing.
+    pub pods_refused: Option<String>,
 }
 
 /// The gateway's StatefulSet as last seen.
@@ -122,7 +128,53 @@ pub fn fetch(gateway: &MailGateway, ctx: &Context) -> Result<Inputs, Error> {
         default_image: ctx.settings.gateway_image.clone(),
         agents: Vec::new(),
         agent_token: String::new(),
+        pods_refused: None,
     })
+}
+
+/// How long a `FailedCreate` Event of the StatefulSet says why pods are missing.
+const REFUSAL_MEMORY: i64 = 30 * 60;
+
+/// While the StatefulSet has fewer pods than it wants: the message of its latest
+/// `FailedCreate` Event of the last half hour (the StatefulSet controller says nowhere
+/// else why it could not create a pod, for example refused by Pod Security admission or
+/// a quota). One list request, only in that state.
+pub async fn pods_refused(gateway: &MailGateway, ctx: &Context) -> Result<Option<String>, Error> {
+    let Some(stateful_set) = stateful_set(gateway, ctx) else {
+        return Ok(None);
+    };
+    let wanted = stateful_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let pods = stateful_set.status.as_ref().map_or(0, |s| s.replicas);
+    if pods >= wanted {
+        return Ok(None);
+    }
+    let namespace = gateway.namespace().unwrap_or_default();
+    let selector = format!(
+        "involvedObject.kind=StatefulSet,involvedObject.name={},reason=FailedCreate",
+        stateful_set.name_any()
+    );
+    let events = Api::<Event>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default().fields(&selector))
+        .await?;
+    let now = Timestamp::now().as_second();
+    Ok(events
+        .items
+        .iter()
+        .filter_map(|event| {
+            let at = event
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(event.event_time.as_ref().map(|t| t.0))?
+                .as_second();
+            (now - at <= REFUSAL_MEMORY).then_some((at, event))
+        })
+        .max_by_key(|(at, _)| *at)
+        .and_then(|(_, event)| event.message.clone()))
 }
 
 /// Whether the StatefulSet's controller has seen its current spec and every replica runs

@@ -56,6 +56,7 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     let key = (namespace.clone(), gateway.name_any());
     inputs.agent_token = super::agents::agent_token(&key, ctx).await?;
     inputs.agents = super::agents::agent_reports(&key, ctx).await;
+    inputs.pods_refused = fetch::pods_refused(gateway, ctx).await?;
     let children = match decide::decide(gateway, &inputs) {
         Decision::Invalid(ready) => {
             write_status(gateway, gateway.status.as_ref(), ctx, &[ready], |_| {}).await?;
@@ -113,7 +114,7 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     // turns (and a held scale-in goes on).
     Ok(Action::requeue(if replacing {
         REPLACING_RECHECK
-    } else if children.draining {
+    } else if children.draining || children.ready_replicas < gateway.spec.replicas {
         DRAINING_RECHECK
     } else {
         ctx.settings.resync
@@ -151,5 +152,6 @@ fn migrating_condition(conditions: &mut [Desired], unmigrated: usize) {
 /// How soon a gateway whose StatefulSet is being replaced is read again.
 const REPLACING_RECHECK: Duration = Duration::from_secs(2);
 
-/// How soon a gateway whose replicas hold mail to deliver is read again.
+/// How soon a gateway whose replicas hold mail to deliver, or whose replicas are not all
+/// ready (a pod refused, one starting), is read again.
 const DRAINING_RECHECK: Duration = Duration::from_secs(15);
