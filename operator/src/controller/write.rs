@@ -157,6 +157,23 @@ fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
     }
 }
 
+/// An object of a namespaced kind, as the writes here take it.
+pub(crate) trait NamespacedObject:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+{
+}
+
+impl<K> NamespacedObject for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+{
+}
+
 /// A status with conditions, written by [`write_status`].
 pub(crate) trait ConditionedStatus:
     Clone + Default + PartialEq + Serialize + DeserializeOwned
@@ -194,10 +211,7 @@ pub(crate) async fn write_status<K, S>(
     fill: impl FnOnce(&mut S),
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: NamespacedObject,
     S: ConditionedStatus,
 {
     let name = object.meta().name.clone().unwrap_or_default();
@@ -257,10 +271,7 @@ pub(crate) async fn report_apply_failure<K, S>(
     error: &Error,
     then: &str,
 ) where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: NamespacedObject,
     S: ConditionedStatus,
 {
     if error.is_retry_request() {
@@ -319,10 +330,7 @@ pub(crate) async fn set_finalizers<K>(
     finalizers: Vec<String>,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: NamespacedObject,
 {
     patch_metadata(
         object,
@@ -341,10 +349,7 @@ pub(crate) async fn patch_metadata<K>(
     metadata: serde_json::Value,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: NamespacedObject,
 {
     Api::<K>::namespaced(ctx.client.clone(), namespace)
         .patch(

@@ -210,24 +210,8 @@ async fn remove_empty_volumes(
 
 #[cfg(test)]
 mod tests {
+    use super::super::scale::tests::agent;
     use super::*;
-    use crate::agent::{Retirement, StatusReport};
-
-    fn agent(replica: &str, retiring: Option<(u64, bool)>) -> AgentReport {
-        AgentReport {
-            replica: replica.into(),
-            address: ([10, 0, 0, 1], 8080).into(),
-            status: Ok(StatusReport {
-                draining: Default::default(),
-                queued: Default::default(),
-                retiring: retiring.map(|(queued, delivered)| Retirement {
-                    queued,
-                    sessions: 0,
-                    delivered,
-                }),
-            }),
-        }
-    }
 
     fn two() -> Option<Running> {
         Some(Running {

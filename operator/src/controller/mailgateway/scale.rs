@@ -190,11 +190,12 @@ fn holding(pod: &str, retirement: Retirement) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::agent::StatusReport;
 
-    fn agent(replica: &str, retiring: Option<(u64, bool)>) -> AgentReport {
+    /// The report of `replica`'s agent: retiring with (queued, delivered), or not.
+    pub(in super::super) fn agent(replica: &str, retiring: Option<(u64, bool)>) -> AgentReport {
         AgentReport {
             replica: replica.into(),
             address: ([10, 0, 0, 1], 8080).into(),
