@@ -533,13 +533,86 @@ async fn logged<K: Resource, E: std::error::Error + 'static, W: std::error::Erro
         .await
 }
 
+/// Whether `policy/v1` PodDisruptionBudgets are served. Only the API server's 404 for the
+/// group version says no: any other failure (a server still starting, a timeout) is asked
+/// again, so a moment's error at start does not leave every gateway without its budget
+/// until the operator restarts.
 async fn policy_v1_served(client: &Client) -> bool {
-    client
-        .list_api_group_resources("policy/v1")
-        .await
-        .is_ok_and(|list| {
-            list.resources
-                .iter()
-                .any(|r| r.name == "poddisruptionbudgets")
-        })
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match client.list_api_group_resources("policy/v1").await {
+            Ok(list) => {
+                return list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == "poddisruptionbudgets");
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => return false,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?wait, "asking whether policy/v1 is served failed; asking again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    /// A client whose API server answers each request with the next of `answers`.
+    fn answering(answers: Vec<(u16, serde_json::Value)>) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            for (code, body) in answers {
+                let Some((_, respond)) = handle.next_request().await else {
+                    return;
+                };
+                respond.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    fn status(code: u16, reason: &str) -> (u16, serde_json::Value) {
+        (
+            code,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "code": code, "reason": reason, "message": reason}),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_404_means_policy_v1_is_not_served() {
+        let served = (
+            200,
+            serde_json::json!({"kind": "APIResourceList", "groupVersion": "policy/v1",
+                "resources": [{"name": "poddisruptionbudgets", "singularName": "", "namespaced": true,
+                               "kind": "PodDisruptionBudget", "verbs": ["get"]}]}),
+        );
+        assert!(
+            policy_v1_served(&answering(vec![
+                status(503, "ServiceUnavailable"),
+                status(500, "InternalError"),
+                served.clone()
+            ]))
+            .await
+        );
+        assert!(!policy_v1_served(&answering(vec![status(404, "NotFound")])).await);
+        assert!(
+            !policy_v1_served(&answering(vec![
+                status(503, "ServiceUnavailable"),
+                status(404, "NotFound")
+            ]))
+            .await
+        );
+    }
 }
