@@ -112,6 +112,10 @@ fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
             json!({"serviceAccount": {"create": false, "name": "mine"}, "rbac": {"create": false}}),
         ),
         (
+            "openshift",
+            json!({"podSecurityContext": {"runAsUser": null, "runAsGroup": null}}),
+        ),
+        (
             "network-policy",
             json!({"networkPolicy": {"enabled": true, "apiServer": {"cidrs": ["192.0.2.2/32", "2001:db8::1/128"]},
                    "gatewayNamespaces": ["mail", "tenant-mail"],
@@ -245,6 +249,11 @@ fn the_chart_lints_and_every_variant_renders_objects_the_schemas_accept() {
                     refused.1.contains("networkPolicy.apiServer.cidrs"),
                     "{refused:?}"
                 );
+            }
+            "openshift" => {
+                // restricted-v2 assigns the UID from the namespace's range.
+                assert!(pod["securityContext"].get("runAsUser").is_none(), "{pod}");
+                assert!(pod["securityContext"].get("runAsGroup").is_none(), "{pod}");
             }
             "own-rbac" => {
                 assert_eq!(kinds, ["Deployment", "Service"]);
