@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod nginx;
 pub mod node;
 pub mod operator;
+pub mod pod_security;
 pub mod process;
 pub mod smtp;
 pub mod tls;

@@ -377,6 +377,40 @@ fn every_object_the_product_installs_or_builds_validates_on_every_current_minor(
     );
 }
 
+/// The Pod Security level each pod meets, evaluated as the PodSecurity admission plugin
+/// of current releases would: the operator `restricted`, the gateway `baseline` (its
+/// Postfix master starts as root). Fails when either drops.
+#[test]
+fn the_operator_pod_is_restricted_and_the_gateway_pods_baseline() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use mx_operator_tests::pod_security::{Level, level};
+    let (chart, _) = render(&json!({}), "mxo", "mx-system").unwrap();
+    let objects = documents(&chart);
+    let deployment: Deployment =
+        serde_json::from_value(find(&objects, "Deployment").unwrap().clone()).unwrap();
+    let operator = deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(level(&operator), (Level::Restricted, vec![]));
+    for (name, spec) in [
+        ("edge", json!({})),
+        (
+            "full",
+            json!({"tls": {"secretName": "edge-tls"}, "replicas": 3}),
+        ),
+    ] {
+        let built = gateway_children(name, spec);
+        let stateful_set = built
+            .iter()
+            .find(|o| o["kind"] == "StatefulSet")
+            .unwrap()
+            .clone();
+        let stateful_set: StatefulSet = serde_json::from_value(stateful_set).unwrap();
+        let pod = stateful_set.spec.unwrap().template.spec.unwrap();
+        let (met, short_of_restricted) = level(&pod);
+        println!("gateway {name}: {met:?}; not restricted because: {short_of_restricted:?}");
+        assert_eq!(met, Level::Baseline, "{short_of_restricted:?}");
+    }
+}
+
 #[test]
 fn wrong_values_are_rejected_by_the_schema_with_the_key_named() {
     for (values, key) in [
