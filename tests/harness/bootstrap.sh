@@ -71,11 +71,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 
-# Helm's engine and the Kubernetes schemas for the packaging tests, from PyPI (Helm itself
-# is not packaged in Debian): helm-python-sdk bundles Helm's Go SDK.
+# Helm's engine, the Kubernetes schemas and a CEL implementation for the packaging tests,
+# from PyPI (Helm itself is not packaged in Debian): helm-python-sdk bundles Helm's Go SDK.
 VENV="$CACHE_DIR/venv"
-PY_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
-if ! "$VENV/bin/python3" -c 'import helm_python, kubernetes_validate' >/dev/null 2>&1; then
+PY_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 cel-python==0.5.0)
+if ! "$VENV/bin/python3" -c 'import helm_python, kubernetes_validate, celpy' >/dev/null 2>&1; then
   log "installing ${PY_PACKAGES[*]} into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"

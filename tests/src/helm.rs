@@ -23,6 +23,37 @@ fn helm(args: &[&str]) -> std::process::Output {
         .expect("tests/harness/helm.py runs (bootstrap.sh installs its virtualenv)")
 }
 
+/// Each `(rule, self)` evaluated as a CEL validation rule (tests/harness/cel.py, cel-python):
+/// `Ok(verdict)`, or `Err` when the rule does not compile or evaluate.
+pub fn cel(cases: &[(String, Value)]) -> Vec<Result<bool, String>> {
+    use std::io::Write;
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(rule, value)| serde_json::json!({"rule": rule, "self": value}))
+        .collect();
+    let mut child = Command::new(venv_bin("python3"))
+        .arg(repository().join("tests/harness/cel.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tests/harness/cel.py runs (bootstrap.sh installs its virtualenv)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&serde_json::to_vec(&input).expect("JSON"))
+        .expect("cases written");
+    let output = child.wait_with_output().expect("cel.py ends");
+    let verdicts: Vec<Value> = serde_json::from_slice(&output.stdout).expect("cel.py answers JSON");
+    verdicts
+        .into_iter()
+        .map(|verdict| match verdict {
+            Value::Bool(verdict) => Ok(verdict),
+            other => Err(other.to_string()),
+        })
+        .collect()
+}
+
 /// The Kubernetes minors `kubernetes-validate` knows from `from` (`1.29`) on, as it names
 /// them (`1.29.0`), oldest first.
 pub fn minors_from(from: u32) -> Vec<String> {

@@ -411,6 +411,149 @@ fn the_operator_pod_is_restricted_and_the_gateway_pods_baseline() {
     }
 }
 
+/// The CEL validation rules of the generated CRDs: kind, field path, rule and the schema
+/// that carries it.
+fn cel_rules() -> Vec<(String, String, String, Value)> {
+    fn walk(
+        kind: &str,
+        path: &str,
+        schema: &Value,
+        found: &mut Vec<(String, String, String, Value)>,
+    ) {
+        for rule in schema["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            found.push((
+                kind.to_string(),
+                path.to_string(),
+                rule["rule"].as_str().unwrap_or_default().to_string(),
+                schema.clone(),
+            ));
+        }
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            let path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            walk(kind, &path, property, found);
+        }
+        if schema["items"].is_object() {
+            walk(kind, &format!("{path}[]"), &schema["items"], found);
+        }
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(repository().join("crds")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".mx-operator.io.yaml") {
+            continue;
+        }
+        for crd in documents(&std::fs::read_to_string(&path).unwrap()) {
+            let kind = crd["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            for version in crd["spec"]["versions"].as_array().into_iter().flatten() {
+                walk(&kind, "", &version["schema"]["openAPIV3Schema"], &mut found);
+            }
+        }
+    }
+    found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    found
+}
+
+/// Every CEL rule of the CRDs (evaluated by Kubernetes 1.25+, ignored by 1.20, where
+/// `validate()` alone refuses) is compiled and evaluated by a CEL implementation
+/// (cel-python) against values `validate()` accepts and refuses: the rule refuses nothing
+/// `validate()` accepts, and refuses what it is there for. Every string a rule reads has a
+/// `maxLength`, which the API server's cost estimate needs.
+#[test]
+fn every_cel_rule_compiles_and_refuses_nothing_validate_accepts() {
+    use mx_operator::api::DNSProviderSpec;
+    use mx_operator::api::validate::normalize_domain;
+    let rules = cel_rules();
+    let places: Vec<(&str, &str)> = rules.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    // A new rule needs its cases here.
+    assert_eq!(
+        places,
+        [("DNSProvider", "spec"), ("MailDomain", "spec.domain")]
+    );
+    for (kind, path, _, schema) in &rules {
+        if schema["type"] == "string" {
+            assert!(
+                schema["maxLength"].is_u64(),
+                "{kind} {path}: a rule reads a string without maxLength"
+            );
+        }
+        if schema["type"] == "array" {
+            assert!(
+                schema["maxItems"].is_u64(),
+                "{kind} {path}: a rule reads a list without maxItems"
+            );
+        }
+    }
+    let rfc2136 = json!({"server": "127.0.0.1", "tsig": {"keyName": "mx-operator",
+                         "secretRef": {"name": "tsig", "key": "secret"}}});
+    // (value, what validate() says, what the rule must say when validate() refuses; None:
+    // the rule may let it through, validate() refuses it at the operator).
+    let providers = [
+        (json!({"rfc2136": rfc2136}), Some(true)),
+        (json!({"externalDNS": {}}), Some(true)),
+        (json!({"rfc2136": rfc2136, "externalDNS": {}}), Some(false)),
+        (json!({}), Some(false)),
+    ];
+    let domains = [
+        ("example.com", Some(true)),
+        ("Example.COM.", Some(true)),
+        ("bücher.example", Some(true)),
+        ("xn--bcher-kva.example", Some(true)),
+        ("exa mple.com", Some(false)),
+        ("a@b.example", Some(false)),
+        ("a,b.example", Some(false)),
+        ("#x.example", Some(false)),
+        ("x\ty.example", Some(false)),
+        ("x\ny.example", Some(false)),
+        ("", Some(false)),
+        ("-bad-.example", None),
+        ("a..b", None),
+    ];
+    let rule_of = |kind: &str| rules.iter().find(|r| r.0 == kind).unwrap().2.clone();
+    let mut cases = Vec::new();
+    let mut accepted = Vec::new();
+    for (spec, expect) in &providers {
+        let spec_ok = serde_json::from_value::<DNSProviderSpec>(spec.clone())
+            .map(|s| s.validate().is_ok())
+            .unwrap_or(false);
+        cases.push((rule_of("DNSProvider"), spec.clone()));
+        accepted.push((format!("DNSProvider spec {spec}"), spec_ok, *expect));
+    }
+    for (domain, expect) in &domains {
+        cases.push((rule_of("MailDomain"), json!(domain)));
+        accepted.push((
+            format!("spec.domain {domain:?}"),
+            normalize_domain(domain).is_ok(),
+            *expect,
+        ));
+    }
+    let verdicts = mx_operator_tests::helm::cel(&cases);
+    assert_eq!(verdicts.len(), cases.len());
+    for ((what, validate_accepts, expect), verdict) in accepted.iter().zip(verdicts) {
+        let rule_accepts = verdict.unwrap_or_else(|error| panic!("{what}: {error}"));
+        if *validate_accepts {
+            assert!(
+                rule_accepts,
+                "{what}: the CEL rule refuses what validate() accepts"
+            );
+        }
+        if let Some(expected) = expect {
+            assert_eq!(*validate_accepts, *expected, "{what}: validate()");
+            assert_eq!(rule_accepts, *expected, "{what}: the CEL rule");
+        }
+    }
+}
+
 #[test]
 fn wrong_values_are_rejected_by_the_schema_with_the_key_named() {
     for (values, key) in [

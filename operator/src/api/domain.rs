@@ -55,6 +55,8 @@ pub struct MailDomainSpec {
     /// used in punycode form; case and a trailing dot do not matter. Subdomains are not
     /// included: each needs its own MailDomain.
     #[x_kube(validation = Rule::new(r"self.matches('^[^\\s,#@]+$')").message("domain must not contain whitespace, ',', '#' or '@'"))]
+    // A bound for the CEL rule's cost estimate (and 253 characters plus a trailing dot).
+    #[schemars(length(max = 254))]
     pub domain: String,
     /// The MailGateway that relays this domain.
     pub gateway_ref: GatewayRef,
