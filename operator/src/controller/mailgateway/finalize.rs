@@ -222,7 +222,9 @@ mod tests {
 
     #[test]
     fn a_gateway_being_deleted_waits_for_every_replica_to_deliver() {
-        let cases: [(&str, Vec<AgentReport>, bool, &str, &[&str]); 5] = [
+        // (case, agents, done, Ready's reason, volumes proven empty)
+        type Case<'a> = (&'a str, Vec<AgentReport>, bool, &'a str, &'a [&'a str]);
+        let cases: [Case; 5] = [
             (
                 "not yet retired",
                 vec![agent("edge-0", None), agent("edge-1", None)],
