@@ -321,9 +321,40 @@ where
     Ok(())
 }
 
+/// Adds `finalizer` to the object's finalizers unless it holds it already.
+pub(crate) async fn hold_finalizer<K: NamespacedObject>(
+    object: &K,
+    ctx: &Context,
+    namespace: &str,
+    finalizer: &str,
+) -> Result<(), Error> {
+    if object.finalizers().iter().any(|f| f == finalizer) {
+        return Ok(());
+    }
+    let mut finalizers = object.finalizers().to_vec();
+    finalizers.push(finalizer.into());
+    set_finalizers(object, ctx, namespace, finalizers).await
+}
+
+/// Removes `finalizer` from the object's finalizers; the others stay.
+pub(crate) async fn release_finalizer<K: NamespacedObject>(
+    object: &K,
+    ctx: &Context,
+    namespace: &str,
+    finalizer: &str,
+) -> Result<(), Error> {
+    let remaining = object
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    set_finalizers(object, ctx, namespace, remaining).await
+}
+
 /// Replaces an object's finalizers, guarded by the resource version the decision was made
 /// on: a finalizer another controller added meanwhile is not dropped.
-pub(crate) async fn set_finalizers<K>(
+async fn set_finalizers<K>(
     object: &K,
     ctx: &Context,
     namespace: &str,

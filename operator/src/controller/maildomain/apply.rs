@@ -3,7 +3,7 @@
 
 use super::super::context::{Context, Error, FINALIZER};
 use super::super::status::Transition;
-use super::super::write::{apply_data_unless_cached, set_finalizers};
+use super::super::write::{apply_data_unless_cached, hold_finalizer};
 use super::decide::{Decision, Relay};
 use super::dns::{self, DnsProblem, Published};
 use super::fetch::Inputs;
@@ -34,10 +34,8 @@ pub async fn apply(
     decision: &Decision,
 ) -> Result<Applied, Error> {
     let namespace = &inputs.namespace;
-    if decision.finalizer && !domain.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = domain.finalizers().to_vec();
-        finalizers.push(FINALIZER.into());
-        set_finalizers(domain, ctx, namespace, finalizers).await?;
+    if decision.finalizer {
+        hold_finalizer(domain, ctx, namespace, FINALIZER).await?;
     }
     let relay_refused = match &decision.relay {
         Some(relay) => apply_relay(domain, ctx, inputs, relay).await?,

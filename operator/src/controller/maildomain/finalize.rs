@@ -3,7 +3,7 @@
 
 use super::super::context::{Context, Error, FINALIZER};
 use super::super::status::Transition;
-use super::super::write::{patch_metadata, set_finalizers};
+use super::super::write::{patch_metadata, release_finalizer};
 use super::apply::{delete_legacy_relay, delete_relay};
 use super::decide::RETRY;
 use super::dns;
@@ -114,12 +114,6 @@ pub async fn finalize(
             ctx.publish(domain, vec![abandoned]).await;
         }
     }
-    let remaining: Vec<_> = domain
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(domain, ctx, namespace, remaining).await?;
+    release_finalizer(domain, ctx, namespace, FINALIZER).await?;
     Ok(Action::await_change())
 }

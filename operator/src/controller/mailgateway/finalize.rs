@@ -6,7 +6,7 @@
 use super::super::agents::{AgentReport, agent_reports};
 use super::super::context::{Context, Error};
 use super::super::status::Transition;
-use super::super::write::{set_finalizers, write_status};
+use super::super::write::{release_finalizer, write_status};
 use super::fetch::{Running, running};
 use super::scale::{held_until, leavers};
 use crate::api::MailGateway;
@@ -147,13 +147,7 @@ pub async fn finalize(
         });
     }
     ctx.publish(gateway, said).await;
-    let remaining: Vec<String> = gateway
-        .finalizers()
-        .iter()
-        .filter(|f| *f != GATEWAY_FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(gateway, ctx, namespace, remaining).await?;
+    release_finalizer(gateway, ctx, namespace, GATEWAY_FINALIZER).await?;
     tracing::info!(
         volumes = leaving.empty_volumes.len(),
         "the gateway's replicas hold no mail: its finalizer goes"

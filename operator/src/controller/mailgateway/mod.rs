@@ -12,7 +12,7 @@ mod finalize;
 mod scale;
 
 use super::context::{Context, Error};
-use super::write::{namespace_of, report_apply_failure, set_finalizers, write_status};
+use super::write::{hold_finalizer, namespace_of, report_apply_failure, write_status};
 use crate::api::MailGateway;
 use crate::api::conditions::{CONFIGURED, Desired};
 use crate::api::gateway::MailGatewayStatus;
@@ -46,12 +46,8 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     if gateway.metadata.deletion_timestamp.is_some() {
         return finalize::finalize(gateway, ctx, &namespace).await;
     }
-    if !gateway.finalizers().iter().any(|f| f == GATEWAY_FINALIZER) {
-        // Before any replica runs: a gateway deleted from then on delivers its queues.
-        let mut finalizers = gateway.finalizers().to_vec();
-        finalizers.push(GATEWAY_FINALIZER.into());
-        set_finalizers(gateway, ctx, &namespace, finalizers).await?;
-    }
+    // Before any replica runs: a gateway deleted from then on delivers its queues.
+    hold_finalizer(gateway, ctx, &namespace, GATEWAY_FINALIZER).await?;
     let mut inputs = fetch::fetch(gateway, ctx)?;
     let key = (namespace.clone(), gateway.name_any());
     inputs.agent_token = super::agents::agent_token(&key, ctx).await?;
