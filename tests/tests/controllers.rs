@@ -823,7 +823,15 @@ async fn missing_recipient_source_is_reported_then_recovers() {
 #[tokio::test]
 async fn a_steady_state_resync_makes_no_write_request() {
     let (plane, ns) = namespace_with_operator("steady").await;
-    apply::<MailGateway>(&ns, gateway("edge", json!({}))).await;
+    // Quantities the API server stores spelt otherwise (500m, 1Gi) are current as written.
+    apply::<MailGateway>(
+        &ns,
+        gateway(
+            "edge",
+            json!({"resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}}}),
+        ),
+    )
+    .await;
     for i in 0..3 {
         apply::<MailDomain>(
             &ns,

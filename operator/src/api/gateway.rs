@@ -3,7 +3,7 @@
 use super::validate::{
     MAX_MX_HOSTNAMES, Problems, ValidationError, check_annotations, check_list_len,
     normalize_domain, normalize_mailbox, parse_byte_quantity, parse_client_network, parse_duration,
-    parse_host_port, parse_next_hop, quote,
+    parse_host_port, parse_next_hop, quantity_nanos, quote,
 };
 use super::{Condition, DeliveryLimits};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -447,6 +447,19 @@ impl MailGatewaySpec {
         if let Some(address) = &self.probe_address {
             problems.check("spec.probeAddress", parse_host_port(address));
         }
+        for (field, quantities) in self.resources.iter().flat_map(|resources| {
+            [
+                ("requests", &resources.requests),
+                ("limits", &resources.limits),
+            ]
+        }) {
+            for (name, quantity) in quantities.iter().flatten() {
+                problems.check(
+                    format!("spec.resources.{field}.{name}"),
+                    quantity_nanos(&quantity.0),
+                );
+            }
+        }
         if self
             .resources
             .as_ref()
@@ -577,8 +590,11 @@ mod tests {
         spec.delivery.concurrency = Some(0);
         spec.delivery.rate_delay = Some("2h".into());
         spec.allowed_domains.from = NamespacesFrom::Selector;
-        spec.resources =
-            Some(serde_json::from_value(serde_json::json!({"claims": [{"name": "gpu"}]})).unwrap());
+        spec.resources = Some(
+            serde_json::from_value(serde_json::json!({"claims": [{"name": "gpu"}],
+                "requests": {"cpu": "0.5", "memory": "lots"}}))
+            .unwrap(),
+        );
         assert_eq!(
             problems_of(&spec),
             [
@@ -593,6 +609,7 @@ mod tests {
                 "spec.delivery.concurrency",
                 "spec.delivery.rateDelay",
                 "spec.allowedDomains.selector",
+                "spec.resources.requests.memory",
                 "spec.resources.claims",
             ]
         );

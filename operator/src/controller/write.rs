@@ -6,6 +6,7 @@ use super::digests::{DataObject, Digest, managed_digest};
 use super::status;
 use crate::api::Condition;
 use crate::api::conditions::Desired;
+use crate::api::validate::quantity_nanos;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -143,18 +144,36 @@ fn keys_to_remove(
 }
 
 /// Whether every field of `want` is in `have` with the same value (`have` may hold more,
-/// such as fields the server sets).
+/// such as fields the server sets). Resource quantities (under `requests` and `limits`)
+/// are compared as amounts: the server stores `0.5` as `500m`.
 fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (want, have) {
-        (Value::Object(want), Value::Object(have)) => want
-            .iter()
-            .all(|(key, value)| have.get(key).is_some_and(|live| is_subset(value, live))),
+        (Value::Object(want), Value::Object(have)) => want.iter().all(|(key, value)| {
+            have.get(key).is_some_and(|live| match key.as_str() {
+                "requests" | "limits" => same_quantities(value, live),
+                _ => is_subset(value, live),
+            })
+        }),
         (Value::Array(want), Value::Array(have)) => {
             want.len() == have.len() && want.iter().zip(have).all(|(w, h)| is_subset(w, h))
         }
         (want, have) => want == have,
     }
+}
+
+/// Whether every quantity of `want` is in `have`, the same amount however spelt.
+fn same_quantities(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+    let (Some(want), Some(have)) = (want.as_object(), have.as_object()) else {
+        return is_subset(want, have);
+    };
+    want.iter().all(|(name, amount)| {
+        have.get(name).is_some_and(|live| {
+            amount == live
+                || matches!((amount.as_str(), live.as_str()), (Some(a), Some(b))
+                    if quantity_nanos(a).is_ok_and(|a| quantity_nanos(b) == Ok(a)))
+        })
+    })
 }
 
 /// An object of a namespaced kind, as the writes here take it.
@@ -428,5 +447,23 @@ mod tests {
         ));
         assert!(!is_subset(&json!({"data": {"k": "v", "new": "1"}}), &have));
         assert!(!is_subset(&json!({"list": [1]}), &json!({"list": [1, 2]})));
+    }
+
+    #[test]
+    fn a_quantity_the_server_respelt_is_current_and_a_changed_one_is_not() {
+        let stored = json!({"spec": {"containers": [{"resources": {
+            "requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "512Mi"}}}]}});
+        let written = json!({"spec": {"containers": [{"resources": {
+            "requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "0.5Gi"}}}]}});
+        assert!(is_subset(&written, &stored));
+        let raised = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "0.6"}}}]}});
+        assert!(!is_subset(&raised, &stored));
+        let added = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1"}}}]}});
+        assert!(!is_subset(&added, &stored));
+        // Elsewhere a string is a string: "1k" is not "1000".
+        assert!(!is_subset(
+            &json!({"data": {"n": "1k"}}),
+            &json!({"data": {"n": "1000"}})
+        ));
     }
 }

@@ -17,7 +17,7 @@ pub use names::{
     normalize_domain, normalize_host, parse_host_port, parse_next_hop,
 };
 pub use network::{network_contains, parse_client_network};
-pub use quantity::{parse_byte_quantity, parse_message_size};
+pub use quantity::{parse_byte_quantity, parse_message_size, quantity_nanos};
 
 use std::fmt;
 
