@@ -40,12 +40,14 @@ pub fn ready_replicas(pods: &[Pod]) -> Vec<Replica> {
     replicas_at(ready, SMTP_PORT_NAME)
 }
 
-/// Every pod's agent, ready or not, being deleted or not: a replica that is not ready may
-/// still hold mail. Pods without an address (not started, or ended) have no agent to ask.
+/// Every pod's agent, ready or not: a replica that is not ready may still hold mail. Pods
+/// without an address (not started, or ended) have no agent to ask, and a pod being
+/// deleted is left out, as Endpoints leave it out: its agent stops answering as it goes,
+/// and a scale-in that had let it go must not count it as a replica to wait for again.
 pub fn agents(pods: &[Pod]) -> Vec<Replica> {
     let running = pods.iter().filter(|pod| {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        !matches!(phase, Some("Succeeded" | "Failed"))
+        pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
     });
     replicas_at(running, AGENT_PORT_NAME)
 }
@@ -146,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_asks_ready_pods_and_the_operator_every_agent_with_an_address() {
+    fn the_probe_asks_ready_pods_and_the_operator_every_agent_of_a_pod_that_stays() {
         let mut deleting = pod("edge-3", Some("10.244.0.12"), true, "Running");
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -169,8 +171,7 @@ mod tests {
             [
                 "edge-0 10.244.0.8:8080",
                 "edge-1 10.244.0.9:8080",
-                "edge-2 10.244.0.10:8080",
-                "edge-3 10.244.0.12:8080"
+                "edge-2 10.244.0.10:8080"
             ]
         );
         assert!(ready_replicas(&[]).is_empty());
