@@ -110,8 +110,10 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     // turns (and a held scale-in goes on).
     Ok(Action::requeue(if replacing {
         REPLACING_RECHECK
-    } else if children.draining || children.ready_replicas < gateway.spec.replicas {
+    } else if children.draining {
         DRAINING_RECHECK
+    } else if children.ready_replicas < gateway.spec.replicas {
+        ctx.settings.resync.min(DRAINING_RECHECK)
     } else {
         ctx.settings.resync
     }))
