@@ -47,7 +47,12 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
         return finalize::finalize(gateway, ctx, &namespace).await;
     }
     // Before any replica runs: a gateway deleted from then on delivers its queues.
-    hold_finalizer(gateway, ctx, &namespace, GATEWAY_FINALIZER).await?;
+    match hold_finalizer(gateway, ctx, &namespace, GATEWAY_FINALIZER).await {
+        // The cached copy was older than the server's (the patch is guarded by its
+        // version): read again at once rather than after the error back-off.
+        Err(error) if error.is_retry_request() => return Ok(Action::requeue(STALE_RECHECK)),
+        result => result?,
+    }
     let mut inputs = fetch::fetch(gateway, ctx)?;
     let key = (namespace.clone(), gateway.name_any());
     inputs.agent_token = super::agents::agent_token(&key, ctx).await?;
@@ -146,6 +151,9 @@ fn migrating_condition(conditions: &mut [Desired], unmigrated: usize) {
         );
     }
 }
+
+/// How soon a gateway read from a stale cache is read again.
+const STALE_RECHECK: Duration = Duration::from_secs(1);
 
 /// How soon a gateway whose StatefulSet is being replaced is read again.
 const REPLACING_RECHECK: Duration = Duration::from_secs(2);
