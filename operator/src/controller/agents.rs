@@ -16,9 +16,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::BTreeSet;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// One replica's `/status`, or why it could not be read.
@@ -53,40 +51,6 @@ pub async fn agent_reports(gateway: &GatewayKey, ctx: &Context) -> Vec<AgentRepo
         }
     }))
     .await
-}
-
-/// The tokens the agents of each gateway ask of `/status`, by gateway. Each is kept in
-/// the gateway's MailRelay, which only the operator may write and only it and the
-/// gateway's agents may read; this holds what was read or drawn, so that it is read once
-/// per gateway and start.
-#[derive(Default)]
-pub struct AgentTokens(Mutex<HashMap<GatewayKey, String>>);
-
-impl AgentTokens {
-    fn get(&self, gateway: &GatewayKey) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(gateway)
-            .cloned()
-    }
-
-    /// Keeps `token` unless one was kept meanwhile; the one kept.
-    fn keep(&self, gateway: &GatewayKey, token: String) -> String {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(gateway.clone())
-            .or_insert(token)
-            .clone()
-    }
-
-    pub fn forget(&self, gateway: &GatewayKey) {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(gateway);
-    }
 }
 
 /// The gateway's agent token: the one its MailRelay holds, or a new one (256 bits from

@@ -76,7 +76,7 @@ pub struct Context {
     /// The gateways' own MailRelays (main.cf and master.cf).
     pub gateway_relays: Arc<DataDigests>,
     /// Each gateway's agent token, as its MailRelay holds it.
-    pub agent_tokens: super::agents::AgentTokens,
+    pub agent_tokens: super::agent_tokens::AgentTokens,
     pub gateway_workloads: Store<StatefulSet>,
     pub gateway_accounts: Store<ServiceAccount>,
     pub gateway_roles: Store<Role>,

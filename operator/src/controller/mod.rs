@@ -1,6 +1,7 @@
 //! The controllers: MailGateway and MailDomain reconciled into Kubernetes objects, with
 //! status that tells the truth.
 
+mod agent_tokens;
 mod agents;
 mod changes;
 mod claims;
