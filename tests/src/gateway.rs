@@ -420,32 +420,61 @@ pub async fn list_as_pods(
     gateway: &str,
     replicas: &[(&str, &Gateway)],
 ) -> Result<(), kube::Error> {
+    for (name, replica) in replicas {
+        gateway_pod(ns, gateway, name, replica.agent_address, true).await?;
+    }
+    Ok(())
+}
+
+/// Pod `name` of gateway `gateway`, its agent at `agent`, Ready or not (see
+/// [`list_as_pods`]).
+pub async fn gateway_pod(
+    ns: &crate::TestNamespace,
+    gateway: &str,
+    name: &str,
+    agent: SocketAddr,
+    ready: bool,
+) -> Result<(), kube::Error> {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
     let pods = ns.api::<Pod>();
-    for (name, replica) in replicas {
-        let pod = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {
-                "app.kubernetes.io/name": "mx-gateway",
-                "app.kubernetes.io/instance": gateway,
-                "app.kubernetes.io/component": "smtp",
-                "app.kubernetes.io/managed-by": "mx-operator"}},
-            "spec": {"containers": [{"name": "agent", "image": "mx-gateway:local",
-                "ports": [{"name": "agent", "containerPort": replica.agent_address.port()}]}]},
-        });
-        let params = PatchParams::apply("test-pods").force();
-        pods.patch(name, &params, &Patch::Apply(&pod)).await?;
-        // A merge patch, as a kubelet's: an apply by the same manager without the labels
-        // would remove them.
-        let ip = replica.agent_address.ip().to_string();
-        let status = serde_json::json!({
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
-                       "conditions": [{"type": "Ready", "status": "True"}]},
-        });
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await?;
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/name": "mx-gateway",
+            "app.kubernetes.io/instance": gateway,
+            "app.kubernetes.io/component": "smtp",
+            "app.kubernetes.io/managed-by": "mx-operator"}},
+        "spec": {"automountServiceAccountToken": false,
+                 "containers": [{"name": "agent", "image": "mx-gateway:local",
+            "ports": [{"name": "agent", "containerPort": agent.port()}]}]},
+    });
+    let params = PatchParams::apply("test-pods").force();
+    // In a namespace just made, admission refuses pods until its default ServiceAccount
+    // exists (500, "retry after"): ask again, as a StatefulSet controller would.
+    let started = Instant::now();
+    loop {
+        match pods.patch(name, &params, &Patch::Apply(&pod)).await {
+            Err(kube::Error::Api(status))
+                if status.code == 500 && started.elapsed() < Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            result => {
+                result?;
+                break;
+            }
+        }
     }
+    // A merge patch, as a kubelet's: an apply by the same manager without the labels
+    // would remove them.
+    let ip = agent.ip().to_string();
+    let status = serde_json::json!({
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+    });
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
     Ok(())
 }
 

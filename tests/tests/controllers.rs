@@ -327,7 +327,6 @@ async fn a_gateway_without_replicas_goes_at_once_and_keeps_the_volumes_it_cannot
 /// left undelivered.
 #[tokio::test]
 async fn a_deletion_held_by_a_replica_that_cannot_be_asked_goes_when_forced() {
-    use k8s_openapi::api::core::v1::Pod;
     use mx_operator_tests::wait::gateway_condition;
     let (_plane, ns) = namespace_with_operator("gateway-forced").await;
     apply::<MailGateway>(&ns, gateway("edge", json!({"replicas": 1}))).await;
@@ -342,25 +341,7 @@ async fn a_deletion_held_by_a_replica_that_cannot_be_asked_goes_when_forced() {
         .unwrap()
         .local_addr()
         .unwrap();
-    apply::<Pod>(
-        &ns,
-        json!({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": "edge-0", "labels": {
-                   "app.kubernetes.io/name": "mx-gateway", "app.kubernetes.io/instance": "edge",
-                   "app.kubernetes.io/component": "smtp", "app.kubernetes.io/managed-by": "mx-operator"}},
-               "spec": {"containers": [{"name": "agent", "image": "mx-gateway:local",
-                   "ports": [{"name": "agent", "containerPort": closed.port()}]}]}}),
-    )
-    .await;
-    ns.api::<Pod>()
-        .patch_status(
-            "edge-0",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"phase": "Running", "podIP": ip.to_string(),
-                                            "podIPs": [{"ip": ip.to_string()}]}}),
-            ),
-        )
+    mx_operator_tests::gateway::gateway_pod(&ns, "edge", "edge-0", closed, false)
         .await
         .unwrap();
 
