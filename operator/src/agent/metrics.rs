@@ -179,7 +179,6 @@ impl AgentMetrics {
         self.stopped.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a scale-in removes this replica, and how far its queue is delivered.
     /// The token the gateway's MailRelay names: `/status` answers whoever presents it.
     pub fn set_status_token(&self, token: Option<String>) {
         let mut held = self
@@ -189,6 +188,7 @@ impl AgentMetrics {
         *held = token;
     }
 
+    /// Whether a scale-in removes this replica, and how far its queue is delivered.
     pub fn set_retirement(&self, retirement: Option<Retirement>) {
         if let Ok(mut kept) = self.retirement.lock() {
             *kept = retirement;

@@ -538,23 +538,25 @@ async fn logged<K: Resource, E: std::error::Error + 'static, W: std::error::Erro
 /// again, so a moment's error at start does not leave every gateway without its budget
 /// until the operator restarts.
 async fn policy_v1_served(client: &Client) -> bool {
-    let mut wait = Duration::from_millis(500);
-    loop {
-        match client.list_api_group_resources("policy/v1").await {
-            Ok(list) => {
-                return list
-                    .resources
-                    .iter()
-                    .any(|r| r.name == "poddisruptionbudgets");
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => return false,
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?wait, "asking whether policy/v1 is served failed; asking again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+    use backon::Retryable;
+    let not_served =
+        |error: &kube::Error| matches!(error, kube::Error::Api(status) if status.code == 404);
+    let discovery = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times();
+    (|| client.list_api_group_resources("policy/v1"))
+        .retry(discovery)
+        .when(|error| !not_served(error))
+        .notify(|error, retry_in| {
+            tracing::warn!(%error, ?retry_in, "asking whether policy/v1 is served failed; asking again");
+        })
+        .await
+        .is_ok_and(|list| {
+            list.resources
+                .iter()
+                .any(|r| r.name == "poddisruptionbudgets")
+        })
 }
 
 #[cfg(test)]

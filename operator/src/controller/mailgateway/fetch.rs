@@ -139,23 +139,18 @@ const REFUSAL_MEMORY: i64 = 30 * 60;
 /// `FailedCreate` Event of the last half hour (the StatefulSet controller says nowhere
 /// else why it could not create a pod, for example refused by Pod Security admission or
 /// a quota). One list request, only in that state.
-pub async fn pods_refused(gateway: &MailGateway, ctx: &Context) -> Result<Option<String>, Error> {
-    let Some(stateful_set) = stateful_set(gateway, ctx) else {
-        return Ok(None);
-    };
-    let wanted = stateful_set
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let pods = stateful_set.status.as_ref().map_or(0, |s| s.replicas);
-    if pods >= wanted {
+pub async fn pods_refused(
+    gateway: &MailGateway,
+    ctx: &Context,
+    running: Option<Running>,
+) -> Result<Option<String>, Error> {
+    if running.is_none_or(|running| running.pods >= running.replicas) {
         return Ok(None);
     }
     let namespace = gateway.namespace().unwrap_or_default();
     let selector = format!(
         "involvedObject.kind=StatefulSet,involvedObject.name={},reason=FailedCreate",
-        stateful_set.name_any()
+        GatewayNames::of(&gateway.name_any()).workload
     );
     let events = Api::<Event>::namespaced(ctx.client.clone(), &namespace)
         .list(&ListParams::default().fields(&selector))

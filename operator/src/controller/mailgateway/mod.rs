@@ -57,7 +57,7 @@ async fn reconcile_inner(gateway: &MailGateway, ctx: &Context) -> Result<Action,
     let key = (namespace.clone(), gateway.name_any());
     inputs.agent_token = super::agents::agent_token(&key, ctx).await?;
     inputs.agents = super::agents::agent_reports(&key, ctx).await;
-    inputs.pods_refused = fetch::pods_refused(gateway, ctx).await?;
+    inputs.pods_refused = fetch::pods_refused(gateway, ctx, inputs.running).await?;
     let children = match decide::decide(gateway, &inputs) {
         Decision::Invalid(ready) => {
             write_status(gateway, gateway.status.as_ref(), ctx, &[ready], |_| {}).await?;
